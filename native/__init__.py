@@ -1,0 +1,40 @@
+"""llama.cpp for Python through cffi: the pinned build, the binding and objects owning C handles.
+
+`from native import Model, Context, ...` works once the extension is built; the names load
+lazily so that the build tools (native.build, native.cffi_build) import without it. Only
+native._ffi touches the compiled extension.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "Batch": "native.batch",
+    "Context": "native.context",
+    "ContextParams": "native.context",
+    "LoraAdapter": "native.lora",
+    "Model": "native.model",
+    "ModelParams": "native.model",
+    "SamplerChain": "native.sampler",
+    "Vocab": "native.vocab",
+    "BindingError": "native.errors",
+    "ContextError": "native.errors",
+    "DecodeError": "native.errors",
+    "InvalidInputError": "native.errors",
+    "LlamaError": "native.errors",
+    "ModelLoadError": "native.errors",
+    "SamplerError": "native.errors",
+    "StateError": "native.errors",
+    "TokenizeError": "native.errors",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'native' has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)

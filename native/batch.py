@@ -1,0 +1,91 @@
+"""A reusable llama_batch whose arrays are numpy views: filled without per-token Python objects."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from native._ffi import ffi
+from native.errors import InvalidInputError
+
+
+class Batch:
+    """Token batch of fixed capacity, one sequence id per token.
+
+    The memory is owned by Python (cffi allocations); `tokens`, `pos`, `seq_id` and `logits` are
+    zero-copy numpy views of it, so callers fill whole slices at once.
+    """
+
+    def __init__(self, capacity: int) -> None:
+        if capacity <= 0:
+            raise InvalidInputError("batch capacity must be positive")
+        self.capacity = capacity
+        self.n_tokens = 0
+        self._token = ffi.new("llama_token[]", capacity)
+        self._pos = ffi.new("llama_pos[]", capacity)
+        self._n_seq_id = ffi.new("int32_t[]", capacity)
+        self._seq_store = ffi.new("llama_seq_id[]", capacity)
+        self._seq_ptrs = ffi.new("llama_seq_id *[]", capacity)
+        self._logits = ffi.new("int8_t[]", capacity)
+        for i in range(capacity):
+            self._seq_ptrs[i] = self._seq_store + i
+        self.tokens: npt.NDArray[np.int32] = np.frombuffer(ffi.buffer(self._token), np.int32)
+        self.pos: npt.NDArray[np.int32] = np.frombuffer(ffi.buffer(self._pos), np.int32)
+        self.seq_id: npt.NDArray[np.int32] = np.frombuffer(ffi.buffer(self._seq_store), np.int32)
+        self.logits: npt.NDArray[np.int8] = np.frombuffer(ffi.buffer(self._logits), np.int8)
+        np.frombuffer(ffi.buffer(self._n_seq_id), np.int32)[:] = 1
+        self._struct = ffi.new("llama_batch *")
+        self._struct.token = self._token
+        self._struct.embd = ffi.NULL
+        self._struct.pos = self._pos
+        self._struct.n_seq_id = self._n_seq_id
+        self._struct.seq_id = self._seq_ptrs
+        self._struct.logits = self._logits
+
+    def clear(self) -> None:
+        self.n_tokens = 0
+
+    @property
+    def free(self) -> int:
+        return self.capacity - self.n_tokens
+
+    def add(self, token: int, pos: int, seq_id: int, output: bool) -> int:
+        """Append one token; returns its index in the batch (where its logits will be)."""
+        i = self.n_tokens
+        if i >= self.capacity:
+            raise InvalidInputError("batch is full")
+        self.tokens[i] = token
+        self.pos[i] = pos
+        self.seq_id[i] = seq_id
+        self.logits[i] = output
+        self.n_tokens = i + 1
+        return i
+
+    def add_sequence(self, tokens: Sequence[int] | npt.NDArray[np.int32], pos0: int,
+                     seq_id: int, output_last: bool) -> int:
+        """Append consecutive tokens of one sequence from position pos0; returns the last index."""
+        n = len(tokens)
+        i = self.n_tokens
+        if n == 0:
+            raise InvalidInputError("empty token run")
+        if i + n > self.capacity:
+            raise InvalidInputError(f"batch overflow: {i + n} > capacity {self.capacity}")
+        self.tokens[i:i + n] = tokens
+        self.pos[i:i + n] = np.arange(pos0, pos0 + n, dtype=np.int32)
+        self.seq_id[i:i + n] = seq_id
+        self.logits[i:i + n] = 0
+        if output_last:
+            self.logits[i + n - 1] = 1
+        self.n_tokens = i + n
+        return i + n - 1
+
+    def set_all_outputs(self, value: bool) -> None:
+        self.logits[: self.n_tokens] = value
+
+    def c_struct(self) -> Any:
+        """The llama_batch to pass by value, describing the first n_tokens entries."""
+        self._struct.n_tokens = self.n_tokens
+        return self._struct[0]

@@ -1,0 +1,181 @@
+"""libllama's sampler chain: every sampler llama.h offers, added in the caller's order.
+
+A chain owns the samplers added to it; the chain itself is freed exactly once by close().
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from native._ffi import ffi, lib
+from native.errors import InvalidInputError, SamplerError
+
+if TYPE_CHECKING:
+    from native.context import Context
+    from native.vocab import Vocab
+
+DEFAULT_SEED = 0xFFFFFFFF  # LLAMA_DEFAULT_SEED: a random seed
+
+
+def _seed(seed: int) -> int:
+    if seed < 0 or seed == DEFAULT_SEED:
+        return DEFAULT_SEED
+    if seed > 0xFFFFFFFF:
+        raise InvalidInputError("seed must fit in 32 bits")
+    return seed
+
+
+class SamplerChain:
+    def __init__(self, vocab: Vocab, no_perf: bool = True) -> None:
+        self.vocab = vocab
+        params = lib.llama_sampler_chain_default_params()
+        params.no_perf = no_perf
+        self._ptr: Any = lib.llama_sampler_chain_init(params)
+        self.names: list[str] = []
+
+    @property
+    def ptr(self) -> Any:
+        if self._ptr == ffi.NULL:
+            raise ValueError("sampler chain is closed")
+        return self._ptr
+
+    def close(self) -> None:
+        if self._ptr != ffi.NULL:
+            lib.llama_sampler_free(self._ptr)
+            self._ptr = ffi.NULL
+
+    def __enter__(self) -> SamplerChain:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        self.close()
+
+    def _add(self, smpl: Any, name: str) -> SamplerChain:
+        if smpl == ffi.NULL:
+            raise SamplerError(f"could not create the {name} sampler")
+        lib.llama_sampler_chain_add(self.ptr, smpl)
+        self.names.append(name)
+        return self
+
+    # -- samplers ---------------------------------------------------------------------------
+    def greedy(self) -> SamplerChain:
+        return self._add(lib.llama_sampler_init_greedy(), "greedy")
+
+    def dist(self, seed: int = DEFAULT_SEED) -> SamplerChain:
+        return self._add(lib.llama_sampler_init_dist(_seed(seed)), "dist")
+
+    def top_k(self, k: int) -> SamplerChain:
+        return self._add(lib.llama_sampler_init_top_k(k), "top_k")
+
+    def top_p(self, p: float, min_keep: int = 1) -> SamplerChain:
+        return self._add(lib.llama_sampler_init_top_p(p, min_keep), "top_p")
+
+    def min_p(self, p: float, min_keep: int = 1) -> SamplerChain:
+        return self._add(lib.llama_sampler_init_min_p(p, min_keep), "min_p")
+
+    def typical(self, p: float, min_keep: int = 1) -> SamplerChain:
+        return self._add(lib.llama_sampler_init_typical(p, min_keep), "typical_p")
+
+    def temp(self, t: float) -> SamplerChain:
+        return self._add(lib.llama_sampler_init_temp(t), "temperature")
+
+    def temp_ext(self, t: float, delta: float, exponent: float) -> SamplerChain:
+        return self._add(lib.llama_sampler_init_temp_ext(t, delta, exponent), "temperature")
+
+    def xtc(self, p: float, t: float, min_keep: int = 1, seed: int = DEFAULT_SEED) -> SamplerChain:
+        return self._add(lib.llama_sampler_init_xtc(p, t, min_keep, _seed(seed)), "xtc")
+
+    def top_n_sigma(self, n: float) -> SamplerChain:
+        return self._add(lib.llama_sampler_init_top_n_sigma(n), "top_n_sigma")
+
+    def mirostat(self, tau: float, eta: float, m: int = 100,
+                 seed: int = DEFAULT_SEED) -> SamplerChain:
+        smpl = lib.llama_sampler_init_mirostat(self.vocab.n_tokens, _seed(seed), tau, eta, m)
+        return self._add(smpl, "mirostat")
+
+    def mirostat_v2(self, tau: float, eta: float, seed: int = DEFAULT_SEED) -> SamplerChain:
+        return self._add(lib.llama_sampler_init_mirostat_v2(_seed(seed), tau, eta), "mirostat_v2")
+
+    def grammar(self, grammar: str, root: str = "root") -> SamplerChain:
+        """A GBNF grammar constraint; raises SamplerError if it does not parse."""
+        smpl = lib.llama_sampler_init_grammar(self.vocab._ptr, grammar.encode(), root.encode())
+        if smpl == ffi.NULL:
+            raise SamplerError("the grammar does not parse (llama.cpp's log says where)")
+        return self._add(smpl, "grammar")
+
+    def grammar_lazy(self, grammar: str, trigger_patterns: Sequence[str],
+                     trigger_tokens: Sequence[int] = (), root: str = "root") -> SamplerChain:
+        """A grammar that applies only once a trigger pattern or token appears."""
+        pats = [ffi.new("char[]", p.encode()) for p in trigger_patterns]
+        pat_arr = ffi.new("const char *[]", pats) if pats else ffi.NULL
+        toks = self.vocab.check_tokens(trigger_tokens)
+        tok_arr = ffi.new("llama_token[]", toks.tolist()) if toks.size else ffi.NULL
+        smpl = lib.llama_sampler_init_grammar_lazy_patterns(
+            self.vocab._ptr, grammar.encode(), root.encode(), pat_arr, len(pats),
+            tok_arr, toks.size)
+        if smpl == ffi.NULL:
+            raise SamplerError("the grammar does not parse (llama.cpp's log says where)")
+        return self._add(smpl, "grammar")
+
+    def penalties(self, last_n: int, repeat: float, freq: float, present: float) -> SamplerChain:
+        if last_n < -1:
+            raise InvalidInputError("repeat_last_n must be >= -1")
+        smpl = lib.llama_sampler_init_penalties(self.vocab.n_tokens, last_n, repeat, freq,
+                                                present)
+        return self._add(smpl, "penalties")
+
+    def dry(self, multiplier: float, base: float, allowed_length: int, penalty_last_n: int,
+            sequence_breakers: Sequence[str]) -> SamplerChain:
+        keep = [ffi.new("char[]", s.encode()) for s in sequence_breakers]
+        arr = ffi.new("const char *[]", keep) if keep else ffi.NULL
+        smpl = lib.llama_sampler_init_dry(self.vocab._ptr, multiplier, base, allowed_length,
+                                          penalty_last_n, arr, len(keep))
+        return self._add(smpl, "dry")
+
+    def adaptive_p(self, target: float, decay: float, seed: int = DEFAULT_SEED) -> SamplerChain:
+        return self._add(lib.llama_sampler_init_adaptive_p(target, decay, _seed(seed)),
+                         "adaptive_p")
+
+    def logit_bias(self, bias: Mapping[int, float]) -> SamplerChain:
+        """Add bias to token logits; -inf bans a token."""
+        items = list(bias.items())
+        for tok, _ in items:
+            self.vocab.check_token(tok)
+        arr = ffi.new("llama_logit_bias[]", max(len(items), 1))
+        for i, (tok, b) in enumerate(items):
+            arr[i].token = tok
+            arr[i].bias = b
+        smpl = lib.llama_sampler_init_logit_bias(self.vocab.n_tokens, len(items), arr)
+        return self._add(smpl, "logit_bias")
+
+    def infill(self) -> SamplerChain:
+        return self._add(lib.llama_sampler_init_infill(self.vocab._ptr), "infill")
+
+    # -- use --------------------------------------------------------------------------------
+    def sample(self, ctx: Context, idx: int) -> int:
+        """Sample from batch output idx and accept the token into the chain's state."""
+        if lib.llama_get_logits_ith(ctx.ptr, idx) == ffi.NULL:
+            raise InvalidInputError(f"no logits for batch index {idx}")
+        return int(lib.llama_sampler_sample(self.ptr, ctx.ptr, idx))
+
+    def accept(self, token: int) -> None:
+        self.vocab.check_token(token)
+        lib.llama_sampler_accept(self.ptr, token)
+
+    def reset(self) -> None:
+        lib.llama_sampler_reset(self.ptr)
+
+    @property
+    def seed(self) -> int:
+        return int(lib.llama_sampler_get_seed(self.ptr))
+
+    def __len__(self) -> int:
+        return int(lib.llama_sampler_chain_n(self.ptr))
+
+    def perf(self) -> dict[str, float]:
+        d = lib.llama_perf_sampler(self.ptr)
+        return {"t_sample_ms": d.t_sample_ms, "n_sample": d.n_sample}
