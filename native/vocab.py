@@ -153,8 +153,18 @@ class Vocab:
                 return bytes(ffi.buffer(buf, n))
             cap = -n
 
-    def detokenize(self, tokens: Iterable[int] | TokenArray, remove_special: bool = False,
-                   unparse_special: bool = True) -> bytes:
+    def detokenize(self, tokens: Iterable[int] | TokenArray, special: bool = True) -> bytes:
+        """The tokens' pieces joined: exact bytes, as llama-server's /detokenize returns them.
+
+        Unlike llama_detokenize (see detokenize_native) this applies no model-specific clean-up
+        of spaces, so detokenize(tokenize(x)) == x for byte-level BPE vocabularies.
+        """
+        arr = self.check_tokens(list(tokens) if not isinstance(tokens, np.ndarray) else tokens)
+        return b"".join(self.token_to_piece(int(t), special) for t in arr)
+
+    def detokenize_native(self, tokens: Iterable[int] | TokenArray, remove_special: bool = False,
+                          unparse_special: bool = True) -> bytes:
+        """llama_detokenize: includes the vocabulary's own clean-up (e.g. " ?" -> "?")."""
         arr = self.check_tokens(list(tokens) if not isinstance(tokens, np.ndarray) else tokens)
         if arr.size == 0:
             return b""
