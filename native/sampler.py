@@ -8,6 +8,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from native._ffi import ffi, lib
 from native.errors import InvalidInputError, SamplerError
 
@@ -16,6 +18,7 @@ if TYPE_CHECKING:
     from native.vocab import Vocab
 
 DEFAULT_SEED = 0xFFFFFFFF  # LLAMA_DEFAULT_SEED: a random seed
+_TOKEN_DATA = np.dtype([("id", np.int32), ("logit", np.float32), ("p", np.float32)])
 
 
 def _seed(seed: int) -> int:
@@ -33,6 +36,8 @@ class SamplerChain:
         params.no_perf = no_perf
         self._ptr: Any = lib.llama_sampler_chain_init(params)
         self.names: list[str] = []
+        self._cand: Any = None  # llama_token_data[n_vocab], made on first sample_with_probs
+        self._cand_view: Any = ()
 
     @property
     def ptr(self) -> Any:
@@ -161,6 +166,34 @@ class SamplerChain:
         if lib.llama_get_logits_ith(ctx.ptr, idx) == ffi.NULL:
             raise InvalidInputError(f"no logits for batch index {idx}")
         return int(lib.llama_sampler_sample(self.ptr, ctx.ptr, idx))
+
+    def sample_with_probs(self, ctx: Context, idx: int,
+                          n_probs: int) -> tuple[int, list[tuple[int, float]]]:
+        """Sample like sample(), also returning the n_probs most likely candidates that the
+        chain left, with their post-sampling probabilities (llama-server's post_sampling_probs).
+        """
+        logits = ctx.logits_ith(idx)
+        n = logits.size
+        if self._cand is None or len(self._cand_view) != n:
+            self._cand = ffi.new("llama_token_data[]", n)
+            self._cand_view = np.frombuffer(ffi.buffer(self._cand), _TOKEN_DATA)
+        view = self._cand_view
+        view["id"] = np.arange(n, dtype=np.int32)
+        view["logit"] = logits
+        view["p"] = 0.0
+        arr = ffi.new("llama_token_data_array *")
+        arr.data, arr.size, arr.selected, arr.sorted = self._cand, n, -1, False
+        lib.llama_sampler_apply(self.ptr, arr)
+        if arr.selected < 0 or arr.selected >= arr.size:
+            raise SamplerError("the sampler chain selected no token")
+        size = int(arr.size)
+        # Samplers may point `data` at their own buffer; read what the chain left.
+        left = np.frombuffer(ffi.buffer(arr.data, size * _TOKEN_DATA.itemsize), _TOKEN_DATA)
+        token = int(left["id"][arr.selected])
+        lib.llama_sampler_accept(self.ptr, token)
+        k = min(n_probs, size)
+        order = np.argsort(-left["p"], kind="stable")[:k]
+        return token, [(int(left["id"][i]), float(left["p"][i])) for i in order]
 
     def accept(self, token: int) -> None:
         self.vocab.check_token(token)

@@ -1,0 +1,416 @@
+"""The engine: one thread owns the llama context and runs the continuous-batching loop.
+
+Each step builds one batch from every active slot — one token per generating slot, then prompt
+chunks of newly admitted requests up to n_batch — decodes it once, samples each slot that has
+logits, and hands each request its events (one hand-off per request per step). Requests beyond
+the free slots wait in a queue. Native calls never run on the asyncio event loop.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from native import Batch, Context, LlamaError, Model, SamplerError
+from service.engine.events import Chunk, Event, Failed, Finished, Started, TokenProbs
+from service.engine.params import ParamError
+from service.engine.sampling import build_chain, top_probs
+from service.engine.slots import Slot, choose_slot, common_prefix_len
+from service.engine.task import EventSink, Task
+from service.engine.textstream import TextStream
+
+_log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class EngineSettings:
+    context_shift: bool = True
+    slot_prompt_similarity: float = 0.5
+    n_predict_default: int = -1  # server-wide cap (-n); a request's n_predict applies within it
+
+
+@dataclass
+class EngineStats:
+    """Counters for /metrics and /slots; written by the engine thread only."""
+
+    prompt_tokens_total: int = 0
+    prompt_seconds_total: float = 0.0
+    tokens_predicted_total: int = 0
+    tokens_predicted_seconds_total: float = 0.0
+    n_decode_total: int = 0
+    n_busy_slots_total: int = 0
+    requests_processing: int = 0
+    requests_deferred: int = 0
+
+
+class Engine:
+    def __init__(self, model: Model, ctx: Context, settings: EngineSettings | None = None) -> None:
+        self.model, self.ctx, self.vocab = model, ctx, model.vocab
+        self.settings = settings or EngineSettings()
+        self.slots = [Slot(i) for i in range(ctx.n_seq_max)]
+        self.n_ctx_slot = ctx.n_ctx_seq
+        self.stats = EngineStats()
+        self.eog = self.vocab.eog_tokens()
+        self._batch = Batch(ctx.n_batch)
+        self._inbox: queue.SimpleQueue[Task | Callable[[], None] | None] = queue.SimpleQueue()
+        self._waiting: deque[Task] = deque()
+        self._active: list[Task] = []
+        self._by_id: dict[str, Task] = {}
+        self._outbox: dict[EventSink, list[Event]] = {}
+        self._stopping = False
+        self._thread = threading.Thread(target=self._run, name="llama-engine", daemon=True)
+
+    # -- API for other threads --------------------------------------------------------------
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self._stopping = True
+        self._inbox.put(None)
+        self._thread.join(timeout)
+
+    def submit(self, task: Task) -> None:
+        """Queue a generation; its events go to task.sink. Never blocks."""
+        self._inbox.put(task)
+
+    def cancel(self, task_id: str) -> bool:
+        """Stop a queued or running generation; it leaves the batch at the next step."""
+        task = self._by_id.get(task_id)
+        if task is None:
+            return False
+        task.cancelled = True
+        self._inbox.put(None)  # wake the loop if idle
+        return True
+
+    def call(self, fn: Callable[[], T]) -> Future[T]:
+        """Run fn on the engine thread between two steps (for slot save/restore, embeddings...)."""
+        fut: Future[T] = Future()
+
+        def job() -> None:
+            if fut.set_running_or_notify_cancel():
+                try:
+                    fut.set_result(fn())
+                except BaseException as e:  # handed to the caller, not raised here
+                    fut.set_exception(e)
+
+        self._inbox.put(job)
+        return fut
+
+    @property
+    def n_waiting(self) -> int:
+        return len(self._waiting)
+
+    # -- the loop ---------------------------------------------------------------------------
+    def _run(self) -> None:
+        while not self._stopping:
+            try:
+                self._drain_inbox(block=not self._active and not self._waiting)
+                self._reap_cancelled()
+                self._admit()
+                if self._active:
+                    self._step()
+            except Exception:  # a bug must not kill the loop: fail what is running, go on
+                _log.exception("engine step failed")
+                for task in list(self._active):
+                    self._fail(task, "internal", "internal error in the engine step")
+            finally:
+                self._deliver()
+        for task in [*self._active, *self._waiting]:
+            self._fail(task, "unavailable", "server is shutting down")
+        self._deliver()
+
+    def _drain_inbox(self, block: bool) -> None:
+        while True:
+            try:
+                item = self._inbox.get(block=block, timeout=None)
+            except queue.Empty:
+                return
+            block = False
+            if item is None:
+                continue
+            if isinstance(item, Task):
+                self._by_id[item.id] = item
+                self._waiting.append(item)
+            else:
+                item()
+
+    def _reap_cancelled(self) -> None:
+        for task in [t for t in self._waiting if t.cancelled]:
+            self._waiting.remove(task)
+            self._fail(task, "cancelled", "generation cancelled")
+        for task in [t for t in self._active if t.cancelled]:
+            slot = task.slot
+            self._fail(task, "cancelled", "generation cancelled")
+            if slot is not None:  # free the KV cells at once
+                self.ctx.seq_rm(slot.id)
+                slot.cache_tokens = []
+
+    def _admit(self) -> None:
+        still_waiting: deque[Task] = deque()
+        while self._waiting:
+            task = self._waiting.popleft()
+            slot = choose_slot(self.slots, task.prompt, task.params.id_slot,
+                               self.settings.slot_prompt_similarity)
+            if slot is None:
+                still_waiting.append(task)
+                continue
+            self._start(task, slot)
+        self._waiting = still_waiting
+        self.stats.requests_deferred = len(self._waiting)
+
+    def _start(self, task: Task, slot: Slot) -> None:
+        if not task.prompt:
+            self._fail(task, "invalid_argument", "empty prompt")
+            return
+        if len(task.prompt) >= self.n_ctx_slot:
+            self._fail(task, "invalid_argument",
+                       f"the prompt has {len(task.prompt)} tokens, more than the "
+                       f"{self.n_ctx_slot - 1} that fit in a slot's context; shorten it or raise "
+                       "--ctx-size")
+            return
+        try:
+            task.chain = build_chain(self.vocab, task.params.sampling,
+                                     self.eog if task.params.ignore_eos else (), self.n_ctx_slot)
+        except (SamplerError, ParamError, LlamaError) as e:
+            self._fail(task, "invalid_argument", str(e))
+            return
+        n_common = 0
+        if task.params.cache_prompt:
+            n_common = min(common_prefix_len(slot.cache_tokens, task.prompt), len(task.prompt) - 1)
+        if not self.ctx.seq_rm(slot.id, n_common, -1):
+            self.ctx.seq_rm(slot.id)  # this memory cannot drop a suffix: start over
+            n_common = 0
+        slot.cache_tokens = task.prompt[:n_common]
+        slot.task, task.slot = task, slot
+        task.n_past = task.n_cached = n_common
+        task.stream = TextStream(task.params.stop)
+        task.t_start = time.perf_counter()
+        self._prime_penalties(task)
+        self._active.append(task)
+        self.stats.requests_processing = len(self._active)
+        self._emit(task, Started(task.id, slot.id, len(task.prompt), n_common))
+
+    def _prime_penalties(self, task: Task) -> None:
+        # Repetition penalties see the prompt too, as in llama-server (not with a grammar,
+        # whose state must start at the first generated token).
+        p = task.params.sampling
+        if p.grammar or task.chain is None:
+            return
+        window = max(p.repeat_last_n if p.repeat_last_n >= 0 else self.n_ctx_slot,
+                     p.dry_penalty_last_n if p.dry_penalty_last_n >= 0 else self.n_ctx_slot)
+        for tok in task.prompt[-window:] if window else ():
+            task.chain.accept(tok)
+
+    def _step(self) -> None:
+        batch = self._batch
+        batch.clear()
+        budget = batch.capacity
+        for task in list(self._active):
+            task.out_index, task.chunk_len = -1, 0
+            if task.generating and self._make_room(task):
+                assert task.slot is not None
+                task.out_index = batch.add(task.last_token, task.n_past, task.slot.id, True)
+                task.chunk_len = 1
+                budget -= 1
+        for task in self._active:
+            if task.generating or budget == 0:
+                continue
+            assert task.slot is not None
+            rest = task.prompt[task.n_past:]
+            n = min(len(rest), budget)
+            last = batch.add_sequence(rest[:n], task.n_past, task.slot.id, n == len(rest))
+            task.out_index, task.chunk_len = (last if n == len(rest) else -1), n
+            budget -= n
+        if batch.n_tokens == 0:
+            return
+        t0 = time.perf_counter()
+        try:
+            self.ctx.decode(batch)
+        except LlamaError as e:
+            _log.error("decode failed: %s", e)
+            for task in [t for t in self._active if t.chunk_len]:
+                slot = task.slot
+                self._fail(task, "internal", f"decode failed: {e}")
+                if slot is not None:
+                    self.ctx.seq_rm(slot.id)
+                    slot.cache_tokens = []
+            return
+        self._account(t0, time.perf_counter())
+        for task in list(self._active):
+            if task.chunk_len:
+                self._after_decode(task)
+
+    def _account(self, t0: float, t1: float) -> None:
+        n_gen = sum(1 for t in self._active if t.generating and t.chunk_len)
+        n_prompt = sum(t.chunk_len for t in self._active if not t.generating)
+        dt = t1 - t0
+        total = max(n_gen + n_prompt, 1)
+        self.stats.n_decode_total += 1
+        self.stats.n_busy_slots_total += len(self._active)
+        self.stats.prompt_tokens_total += n_prompt
+        self.stats.prompt_seconds_total += dt * n_prompt / total
+        self.stats.tokens_predicted_seconds_total += dt * n_gen / total
+
+    def _after_decode(self, task: Task) -> None:
+        assert task.slot is not None
+        added = [task.last_token] if task.generating else task.prompt[
+            task.n_past:task.n_past + task.chunk_len]
+        task.slot.cache_tokens.extend(added)
+        task.n_past += task.chunk_len
+        if task.out_index < 0:
+            return
+        if not task.generating and self._limit(task) == 0:
+            self._finish(task, "limit")  # n_predict 0: the prompt is now cached, nothing more
+            return
+        try:
+            token, probs = self._sample(task)
+        except LlamaError as e:
+            self._fail(task, "internal", f"sampling failed: {e}")
+            return
+        if not task.generating:
+            task.generating = True
+            task.t_first = time.perf_counter()
+        self.stats.tokens_predicted_total += 1
+        self._accept_token(task, token, probs)
+
+    def _sample(self, task: Task) -> tuple[int, TokenProbs | None]:
+        assert task.chain is not None
+        n_probs = task.params.n_probs
+        if n_probs and task.params.post_sampling_probs:
+            token, top = task.chain.sample_with_probs(self.ctx, task.out_index, n_probs)
+            value = next((p for t, p in top if t == token), 0.0)
+            return token, TokenProbs(token, value, tuple(top), True)
+        if n_probs:
+            logits = self.ctx.logits_ith(task.out_index)
+            top_list, lse = top_probs(logits, n_probs)
+            token = task.chain.sample(self.ctx, task.out_index)
+            value = float(logits[token]) - lse
+            return token, TokenProbs(token, value, tuple((t.id, t.p) for t in top_list), False)
+        return task.chain.sample(self.ctx, task.out_index), None
+
+    def _limit(self, task: Task) -> int:
+        """The generation limit: the request's n_predict within the server's, -1 for none."""
+        req, srv = task.params.n_predict, self.settings.n_predict_default
+        if req >= 0 and srv >= 0:
+            return min(req, srv)
+        return req if req >= 0 else srv
+
+    def _accept_token(self, task: Task, token: int, probs: TokenProbs | None) -> None:
+        task.generated.append(token)
+        task.last_token = token
+        task.pending_tokens.append(token)
+        if probs is not None:
+            task.pending_probs.append(probs)
+        if token in self.eog and not task.params.ignore_eos:
+            self._finish(task, "eos")
+            return
+        text = task.stream.push(self.vocab.token_to_piece(token, special=False))
+        if task.stream.stopped is not None:
+            self._finish(task, "word", text)
+            return
+        limit = self._limit(task)
+        if 0 <= limit <= len(task.generated):
+            self._finish(task, "limit", text)
+            return
+        tmax = task.params.t_max_predict_ms
+        if tmax and (time.perf_counter() - task.t_first) * 1e3 > tmax and "\n" in task.stream.text:
+            self._finish(task, "limit", text)
+            return
+        if text:
+            self._emit_chunk(task, text)
+
+    def _make_room(self, task: Task) -> bool:
+        """Before decoding the next token: shift the context if it is full, or stop the task."""
+        if task.n_past < self.n_ctx_slot:
+            return True
+        assert task.slot is not None
+        if not self.settings.context_shift or not self.ctx.can_shift:
+            task.truncated = True
+            self._finish(task, "limit")
+            return False
+        n_keep = task.n_prompt if task.params.n_keep < 0 else task.params.n_keep
+        n_keep = min(n_keep + (1 if self.vocab.add_bos else 0), task.n_past - 2)
+        n_discard = (task.n_past - n_keep) // 2
+        if n_keep < 0 or n_discard <= 0:
+            task.truncated = True
+            self._finish(task, "limit")
+            return False
+        seq = task.slot.id
+        self.ctx.seq_rm(seq, n_keep, n_keep + n_discard)
+        self.ctx.seq_add(seq, n_keep + n_discard, task.n_past, -n_discard)
+        del task.slot.cache_tokens[n_keep:n_keep + n_discard]
+        task.n_past -= n_discard
+        task.truncated = True
+        _log.info("slot %d: context shift, kept %d, discarded %d", seq, n_keep, n_discard)
+        return True
+
+    # -- endings and events -----------------------------------------------------------------
+    def _emit(self, task: Task, event: Event) -> None:
+        self._outbox.setdefault(task.sink, []).append(event)
+
+    def _emit_chunk(self, task: Task, text: str) -> None:
+        timings = task.timings(time.perf_counter()) if task.params.timings_per_token else None
+        self._emit(task, Chunk(text, tuple(task.pending_tokens), tuple(task.pending_probs),
+                               timings))
+        task.pending_tokens.clear()
+        task.pending_probs.clear()
+
+    def _release(self, task: Task) -> None:
+        if task in self._active:
+            self._active.remove(task)
+        if task.slot is not None:
+            task.slot.task = None
+            task.slot.last_used = time.perf_counter()
+        if task.chain is not None:
+            task.chain.close()
+            task.chain = None
+        self._by_id.pop(task.id, None)
+        self.stats.requests_processing = len(self._active)
+
+    def _finish(self, task: Task, stop_type: str, text: str = "") -> None:
+        text += task.stream.flush()
+        if text or task.pending_tokens:
+            self._emit_chunk(task, text)
+        now = time.perf_counter()
+        stopped = task.stream.stopped
+        self._emit(task, Finished(
+            stop_type=stop_type,
+            stopping_word=stopped.word if stopped else "",
+            truncated=task.truncated,
+            tokens_cached=task.n_cached,
+            tokens_evaluated=task.n_prompt,
+            timings=task.timings(now),
+            content=task.stream.text,
+            tokens=tuple(task.generated),
+        ))
+        self._release(task)
+
+    def _fail(self, task: Task, code: str, message: str) -> None:
+        self._emit(task, Failed(code, message))
+        self._release(task)
+
+    def _deliver(self) -> None:
+        outbox, self._outbox = self._outbox, {}
+        for sink, events in outbox.items():
+            try:
+                sink(events)
+            except Exception:  # a consumer that went away must not stop the engine
+                _log.debug("dropping events for a closed stream", exc_info=True)
+
+
+def make_task_id() -> str:
+    import uuid
+
+    return f"gen-{uuid.uuid4().hex[:24]}"
+
+
+def call_sync(engine: Engine, fn: Callable[[], Any], timeout: float | None = None) -> Any:
+    return engine.call(fn).result(timeout)

@@ -1,0 +1,95 @@
+"""Builds a request's libllama sampler chain, in llama-server's order, and reads probabilities.
+
+Chain: logit bias (user biases, plus every end-of-generation token when ignore_eos) -> grammar
+-> penalties -> the `samplers` list in order -> dist (or mirostat 1/2 after temperature).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from native import SamplerChain, Vocab
+from service.engine.params import SamplingParams, canonical_sampler
+
+
+def build_chain(vocab: Vocab, p: SamplingParams, ban_tokens: Iterable[int] = (),
+                n_ctx: int = 0) -> SamplerChain:
+    chain = SamplerChain(vocab)
+    try:
+        bias = dict(p.logit_bias)
+        for tok in ban_tokens:
+            bias[tok] = float("-inf")
+        if bias:
+            chain.logit_bias(bias)
+        if p.grammar:
+            chain.grammar(p.grammar)
+        min_keep = max(p.min_keep, 1)
+        names = [canonical_sampler(s) for s in p.samplers]
+        last_n = n_ctx if p.repeat_last_n == -1 else p.repeat_last_n
+        if "penalties" not in names:
+            chain.penalties(last_n, p.repeat_penalty, p.frequency_penalty, p.presence_penalty)
+        if p.mirostat == 1:
+            chain.temp(p.temperature).mirostat(p.mirostat_tau, p.mirostat_eta, 100, p.seed)
+            return chain
+        if p.mirostat == 2:
+            chain.temp(p.temperature).mirostat_v2(p.mirostat_tau, p.mirostat_eta, p.seed)
+            return chain
+        for name in names:
+            _add_named(chain, name, p, min_keep, last_n, n_ctx)
+        chain.dist(p.seed)
+        return chain
+    except BaseException:
+        chain.close()
+        raise
+
+
+def _add_named(chain: SamplerChain, name: str, p: SamplingParams, min_keep: int, last_n: int,
+               n_ctx: int) -> None:
+    if name == "penalties":
+        chain.penalties(last_n, p.repeat_penalty, p.frequency_penalty, p.presence_penalty)
+    elif name == "dry":
+        dry_last_n = n_ctx if p.dry_penalty_last_n == -1 else p.dry_penalty_last_n
+        chain.dry(p.dry_multiplier, p.dry_base, p.dry_allowed_length, dry_last_n,
+                  p.dry_sequence_breakers)
+    elif name == "top_k":
+        chain.top_k(p.top_k)
+    elif name == "typ_p":
+        chain.typical(p.typical_p, min_keep)
+    elif name == "top_p":
+        chain.top_p(p.top_p, min_keep)
+    elif name == "min_p":
+        chain.min_p(p.min_p, min_keep)
+    elif name == "xtc":
+        chain.xtc(p.xtc_probability, p.xtc_threshold, min_keep, p.seed)
+    elif name == "temperature":
+        chain.temp_ext(p.temperature, p.dynatemp_range, p.dynatemp_exponent)
+    elif name == "top_n_sigma":
+        chain.top_n_sigma(p.top_n_sigma)
+    elif name == "infill":
+        chain.infill()
+    elif name == "adaptive_p":
+        chain.adaptive_p(0.5, 0.9, p.seed)
+
+
+@dataclass(frozen=True)
+class TokenProb:
+    id: int
+    p: float  # probability (post-sampling) or log-probability (pre-sampling), see `is_logprob`
+
+
+def top_probs(logits: npt.NDArray[np.float32], n: int) -> tuple[list[TokenProb], float]:
+    """Softmax over the raw logits: the n most likely tokens as (id, logprob), plus logsumexp.
+
+    The logsumexp lets the caller get the sampled token's logprob as logit - lse.
+    """
+    m = float(logits.max())
+    lse = m + float(np.log(np.exp(logits - m, dtype=np.float64).sum()))
+    if n <= 0:
+        return [], lse
+    idx = np.argpartition(logits, -n)[-n:]
+    idx = idx[np.argsort(logits[idx])[::-1]]
+    return [TokenProb(int(i), float(logits[i]) - lse) for i in idx], lse
