@@ -93,6 +93,7 @@ class Context:
     """Owns a llama_context over a Model (kept alive). Not thread-safe: one owner thread."""
 
     def __init__(self, model: Model, params: ContextParams | None = None) -> None:
+        self._ptr: Any = ffi.NULL
         self.model = model
         self.params = params or ContextParams()
         p = self.params
@@ -101,7 +102,6 @@ class Context:
                 f"n_seq_max must be 1..{int(lib.llama_max_parallel_sequences())}")
         if p.n_batch < 1 or p.n_ubatch < 1 or p.n_ctx < 0:
             raise InvalidInputError("n_batch and n_ubatch must be >= 1 and n_ctx >= 0")
-        self._ptr: Any = ffi.NULL
         ptr = lib.llama_init_from_model(model.ptr, _c_params(p))
         if ptr == ffi.NULL:
             raise ContextError("llama.cpp could not create the context (see its log: often "
