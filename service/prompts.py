@@ -1,0 +1,120 @@
+"""llama-server's polymorphic request inputs, as plain JSON values, turned into token lists.
+
+A prompt may be a string, a list of token ids, a mix of both ([12, 34, "text", 56]), or a list of
+such prompts (several completions). logit_bias may be [[token|string, bias|false], ...] or an
+OpenAI-style {"token id": bias} map. Works on JSON values so the gRPC and REST paths share it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+from native import Vocab
+from service.engine.params import ParamError
+
+Json = Any
+
+
+def _is_token(x: Json) -> bool:
+    return isinstance(x, int | float) and not isinstance(x, bool)
+
+
+def _token_id(x: Json, vocab: Vocab) -> int:
+    if isinstance(x, float) and not x.is_integer():
+        raise ParamError(f"token ids must be integers, got {x}")
+    tok = int(x)
+    if not 0 <= tok < vocab.n_tokens:
+        raise ParamError(f"token id {tok} is outside the vocabulary (0..{vocab.n_tokens - 1})")
+    return tok
+
+
+def split_prompts(prompt: Json) -> list[Json]:
+    """The individual prompts of a request: one unless it is a list of strings/lists."""
+    if isinstance(prompt, str) or prompt is None:
+        return [prompt or ""]
+    if not isinstance(prompt, list):
+        raise ParamError("prompt must be a string, a list of tokens, or a list of prompts")
+    if not prompt:
+        return [prompt]
+    if all(_is_token(p) for p in prompt):
+        return [prompt]
+    if any(isinstance(p, list) for p in prompt) or all(isinstance(p, str) for p in prompt):
+        if len(prompt) > 1 or isinstance(prompt[0], list):
+            return list(prompt)
+    return [prompt]  # a mix of tokens and strings is one prompt
+
+
+def tokenize_prompt(prompt: Json, vocab: Vocab, add_special: bool = True,
+                    parse_special: bool = True) -> list[int]:
+    """One prompt as tokens. BOS is added (if the model wants it) when the prompt is a string or
+    a list whose first element is a string, as llama-server does."""
+    if isinstance(prompt, str):
+        return vocab.tokenize(prompt, add_special=add_special, parse_special=parse_special)
+    if not isinstance(prompt, list):
+        raise ParamError("each prompt must be a string or a list of tokens and strings")
+    out: list[int] = []
+    for i, part in enumerate(prompt):
+        if isinstance(part, str):
+            out += vocab.tokenize(part, add_special=add_special and i == 0,
+                                  parse_special=parse_special)
+        elif _is_token(part):
+            out.append(_token_id(part, vocab))
+        else:
+            raise ParamError(f"prompt elements must be token ids or strings, got {part!r}")
+    return out
+
+
+def parse_logit_bias(value: Json, vocab: Vocab) -> tuple[tuple[int, float], ...]:
+    """llama-server's logit_bias forms as (token, bias) pairs; `false` bans (-inf)."""
+    if value is None:
+        return ()
+    items: list[tuple[Json, Json]]
+    if isinstance(value, dict):
+        items = list(value.items())
+    elif isinstance(value, list):
+        items = []
+        for pair in value:
+            if not isinstance(pair, list | tuple) or len(pair) != 2:
+                raise ParamError("logit_bias entries must be [token or string, bias] pairs")
+            items.append((pair[0], pair[1]))
+    else:
+        raise ParamError("logit_bias must be a list of pairs or an object")
+    out: dict[int, float] = {}
+    for key, bias in items:
+        b = _bias_value(bias)
+        for tok in _bias_tokens(key, vocab):
+            out[tok] = b
+    return tuple(out.items())
+
+
+def _bias_value(bias: Json) -> float:
+    if bias is False:
+        return float("-inf")
+    if isinstance(bias, bool) or not isinstance(bias, int | float):
+        raise ParamError("a logit_bias value must be a number or false")
+    if math.isnan(bias):
+        raise ParamError("a logit_bias value must not be NaN")
+    return float(bias)
+
+
+def _bias_tokens(key: Json, vocab: Vocab) -> Sequence[int]:
+    if _is_token(key):
+        return [_token_id(key, vocab)]
+    if isinstance(key, str):
+        try:  # OpenAI's map form has token ids as strings
+            return [_token_id(int(key), vocab)]
+        except ValueError:
+            return vocab.tokenize(key, add_special=False, parse_special=False)
+    raise ParamError("logit_bias keys must be token ids or strings")
+
+
+def parse_stop(value: Json) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        return (value,)
+    if isinstance(value, list) and all(isinstance(s, str) for s in value):
+        return tuple(value)
+    raise ParamError("stop must be a string or a list of strings")
