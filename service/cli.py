@@ -1,0 +1,71 @@
+"""`llama-grpc-server`: llama-server's command line, serving the llama.v1 gRPC API.
+
+Exit codes: 0 after a clean shutdown, 1 if the model cannot be loaded, 2 for bad flags.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+from collections.abc import Sequence
+
+from native import paths
+from service.config import LogConfig, ServerConfig, parse_args
+from service.server import start_server
+
+_log = logging.getLogger("llama-grpc-server")
+
+
+def setup_logging(cfg: LogConfig) -> None:
+    if cfg.disabled:
+        logging.disable(logging.CRITICAL)
+        return
+    # llama.cpp's verbosity 0..5 (default 3 = info); its own chatter is one level quieter.
+    level = logging.DEBUG if cfg.verbosity >= 4 else logging.INFO if cfg.verbosity >= 3 \
+        else logging.WARNING
+    fmt = "%(asctime)s %(levelname).1s %(name)s: %(message)s" if cfg.timestamps \
+        else "%(levelname).1s %(name)s: %(message)s"
+    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
+    if cfg.file:
+        handlers.append(logging.FileHandler(cfg.file))
+    logging.basicConfig(level=level, format=fmt, handlers=handlers, force=True)
+    logging.getLogger("llama.cpp").setLevel(logging.DEBUG if cfg.verbosity >= 5
+                                            else logging.WARNING)
+
+
+async def serve(config: ServerConfig) -> int:
+    build_info = f"llama.cpp from llama-cpp-python {paths.LLAMA_CPP_PYTHON_VERSION}"
+    handle = await start_server(config, build_info=build_info)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    waiter = asyncio.ensure_future(stop.wait())
+    loaded = asyncio.ensure_future(handle.loaded.wait())
+    await asyncio.wait([waiter, loaded], return_when=asyncio.FIRST_COMPLETED)
+    if handle.load_error is not None:
+        await handle.stop(0)
+        return 1
+    if not stop.is_set():
+        _log.info("server is ready: gRPC on port %d", handle.port)
+        await waiter
+    _log.info("shutting down")
+    loaded.cancel()
+    await handle.stop(grace=config.net.timeout if config.net.timeout > 0 else 5.0)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    config = parse_args(argv)
+    setup_logging(config.log)
+    if not config.model.path:
+        print("llama-grpc-server: error: no model given; pass -m path/to/model.gguf",
+              file=sys.stderr)
+        return 2
+    return asyncio.run(serve(config))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

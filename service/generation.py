@@ -1,0 +1,85 @@
+"""Running generations from asyncio: submit tasks to the engine, iterate their events.
+
+The engine calls each task's sink on its own thread; the sink hands the events to this request's
+asyncio queue with one call_soon_threadsafe. If the consumer goes away (client cancel or
+disconnect), every task still running is cancelled in the engine at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+
+from service.engine.engine import Engine
+from service.engine.events import Event, Failed, Finished
+from service.engine.params import CompletionParams
+from service.engine.task import Task
+
+
+def new_request_id(prefix: str = "cmpl") -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:24]}"
+
+
+@dataclass
+class Generation:
+    """A request's generations (one per prompt), known by the request id for Cancel."""
+
+    id: str
+    tasks: list[Task] = field(default_factory=list)
+
+
+class GenerationRegistry:
+    def __init__(self) -> None:
+        self._running: dict[str, Generation] = {}
+
+    def add(self, gen: Generation) -> None:
+        self._running[gen.id] = gen
+
+    def remove(self, gen: Generation) -> None:
+        self._running.pop(gen.id, None)
+
+    def get(self, gen_id: str) -> Generation | None:
+        return self._running.get(gen_id)
+
+
+async def run_generation(engine: Engine, registry: GenerationRegistry, request_id: str,
+                         prompts: Sequence[list[int]],
+                         params: CompletionParams) -> AsyncIterator[tuple[int, Event]]:
+    """Yield (prompt index, event) for every prompt's generation until all have ended."""
+    loop = asyncio.get_running_loop()
+    queue: asyncio.Queue[tuple[int, list[Event]]] = asyncio.Queue()
+    gen = Generation(request_id)
+
+    def make_sink(index: int):  # type: ignore[no-untyped-def]
+        def sink(events: list[Event]) -> None:
+            loop.call_soon_threadsafe(queue.put_nowait, (index, events))
+        return sink
+
+    for i, prompt in enumerate(prompts):
+        task_id = request_id if len(prompts) == 1 else f"{request_id}-{i}"
+        gen.tasks.append(Task(task_id, prompt, params, make_sink(i)))
+    registry.add(gen)
+    for task in gen.tasks:
+        engine.submit(task)
+    ended: set[int] = set()
+    try:
+        while len(ended) < len(gen.tasks):
+            index, events = await queue.get()
+            for event in events:
+                if isinstance(event, Finished | Failed):
+                    ended.add(index)
+                yield index, event
+    finally:
+        registry.remove(gen)
+        for i, task in enumerate(gen.tasks):
+            if i not in ended:
+                engine.cancel(task.id)
+
+
+def cancel_generation(engine: Engine, registry: GenerationRegistry, gen_id: str) -> bool:
+    gen = registry.get(gen_id)
+    if gen is None:
+        return False
+    return any([engine.cancel(t.id) for t in gen.tasks])

@@ -1,0 +1,92 @@
+"""Engine records -> llama.v1 messages (the JSON field names are llama-server's)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from llama.v1 import common_pb2, completion_pb2
+
+from native import Vocab
+from service.engine.events import Finished, Timings, TokenProbs
+from service.engine.params import CompletionParams
+from service.errors import ERROR_KINDS
+
+
+def timings_msg(t: Timings, cache_n: int = 0) -> Any:
+    return common_pb2.Timings(
+        cache_n=cache_n, prompt_n=t.prompt_n, prompt_ms=t.prompt_ms,
+        prompt_per_token_ms=t.prompt_per_token_ms, prompt_per_second=t.prompt_per_second,
+        predicted_n=t.predicted_n, predicted_ms=t.predicted_ms,
+        predicted_per_token_ms=t.predicted_per_token_ms,
+        predicted_per_second=t.predicted_per_second)
+
+
+def usage_msg(fin: Finished) -> Any:
+    return common_pb2.Usage(
+        completion_tokens=len(fin.tokens), prompt_tokens=fin.tokens_evaluated,
+        total_tokens=fin.tokens_evaluated + len(fin.tokens),
+        prompt_tokens_details=common_pb2.PromptTokensDetails(cached_tokens=fin.tokens_cached))
+
+
+def error_msg(kind: str, message: str) -> Any:
+    info = ERROR_KINDS[kind]
+    return common_pb2.ErrorInfo(code=info.http_status, message=message, type=info.type)
+
+
+def _candidate(vocab: Vocab, tok: int, value: float, post: bool) -> Any:
+    piece = vocab.token_to_piece(tok, special=True)
+    c = common_pb2.TokenCandidate(id=tok, token=piece.decode("utf-8", "replace"),
+                                  bytes=list(piece))
+    if post:
+        c.prob = value
+    else:
+        c.logprob = value
+    return c
+
+
+def probability_msg(vocab: Vocab, p: TokenProbs) -> Any:
+    piece = vocab.token_to_piece(p.id, special=True)
+    msg = common_pb2.TokenProbability(id=p.id, token=piece.decode("utf-8", "replace"),
+                                      bytes=list(piece))
+    top = [_candidate(vocab, t, v, p.post_sampling) for t, v in p.top]
+    if p.post_sampling:
+        msg.prob = p.value
+        msg.top_probs.extend(top)
+    else:
+        msg.logprob = p.value
+        msg.top_logprobs.extend(top)
+    return msg
+
+
+def generation_settings(params: CompletionParams, n_ctx: int, model: str,
+                        stream: bool = True) -> Any:
+    s = params.sampling
+    return common_pb2.GenerationSettings(
+        n_predict=params.n_predict, seed=s.seed & 0xFFFFFFFF, temperature=s.temperature,
+        dynatemp_range=s.dynatemp_range, dynatemp_exponent=s.dynatemp_exponent, top_k=s.top_k,
+        top_p=s.top_p, min_p=s.min_p, top_n_sigma=s.top_n_sigma,
+        xtc_probability=s.xtc_probability, xtc_threshold=s.xtc_threshold,
+        typical_p=s.typical_p, repeat_last_n=s.repeat_last_n, repeat_penalty=s.repeat_penalty,
+        presence_penalty=s.presence_penalty, frequency_penalty=s.frequency_penalty,
+        dry_multiplier=s.dry_multiplier, dry_base=s.dry_base,
+        dry_allowed_length=s.dry_allowed_length, dry_penalty_last_n=s.dry_penalty_last_n,
+        dry_sequence_breakers=list(s.dry_sequence_breakers), mirostat=s.mirostat,
+        mirostat_tau=s.mirostat_tau, mirostat_eta=s.mirostat_eta, stop=list(params.stop),
+        max_tokens=params.n_predict, n_keep=params.n_keep, ignore_eos=params.ignore_eos,
+        stream=stream,
+        logit_bias=[common_pb2.LogitBiasEntry(token=t, bias=b) for t, b in s.logit_bias
+                    if b != float("-inf")],
+        n_probs=params.n_probs, min_keep=s.min_keep, grammar=s.grammar,
+        samplers=list(s.samplers), timings_per_token=params.timings_per_token,
+        post_sampling_probs=params.post_sampling_probs, n_ctx=n_ctx, model=model)
+
+
+def final_completion_chunk(gen_id: str, index: int, fin: Finished, slot_id: int,
+                           settings: Any, model: str, prompt: str) -> Any:
+    return completion_pb2.CompletionChunk(
+        id=gen_id, index=index, stop=True, id_slot=slot_id,
+        tokens_predicted=len(fin.tokens), tokens_evaluated=fin.tokens_evaluated,
+        timings=timings_msg(fin.timings, fin.tokens_cached), stop_type=fin.stop_type,
+        stopping_word=fin.stopping_word, truncated=fin.truncated,
+        tokens_cached=fin.tokens_cached, model=model, prompt=prompt,
+        generation_settings=settings, usage=usage_msg(fin))

@@ -1,0 +1,75 @@
+"""From a llama.v1 CompletionRequest to engine parameters: unset fields take the server's
+defaults (its command-line sampling flags over llama-server's own), set ones are validated."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
+
+from google.protobuf import json_format
+
+from native import Vocab
+from service.engine.params import CompletionParams, ParamError, SamplingParams
+from service.prompts import Json, parse_logit_bias, parse_stop
+
+# Optional scalar fields copied to SamplingParams under the same name.
+_SAMPLING_FIELDS = (
+    "temperature", "dynatemp_range", "dynatemp_exponent", "top_k", "top_p", "min_p",
+    "top_n_sigma", "typical_p", "xtc_probability", "xtc_threshold", "repeat_penalty",
+    "repeat_last_n", "presence_penalty", "frequency_penalty", "dry_multiplier", "dry_base",
+    "dry_allowed_length", "dry_penalty_last_n", "mirostat", "mirostat_tau", "mirostat_eta",
+    "min_keep", "seed", "grammar",
+)
+_COMPLETION_FIELDS = ("n_indent", "n_keep", "id_slot", "cache_prompt", "ignore_eos", "n_probs",
+                      "t_max_predict_ms")
+
+
+def value_to_json(msg: Any, field: str) -> Json:
+    """A google.protobuf.Value field as a plain JSON value (None when unset)."""
+    if not msg.HasField(field):
+        return None
+    return json_format.MessageToDict(getattr(msg, field))
+
+
+def prompt_json(req: Any) -> Json:
+    """The request's prompt in llama-server's JSON shapes, from `prompt` or `typed_prompt`."""
+    if req.HasField("typed_prompt"):
+        prompts: list[Json] = []
+        for tp in req.typed_prompt.prompts:
+            parts: list[Json] = []
+            for piece in tp.pieces:
+                if piece.HasField("text"):
+                    parts.append(piece.text)
+                else:
+                    parts.extend(piece.tokens.ids)
+            prompts.append(parts)
+        return prompts if len(prompts) != 1 else prompts[0]
+    return value_to_json(req, "prompt")
+
+
+def completion_params(req: Any, defaults: CompletionParams, vocab: Vocab,
+                      n_slots: int) -> CompletionParams:
+    s: dict[str, Any] = {f: getattr(req, f) for f in _SAMPLING_FIELDS if req.HasField(f)}
+    if req.dry_sequence_breakers:
+        s["dry_sequence_breakers"] = tuple(req.dry_sequence_breakers)
+    if req.samplers:
+        s["samplers"] = tuple(req.samplers)
+    bias = parse_logit_bias(value_to_json(req, "logit_bias"), vocab)
+    if bias:
+        s["logit_bias"] = bias
+    if req.HasField("json_schema"):
+        raise ParamError("json_schema is not supported yet; pass a GBNF `grammar` instead")
+    sampling: SamplingParams = replace(defaults.sampling, **s)
+    c: dict[str, Any] = {f: getattr(req, f) for f in _COMPLETION_FIELDS if req.HasField(f)}
+    if req.HasField("n_predict"):
+        c["n_predict"] = req.n_predict
+    elif req.HasField("max_tokens"):
+        c["n_predict"] = req.max_tokens
+    stop = parse_stop(value_to_json(req, "stop"))
+    if stop:
+        c["stop"] = stop
+    params = replace(defaults, sampling=sampling, post_sampling_probs=req.post_sampling_probs,
+                     return_tokens=req.return_tokens, timings_per_token=req.timings_per_token,
+                     **c)
+    params.validate(n_slots)
+    return params

@@ -1,0 +1,99 @@
+"""The grpc.aio server: our servicer, standard health (NOT_SERVING while the model loads) and
+reflection, API-key auth, optional TLS. The model loads on a worker thread after the port is
+open, so health checks see it loading."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+from llama.v1 import service_pb2, service_pb2_grpc
+
+from service.auth import ApiKeyInterceptor
+from service.config import ServerConfig
+from service.runtime import Runtime, load_runtime
+from service.servicer import LlamaServicer
+
+_log = logging.getLogger(__name__)
+SERVICE_NAME = "llama.v1.LlamaServer"
+# Long generations stream many messages; allow large prompts and embeddings.
+_OPTIONS = [("grpc.max_receive_message_length", 64 << 20),
+            ("grpc.max_send_message_length", 64 << 20)]
+
+
+@dataclass
+class ServerHandle:
+    server: grpc.aio.Server
+    port: int
+    health: health.HealthServicer
+    runtime: Runtime | None = None
+    load_error: BaseException | None = None
+    loaded: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def set_serving(self, serving: bool) -> None:
+        status = (health_pb2.HealthCheckResponse.SERVING if serving
+                  else health_pb2.HealthCheckResponse.NOT_SERVING)
+        for name in ("", SERVICE_NAME):
+            self.health.set(name, status)
+
+    async def stop(self, grace: float | None = 5.0) -> None:
+        self.set_serving(False)
+        await self.server.stop(grace)
+        if self.runtime is not None:
+            await asyncio.to_thread(self.runtime.close)
+
+
+def _credentials(config: ServerConfig) -> grpc.ServerCredentials | None:
+    net = config.net
+    if not net.ssl_key_file and not net.ssl_cert_file:
+        return None
+    if not (net.ssl_key_file and net.ssl_cert_file):
+        raise SystemExit("--ssl-key-file and --ssl-cert-file must be given together")
+    key = Path(net.ssl_key_file).read_bytes()
+    cert = Path(net.ssl_cert_file).read_bytes()
+    return grpc.ssl_server_credentials([(key, cert)])
+
+
+async def start_server(config: ServerConfig, host: str | None = None,
+                       port: int | None = None, build_info: str = "") -> ServerHandle:
+    """Open the gRPC port (0: any free port), then load the model in the background."""
+    interceptors = [ApiKeyInterceptor(config.net.api_keys)] if config.net.api_keys else []
+    server = grpc.aio.server(interceptors=interceptors, options=_OPTIONS)
+    health_servicer = health.HealthServicer()
+    handle_ref: list[ServerHandle] = []
+    servicer = LlamaServicer(lambda: handle_ref[0].runtime if handle_ref else None, build_info)
+    service_pb2_grpc.add_LlamaServerServicer_to_server(servicer, server)
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection(
+        (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+         reflection.SERVICE_NAME), server)
+    addr = f"{host or config.net.host}:{config.net.grpc_port if port is None else port}"
+    creds = _credentials(config)
+    bound = server.add_secure_port(addr, creds) if creds else server.add_insecure_port(addr)
+    handle = ServerHandle(server, bound, health_servicer)
+    handle_ref.append(handle)
+    handle.set_serving(False)
+    await server.start()
+    _log.info("gRPC listening on %s (%s)", addr.rsplit(":", 1)[0] + f":{bound}",
+              "TLS" if creds else "plaintext")
+    asyncio.get_running_loop().create_task(_load(handle, config))
+    return handle
+
+
+async def _load(handle: ServerHandle, config: ServerConfig) -> None:
+    try:
+        handle.runtime = await asyncio.to_thread(load_runtime, config)
+        handle.set_serving(True)
+    except BaseException as e:  # reported by the caller (the CLI exits non-zero)
+        handle.load_error = e
+        _log.error("could not load the model: %s", e)
+    finally:
+        handle.loaded.set()
+
+
+__all__ = ["SERVICE_NAME", "ServerHandle", "service_pb2", "start_server"]

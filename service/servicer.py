@@ -1,0 +1,330 @@
+"""The llama.v1.LlamaServer servicer: each RPC converts, calls the engine, converts back.
+
+Streams always end with a final message that says how they ended (stop info, or `error`) before
+the status, since a client behind a transcoding proxy cannot see gRPC trailers.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import grpc
+from google.protobuf import json_format
+from llama.v1 import (
+    chat_pb2,
+    completion_pb2,
+    server_pb2,
+    service_pb2_grpc,
+    tokenize_pb2,
+)
+
+from native import LlamaError
+from service.chat_template import TemplateError
+from service.engine.events import Chunk, Failed, Finished, Started
+from service.engine.params import CompletionParams, ParamError
+from service.errors import ERROR_KINDS, ServiceError
+from service.generation import (
+    GenerationRegistry,
+    cancel_generation,
+    new_request_id,
+    run_generation,
+)
+from service.messages import (
+    error_msg,
+    final_completion_chunk,
+    generation_settings,
+    probability_msg,
+    timings_msg,
+    usage_msg,
+)
+from service.prompts import split_prompts, tokenize_prompt
+from service.request_params import completion_params, prompt_json
+from service.runtime import Runtime
+
+_log = logging.getLogger(__name__)
+RuntimeGetter = Callable[[], Runtime | None]
+_FINISH_REASON = {"eos": "stop", "word": "stop", "limit": "length"}
+
+
+class LlamaServicer(service_pb2_grpc.LlamaServerServicer):  # type: ignore[misc]
+    def __init__(self, runtime: RuntimeGetter, build_info: str = "") -> None:
+        self._runtime = runtime
+        self._registry = GenerationRegistry()
+        self._build_info = build_info
+
+    # -- helpers ----------------------------------------------------------------------------
+    def _rt(self) -> Runtime:
+        rt = self._runtime()
+        if rt is None:
+            raise ServiceError("unavailable", "Loading model")
+        return rt
+
+    @staticmethod
+    async def _abort(context: grpc.aio.ServicerContext, err: ServiceError) -> None:
+        await context.abort(err.info.grpc_code, err.message)
+
+    def _prepare(self, rt: Runtime, req: Any, prompts_json: Any) -> tuple[list[list[int]],
+                                                                           CompletionParams]:
+        try:
+            params = completion_params(req, rt.defaults, rt.model.vocab, rt.n_slots)
+            prompts = [tokenize_prompt(p, rt.model.vocab)
+                       for p in split_prompts(prompts_json)]
+        except (ParamError, LlamaError, ValueError) as e:
+            raise ServiceError("invalid_argument", str(e)) from e
+        for p in prompts:
+            if not p:
+                raise ServiceError("invalid_argument", "the prompt is empty")
+            if len(p) >= rt.engine.n_ctx_slot:
+                raise ServiceError(
+                    "invalid_argument",
+                    f"the request exceeds the available context size: the prompt has {len(p)} "
+                    f"tokens, a slot holds {rt.engine.n_ctx_slot}; shorten the prompt or raise "
+                    "--ctx-size")
+        return prompts, params
+
+    # -- completion -------------------------------------------------------------------------
+    async def Completion(self, request: Any,
+                         context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+        gen_id = new_request_id("cmpl")
+        async for msg in self._completion_stream(request, context, gen_id, completion_pb2.
+                                                 CompletionChunk):
+            yield msg
+
+    async def _completion_stream(self, request: Any, context: grpc.aio.ServicerContext,
+                                 gen_id: str, chunk_type: Any) -> AsyncIterator[Any]:
+        try:
+            rt = self._rt()
+            prompts, params = self._prepare(rt, request, prompt_json(request))
+        except ServiceError as e:
+            yield chunk_type(id=gen_id, stop=True, error=error_msg(e.kind, e.message))
+            await self._abort(context, e)
+            return
+        settings = generation_settings(params, rt.engine.n_ctx_slot, rt.model_name,
+                                       request.stream)
+        slot_of: dict[int, int] = {}
+        failure: ServiceError | None = None
+        async for index, event in run_generation(rt.engine, self._registry, gen_id, prompts,
+                                                 params):
+            if isinstance(event, Started):
+                slot_of[index] = event.slot_id
+                yield chunk_type(id=gen_id, index=index, id_slot=event.slot_id)
+            elif isinstance(event, Chunk):
+                msg = chunk_type(id=gen_id, index=index, content=event.text,
+                                 tokens=event.tokens, id_slot=slot_of.get(index, -1),
+                                 completion_probabilities=[
+                                     probability_msg(rt.model.vocab, p) for p in event.probs])
+                if event.timings is not None:
+                    msg.timings.CopyFrom(timings_msg(event.timings))
+                yield msg
+            elif isinstance(event, Finished):
+                prompt_text = rt.model.vocab.detokenize(prompts[index]).decode("utf-8",
+                                                                               "replace")
+                yield final_completion_chunk(gen_id, index, event, slot_of.get(index, -1),
+                                             settings, rt.model_name, prompt_text)
+            elif isinstance(event, Failed):
+                failure = ServiceError(event.code, event.message)
+                yield chunk_type(id=gen_id, index=index, stop=True,
+                                 error=error_msg(event.code, event.message))
+        if failure is not None:
+            await self._abort(context, failure)
+
+    async def OpenAICompletion(self, request: Any,
+                               context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+        gen_id = new_request_id("cmpl")
+        created = int(time.time())
+        async for msg in self._completion_stream(request, context, gen_id,
+                                                 completion_pb2.CompletionChunk):
+            rt = self._runtime()
+            model = rt.model_name if rt else ""
+            out = completion_pb2.OpenAICompletionChunk(
+                id=gen_id, object="text_completion", created=created, model=model)
+            if msg.HasField("error"):
+                out.error.CopyFrom(msg.error)
+                yield out
+                continue
+            choice = out.choices.add(index=msg.index, text=msg.content, tokens=msg.tokens)
+            if msg.stop:
+                choice.finish_reason = _FINISH_REASON.get(msg.stop_type, "stop")
+                out.usage.CopyFrom(msg.usage)
+                out.timings.CopyFrom(msg.timings)
+                out.stop_type, out.stopping_word = msg.stop_type, msg.stopping_word
+                out.truncated, out.tokens_cached = msg.truncated, msg.tokens_cached
+                out.tokens_evaluated = msg.tokens_evaluated
+            elif msg.completion_probabilities:
+                choice.logprobs.content.extend(msg.completion_probabilities)
+            yield out
+
+    async def ChatCompletion(self, request: Any,
+                             context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+        gen_id = new_request_id("chatcmpl")
+        created = int(time.time())
+        try:
+            rt = self._rt()
+            prompt = self._render_chat(rt, request)
+        except ServiceError as e:
+            yield chat_pb2.ChatCompletionChunk(id=gen_id, object="chat.completion.chunk",
+                                               created=created,
+                                               error=error_msg(e.kind, e.message))
+            await self._abort(context, e)
+            return
+        # Reuse the completion path with the rendered prompt; translate its messages.
+        creq = completion_pb2.CompletionRequest()
+        _copy_common_fields(request, creq)
+        creq.prompt.string_value = prompt
+        if request.HasField("max_completion_tokens") and not request.HasField("n_predict"):
+            creq.n_predict = request.max_completion_tokens
+        if request.logprobs and not request.HasField("n_probs"):
+            creq.n_probs = max(request.top_logprobs, 1) if request.HasField(
+                "top_logprobs") else 1
+        first = True
+        async for msg in self._completion_stream(creq, context, gen_id,
+                                                 completion_pb2.CompletionChunk):
+            out = chat_pb2.ChatCompletionChunk(id=gen_id, object="chat.completion.chunk",
+                                               created=created, model=rt.model_name)
+            if msg.HasField("error"):
+                out.error.CopyFrom(msg.error)
+                yield out
+                continue
+            choice = out.choices.add(index=msg.index, tokens=msg.tokens)
+            if first:
+                choice.delta.role = "assistant"
+                first = False
+            if msg.content:
+                choice.delta.content = msg.content
+            if msg.completion_probabilities:
+                choice.logprobs.content.extend(msg.completion_probabilities)
+            if msg.stop:
+                choice.finish_reason = _FINISH_REASON.get(msg.stop_type, "stop")
+                out.usage.CopyFrom(msg.usage)
+                out.timings.CopyFrom(msg.timings)
+                out.stop_type, out.stopping_word = msg.stop_type, msg.stopping_word
+                out.truncated, out.tokens_cached = msg.truncated, msg.tokens_cached
+                out.tokens_evaluated = msg.tokens_evaluated
+            yield out
+
+    def _render_chat(self, rt: Runtime, request: Any) -> str:
+        messages = [json_format.MessageToDict(m, preserving_proto_field_name=True)
+                    for m in request.messages]
+        for m, raw in zip(messages, request.messages, strict=True):
+            if raw.HasField("content_parts"):
+                m["content"] = m.pop("content_parts").get("parts", [])
+        tools = [json_format.MessageToDict(t, preserving_proto_field_name=True)
+                 for t in request.tools] or None
+        kwargs = (json_format.MessageToDict(request.chat_template_kwargs)
+                  if request.HasField("chat_template_kwargs") else {})
+        add_gen = request.add_generation_prompt if request.HasField(
+            "add_generation_prompt") else True
+        if not messages:
+            raise ServiceError("invalid_argument", "messages must not be empty")
+        try:
+            template = rt.templates.for_request(tools)
+            return template.render(messages, add_generation_prompt=add_gen, tools=tools,
+                                   extra_context={**dict(rt.config.chat.template_kwargs),
+                                                  **kwargs})
+        except (TemplateError, ValueError) as e:
+            raise ServiceError("invalid_argument", str(e)) from e
+
+    async def ApplyTemplate(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        try:
+            return chat_pb2.ApplyTemplateResponse(prompt=self._render_chat(self._rt(), request))
+        except ServiceError as e:
+            await self._abort(context, e)
+
+    # -- tokens -----------------------------------------------------------------------------
+    async def Tokenize(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        try:
+            vocab = self._rt().model.vocab
+            parse_special = request.parse_special if request.HasField("parse_special") else True
+            tokens = vocab.tokenize(request.content, add_special=request.add_special,
+                                    parse_special=parse_special)
+        except ServiceError as e:
+            await self._abort(context, e)
+        resp = tokenize_pb2.TokenizeResponse(tokens=tokens)
+        if request.with_pieces:
+            for t in tokens:
+                piece = vocab.token_to_piece(t, special=True)
+                try:
+                    resp.pieces.add(id=t, piece=piece.decode("utf-8"))
+                except UnicodeDecodeError:
+                    resp.pieces.add(id=t, piece_bytes=piece)
+        return resp
+
+    async def Detokenize(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        try:
+            vocab = self._rt().model.vocab
+            text = vocab.detokenize(list(request.tokens))
+        except ServiceError as e:
+            await self._abort(context, e)
+        except (LlamaError, ValueError) as e:
+            await self._abort(context, ServiceError("invalid_argument", str(e)))
+        return tokenize_pb2.DetokenizeResponse(content=text.decode("utf-8", "replace"))
+
+    # -- server -----------------------------------------------------------------------------
+    async def GetProps(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        try:
+            rt = self._rt()
+        except ServiceError as e:
+            await self._abort(context, e)
+        vocab = rt.model.vocab
+        settings = generation_settings(rt.defaults, rt.engine.n_ctx_slot, rt.model_name)
+        resp = server_pb2.PropsResponse(
+            total_slots=rt.n_slots, model_path=rt.config.model.path,
+            chat_template=rt.templates.default.source, build_info=self._build_info,
+            model_alias=rt.model_name,
+            bos_token=vocab.token_to_piece(vocab.bos).decode("utf-8", "replace")
+            if vocab.bos >= 0 else "",
+            eos_token=vocab.token_to_piece(vocab.eos).decode("utf-8", "replace")
+            if vocab.eos >= 0 else "",
+            endpoint_slots=rt.config.endpoints.slots, endpoint_props=rt.config.endpoints.props,
+            endpoint_metrics=rt.config.endpoints.metrics, is_sleeping=False)
+        resp.default_generation_settings.n_ctx = rt.engine.n_ctx_slot
+        resp.default_generation_settings.params.CopyFrom(settings)
+        resp.modalities.SetInParent()
+        return resp
+
+    async def ListModels(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        try:
+            rt = self._rt()
+        except ServiceError as e:
+            await self._abort(context, e)
+        m = rt.model
+        info = server_pb2.ModelInfo(id=rt.model_name, object="model", created=rt.created,
+                                    owned_by="llamacpp",
+                                    aliases=list(rt.config.model.aliases))
+        info.meta.vocab_type = m.vocab.type
+        info.meta.n_vocab = m.vocab.n_tokens
+        info.meta.n_ctx_train = m.n_ctx_train
+        info.meta.n_embd = m.n_embd
+        info.meta.n_params = m.n_params
+        info.meta.size = m.size
+        return server_pb2.ListModelsResponse(object="list", data=[info])
+
+    async def Cancel(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        try:
+            rt = self._rt()
+        except ServiceError as e:
+            await self._abort(context, e)
+        return server_pb2.CancelResponse(
+            found=cancel_generation(rt.engine, self._registry, request.id))
+
+
+def _copy_common_fields(src: Any, dst: Any) -> None:
+    """Copy the sampling/generation fields both request messages share (same names)."""
+    names = {f.name for f in dst.DESCRIPTOR.fields}
+    for field, value in src.ListFields():
+        if field.name in names and field.name not in ("prompt", "typed_prompt"):
+            target = dst.DESCRIPTOR.fields_by_name[field.name]
+            if target.type != field.type:
+                continue
+            if field.label == field.LABEL_REPEATED:
+                getattr(dst, field.name).extend(value)
+            elif field.message_type is not None:
+                getattr(dst, field.name).CopyFrom(value)
+            else:
+                setattr(dst, field.name, value)
+
+
+__all__ = ["ERROR_KINDS", "LlamaServicer"]
