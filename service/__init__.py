@@ -1,0 +1,1 @@
+"""llama-grpc service: engine, gRPC servicer, configuration and CLI."""

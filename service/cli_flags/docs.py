@@ -1,0 +1,114 @@
+"""Renders docs/cli.md from the flag table, so the document cannot drift from the code.
+
+Regenerate with `python -m service.cli_flags.docs > docs/cli.md`; a test compares the two.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from service.cli_flags.help import default_text
+from service.cli_flags.spec import Category, FlagSpec
+
+_INTRO = """\
+# llama-grpc-server command line
+
+`llama-grpc-server` takes llama-server's flags and `LLAMA_ARG_*` environment variables: those of the
+spec's README and those of today's llama-server (the pinned llama.cpp's `tools/server/README.md` and
+`common/arg.cpp`). Every flag is in one table (`service/cli_flags/`), which builds the parser,
+`--help` and this page (`python -m service.cli_flags.docs > docs/cli.md`). Each flag is:
+
+- **implemented**: parsed into `service.config.ServerConfig` with llama-server's default, and
+  honoured;
+- **accepted**: parsed and logged as a notice (logger `service.config`) saying why it has no effect;
+- **refused**: startup stops with `not supported: <flag> (<why>)` and exit code 2.
+
+## Rules
+
+- The command line wins over the environment, which wins over the default. A variable overridden by
+  the command line is reported as a notice.
+- Boolean variables take llama.cpp's spellings: `1/true/on/enabled` and `0/false/off/disabled`
+  (anything else is an error). For a toggle `--x/--no-x` with variable `LLAMA_ARG_X`, the variable
+  `LLAMA_ARG_NO_X` turns it off whatever its value, as in llama.cpp.
+- Flags match exactly (no abbreviations, no `-c4096`); `--flag=value` and `--ctx_size` (underscores)
+  work as in llama-server.
+- A repeated flag keeps its last value, except the accumulating ones (`--lora`, `--lora-scaled`,
+  `--api-key`, `--api-key-file`, `--alias`, `--tags`, `-l`, `-r`, `--dry-sequence-breaker`). For
+  those, the command line replaces the variable rather than adding to it.
+- The negative form of a refused toggle (`--no-agent`, `--no-models-autoload`) and
+  `--spec-type none` ask for nothing and are accepted with a notice.
+- `--grpc-port` (env `LLAMA_ARG_GRPC_PORT`, default 50051) is ours; llama-server has no gRPC.
+
+## Choices made where llama-server's two versions differ or leave room
+
+- Defaults are today's llama-server's: `-c 0` (the model's context), `-np -1` (auto: 4 slots with a
+  unified KV cache), `-fa auto`, `--timeout 3600`, `--top-p 0.95`, `--min-p 0.05`, `-sps 0.1`,
+  `--jinja` on, `--slots` on. The spec's older README had 4096, 1, off, 600, 0.9, 0.1, 0.5, off
+  and off. `--repeat-last-n -1` and `--dry-penalty-last-n -1` (context size) are still accepted,
+  as the spec documents them.
+- The older spellings still work: a bare `-fa` means `-fa on`; `--lora-scaled FNAME SCALE`;
+  `--no-mmap`/`--mmap` and `--mlock` become `--load-mode none/mmap/mlock/mmap+mlock`
+  (an explicit `--load-mode` wins); `LLAMA_ARG_NO_WEBUI`, `LLAMA_LOG_COLORS`,
+  `LLAMA_LOG_VERBOSITY`, `LLAMA_LOG_PREFIX`, `LLAMA_LOG_TIMESTAMPS`, `LLAMA_ARG_MODEL_DRAFT` and
+  `LLAMA_ARG_DRAFT_P_MIN` are read too.
+- `-m` (or `LLAMA_ARG_MODEL`) is required: without a model llama-server starts router mode, which is
+  not supported.
+- `--rerank` implies `--embedding` and `--pooling rank`; with embeddings, a `--batch-size` above
+  `--ubatch-size` is lowered to it (as llama-server does, with a notice).
+- `--reasoning on/off`, `--reasoning-effort` and `--reasoning-preserve` become the template
+  variables `enable_thinking`, `reasoning_effort` and `preserve_reasoning`, merged over
+  `--chat-template-kwargs` (as llama-server does).
+- Stricter than llama-server, to fail loudly: unknown sampler names or letters, `--dry-base` below 1
+  and `-np 0` are errors (llama-server warns, ignores or also refuses); TLS needs both key and
+  certificate files, and they must exist.
+- `HF_TOKEN` is not read: it is a general Hugging Face variable, and nothing is downloaded.
+"""
+
+_TITLES = {
+    Category.IMPLEMENTED: "Implemented",
+    Category.ACCEPTED: "Accepted with a notice (no effect)",
+    Category.REFUSED: "Refused (exit code 2)",
+}
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", "\\n")
+
+
+def _flag_cell(spec: FlagSpec) -> str:
+    names = ", ".join(spec.all_names)
+    value = f" {spec.metavar}" if spec.metavar else ""
+    return f"`{_cell(names + value)}`"
+
+
+def _row(spec: FlagSpec) -> str:
+    env = ", ".join(f"`{name}`" for name in spec.env + spec.negative_env) or ""
+    if spec.category is Category.IMPLEMENTED:
+        default = default_text(spec)
+        return f"| {_flag_cell(spec)} | {env} | {_cell(default)} | {_cell(spec.help)} |"
+    return f"| {_flag_cell(spec)} | {env} | {_cell(spec.reason)} |"
+
+
+def render(specs: Sequence[FlagSpec]) -> str:
+    """The whole of docs/cli.md."""
+    lines = [_INTRO.rstrip("\n")]
+    for category in Category:
+        lines += ["", f"## {_TITLES[category]}"]
+        groups: dict[str, list[FlagSpec]] = {}
+        for spec in specs:
+            if spec.category is category:
+                groups.setdefault(spec.group, []).append(spec)
+        for group, members in groups.items():
+            lines += ["", f"### {group}", ""]
+            if category is Category.IMPLEMENTED:
+                lines += ["| Flag | Env | Default | What it does |", "| --- | --- | --- | --- |"]
+            else:
+                lines += ["| Flag | Env | Why |", "| --- | --- | --- |"]
+            lines += [_row(spec) for spec in members]
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    from service.cli_flags import ALL_FLAGS
+
+    print(render(ALL_FLAGS), end="")
