@@ -1,0 +1,115 @@
+"""The named test models: what each is made from, and how to make it.
+
+Each entry's cache-key parameters include GENERATOR_VERSION and the pinned llama.cpp version
+(the source of vocabularies and templates): bump GENERATOR_VERSION whenever a change to the
+generators would change the bytes they write.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from native import paths
+from native.testmodels import bert_convert, sources
+from native.testmodels.random_llama import LlamaSpec, write_random_llama
+
+GENERATOR_VERSION = 1
+
+LLAMA3_TEMPLATE = "meta-llama-Llama-3.1-8B-Instruct"
+MISTRAL_TEMPLATE = "mistralai-Mistral-Nemo-Instruct-2407"
+
+TINY_BPE = LlamaSpec(
+    general_name="llama-grpc tiny-bpe (random weights)",
+    vocab="llama-bpe",
+    template=LLAMA3_TEMPLATE,
+    n_embd=64,
+    n_layer=2,
+    n_head=4,
+    n_head_kv=2,
+    n_ff=128,
+    n_ctx_train=4096,
+    rope_freq_base=500000.0,
+    rms_norm_eps=1e-5,
+    tied_embeddings=True,
+    embedding_type="Q8_0",
+    weight_type="F16",
+    seed=1,
+)
+
+TINY_SPM = LlamaSpec(
+    general_name="llama-grpc tiny-spm (random weights)",
+    vocab="llama-spm",
+    template=MISTRAL_TEMPLATE,
+    n_embd=64,
+    n_layer=2,
+    n_head=4,
+    n_head_kv=2,
+    n_ff=128,
+    n_ctx_train=4096,
+    rope_freq_base=10000.0,
+    rms_norm_eps=1e-5,
+    tied_embeddings=True,
+    embedding_type="Q8_0",
+    weight_type="F16",
+    seed=2,
+)
+
+# SmolLM2-135M's shape with Llama 3's 128k vocabulary and an untied output matrix: ~254M params.
+BENCH = LlamaSpec(
+    general_name="llama-grpc bench (random weights, SmolLM2-135M shape)",
+    vocab="llama-bpe",
+    template=LLAMA3_TEMPLATE,
+    n_embd=576,
+    n_layer=30,
+    n_head=9,
+    n_head_kv=3,
+    n_ff=1536,
+    n_ctx_train=8192,
+    rope_freq_base=100000.0,
+    rms_norm_eps=1e-5,
+    tied_embeddings=False,
+    embedding_type="Q8_0",
+    weight_type="Q8_0",
+    seed=3,
+)
+
+
+@dataclass(frozen=True)
+class ModelRecipe:
+    """How to make one named model: its cache-key parameters and a writer taking the out path."""
+
+    parameters: Callable[[], dict[str, object]]
+    write: Callable[[Path], None]
+
+
+def _llama_recipe(spec: LlamaSpec) -> ModelRecipe:
+    def parameters() -> dict[str, object]:
+        return {
+            "generator": GENERATOR_VERSION,
+            "llama_cpp": paths.LLAMA_CPP_PYTHON_VERSION,
+            **spec.key_parameters(),
+        }
+
+    return ModelRecipe(parameters, lambda out: write_random_llama(spec, out))
+
+
+def _minilm_parameters() -> dict[str, object]:
+    return {
+        "generator": GENERATOR_VERSION,
+        "source": sources.MINILM_DISTRIBUTION,
+        "source_version": sources.minilm_version(),
+    }
+
+
+def _write_minilm(out: Path) -> None:
+    bert_convert.convert_bert(sources.minilm_dir(), out, "all-MiniLM-L6-v2")
+
+
+RECIPES: dict[str, ModelRecipe] = {
+    "tiny-bpe": _llama_recipe(TINY_BPE),
+    "tiny-spm": _llama_recipe(TINY_SPM),
+    "bench": _llama_recipe(BENCH),
+    "minilm": ModelRecipe(_minilm_parameters, _write_minilm),
+}
