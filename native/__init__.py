@@ -8,7 +8,26 @@ native._ffi touches the compiled extension.
 from __future__ import annotations
 
 import importlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # the real names for type checkers; at run time they load lazily
+    from native.batch import Batch
+    from native.context import Context, ContextParams
+    from native.errors import (
+        BindingError,
+        ContextError,
+        DecodeError,
+        InvalidInputError,
+        LlamaError,
+        ModelLoadError,
+        SamplerError,
+        StateError,
+        TokenizeError,
+    )
+    from native.lora import LoraAdapter
+    from native.model import Model, ModelParams
+    from native.sampler import SamplerChain
+    from native.vocab import Vocab
 
 _EXPORTS = {
     "Batch": "native.batch",
@@ -30,7 +49,11 @@ _EXPORTS = {
     "TokenizeError": "native.errors",
 }
 
-__all__ = sorted(_EXPORTS)
+__all__ = [
+    "Batch", "BindingError", "Context", "ContextError", "ContextParams", "DecodeError",
+    "InvalidInputError", "LlamaError", "LoraAdapter", "Model", "ModelLoadError", "ModelParams",
+    "SamplerChain", "SamplerError", "StateError", "TokenizeError", "Vocab",
+]
 
 
 def __getattr__(name: str) -> Any:

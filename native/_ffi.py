@@ -13,14 +13,14 @@ from typing import Any
 from native.errors import BindingError
 
 try:
-    from native._llama_cffi import ffi, lib  # type: ignore[import-not-found]
+    from native._llama_cffi import ffi, lib
 except ImportError as exc:  # pragma: no cover - exercised only on a fresh checkout
     raise BindingError(
         f"the cffi extension native._llama_cffi cannot be imported ({exc}); run "
         "`python -m native.cffi_build` (the README's set-up commands do it)"
     ) from exc
 
-__all__ = ["ffi", "lib", "ensure_initialised"]
+__all__ = ["ensure_initialised", "ffi", "lib"]
 
 _log = logging.getLogger("llama.cpp")
 _init_lock = threading.Lock()
@@ -43,7 +43,7 @@ def _check_fingerprint() -> None:
         )
 
 
-@ffi.def_extern()  # type: ignore[misc]
+@ffi.def_extern()  # type: ignore[untyped-decorator]
 def _llama_grpc_log_callback(level: int, text: Any, _user_data: Any) -> None:
     # llama.cpp logs in fragments; emit one record per line.
     msg = ffi.string(text).decode("utf-8", "replace")
@@ -57,7 +57,7 @@ def _llama_grpc_log_callback(level: int, text: Any, _user_data: Any) -> None:
             _log.log(_partial_level[0], "%s", line)
 
 
-@ffi.def_extern()  # type: ignore[misc]
+@ffi.def_extern()  # type: ignore[untyped-decorator]
 def _llama_grpc_progress_callback(progress: float, user_data: Any) -> bool:
     callback: Callable[[float], bool | None] = ffi.from_handle(user_data)
     try:

@@ -98,7 +98,8 @@ def ensure_sdist() -> Path:
         if digest != paths.LLAMA_CPP_PYTHON_SHA256:
             raise BuildError(
                 f"sha256 mismatch for {_SDIST_NAME}: got {digest}, pinned "
-                f"{paths.LLAMA_CPP_PYTHON_SHA256}. The registry served a different file; refusing it."
+                f"{paths.LLAMA_CPP_PYTHON_SHA256}. The registry served a different file; "
+                "refusing it."
             )
         got.replace(target)
     return target
@@ -206,11 +207,11 @@ def ensure_build(cuda: bool = False) -> LlamaBuild:
         return LlamaBuild(lib_dir, include_dir)
     root = cmake_build(_CUDA_FLAGS if cuda else ())
     install = root / "install"
-    lib_dir = next((install / d for d in ("lib", "lib64") if (install / d / "libllama.so").exists()),
-                   None)
-    if lib_dir is None:
+    candidates = [install / d for d in ("lib", "lib64")]
+    found = next((d for d in candidates if (d / "libllama.so").exists()), None)
+    if found is None:
         raise BuildError(f"the build in {root} installed no libllama.so; remove {root} and retry")
-    return LlamaBuild(lib_dir, install / "include")
+    return LlamaBuild(found, install / "include")
 
 
 def main(argv: list[str] | None = None) -> int:

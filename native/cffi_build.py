@@ -1,4 +1,4 @@
-"""Compile the cffi extension `native._llama_cffi` against the pinned llama.h (out-of-line API mode).
+"""Compile the cffi extension `native._llama_cffi` against the pinned llama.h (API mode).
 
     python -m native.cffi_build [--cuda] [--force]
 
@@ -45,7 +45,7 @@ def _compiled_fingerprint() -> str | None:
     if importlib.util.find_spec(MODULE_NAME) is None:
         return None
     try:
-        from native import _llama_cffi  # type: ignore[attr-defined]
+        from native import _llama_cffi
     except ImportError:
         return None
     return str(_llama_cffi.ffi.string(_llama_cffi.lib.llama_grpc_binding_fingerprint()).decode())

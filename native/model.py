@@ -160,7 +160,7 @@ class Model:
     def description(self) -> str:
         buf = ffi.new("char[]", 256)
         n = lib.llama_model_desc(self.ptr, buf, 256)
-        return ffi.string(buf, max(n, 0)).decode("utf-8", "replace")
+        return bytes(ffi.buffer(buf, max(min(n, 255), 0))).decode("utf-8", "replace")
 
     def ftype_name(self) -> str:
         return str(ffi.string(lib.llama_ftype_name(lib.llama_model_ftype(self.ptr))).decode())
@@ -181,10 +181,15 @@ class Model:
     def metadata(self) -> dict[str, str]:
         """Every GGUF key/value pair, values as llama.cpp formats them (arrays abbreviated)."""
         out: dict[str, str] = {}
-        for i in range(int(lib.llama_model_meta_count(self.ptr))):
-            key = self._read_str(lambda b, n, i=i: lib.llama_model_meta_key_by_index(self.ptr, i, b, n))
-            out[key] = self._read_str(
-                lambda b, n, i=i: lib.llama_model_meta_val_str_by_index(self.ptr, i, b, n))
+        ptr = self.ptr
+        for i in range(int(lib.llama_model_meta_count(ptr))):
+            def key_at(buf: Any, size: int, i: int = i) -> int:
+                return int(lib.llama_model_meta_key_by_index(ptr, i, buf, size))
+
+            def value_at(buf: Any, size: int, i: int = i) -> int:
+                return int(lib.llama_model_meta_val_str_by_index(ptr, i, buf, size))
+
+            out[self._read_str(key_at)] = self._read_str(value_at)
         return out
 
     def meta_value(self, key: str) -> str | None:
@@ -197,4 +202,7 @@ class Model:
     def chat_template(self, name: str | None = None) -> str | None:
         """The model's chat template (tokenizer.chat_template, or a named one), if it has one."""
         p = lib.llama_model_chat_template(self.ptr, name.encode() if name else ffi.NULL)
-        return None if p == ffi.NULL else ffi.string(p).decode("utf-8", "replace")
+        if p == ffi.NULL:
+            return None
+        raw: bytes = ffi.string(p)
+        return raw.decode("utf-8", "replace")

@@ -40,9 +40,9 @@ def split_prompts(prompt: Json) -> list[Json]:
         return [prompt]
     if all(_is_token(p) for p in prompt):
         return [prompt]
-    if any(isinstance(p, list) for p in prompt) or all(isinstance(p, str) for p in prompt):
-        if len(prompt) > 1 or isinstance(prompt[0], list):
-            return list(prompt)
+    several = any(isinstance(p, list) for p in prompt) or all(isinstance(p, str) for p in prompt)
+    if several and (len(prompt) > 1 or isinstance(prompt[0], list)):
+        return list(prompt)
     return [prompt]  # a mix of tokens and strings is one prompt
 
 

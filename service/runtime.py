@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -71,7 +72,7 @@ def _penalties_first(samplers: tuple[str, ...]) -> bool:
     return bool(samplers) and samplers[0] == "penalties"
 
 
-def _progress_logger(path: Path) -> object:
+def _progress_logger(path: Path) -> Callable[[float], bool]:
     last = [-1]
 
     def report(progress: float) -> bool:
@@ -95,7 +96,7 @@ def load_runtime(config: ServerConfig) -> Runtime:
         use_mmap=m.load_mode in ("auto", "mmap", "mmap+mlock"),
         use_mlock=m.load_mode in ("mlock", "mmap+mlock"),
         check_tensors=m.check_tensors,
-    ), progress=_progress_logger(path))  # type: ignore[arg-type]
+    ), progress=_progress_logger(path))
     n_ctx = c.n_ctx or model.n_ctx_train
     ctx = Context(model, ContextParams(
         n_ctx=n_ctx, n_batch=c.n_batch, n_ubatch=c.n_ubatch, n_seq_max=c.n_parallel,

@@ -1,7 +1,10 @@
 """The llama.v1.LlamaServer servicer: each RPC converts, calls the engine, converts back.
 
-Streams always end with a final message that says how they ended (stop info, or `error`) before
-the status, since a client behind a transcoding proxy cannot see gRPC trailers.
+Streaming contract (docs/api.md): a request rejected before its first message gets a status only
+(INVALID_ARGUMENT, UNAVAILABLE...), which a transcoding proxy can still turn into an HTTP error.
+Once messages have flowed, every generation ends with a final message that says how it ended
+(stop info, or `error`) before the status, because a client behind a transcoding proxy cannot
+see trailers then. With `stream: false` each prompt yields exactly one, aggregated, message.
 """
 
 from __future__ import annotations
@@ -38,7 +41,6 @@ from service.messages import (
     generation_settings,
     probability_msg,
     timings_msg,
-    usage_msg,
 )
 from service.prompts import split_prompts, tokenize_prompt
 from service.request_params import completion_params, prompt_json
@@ -99,8 +101,11 @@ class LlamaServicer(service_pb2_grpc.LlamaServerServicer):  # type: ignore[misc]
             rt = self._rt()
             prompts, params = self._prepare(rt, request, prompt_json(request))
         except ServiceError as e:
-            yield chunk_type(id=gen_id, stop=True, error=error_msg(e.kind, e.message))
-            await self._abort(context, e)
+            await self._abort(context, e)  # nothing sent yet: the status alone is visible
+            return
+        if not request.stream:
+            async for msg in self._aggregate(rt, gen_id, prompts, params, chunk_type, context):
+                yield msg
             return
         settings = generation_settings(params, rt.engine.n_ctx_slot, rt.model_name,
                                        request.stream)
@@ -128,6 +133,41 @@ class LlamaServicer(service_pb2_grpc.LlamaServerServicer):  # type: ignore[misc]
                 failure = ServiceError(event.code, event.message)
                 yield chunk_type(id=gen_id, index=index, stop=True,
                                  error=error_msg(event.code, event.message))
+        if failure is not None:
+            await self._abort(context, failure)
+
+    async def _aggregate(self, rt: Runtime, gen_id: str, prompts: list[list[int]],
+                         params: CompletionParams, chunk_type: Any,
+                         context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+        """stream=false: one message per prompt, with the whole content, tokens and probs."""
+        acc: dict[int, Any] = {}
+        settings = generation_settings(params, rt.engine.n_ctx_slot, rt.model_name, False)
+        failure: ServiceError | None = None
+        slot_of: dict[int, int] = {}
+        async for index, event in run_generation(rt.engine, self._registry, gen_id, prompts,
+                                                 params):
+            part = acc.setdefault(index, chunk_type(id=gen_id, index=index))
+            if isinstance(event, Started):
+                slot_of[index] = event.slot_id
+            elif isinstance(event, Chunk):
+                part.tokens.extend(event.tokens)
+                part.completion_probabilities.extend(
+                    probability_msg(rt.model.vocab, p) for p in event.probs)
+            elif isinstance(event, Finished):
+                prompt_text = rt.model.vocab.detokenize(prompts[index]).decode("utf-8",
+                                                                               "replace")
+                final = final_completion_chunk(gen_id, index, event, slot_of.get(index, -1),
+                                               settings, rt.model_name, prompt_text)
+                final.content = event.content
+                final.tokens.extend(part.tokens)
+                final.completion_probabilities.extend(part.completion_probabilities)
+                acc[index] = final
+            elif isinstance(event, Failed):
+                failure = ServiceError(event.code, event.message)
+                part.stop = True
+                part.error.CopyFrom(error_msg(event.code, event.message))
+        for index in sorted(acc):
+            yield acc[index]
         if failure is not None:
             await self._abort(context, failure)
 
@@ -165,10 +205,7 @@ class LlamaServicer(service_pb2_grpc.LlamaServerServicer):  # type: ignore[misc]
             rt = self._rt()
             prompt = self._render_chat(rt, request)
         except ServiceError as e:
-            yield chat_pb2.ChatCompletionChunk(id=gen_id, object="chat.completion.chunk",
-                                               created=created,
-                                               error=error_msg(e.kind, e.message))
-            await self._abort(context, e)
+            await self._abort(context, e)  # nothing sent yet: the status alone is visible
             return
         # Reuse the completion path with the rendered prompt; translate its messages.
         creq = completion_pb2.CompletionRequest()
@@ -182,17 +219,21 @@ class LlamaServicer(service_pb2_grpc.LlamaServerServicer):  # type: ignore[misc]
         first = True
         async for msg in self._completion_stream(creq, context, gen_id,
                                                  completion_pb2.CompletionChunk):
-            out = chat_pb2.ChatCompletionChunk(id=gen_id, object="chat.completion.chunk",
-                                               created=created, model=rt.model_name)
+            out = chat_pb2.ChatCompletionChunk(
+                id=gen_id, object="chat.completion.chunk" if request.stream else
+                "chat.completion", created=created, model=rt.model_name)
             if msg.HasField("error"):
                 out.error.CopyFrom(msg.error)
                 yield out
                 continue
             choice = out.choices.add(index=msg.index, tokens=msg.tokens)
-            if first:
+            if not request.stream:
+                choice.message.role = "assistant"
+                choice.message.content = msg.content
+            elif first:
                 choice.delta.role = "assistant"
                 first = False
-            if msg.content:
+            if request.stream and msg.content:
                 choice.delta.content = msg.content
             if msg.completion_probabilities:
                 choice.logprobs.content.extend(msg.completion_probabilities)
@@ -319,7 +360,7 @@ def _copy_common_fields(src: Any, dst: Any) -> None:
             target = dst.DESCRIPTOR.fields_by_name[field.name]
             if target.type != field.type:
                 continue
-            if field.label == field.LABEL_REPEATED:
+            if field.is_repeated:
                 getattr(dst, field.name).extend(value)
             elif field.message_type is not None:
                 getattr(dst, field.name).CopyFrom(value)

@@ -42,7 +42,8 @@ def test_tokenize_matches_reference(vocab_case: tuple[str, native.Vocab]) -> Non
     mismatches = [(text, want, vocab.tokenize(text, add_special=False, parse_special=False))
                   for text, want in cases]
     mismatches = [m for m in mismatches if m[1] != m[2]]
-    assert not mismatches, f"{name}: {len(mismatches)} of {len(cases)} differ, first {mismatches[0]}"
+    assert not mismatches, (
+        f"{name}: {len(mismatches)} of {len(cases)} differ, first {mismatches[0]}")
 
 
 @pytest.mark.parametrize("name", ["llama-bpe", "qwen2"])

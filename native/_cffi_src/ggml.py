@@ -13,7 +13,8 @@ enum ggml_numa_strategy { GGML_NUMA_STRATEGY_DISABLED, GGML_NUMA_STRATEGY_DISTRI
 typedef void (*ggml_log_callback)(enum ggml_log_level level, const char * text, void * user_data);
 typedef bool (*ggml_abort_callback)(void * data);
 struct ggml_tensor;
-typedef bool (*ggml_backend_sched_eval_callback)(struct ggml_tensor * t, bool ask, void * user_data);
+typedef bool (*ggml_backend_sched_eval_callback)(struct ggml_tensor * t, bool ask,
+                                                 void * user_data);
 typedef struct ggml_backend_device * ggml_backend_dev_t;
 typedef struct ggml_backend_buffer_type * ggml_backend_buffer_type_t;
 """

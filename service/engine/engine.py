@@ -16,9 +16,10 @@ from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from native import Batch, Context, LlamaError, Model, SamplerError
+from native.errors import NoKvSlotError
 from service.engine.events import Chunk, Event, Failed, Finished, Started, TokenProbs
 from service.engine.params import ParamError
 from service.engine.sampling import build_chain, top_probs
@@ -235,10 +236,13 @@ class Engine:
         try:
             self.ctx.decode(batch)
         except LlamaError as e:
+            # With a unified KV cache the slots share its cells, and a full cache is a
+            # load condition (code 1), not a bug: those requests may be retried.
+            kind = "unavailable" if isinstance(e, NoKvSlotError) else "internal"
             _log.error("decode failed: %s", e)
             for task in [t for t in self._active if t.chunk_len]:
                 slot = task.slot
-                self._fail(task, "internal", f"decode failed: {e}")
+                self._fail(task, kind, f"decode failed: {e}")
                 if slot is not None:
                     self.ctx.seq_rm(slot.id)
                     slot.cache_tokens = []
@@ -405,12 +409,3 @@ class Engine:
             except Exception:  # a consumer that went away must not stop the engine
                 _log.debug("dropping events for a closed stream", exc_info=True)
 
-
-def make_task_id() -> str:
-    import uuid
-
-    return f"gen-{uuid.uuid4().hex[:24]}"
-
-
-def call_sync(engine: Engine, fn: Callable[[], Any], timeout: float | None = None) -> Any:
-    return engine.call(fn).result(timeout)
