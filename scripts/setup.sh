@@ -39,7 +39,7 @@ echo "$PWD/gen/python" > "$site/llama_grpc_generated.pth"
 
 python -m native.testmodels > /dev/null
 
-if [ "${1:-}" = "--test" ]; then
+if [ "${1:-}" = "--test" ] && [ -f tests/node/package.json ]; then
     if [ ! -d tests/node/node_modules ] || [ tests/node/package.json -nt tests/node/node_modules ]; then
         say "installing the Node.js test client's packages"
         (cd tests/node && npm install --no-audit --no-fund --silent)
