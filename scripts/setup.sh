@@ -32,7 +32,7 @@ cuda_flag=()
 if [ -n "${LLAMA_GRPC_CUDA:-}" ] && [ "${LLAMA_GRPC_CUDA}" != 0 ]; then cuda_flag=(--cuda); fi
 python -m native.cffi_build "${cuda_flag[@]}"
 
-python protos/generate.py
+python protos/generate.py > /dev/null
 # Make the generated package (llama.v1) importable in this venv.
 site=$(python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
 echo "$PWD/gen/python" > "$site/llama_grpc_generated.pth"
