@@ -18,6 +18,22 @@ from service.engine.params import CompletionParams
 from service.engine.task import Task
 
 
+class QueueSink:
+    """Delivers a task's events into the request's asyncio queue (see engine.LoopSink)."""
+
+    __slots__ = ("index", "loop", "queue")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop,
+                 queue: asyncio.Queue[tuple[int, list[Event]]], index: int) -> None:
+        self.loop, self.queue, self.index = loop, queue, index
+
+    def __call__(self, events: list[Event]) -> None:
+        self.loop.call_soon_threadsafe(self.deliver_local, events)
+
+    def deliver_local(self, events: list[Event]) -> None:
+        self.queue.put_nowait((self.index, events))
+
+
 def new_request_id(prefix: str = "cmpl") -> str:
     return f"{prefix}-{uuid.uuid4().hex[:24]}"
 
@@ -52,14 +68,9 @@ async def run_generation(engine: Engine, registry: GenerationRegistry, request_i
     queue: asyncio.Queue[tuple[int, list[Event]]] = asyncio.Queue()
     gen = Generation(request_id)
 
-    def make_sink(index: int):  # type: ignore[no-untyped-def]
-        def sink(events: list[Event]) -> None:
-            loop.call_soon_threadsafe(queue.put_nowait, (index, events))
-        return sink
-
     for i, prompt in enumerate(prompts):
         task_id = request_id if len(prompts) == 1 else f"{request_id}-{i}"
-        gen.tasks.append(Task(task_id, prompt, params, make_sink(i)))
+        gen.tasks.append(Task(task_id, prompt, params, QueueSink(loop, queue, i)))
     registry.add(gen)
     for task in gen.tasks:
         engine.submit(task)

@@ -16,7 +16,7 @@ from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from native import Batch, Context, LlamaError, Model, SamplerError
 from native.errors import NoKvSlotError
@@ -24,7 +24,7 @@ from service.engine.events import Chunk, Event, Failed, Finished, Started, Token
 from service.engine.params import ParamError
 from service.engine.sampling import build_chain, top_probs
 from service.engine.slots import Slot, choose_slot, common_prefix_len
-from service.engine.task import EventSink, Task
+from service.engine.task import EventSink, LoopSink, Task
 from service.engine.textstream import TextStream
 
 _log = logging.getLogger(__name__)
@@ -402,10 +402,26 @@ class Engine:
         self._release(task)
 
     def _deliver(self) -> None:
+        # Sinks on an event loop get this step's events in ONE call_soon_threadsafe per loop
+        # (each such call wakes the loop with a syscall); other sinks are called directly.
         outbox, self._outbox = self._outbox, {}
+        by_loop: dict[Any, list[tuple[LoopSink, list[Event]]]] = {}
         for sink, events in outbox.items():
+            if isinstance(sink, LoopSink):
+                by_loop.setdefault(sink.loop, []).append((sink, events))
+                continue
             try:
                 sink(events)
             except Exception:  # a consumer that went away must not stop the engine
                 _log.debug("dropping events for a closed stream", exc_info=True)
+        for loop, items in by_loop.items():
+            try:
+                loop.call_soon_threadsafe(_deliver_on_loop, items)
+            except RuntimeError:  # the loop is closed: its consumers are gone
+                _log.debug("dropping events for a closed event loop")
+
+
+def _deliver_on_loop(items: list[tuple[LoopSink, list[Event]]]) -> None:
+    for sink, events in items:
+        sink.deliver_local(events)
 

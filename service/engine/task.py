@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
 
 from native import SamplerChain
 from service.engine.events import Event, Timings, TokenProbs
@@ -15,6 +16,18 @@ from service.engine.textstream import TextStream
 
 EventSink = Callable[[list[Event]], None]
 """Receives a task's events, a list per engine step. Called on the engine thread: must not block."""
+
+
+@runtime_checkable
+class LoopSink(Protocol):
+    """A sink living on an asyncio loop: the engine batches all of a step's deliveries to one
+    loop into a single call_soon_threadsafe, then calls deliver_local on that loop."""
+
+    loop: Any
+
+    def __call__(self, events: list[Event]) -> None: ...
+
+    def deliver_local(self, events: list[Event]) -> None: ...
 
 
 @dataclass(eq=False)
