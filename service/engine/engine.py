@@ -192,7 +192,7 @@ class Engine:
         slot.cache_tokens = task.prompt[:n_common]
         slot.task, task.slot = task, slot
         task.n_past = task.n_cached = n_common
-        task.stream = TextStream(task.params.stop)
+        task.stream = TextStream(task.params.stop, task.params.n_indent)
         task.t_start = time.perf_counter()
         self._prime_penalties(task)
         self._active.append(task)
@@ -318,7 +318,7 @@ class Engine:
             return
         text = task.stream.push(self.vocab.token_to_piece(token, special=False))
         if task.stream.stopped is not None:
-            self._finish(task, "word", text)
+            self._finish(task, task.stream.stopped.stop_type, text)
             return
         limit = self._limit(task)
         if 0 <= limit <= len(task.generated):

@@ -32,15 +32,18 @@ def incomplete_utf8_tail(data: bytes | bytearray) -> int:
 
 @dataclass(frozen=True)
 class StopMatch:
-    word: str
-    position: int  # byte offset where the stop string starts
+    word: str  # the stop string; "" for an indentation stop
+    position: int  # byte offset where the output ends
+    stop_type: str = "word"  # "word", or "limit" for an indentation stop (n_indent)
 
 
 class TextStream:
     """Accumulates a generation's bytes and releases the text that is safe to send."""
 
-    def __init__(self, stop: Sequence[str] = ()) -> None:
+    def __init__(self, stop: Sequence[str] = (), n_indent: int = 0) -> None:
         self._stops = [(s, s.encode("utf-8")) for s in stop if s]
+        self._n_indent = n_indent
+        self._indent_checked = 0  # bytes already checked for lines that are not indented enough
         self.data = bytearray()
         self.sent = 0  # bytes already released
         self.stopped: StopMatch | None = None
@@ -52,6 +55,9 @@ class TextStream:
         start = max(self.sent, len(self.data) - max((len(b) for _, b in self._stops), default=0))
         self.data += piece
         match = self._find_stop(start)
+        cut = self._find_short_indent()
+        if cut is not None and (match is None or cut < match.position):
+            match = StopMatch("", cut, "limit")
         if match is not None:
             self.stopped = match
             return self._release(match.position)
@@ -85,6 +91,27 @@ class TextStream:
             if pos >= 0 and (best is None or pos < best.position):
                 best = StopMatch(word, pos)
         return best
+
+    def _find_short_indent(self) -> int | None:
+        """n_indent (as llama-server): after the first newline, a line whose first non-blank
+        character comes after fewer than n_indent spaces/tabs ends the output right there."""
+        if self._n_indent <= 0:
+            return None
+        data, i = self.data, self._indent_checked
+        while True:
+            nl = data.find(b"\n", i)
+            if nl < 0:
+                self._indent_checked = max(i, len(data) - 1) if data else 0
+                return None
+            pos = nl + 1
+            while pos < len(data) and data[pos] in b" \t":
+                pos += 1
+            if pos == len(data):  # indentation not known yet: look again at the next piece
+                self._indent_checked = nl
+                return None
+            if pos - nl - 1 < self._n_indent and data[pos] != 0x0A:
+                return pos
+            i = pos
 
     def _partial_stop_len(self) -> int:
         """Length of the longest suffix (after `sent`) that begins some stop string."""
