@@ -82,9 +82,10 @@ def ensure_sdist() -> Path:
     target.parent.mkdir(parents=True, exist_ok=True)
     _say(f"downloading llama-cpp-python=={paths.LLAMA_CPP_PYTHON_VERSION} sdist (~76 MB) with pip")
     with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
+        # pip prepares an sdist's metadata in an isolated build environment (it fetches the
+        # build backend, scikit-build-core, for that); nothing is built or installed.
         cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:",
-               "--no-build-isolation", f"llama-cpp-python=={paths.LLAMA_CPP_PYTHON_VERSION}",
-               "-d", tmp]
+               f"llama-cpp-python=={paths.LLAMA_CPP_PYTHON_VERSION}", "-d", tmp]
         proc = subprocess.run(cmd, capture_output=True, text=True)
         got = Path(tmp) / _SDIST_NAME
         if proc.returncode != 0 or not got.exists():
