@@ -1,0 +1,109 @@
+"""Errors in llama-server's shape `{"error": {"code", "message", "type"}}`, in one place.
+
+gRPC status codes map to HTTP status and error type through the service's own table
+(service.errors.GRPC_TO_HTTP), so both sides agree; codes outside it are server errors.
+FastAPI's own failures (unknown route, wrong method, validation) get the same shape.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+import grpc
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import Response
+
+from service.errors import GRPC_TO_HTTP
+
+_log = logging.getLogger(__name__)
+
+# Types of the HTTP statuses the bridge produces itself (not from a gRPC status).
+_TYPE_OF_STATUS = {400: "invalid_request_error", 401: "authentication_error",
+                   403: "permission_error", 404: "not_found_error",
+                   405: "invalid_request_error", 413: "invalid_request_error",
+                   500: "server_error", 501: "not_supported_error", 503: "unavailable_error"}
+
+
+class BridgeError(Exception):
+    """A failure to answer with llama-server's error object and this HTTP status."""
+
+    def __init__(self, status: int, message: str, type_: str | None = None,
+                 extra: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.type = type_ or _TYPE_OF_STATUS.get(status, "server_error")
+        self.extra = extra or {}
+
+    @classmethod
+    def invalid_request(cls, message: str) -> BridgeError:
+        return cls(400, message, "invalid_request_error")
+
+    @classmethod
+    def from_rpc(cls, e: grpc.aio.AioRpcError) -> BridgeError:
+        status, type_ = GRPC_TO_HTTP.get(e.code(), (500, "server_error"))
+        return cls(status, e.details() or e.code().name, type_)
+
+    @classmethod
+    def from_info(cls, info: Any) -> BridgeError:
+        """From a llama.v1 ErrorInfo (the `error` of a stream's last message)."""
+        extra = {k: getattr(info, k) for k in ("n_prompt_tokens", "n_ctx") if info.HasField(k)}
+        return cls(info.code or 500, info.message, info.type or None, extra)
+
+    def body(self) -> dict[str, Any]:
+        return {"error": {"code": self.status, "message": self.message, "type": self.type,
+                          **self.extra}}
+
+
+def error_response(err: BridgeError, headers: dict[str, str] | None = None) -> Response:
+    body = json.dumps(err.body(), ensure_ascii=False, separators=(",", ":")).encode()
+    return Response(body, status_code=err.status, headers=headers,
+                    media_type="application/json; charset=utf-8")
+
+
+def _validation_message(exc: RequestValidationError) -> str:
+    parts = []
+    for e in exc.errors():
+        where = ".".join(str(p) for p in e.get("loc", ()) if p != "body")
+        parts.append(f"{where}: {e.get('msg', 'invalid')}" if where else str(e.get("msg")))
+    return "; ".join(parts) or "invalid request"
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Every error the app can produce leaves in llama-server's shape."""
+
+    async def on_bridge_error(_req: Request, exc: Exception) -> Response:
+        assert isinstance(exc, BridgeError)
+        return error_response(exc)
+
+    async def on_rpc_error(req: Request, exc: Exception) -> Response:
+        assert isinstance(exc, grpc.aio.AioRpcError)
+        err = BridgeError.from_rpc(exc)
+        if exc.code() == grpc.StatusCode.UNIMPLEMENTED and "Method not implemented" in (
+                exc.details() or ""):  # grpc's stock text for an RPC with no implementation
+            err.message = f"This server does not support the {req.url.path} endpoint yet."
+        return error_response(err)
+
+    async def on_http_error(_req: Request, exc: Exception) -> Response:
+        assert isinstance(exc, StarletteHTTPException)
+        message = "File Not Found" if exc.status_code == 404 else str(exc.detail)
+        headers = dict(exc.headers) if exc.headers else None  # e.g. Allow on 405
+        return error_response(BridgeError(exc.status_code, message), headers)
+
+    async def on_validation_error(_req: Request, exc: Exception) -> Response:
+        assert isinstance(exc, RequestValidationError)
+        return error_response(BridgeError.invalid_request(_validation_message(exc)))
+
+    async def on_unexpected(_req: Request, exc: Exception) -> Response:
+        _log.exception("unhandled error in the REST bridge", exc_info=exc)
+        return error_response(BridgeError(500, f"internal error in the REST bridge: {exc}"))
+
+    app.add_exception_handler(BridgeError, on_bridge_error)
+    app.add_exception_handler(grpc.aio.AioRpcError, on_rpc_error)
+    app.add_exception_handler(StarletteHTTPException, on_http_error)
+    app.add_exception_handler(RequestValidationError, on_validation_error)
+    app.add_exception_handler(Exception, on_unexpected)

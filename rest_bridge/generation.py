@@ -1,0 +1,116 @@
+"""Generation requests, whatever their shape: one server-streaming gRPC call, answered either as
+SSE (stream = true) or as one JSON body aggregated from the call's messages.
+
+As in llama-server, a failure before the first event is an HTTP error status; after it, an
+`error` event ends the stream. A client that disconnects cancels the call, streaming or not.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Sequence
+from typing import Any, Protocol, TypeVar
+
+from fastapi import Request
+from starlette.responses import Response
+
+from rest_bridge.errors import BridgeError, error_response
+from rest_bridge.jsonio import Json, dumps
+from rest_bridge.sse import DONE, KEEP_ALIVE, SSEResponse, frame, frames, wait_disconnect
+from rest_bridge.upstream import PING, CallReader, Upstream
+
+T = TypeVar("T")
+
+
+class Renderer(Protocol):
+    """How one endpoint family writes a call's messages as llama-server's JSON."""
+
+    @property
+    def done_marker(self) -> bool:
+        """Whether the SSE stream ends with `data: [DONE]` (the OpenAI routes)."""
+
+    def events(self, msg: Any) -> list[Json]:
+        """The SSE events for one streamed message (possibly none)."""
+
+    def result(self, msgs: Sequence[Any]) -> Json:
+        """The non-streaming body, from every message of the call."""
+
+
+class ClientGone(Exception):
+    """The HTTP client disconnected before its answer was ready."""
+
+
+async def unless_disconnected(request: Request, work: Awaitable[T]) -> T:
+    """Await `work`, or cancel it and raise ClientGone if the client disconnects first."""
+    task = asyncio.ensure_future(work)
+    watch = asyncio.ensure_future(wait_disconnect(request.receive))
+    try:
+        await asyncio.wait({task, watch}, return_when=asyncio.FIRST_COMPLETED)
+        if task.done():
+            return task.result()
+        raise ClientGone
+    finally:
+        for t in (task, watch):
+            t.cancel()
+
+
+def json_response(body: Json, status: int = 200) -> Response:
+    return Response(dumps(body), status_code=status,
+                    media_type="application/json; charset=utf-8")
+
+
+async def respond(request: Request, up: Upstream, call: Any, renderer: Renderer,
+                  stream: bool) -> Response:
+    """Answer a generation request from its gRPC call (which this takes ownership of)."""
+    reader = CallReader(call)
+    try:
+        first = await unless_disconnected(request, reader.next())
+        if first is None:
+            raise BridgeError(500, "the generation ended without a result")
+        if first.HasField("error"):
+            raise BridgeError.from_info(first.error)
+        if not stream:
+            msgs = await unless_disconnected(request, _collect(reader, first))
+            reader.close()
+            return json_response(renderer.result(msgs))
+    except ClientGone:
+        reader.close()
+        return Response(status_code=499)  # nobody will read it
+    except BridgeError as e:
+        reader.close()
+        return error_response(e)
+    reader.start_pings(up.sse_ping_interval)
+    return SSEResponse(_sse(reader, first, renderer))
+
+
+async def _collect(reader: CallReader, first: Any) -> list[Any]:
+    msgs = [first]
+    while (msg := await reader.next()) is not None:
+        if msg.HasField("error"):
+            raise BridgeError.from_info(msg.error)
+        msgs.append(msg)
+    return msgs
+
+
+async def _sse(reader: CallReader, first: Any, renderer: Renderer) -> AsyncIterator[bytes]:
+    try:
+        msg = first
+        while msg is not None:
+            if msg is PING:
+                yield KEEP_ALIVE
+            elif msg.HasField("error"):
+                yield frame(BridgeError.from_info(msg.error).body())
+                return
+            else:
+                events = renderer.events(msg)
+                if events:
+                    yield frames(events)
+            try:
+                msg = await reader.next()
+            except BridgeError as e:
+                yield frame(e.body())
+                return
+        if renderer.done_marker:
+            yield DONE
+    finally:
+        reader.close()

@@ -1,0 +1,89 @@
+"""JSON in and out: request bodies into llama.v1 messages, messages and values out the way
+llama-server writes them (compact, UTF-8, numbers as numbers)."""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any, TypeVar
+
+from google.protobuf import json_format
+from google.protobuf.message import Message
+
+from rest_bridge.errors import BridgeError
+
+Json = Any  # a decoded JSON value
+M = TypeVar("M", bound=Message)
+
+
+def dumps(obj: Json) -> bytes:
+    """Compact JSON as llama-server sends it; NaN and infinities become null (JSON has none)."""
+    try:
+        text = json.dumps(obj, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+    except ValueError:
+        text = json.dumps(_finite(obj), ensure_ascii=False, separators=(",", ":"))
+    return text.encode("utf-8")
+
+
+def _finite(obj: Json) -> Json:
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_finite(v) for v in obj]
+    return obj
+
+
+def parse_json(raw: bytes) -> Json:
+    """The request body as JSON; a body that does not parse is a 400."""
+    try:
+        return json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise BridgeError.invalid_request(f"the request body is not valid JSON: {e}") from e
+
+
+def parse_object(raw: bytes) -> dict[str, Json]:
+    """The request body as a JSON object (an empty body counts as `{}`)."""
+    if not raw.strip():
+        return {}
+    body = parse_json(raw)
+    if not isinstance(body, dict):
+        raise BridgeError.invalid_request("the request body must be a JSON object")
+    return body
+
+
+def to_message(body: dict[str, Json], message: M) -> M:
+    """Fill `message` from a JSON object. Unknown fields are ignored, as llama-server ignores
+    them; a known field of the wrong type is a 400."""
+    try:
+        json_format.ParseDict(body, message, ignore_unknown_fields=True)
+    except (json_format.ParseError, ValueError, TypeError) as e:
+        raise BridgeError.invalid_request(str(e)) from e
+    return message
+
+
+def message_json(message: Message) -> dict[str, Json]:
+    """A response message as JSON with llama-server's field names. Plain fields are always
+    written; optional and message fields only when set (the proto marks which is which)."""
+    result: dict[str, Json] = json_format.MessageToDict(
+        message, preserving_proto_field_name=True, always_print_fields_with_no_presence=True)
+    return result
+
+
+def integral(obj: dict[str, Json], *keys: str) -> dict[str, Json]:
+    """Write whole-number doubles (byte counts, parameter counts) as JSON integers."""
+    for key in keys:
+        value = obj.get(key)
+        if isinstance(value, float) and value.is_integer():
+            obj[key] = int(value)
+    return obj
+
+
+_DOTTED = {"speculative_n_max": "speculative.n_max", "speculative_n_min": "speculative.n_min",
+           "speculative_p_min": "speculative.p_min"}
+
+
+def settings_json(settings: Message) -> dict[str, Json]:
+    """GenerationSettings as llama-server writes them (`speculative.n_max`, ...)."""
+    return {_DOTTED.get(k, k): v for k, v in message_json(settings).items()}

@@ -1,0 +1,30 @@
+"""llama-server's native completion routes: POST /completion (and its alias /completions) and
+POST /infill, answered in the native shape (see render_native)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from llama.v1 import completion_pb2
+from starlette.responses import Response
+
+from rest_bridge.deps import Up, body_object, metadata
+from rest_bridge.generation import respond
+from rest_bridge.jsonio import to_message
+from rest_bridge.render_native import NativeRenderer
+
+router = APIRouter()
+
+
+@router.post("/completion")
+@router.post("/completions")
+async def completion(request: Request, up: Up) -> Response:
+    req = to_message(await body_object(request), completion_pb2.CompletionRequest())
+    call = up.llama.Completion(req, metadata=metadata(request))
+    return await respond(request, up, call, NativeRenderer(req), req.stream)
+
+
+@router.post("/infill")
+async def infill(request: Request, up: Up) -> Response:
+    req = to_message(await body_object(request), completion_pb2.CompletionRequest())
+    call = up.llama.Infill(req, metadata=metadata(request))
+    return await respond(request, up, call, NativeRenderer(req), req.stream)

@@ -1,0 +1,121 @@
+"""Server routes: GET /health (following gRPC health), GET/POST /props, GET /v1/models and
+/models, GET /slots, POST /slots/{id_slot}, GET /metrics, GET/POST /lora-adapters, and our
+POST /cancel. Bare JSON arrays that the gRPC API wraps in a field are unwrapped here."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import grpc
+from fastapi import APIRouter, Request
+from grpc_health.v1 import health_pb2
+from llama.v1 import server_pb2
+from starlette.responses import Response
+
+from rest_bridge.deps import Up, body_json, body_object, metadata
+from rest_bridge.errors import BridgeError, error_response
+from rest_bridge.generation import json_response
+from rest_bridge.jsonio import Json, integral, message_json, settings_json, to_message
+
+router = APIRouter()
+_HEALTH_TIMEOUT_S = 5.0
+
+
+@router.get("/health")
+@router.get("/v1/health")
+async def health(up: Up) -> Response:
+    try:
+        resp = await up.health.Check(health_pb2.HealthCheckRequest(service=""),
+                                     timeout=_HEALTH_TIMEOUT_S)
+    except grpc.aio.AioRpcError as e:
+        return error_response(BridgeError(503, f"the gRPC service is unreachable: "
+                                               f"{e.details()}", "unavailable_error"))
+    if resp.status == health_pb2.HealthCheckResponse.SERVING:
+        return json_response({"status": "ok"})
+    return error_response(BridgeError(503, "Loading model", "unavailable_error"))
+
+
+def _slot_json(slot: Any) -> dict[str, Json]:
+    out = message_json(slot)
+    if slot.HasField("params"):
+        out["params"] = settings_json(slot.params)
+    return out
+
+
+@router.get("/props")
+async def get_props(request: Request, up: Up) -> Response:
+    resp = await up.llama.GetProps(server_pb2.GetPropsRequest(), metadata=metadata(request))
+    out = message_json(resp)
+    if resp.HasField("default_generation_settings"):
+        out["default_generation_settings"] = _slot_json(resp.default_generation_settings)
+    return json_response(out)
+
+
+@router.post("/props")
+async def set_props(request: Request, up: Up) -> Response:
+    req = to_message({"props": await body_object(request)}, server_pb2.SetPropsRequest())
+    resp = await up.llama.SetProps(req, metadata=metadata(request))
+    return json_response({"success": resp.success})
+
+
+@router.get("/v1/models")
+@router.get("/models")
+async def list_models(request: Request, up: Up) -> Response:
+    resp = await up.llama.ListModels(server_pb2.ListModelsRequest(),
+                                     metadata=metadata(request))
+    out = message_json(resp)
+    for model in out.get("data", []):
+        if "meta" in model:
+            integral(model["meta"], "n_params", "size")
+    return json_response(out)
+
+
+@router.get("/slots")
+async def list_slots(request: Request, up: Up) -> Response:
+    req = server_pb2.ListSlotsRequest(
+        fail_on_no_slot=request.query_params.get("fail_on_no_slot", ""))
+    resp = await up.llama.ListSlots(req, metadata=metadata(request))
+    return json_response([_slot_json(s) for s in resp.slots])
+
+
+@router.post("/slots/{id_slot}")
+async def slot_action(id_slot: int, request: Request, up: Up) -> Response:
+    body = await body_object(request)
+    req = to_message({"options": body}, server_pb2.SlotActionRequest())
+    req.id_slot = id_slot
+    req.action = request.query_params.get("action", "")
+    resp = await up.llama.SlotAction(req, metadata=metadata(request))
+    return json_response(integral(message_json(resp), "n_written", "n_read"))
+
+
+@router.get("/metrics")
+async def metrics(request: Request, up: Up) -> Response:
+    resp = await up.llama.GetMetrics(server_pb2.GetMetricsRequest(),
+                                     metadata=metadata(request))
+    body = resp.prometheus
+    return Response(body.data, media_type=body.content_type or "text/plain; version=0.0.4")
+
+
+@router.get("/lora-adapters")
+async def list_lora_adapters(request: Request, up: Up) -> Response:
+    resp = await up.llama.ListLoraAdapters(server_pb2.ListLoraAdaptersRequest(),
+                                           metadata=metadata(request))
+    return json_response([message_json(a) for a in resp.adapters])
+
+
+@router.post("/lora-adapters")
+async def set_lora_adapters(request: Request, up: Up) -> Response:
+    body = await body_json(request)
+    if not isinstance(body, list):
+        raise BridgeError.invalid_request("the request body must be a JSON array of "
+                                          '{"id", "scale"} objects')
+    req = to_message({"adapters": body}, server_pb2.SetLoraAdaptersRequest())
+    resp = await up.llama.SetLoraAdapters(req, metadata=metadata(request))
+    return json_response({"success": resp.success})
+
+
+@router.post("/cancel")
+async def cancel(request: Request, up: Up) -> Response:
+    req = to_message(await body_object(request), server_pb2.CancelRequest())
+    resp = await up.llama.Cancel(req, metadata=metadata(request))
+    return json_response({"found": resp.found})

@@ -1,0 +1,121 @@
+"""Pure logic of the bridge, no server: response_fields, usage sums, chat deltas put back
+together, SSE framing, API-key extraction, where the CLI's bridge finds the service, and the
+gRPC error table."""
+
+from __future__ import annotations
+
+import grpc
+from llama.v1 import chat_pb2, common_pb2
+from starlette.datastructures import Headers
+
+from rest_bridge.auth import grpc_metadata, presented_key
+from rest_bridge.errors import BridgeError
+from rest_bridge.jsonio import dumps
+from rest_bridge.launcher import grpc_target_for
+from rest_bridge.render_native import pick_fields
+from rest_bridge.render_openai import ChatRenderer
+from rest_bridge.shapes import sum_usage
+from rest_bridge.sse import frame, frames
+
+
+def test_pick_fields_unnests_paths() -> None:
+    obj = {"content": "x", "generation_settings": {"n_predict": 5, "seed": 1}, "stop": True}
+    assert pick_fields(obj, ["content", "generation_settings/n_predict", "missing/deep"]) == \
+        {"content": "x", "n_predict": 5}
+    assert pick_fields(obj, []) is obj
+
+
+def test_sum_usage() -> None:
+    u = {"completion_tokens": 2, "prompt_tokens": 3, "total_tokens": 5,
+         "prompt_tokens_details": {"cached_tokens": 1}}
+    assert sum_usage([u, u]) == {"completion_tokens": 4, "prompt_tokens": 6, "total_tokens": 10,
+                                 "prompt_tokens_details": {"cached_tokens": 2}}
+
+
+def _chunk(**choice: object) -> chat_pb2.ChatCompletionChunk:
+    m = chat_pb2.ChatCompletionChunk(id="chatcmpl-1", object="chat.completion.chunk",
+                                     created=1, model="m")
+    m.choices.add(**choice)
+    return m
+
+
+def test_chat_deltas_make_one_message_with_tool_calls() -> None:
+    call = chat_pb2.ToolCall(index=0, id="call_1", type="function",
+                             function=chat_pb2.FunctionCall(name="get", arguments='{"a"'))
+    more = chat_pb2.ToolCall(index=0, function=chat_pb2.FunctionCall(arguments=": 1}"))
+    msgs = [
+        _chunk(index=0, delta=chat_pb2.ChatResponseMessage(role="assistant")),
+        _chunk(index=0, delta=chat_pb2.ChatResponseMessage(reasoning_content="hmm")),
+        _chunk(index=0, delta=chat_pb2.ChatResponseMessage(tool_calls=[call])),
+        _chunk(index=0, delta=chat_pb2.ChatResponseMessage(tool_calls=[more])),
+        _chunk(index=0, finish_reason="tool_calls"),
+    ]
+    msgs[-1].usage.CopyFrom(common_pb2.Usage(completion_tokens=4, prompt_tokens=2,
+                                             total_tokens=6))
+    out = ChatRenderer(chat_pb2.ChatCompletionRequest()).result(msgs)
+    assert out["object"] == "chat.completion"
+    choice = out["choices"][0]
+    assert choice["finish_reason"] == "tool_calls"
+    assert choice["message"] == {
+        "role": "assistant", "content": None, "reasoning_content": "hmm",
+        "tool_calls": [{"type": "function", "id": "call_1",
+                        "function": {"name": "get", "arguments": '{"a": 1}'}}]}
+    assert out["usage"]["total_tokens"] == 6
+
+
+def test_chat_stream_events_end_with_finish_and_usage() -> None:
+    req = chat_pb2.ChatCompletionRequest(stream_options=common_pb2.StreamOptions(
+        include_usage=True))
+    last = _chunk(index=0, delta=chat_pb2.ChatResponseMessage(content="!"),
+                  finish_reason="stop")
+    last.usage.completion_tokens = 1
+    events = ChatRenderer(req).events(last)
+    assert [e["choices"] for e in events] == [
+        [{"finish_reason": None, "index": 0, "delta": {"content": "!"}}],
+        [{"finish_reason": "stop", "index": 0, "delta": {}}],
+        []]
+    assert events[-1]["usage"]["completion_tokens"] == 1
+
+
+def test_sse_framing() -> None:
+    assert frame({"a": "é", "b": [1, 2]}) == 'data: {"a":"é","b":[1,2]}\n\n'.encode()
+    assert frames([{"x": 1}, {"y": 2}]) == b'data: {"x":1}\n\ndata: {"y":2}\n\n'
+    assert dumps({"v": float("nan"), "w": [float("-inf")]}) == b'{"v":null,"w":[null]}'
+
+
+def test_presented_key() -> None:
+    assert presented_key(Headers({"authorization": "Bearer k1"})) == "k1"
+    assert presented_key(Headers({"authorization": "bearer k1"})) == "k1"
+    assert presented_key(Headers({"authorization": "k2"})) == "k2"
+    assert presented_key(Headers({"x-api-key": "k3"})) == "k3"
+    assert presented_key(Headers({})) is None
+    assert grpc_metadata(Headers({"x-api-key": "k3"})) == (("authorization", "Bearer k3"),)
+    assert grpc_metadata(Headers({})) == ()
+
+
+def test_grpc_target_for() -> None:
+    assert grpc_target_for("127.0.0.1", 5, tls=False) == "127.0.0.1:5"
+    assert grpc_target_for("0.0.0.0", 5, tls=False) == "127.0.0.1:5"
+    assert grpc_target_for("::", 5, tls=False) == "[::1]:5"
+    assert grpc_target_for("fe80::1", 5, tls=False) == "[fe80::1]:5"
+    assert grpc_target_for("/tmp/x.sock", 5, tls=False) == "127.0.0.1:5"
+    assert grpc_target_for("127.0.0.1", 5, tls=True) == "localhost:5"
+    assert grpc_target_for("api.example.com", 5, tls=True) == "api.example.com:5"
+
+
+def test_error_table() -> None:
+    class Failed(grpc.aio.AioRpcError):
+        def __init__(self, code: grpc.StatusCode) -> None:
+            super().__init__(code, grpc.aio.Metadata(), grpc.aio.Metadata(), details="d")
+
+    cases = {grpc.StatusCode.INVALID_ARGUMENT: (400, "invalid_request_error"),
+             grpc.StatusCode.UNAUTHENTICATED: (401, "authentication_error"),
+             grpc.StatusCode.NOT_FOUND: (404, "not_found_error"),
+             grpc.StatusCode.UNIMPLEMENTED: (501, "not_supported_error"),
+             grpc.StatusCode.UNAVAILABLE: (503, "unavailable_error"),
+             grpc.StatusCode.INTERNAL: (500, "server_error"),
+             grpc.StatusCode.UNKNOWN: (500, "server_error")}
+    for code, (status, type_) in cases.items():
+        err = BridgeError.from_rpc(Failed(code))
+        assert (err.status, err.type) == (status, type_)
+        assert err.body() == {"error": {"code": status, "message": "d", "type": type_}}
