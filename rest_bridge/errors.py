@@ -28,6 +28,10 @@ _TYPE_OF_STATUS = {400: "invalid_request_error", 401: "authentication_error",
                    500: "server_error", 501: "not_supported_error", 503: "unavailable_error"}
 
 
+# grpcio's own texts for a method the service has no code for (rather than one it disabled).
+_GRPC_STOCK_UNIMPLEMENTED = ("Method not implemented", "Method not found")
+
+
 class BridgeError(Exception):
     """A failure to answer with llama-server's error object and this HTTP status."""
 
@@ -46,7 +50,11 @@ class BridgeError(Exception):
     @classmethod
     def from_rpc(cls, e: grpc.aio.AioRpcError) -> BridgeError:
         status, type_ = GRPC_TO_HTTP.get(e.code(), (500, "server_error"))
-        return cls(status, e.details() or e.code().name, type_)
+        message = e.details() or e.code().name
+        if e.code() == grpc.StatusCode.UNIMPLEMENTED and any(
+                stock in message for stock in _GRPC_STOCK_UNIMPLEMENTED):
+            message = "This server does not support this endpoint yet."
+        return cls(status, message, type_)
 
     @classmethod
     def from_info(cls, info: Any) -> BridgeError:
@@ -80,13 +88,9 @@ def install_error_handlers(app: FastAPI) -> None:
         assert isinstance(exc, BridgeError)
         return error_response(exc)
 
-    async def on_rpc_error(req: Request, exc: Exception) -> Response:
+    async def on_rpc_error(_req: Request, exc: Exception) -> Response:
         assert isinstance(exc, grpc.aio.AioRpcError)
-        err = BridgeError.from_rpc(exc)
-        if exc.code() == grpc.StatusCode.UNIMPLEMENTED and "Method not implemented" in (
-                exc.details() or ""):  # grpc's stock text for an RPC with no implementation
-            err.message = f"This server does not support the {req.url.path} endpoint yet."
-        return error_response(err)
+        return error_response(BridgeError.from_rpc(exc))
 
     async def on_http_error(_req: Request, exc: Exception) -> Response:
         assert isinstance(exc, StarletteHTTPException)

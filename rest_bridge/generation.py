@@ -16,8 +16,8 @@ from starlette.responses import Response
 
 from rest_bridge.errors import BridgeError, error_response
 from rest_bridge.jsonio import Json, dumps
-from rest_bridge.sse import DONE, KEEP_ALIVE, SSEResponse, frame, frames, wait_disconnect
-from rest_bridge.upstream import PING, CallReader, Upstream
+from rest_bridge.sse import DONE, SSEResponse, frame, frames, wait_disconnect
+from rest_bridge.upstream import Upstream, cancel_call, next_message
 
 T = TypeVar("T")
 
@@ -59,58 +59,60 @@ def json_response(body: Json, status: int = 200) -> Response:
                     media_type="application/json; charset=utf-8")
 
 
+def ping_interval(req: Any, up: Upstream) -> float:
+    """The request's `sse_ping_interval` if it has one, else the bridge's."""
+    return float(req.sse_ping_interval) if req.HasField("sse_ping_interval") \
+        else up.sse_ping_interval
+
+
 async def respond(request: Request, up: Upstream, call: Any, renderer: Renderer,
-                  stream: bool) -> Response:
-    """Answer a generation request from its gRPC call (which this takes ownership of)."""
-    reader = CallReader(call)
+                  req: Any) -> Response:
+    """Answer generation request `req` from its gRPC call (which this takes ownership of):
+    SSE when req.stream, else one JSON body."""
+    stream = bool(req.stream)
     try:
-        first = await unless_disconnected(request, reader.next())
+        first = await unless_disconnected(request, next_message(call))
         if first is None:
             raise BridgeError(500, "the generation ended without a result")
         if first.HasField("error"):
             raise BridgeError.from_info(first.error)
         if not stream:
-            msgs = await unless_disconnected(request, _collect(reader, first))
-            reader.close()
+            msgs = await unless_disconnected(request, _collect(call, first))
             return json_response(renderer.result(msgs))
     except ClientGone:
-        reader.close()
+        cancel_call(call)
         return Response(status_code=499)  # nobody will read it
     except BridgeError as e:
-        reader.close()
+        cancel_call(call)
         return error_response(e)
-    reader.start_pings(up.sse_ping_interval)
-    return SSEResponse(_sse(reader, first, renderer))
+    return SSEResponse(_sse(call, first, renderer), ping_interval(req, up))
 
 
-async def _collect(reader: CallReader, first: Any) -> list[Any]:
+async def _collect(call: Any, first: Any) -> list[Any]:
     msgs = [first]
-    while (msg := await reader.next()) is not None:
+    while (msg := await next_message(call)) is not None:
         if msg.HasField("error"):
             raise BridgeError.from_info(msg.error)
         msgs.append(msg)
     return msgs
 
 
-async def _sse(reader: CallReader, first: Any, renderer: Renderer) -> AsyncIterator[bytes]:
+async def _sse(call: Any, first: Any, renderer: Renderer) -> AsyncIterator[bytes]:
     try:
         msg = first
         while msg is not None:
-            if msg is PING:
-                yield KEEP_ALIVE
-            elif msg.HasField("error"):
+            if msg.HasField("error"):
                 yield frame(BridgeError.from_info(msg.error).body())
                 return
-            else:
-                events = renderer.events(msg)
-                if events:
-                    yield frames(events)
+            events = renderer.events(msg)
+            if events:
+                yield frames(events)
             try:
-                msg = await reader.next()
+                msg = await next_message(call)
             except BridgeError as e:
                 yield frame(e.body())
                 return
         if renderer.done_marker:
             yield DONE
     finally:
-        reader.close()
+        cancel_call(call)  # a no-op when the call has ended

@@ -20,11 +20,11 @@ router = APIRouter()
 async def completion(request: Request, up: Up) -> Response:
     req = to_message(await body_object(request), completion_pb2.CompletionRequest())
     call = up.llama.Completion(req, metadata=metadata(request))
-    return await respond(request, up, call, NativeRenderer(req), req.stream)
+    return await respond(request, up, call, NativeRenderer(req), req)
 
 
 @router.post("/infill")
 async def infill(request: Request, up: Up) -> Response:
     req = to_message(await body_object(request), completion_pb2.CompletionRequest())
     call = up.llama.Infill(req, metadata=metadata(request))
-    return await respond(request, up, call, NativeRenderer(req), req.stream)
+    return await respond(request, up, call, NativeRenderer(req), req)

@@ -19,7 +19,7 @@ router = APIRouter()
 async def completions(request: Request, up: Up) -> Response:
     req = to_message(await body_object(request), completion_pb2.CompletionRequest())
     call = up.llama.OpenAICompletion(req, metadata=metadata(request))
-    return await respond(request, up, call, TextCompletionRenderer(), req.stream)
+    return await respond(request, up, call, TextCompletionRenderer(), req)
 
 
 @router.post("/v1/chat/completions")
@@ -27,4 +27,4 @@ async def completions(request: Request, up: Up) -> Response:
 async def chat_completions(request: Request, up: Up) -> Response:
     req = to_message(await body_object(request), chat_pb2.ChatCompletionRequest())
     call = up.llama.ChatCompletion(req, metadata=metadata(request))
-    return await respond(request, up, call, ChatRenderer(req), req.stream)
+    return await respond(request, up, call, ChatRenderer(req), req)

@@ -3,7 +3,9 @@
 after the stream started as `data: {"error": {...}}\\n\\n`.
 
 SSEResponse watches for the client going away while it streams, whatever the ASGI server's
-spec version, and then stops the event source at once (which cancels the gRPC call).
+spec version, and then stops the event source at once (which cancels the gRPC call). It also
+sends the keep-alive itself when the source stays silent, so the source is read directly,
+with no queue or extra task per event.
 """
 
 from __future__ import annotations
@@ -44,22 +46,53 @@ async def wait_disconnect(receive: Receive) -> None:
 class SSEResponse(StreamingResponse):
     """A text/event-stream response fed by an async iterator of framed bytes."""
 
-    def __init__(self, content: AsyncIterator[bytes]) -> None:
+    def __init__(self, content: AsyncIterator[bytes], ping_interval: float = 0.0) -> None:
         super().__init__(content, media_type="text/event-stream",
                          headers={"Cache-Control": "no-cache"})
+        self._events = content
+        self._ping_interval = ping_interval
+        self._open = False  # between the headers and the last body message
+        self._last_send = 0.0
+        self._send_lock = asyncio.Lock()  # keep-alives never land inside or after the end
+
+    async def _send_body(self, send: Send, chunk: bytes, more: bool) -> None:
+        async with self._send_lock:
+            if self._open:
+                await send({"type": "http.response.body", "body": chunk, "more_body": more})
+                self._last_send = asyncio.get_running_loop().time()
+                self._open = more
+
+    async def stream_response(self, send: Send) -> None:
+        await send({"type": "http.response.start", "status": self.status_code,
+                    "headers": self.raw_headers})
+        self._open = True
+        self._last_send = asyncio.get_running_loop().time()
+        async for chunk in self._events:
+            await self._send_body(send, chunk, True)
+        await self._send_body(send, b"", False)
+
+    async def _keep_alive(self, send: Send) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(max(self._last_send + self._ping_interval - loop.time(), 0.05))
+            if self._open and loop.time() - self._last_send >= self._ping_interval:
+                await self._send_body(send, KEEP_ALIVE, True)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         stream = asyncio.ensure_future(self.stream_response(send))
         watch = asyncio.ensure_future(wait_disconnect(receive))
+        tasks = [stream, watch]
+        if self._ping_interval > 0:
+            tasks.append(asyncio.ensure_future(self._keep_alive(send)))
         try:
             await asyncio.wait({stream, watch}, return_when=asyncio.FIRST_COMPLETED)
         finally:
-            for task in (stream, watch):
+            for task in tasks:
                 task.cancel()
-            await asyncio.gather(stream, watch, return_exceptions=True)
+            await asyncio.gather(*tasks, return_exceptions=True)
             # If the stream was cancelled while sending, the generator sits at a yield: close
             # it now rather than at garbage collection, so its cleanup cancels the call now.
-            closer: Any = getattr(self.body_iterator, "aclose", None)
+            closer: Any = getattr(self._events, "aclose", None)
             if closer is not None:
                 with contextlib.suppress(Exception):
                     await closer()

@@ -1,14 +1,8 @@
 """The gRPC side of the bridge: the one channel and its stubs (owned by the app's lifespan),
-and a reader for server-streaming calls.
-
-The reader pulls messages on its own task into a queue. That lets the HTTP side wait for the
-next message and still send an SSE keep-alive after a silent interval, and lets a client that
-goes away cancel the call at once (which makes the service free the slot).
-"""
+and reading server-streaming calls."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 from dataclasses import dataclass
 from typing import Any
@@ -45,65 +39,18 @@ def upstream(request: Request) -> Upstream:
     return up
 
 
-class Ping:
-    """Put in a reader's queue when the stream was silent for the keep-alive interval."""
+async def next_message(call: Any) -> Any:
+    """The call's next message, or None at its end; a call that fails without a final message
+    raises BridgeError (e.g. a bad key, an unreachable service)."""
+    try:
+        msg = await call.read()
+    except grpc.aio.AioRpcError as e:
+        raise BridgeError.from_rpc(e) from e
+    return None if msg is grpc.aio.EOF else msg
 
 
-PING = Ping()
-_END = object()
-
-
-class CallReader:
-    """Reads one server-streaming call. `next()` gives a message, PING, or None at the end, and
-    raises BridgeError when the call fails without a final message. Always `close()` it."""
-
-    def __init__(self, call: Any) -> None:
-        self._call = call
-        self._queue: asyncio.Queue[Any] = asyncio.Queue()
-        self._loop = asyncio.get_running_loop()
-        self._pump_task = self._loop.create_task(self._pump())
-        self._interval = 0.0
-        self._last = self._loop.time()
-        self._timer: asyncio.TimerHandle | None = None
-
-    def start_pings(self, interval: float) -> None:
-        """From now on, hand out PING after `interval` seconds without a message (<= 0: never)."""
-        if interval > 0 and self._timer is None:
-            self._interval = interval
-            self._timer = self._loop.call_later(interval, self._tick)
-
-    async def _pump(self) -> None:
-        try:
-            async for msg in self._call:
-                self._queue.put_nowait(msg)
-        except grpc.aio.AioRpcError as e:
-            self._queue.put_nowait(BridgeError.from_rpc(e))
-        self._queue.put_nowait(_END)
-
-    def _tick(self) -> None:
-        # Runs on the loop every interval; a ping goes out only if nothing else did meanwhile.
-        now = self._loop.time()
-        if now - self._last >= self._interval and self._queue.empty():
-            self._queue.put_nowait(PING)
-            self._last = now
-        delay = self._interval - (now - self._last)
-        self._timer = self._loop.call_later(delay if delay > 0 else self._interval, self._tick)
-
-    async def next(self) -> Any:
-        item = await self._queue.get()
-        self._last = self._loop.time()
-        if item is _END:
-            self._queue.put_nowait(_END)  # stay at the end for further calls
-            return None
-        if isinstance(item, BridgeError):
-            raise item
-        return item
-
-    def close(self) -> None:
-        """Stop reading and cancel the call if it is still running (the client went away)."""
-        if self._timer is not None:
-            self._timer.cancel()
-        if not self._pump_task.done():
-            self._pump_task.cancel()
-        with contextlib.suppress(Exception):
-            self._call.cancel()
+def cancel_call(call: Any) -> None:
+    """Cancel the call if it is still running: the client is gone, and the service then stops
+    the generation and frees its slot."""
+    with contextlib.suppress(Exception):
+        call.cancel()

@@ -4,6 +4,10 @@ gRPC error table."""
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
 import grpc
 from llama.v1 import chat_pb2, common_pb2
 from starlette.datastructures import Headers
@@ -15,7 +19,7 @@ from rest_bridge.launcher import grpc_target_for
 from rest_bridge.render_native import pick_fields
 from rest_bridge.render_openai import ChatRenderer
 from rest_bridge.shapes import sum_usage
-from rest_bridge.sse import frame, frames
+from rest_bridge.sse import KEEP_ALIVE, SSEResponse, frame, frames
 
 
 def test_pick_fields_unnests_paths() -> None:
@@ -119,3 +123,49 @@ def test_error_table() -> None:
         err = BridgeError.from_rpc(Failed(code))
         assert (err.status, err.type) == (status, type_)
         assert err.body() == {"error": {"code": status, "message": "d", "type": type_}}
+
+
+async def _run_sse(events: AsyncIterator[bytes], ping_interval: float,
+                   disconnect_after: float | None) -> list[bytes]:
+    sent: list[bytes] = []
+
+    async def receive() -> dict[str, Any]:
+        if disconnect_after is None:
+            await asyncio.Event().wait()
+        await asyncio.sleep(disconnect_after or 0)
+        return {"type": "http.disconnect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.body":
+            sent.append(message["body"])
+
+    await SSEResponse(events, ping_interval)({"type": "http"}, receive, send)
+    return sent
+
+
+def test_sse_keep_alive_while_silent() -> None:
+    async def slow() -> AsyncIterator[bytes]:
+        yield frame({"a": 1})
+        await asyncio.sleep(0.35)
+        yield frame({"b": 2})
+
+    sent = asyncio.run(_run_sse(slow(), ping_interval=0.1, disconnect_after=None))
+    assert sent[0] == b'data: {"a":1}\n\n' and sent[-2:] == [b'data: {"b":2}\n\n', b""]
+    assert 2 <= sent.count(KEEP_ALIVE) <= 4
+    assert set(sent[1:-2]) == {KEEP_ALIVE}
+
+
+def test_sse_disconnect_closes_the_source() -> None:
+    closed = []
+
+    async def endless() -> AsyncIterator[bytes]:
+        try:
+            while True:
+                yield frame({"t": 1})
+                await asyncio.sleep(0.01)
+        finally:
+            closed.append(True)  # where the bridge cancels its gRPC call
+
+    sent = asyncio.run(_run_sse(endless(), ping_interval=0, disconnect_after=0.1))
+    assert closed == [True]
+    assert 1 < len(sent) < 50 and b"" not in sent  # stopped, without a normal end
