@@ -9,9 +9,12 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
+import httpx
 from llama.v1 import chat_pb2, common_pb2
+from rest_harness import free_port
 from starlette.datastructures import Headers
 
+from rest_bridge import create_app
 from rest_bridge.auth import grpc_metadata, presented_key
 from rest_bridge.errors import BridgeError
 from rest_bridge.jsonio import dumps
@@ -169,3 +172,26 @@ def test_sse_disconnect_closes_the_source() -> None:
     sent = asyncio.run(_run_sse(endless(), ping_interval=0, disconnect_after=0.1))
     assert closed == [True]
     assert 1 < len(sent) < 50 and b"" not in sent  # stopped, without a normal end
+
+
+def test_api_prefix_and_keys_without_a_service() -> None:
+    # No service behind it: the routes, the prefix and the key check still answer.
+    app = create_app(f"127.0.0.1:{free_port()}", ["k1"], api_prefix="/llama/")
+
+    async def go() -> list[tuple[int, str]]:
+        async with app.router.lifespan_context(app), httpx.AsyncClient(
+                transport=httpx.ASGITransport(app=app), base_url="http://bridge") as c:
+            key = {"x-api-key": "k1"}
+            responses = [await c.get("/health"), await c.get("/health", headers=key),
+                         await c.get("/llama/health"),
+                         await c.get("/llama/v1/models"),
+                         await c.get("/llama/v1/models", headers=key),
+                         await c.post("/llama/completion", content=b"{",
+                                      headers={"authorization": "Bearer k1"})]
+            return [(r.status_code, r.json()["error"]["type"]) for r in responses]
+
+    # Outside the prefix nothing is public, as in llama-server (the key check comes first).
+    assert asyncio.run(go()) == [(401, "authentication_error"), (404, "not_found_error"),
+                                 (503, "unavailable_error"),
+                                 (401, "authentication_error"), (503, "unavailable_error"),
+                                 (400, "invalid_request_error")]
