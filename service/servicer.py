@@ -175,6 +175,8 @@ class LlamaServicer(service_pb2_grpc.LlamaServerServicer):  # type: ignore[misc]
                                context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
         gen_id = new_request_id("cmpl")
         created = int(time.time())
+        if request.HasField("logprobs") and not request.HasField("n_probs"):
+            request.n_probs = request.logprobs  # OpenAI's name for the same thing
         async for msg in self._completion_stream(request, context, gen_id,
                                                  completion_pb2.CompletionChunk):
             rt = self._runtime()
@@ -193,7 +195,7 @@ class LlamaServicer(service_pb2_grpc.LlamaServerServicer):  # type: ignore[misc]
                 out.stop_type, out.stopping_word = msg.stop_type, msg.stopping_word
                 out.truncated, out.tokens_cached = msg.truncated, msg.tokens_cached
                 out.tokens_evaluated = msg.tokens_evaluated
-            elif msg.completion_probabilities:
+            if msg.completion_probabilities:
                 choice.logprobs.content.extend(msg.completion_probabilities)
             yield out
 

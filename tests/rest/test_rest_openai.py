@@ -87,8 +87,6 @@ def test_completion_stream_matches_non_stream(client: openai.OpenAI) -> None:
     assert chunks[-1].usage is not None
 
 
-@pytest.mark.xfail(strict=True, reason="service: OpenAICompletion drops the probabilities of "
-                   "a non-streamed answer (servicer.py, `elif msg.completion_probabilities`)")
 def test_completion_with_n_probs(client: openai.OpenAI) -> None:
     # llama-server's own option on the OpenAI route; logprobs come as {"content": [...]}.
     resp = client.completions.create(model="m", prompt="Hello", max_tokens=3, temperature=0,
@@ -111,8 +109,6 @@ def test_completion_stream_with_n_probs(client: openai.OpenAI) -> None:
         assert len(content) == 1 and len(content[0]["top_logprobs"]) == 2
 
 
-@pytest.mark.xfail(strict=True, reason="service: OpenAI `logprobs: N` is not yet mapped to "
-                   "n_probs for /v1/completions (completion.proto says it is)")
 def test_completion_with_openai_logprobs(client: openai.OpenAI) -> None:
     # OpenAI's `logprobs: N` means n_probs = N when n_probs is unset (completion.proto).
     resp = client.completions.create(model="m", prompt="Hello", max_tokens=3, temperature=0,
