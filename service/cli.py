@@ -1,6 +1,7 @@
 """`llama-grpc-server`: llama-server's command line, serving the llama.v1 gRPC API.
 
-Exit codes: 0 after a clean shutdown, 1 if the model cannot be loaded, 2 for bad flags.
+Exit codes: 0 after a clean shutdown (SIGTERM/SIGINT drain running requests first, see
+--drain-timeout), 1 if the model cannot be loaded, 2 for bad flags.
 """
 
 from __future__ import annotations
@@ -51,9 +52,9 @@ async def serve(config: ServerConfig) -> int:
     if not stop.is_set():
         _log.info("server is ready: gRPC on port %d", handle.port)
         await waiter
-    _log.info("shutting down")
+    _log.info("shutting down: NOT_SERVING, draining for at most %gs", config.net.drain_timeout)
     loaded.cancel()
-    await handle.stop(grace=config.net.timeout if config.net.timeout > 0 else 5.0)
+    await handle.drain(config.net.drain_timeout)
     return 0
 
 

@@ -167,6 +167,7 @@ class ServerNetConfig:
     ssl_key_file: str | None
     ssl_cert_file: str | None
     timeout: int
+    drain_timeout: float  # seconds running calls get on SIGTERM
     sse_ping_interval: int  # -1 = disabled
     cors_origins: str
     cors_methods: str
@@ -410,6 +411,7 @@ def _net(s: Settings) -> ServerNetConfig:
         ssl_key_file=key_file,
         ssl_cert_file=cert_file,
         timeout=s.int_("timeout"),
+        drain_timeout=s.float_("drain_timeout"),
         sse_ping_interval=s.int_("sse_ping_interval"),
         cors_origins=s.str_("cors_origins"),
         cors_methods=s.str_("cors_methods"),

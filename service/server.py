@@ -1,11 +1,13 @@
 """The grpc.aio server: our servicer, standard health (NOT_SERVING while the model loads) and
 reflection, API-key auth, optional TLS. The model loads on a worker thread after the port is
-open, so health checks see it loading."""
+open, so health checks see it loading. `ServerHandle.drain` is the graceful shutdown (SIGTERM)."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -16,11 +18,13 @@ from llama.v1 import service_pb2, service_pb2_grpc
 
 from service.auth import ApiKeyInterceptor
 from service.config import ServerConfig
+from service.drain import DrainGate
 from service.runtime import Runtime, load_runtime
 from service.servicer import LlamaServicer
 
 _log = logging.getLogger(__name__)
 SERVICE_NAME = "llama.v1.LlamaServer"
+HOLD_LOAD_ENV = "LLAMA_GRPC_TEST_HOLD_LOAD_WHILE"
 # Long generations stream many messages; allow large prompts and embeddings.
 _OPTIONS = [("grpc.max_receive_message_length", 64 << 20),
             ("grpc.max_send_message_length", 64 << 20)]
@@ -34,6 +38,7 @@ class ServerHandle:
     runtime: Runtime | None = None
     load_error: BaseException | None = None
     loaded: asyncio.Event = field(default_factory=asyncio.Event)
+    gate: DrainGate = field(default_factory=DrainGate)
 
     def set_serving(self, serving: bool) -> None:
         status = (health_pb2.HealthCheckResponse.SERVING if serving
@@ -46,6 +51,15 @@ class ServerHandle:
         await self.server.stop(grace)
         if self.runtime is not None:
             await asyncio.to_thread(self.runtime.close)
+
+    async def drain(self, seconds: float) -> bool:
+        """Graceful shutdown: report NOT_SERVING, refuse new calls with UNAVAILABLE (a proxy
+        retries them elsewhere), let running calls finish for at most `seconds`, then stop.
+        True when every call finished in time."""
+        self.set_serving(False)
+        finished = await self.gate.drain(seconds)
+        await self.stop(grace=1.0 if finished else 0)
+        return finished
 
 
 def _credentials(config: ServerConfig) -> grpc.ServerCredentials | None:
@@ -62,7 +76,10 @@ def _credentials(config: ServerConfig) -> grpc.ServerCredentials | None:
 async def start_server(config: ServerConfig, host: str | None = None,
                        port: int | None = None, build_info: str = "") -> ServerHandle:
     """Open the gRPC port (0: any free port), then load the model in the background."""
-    interceptors = [ApiKeyInterceptor(config.net.api_keys)] if config.net.api_keys else []
+    gate = DrainGate()
+    interceptors: list[grpc.aio.ServerInterceptor] = [gate]
+    if config.net.api_keys:
+        interceptors.append(ApiKeyInterceptor(config.net.api_keys))
     server = grpc.aio.server(interceptors=interceptors, options=_OPTIONS)
     health_servicer = health.HealthServicer()
     handle_ref: list[ServerHandle] = []
@@ -75,7 +92,7 @@ async def start_server(config: ServerConfig, host: str | None = None,
     addr = f"{host or config.net.host}:{config.net.grpc_port if port is None else port}"
     creds = _credentials(config)
     bound = server.add_secure_port(addr, creds) if creds else server.add_insecure_port(addr)
-    handle = ServerHandle(server, bound, health_servicer)
+    handle = ServerHandle(server, bound, health_servicer, gate=gate)
     handle_ref.append(handle)
     handle.set_serving(False)
     await server.start()
@@ -85,9 +102,18 @@ async def start_server(config: ServerConfig, host: str | None = None,
     return handle
 
 
+def _load_runtime_held(config: ServerConfig) -> Runtime:
+    # Test hook (tests/test_envoy_replicas.py): the load waits, so the replica stays
+    # NOT_SERVING, for as long as the file named by this variable exists. Unset in deployments.
+    hold = os.environ.get(HOLD_LOAD_ENV)
+    while hold and Path(hold).exists():
+        time.sleep(0.05)
+    return load_runtime(config)
+
+
 async def _load(handle: ServerHandle, config: ServerConfig) -> None:
     try:
-        handle.runtime = await asyncio.to_thread(load_runtime, config)
+        handle.runtime = await asyncio.to_thread(_load_runtime_held, config)
         handle.set_serving(True)
     except BaseException as e:  # reported by the caller (the CLI exits non-zero)
         handle.load_error = e

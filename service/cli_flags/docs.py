@@ -38,6 +38,9 @@ spec's README and those of today's llama-server (the pinned llama.cpp's `tools/s
 - The negative form of a refused toggle (`--no-agent`, `--no-models-autoload`) and
   `--spec-type none` ask for nothing and are accepted with a notice.
 - `--grpc-port` (env `LLAMA_ARG_GRPC_PORT`, default 50051) is ours; llama-server has no gRPC.
+- `--drain-timeout` (env `LLAMA_ARG_DRAIN_TIMEOUT`, default 30) is ours too: on SIGTERM or SIGINT
+  the server reports NOT_SERVING, refuses new calls with UNAVAILABLE and gives running ones that
+  many seconds to finish before it exits with status 0 (see docs/deployment.md).
 
 ## Choices made where llama-server's two versions differ or leave room
 

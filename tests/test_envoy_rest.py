@@ -1,0 +1,201 @@
+"""llama-server's REST API through a real Envoy (grpc_json_transcoder) in front of the service:
+the sidecar layout, one replica. Answers are checked against the same calls made over gRPC."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import grpc
+import httpx
+import pytest
+from envoy_harness import EnvoyProcess, completed, post_sse, wait_until
+from grpc_harness import ServiceProcess, greedy, running_service
+from llama.v1 import service_pb2_grpc, tokenize_pb2
+
+from service.server import HOLD_LOAD_ENV
+
+pytestmark = pytest.mark.slow
+HTTP_TIMEOUT = httpx.Timeout(30.0, connect=5.0)
+LOADING_BODY = {"error": {"code": 503, "message": "Loading model", "type": "unavailable_error"}}
+
+
+@pytest.fixture(scope="module")
+def sidecar(tiny_bpe_path: Path,
+            tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ServiceProcess,
+                                                                          EnvoyProcess]]:
+    with running_service(tiny_bpe_path, parallel=2) as svc, \
+            EnvoyProcess.start([svc.address], tmp_path_factory.mktemp("envoy")) as envoy:
+        yield svc, envoy
+
+
+@pytest.fixture(scope="module")
+def client(sidecar: tuple[ServiceProcess, EnvoyProcess]) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=sidecar[1].base_url, timeout=HTTP_TIMEOUT) as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def stub(sidecar: tuple[ServiceProcess, EnvoyProcess]) -> Any:
+    """A gRPC stub straight to the service, for the reference answers."""
+    return sidecar[0].stub()
+
+
+def test_health_is_llama_servers(client: httpx.Client) -> None:
+    for path in ("/health", "/v1/health"):
+        response = client.get(path)
+        assert response.status_code == 200
+        assert response.json() == {"status": "ok"}
+
+
+def test_completion_plain_is_one_event(client: httpx.Client, stub: Any) -> None:
+    expected = greedy(stub, "The sky is", 8)
+    response, events = post_sse(client, "/completion", {
+        "prompt": "The sky is", "n_predict": 8, "temperature": 0, "cache_prompt": True})
+    assert response.status_code == 200
+    assert response.headers["content-type"] == "text/event-stream"
+    assert len(events) == 1
+    (final,) = events
+    assert final["content"] == expected.content
+    assert final["tokens"] == expected.tokens
+    assert final["stop"] is True and final["stop_type"] == "limit"
+    assert final["tokens_predicted"] == 8
+    assert final["id"].startswith("cmpl-")
+    # snake_case keys as llama-server writes them, nested messages included
+    assert final["timings"]["predicted_n"] == 8
+    assert final["generation_settings"]["n_predict"] == 8
+    assert final["usage"] == {"completion_tokens": 8, "prompt_tokens": final["tokens_evaluated"],
+                              "total_tokens": 8 + final["tokens_evaluated"],
+                              "prompt_tokens_details": {"cached_tokens": final["tokens_cached"]}}
+
+
+def test_completion_streaming_events(client: httpx.Client, stub: Any) -> None:
+    expected = greedy(stub, "Once upon a time", 6)
+    response, events = post_sse(client, "/completion", {
+        "prompt": "Once upon a time", "n_predict": 6, "temperature": 0, "stream": True})
+    assert response.status_code == 200
+    assert response.headers["content-type"] == "text/event-stream"
+    first, *chunks, final = events
+    # the contract: an id first, the same id on every event, one final event with stop info
+    assert first["content"] == "" and first["stop"] is False
+    assert {e["id"] for e in events} == {first["id"]}
+    assert all(e["stop"] is False for e in chunks)
+    assert completed(events) and final["stop_type"] == "limit"
+    assert "".join(e["content"] for e in events) == expected.content
+    assert [t for e in events for t in e["tokens"]] == expected.tokens
+    # fields llama-server always writes are printed even at their zero value
+    assert all("tokens_predicted" in e and "id_slot" in e for e in chunks)
+
+
+def test_completions_alias_path(client: httpx.Client) -> None:
+    response, events = post_sse(client, "/completions", {"prompt": "a", "n_predict": 2})
+    assert response.status_code == 200 and completed(events)
+
+
+def test_tokenize_detokenize(client: httpx.Client, stub: Any) -> None:
+    text = "Hello world, hello Envoy"
+    expected = stub.Tokenize(tokenize_pb2.TokenizeRequest(content=text), timeout=10)
+    response = client.post("/tokenize", json={"content": text})
+    assert response.status_code == 200
+    assert response.headers["content-type"] == "application/json"
+    body = response.json()
+    assert body["tokens"] == list(expected.tokens) and body["tokens"]
+    response = client.post("/detokenize", json={"tokens": body["tokens"]})
+    assert response.status_code == 200
+    assert response.json() == {"content": text}
+
+
+def test_models(client: httpx.Client, sidecar: tuple[ServiceProcess, EnvoyProcess]) -> None:
+    for path in ("/v1/models", "/models"):
+        response = client.get(path)
+        assert response.status_code == 200
+        body = response.json()
+        assert body["object"] == "list"
+        (model,) = body["data"]
+        assert model["object"] == "model" and model["owned_by"] == "llamacpp"
+        assert model["id"].endswith(".gguf")
+        assert isinstance(model["created"], int)  # uint32: a JSON number, not a string
+        assert model["meta"]["n_vocab"] > 0
+
+
+def test_invalid_request_is_http_400(client: httpx.Client) -> None:
+    # rejected by the service before any message: INVALID_ARGUMENT becomes 400 + google.rpc.Status
+    response = client.post("/completion", json={"prompt": "a", "n_probs": -5, "stream": True})
+    assert response.status_code == 400
+    body = response.json()
+    assert body["code"] == grpc.StatusCode.INVALID_ARGUMENT.value[0]
+    assert "n_probs" in body["message"]
+
+
+def test_unparsable_body_is_http_400(client: httpx.Client) -> None:
+    # rejected by Envoy itself while transcoding, answered in llama-server's error shape
+    response = client.post("/completion", json={"prompt": "a", "temperature": "hot"})
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert error["code"] == 400 and error["type"] == "invalid_request_error"
+    assert "temperature" in error["message"]
+
+
+def test_unknown_path_is_llama_servers_404(client: httpx.Client) -> None:
+    response = client.get("/no/such/path")
+    assert response.status_code == 404
+    assert response.json() == {
+        "error": {"code": 404, "message": "File Not Found", "type": "not_found_error"}}
+
+
+def test_native_grpc_through_the_same_port(sidecar: tuple[ServiceProcess, EnvoyProcess]) -> None:
+    with grpc.insecure_channel(f"127.0.0.1:{sidecar[1].port}") as channel:
+        stub = service_pb2_grpc.LlamaServerStub(channel)
+        result = greedy(stub, "gRPC via Envoy", 4)
+    assert result.code == grpc.StatusCode.OK
+    assert result.final.tokens_predicted == 4
+
+
+def test_api_key_reaches_the_service(tiny_bpe_path: Path, tmp_path: Path) -> None:
+    with running_service(tiny_bpe_path, "--api-key", "sesame", parallel=1) as svc, \
+            EnvoyProcess.start([svc.address], tmp_path) as envoy, \
+            httpx.Client(base_url=envoy.base_url, timeout=HTTP_TIMEOUT) as client:
+        missing = client.post("/tokenize", json={"content": "hi"})
+        wrong = client.post("/tokenize", json={"content": "hi"},
+                            headers={"Authorization": "Bearer nope"})
+        right = client.post("/tokenize", json={"content": "hi"},
+                            headers={"Authorization": "Bearer sesame"})
+        stream, events = post_sse(client, "/completion", {"prompt": "hi", "n_predict": 2},
+                                  headers={"Authorization": "Bearer sesame"})
+        denied_stream = client.post("/completion", json={"prompt": "hi", "n_predict": 2})
+        assert (missing.status_code, wrong.status_code) == (401, 401)
+        assert missing.json()["message"] == "Missing API key"
+        assert wrong.json()["message"] == "Invalid API Key"
+        assert right.status_code == 200 and right.json()["tokens"]
+        assert stream.status_code == 200 and completed(events)
+        assert denied_stream.status_code == 401
+        # public, as in llama-server
+        assert client.get("/health").status_code == 200
+        assert client.get("/props").status_code == 200
+
+
+def test_health_is_503_while_the_model_loads(tiny_bpe_path: Path, tmp_path: Path) -> None:
+    hold = tmp_path / "hold-load"
+    hold.touch()
+    svc = ServiceProcess.start(tiny_bpe_path, parallel=1, env={HOLD_LOAD_ENV: str(hold)},
+                               wait=False)
+    try:
+        with EnvoyProcess.start([svc.address], tmp_path, "--health-interval", "0.25") as envoy, \
+                httpx.Client(base_url=envoy.base_url, timeout=HTTP_TIMEOUT) as client:
+            health = client.get("/health")
+            assert health.status_code == 503
+            assert health.json() == LOADING_BODY
+            # nothing is routed to a replica that is not SERVING
+            refused = client.post("/tokenize", json={"content": "hi"})
+            assert refused.status_code == 503
+            assert refused.json()["error"] == {
+                "code": 503, "message": "no healthy upstream", "type": "unavailable_error"}
+            assert envoy.host_stats()[svc.address].rq_total == 0
+            hold.unlink()
+            wait_until(lambda: client.get("/health").status_code == 200, 30.0, "healthy")
+            assert client.get("/health").json() == {"status": "ok"}
+            assert client.post("/tokenize", json={"content": "hi"}).status_code == 200
+    finally:
+        hold.unlink(missing_ok=True)
+        svc.stop()
