@@ -1,4 +1,6 @@
-"""`llama-grpc-server`: llama-server's command line, serving the llama.v1 gRPC API.
+"""`llama-grpc-server`: llama-server's command line, serving the llama.v1 gRPC API on
+--grpc-port and, through the REST bridge in a child process, llama-server's HTTP API on
+--host/--port.
 
 Exit codes: 0 after a clean shutdown (SIGTERM/SIGINT drain running requests first, see
 --drain-timeout), 1 if the model cannot be loaded, 2 for bad flags.
@@ -13,8 +15,9 @@ import sys
 from collections.abc import Sequence
 
 from native import paths
+from rest_bridge.launcher import start_bridge
 from service.config import LogConfig, ServerConfig, parse_args
-from service.server import start_server
+from service.server import ServerHandle, start_server
 
 _log = logging.getLogger("llama-grpc-server")
 
@@ -39,6 +42,15 @@ def setup_logging(cfg: LogConfig) -> None:
 async def serve(config: ServerConfig) -> int:
     build_info = f"llama.cpp from llama-cpp-python {paths.LLAMA_CPP_PYTHON_VERSION}"
     handle = await start_server(config, build_info=build_info)
+    # REST runs in its own process, away from the engine thread's GIL (docs/rest.md).
+    bridge = await start_bridge(config.net, handle.port, verbose=config.log.verbosity >= 4)
+    try:
+        return await _serve_until_stopped(config, handle)
+    finally:
+        await bridge.stop()
+
+
+async def _serve_until_stopped(config: ServerConfig, handle: ServerHandle) -> int:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
