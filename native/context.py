@@ -43,6 +43,7 @@ class ContextParams:
     type_k: str = "f16"
     type_v: str = "f16"
     offload_kqv: bool = True
+    op_offload: bool = True  # offload host tensor operations to the device
     kv_unified: bool = False
     swa_full: bool = False
     no_perf: bool = False
@@ -80,8 +81,8 @@ def _c_params(p: ContextParams) -> Any:
     c.flash_attn_type = _choice(_FLASH_ATTN, p.flash_attn, "flash-attn mode")
     c.rope_scaling_type = _choice(_ROPE_SCALING, p.rope_scaling, "rope scaling")
     c.type_k, c.type_v = _ggml_type(p.type_k), _ggml_type(p.type_v)
-    c.offload_kqv, c.kv_unified, c.swa_full, c.no_perf = (
-        p.offload_kqv, p.kv_unified, p.swa_full, p.no_perf)
+    c.offload_kqv, c.op_offload, c.kv_unified, c.swa_full, c.no_perf = (
+        p.offload_kqv, p.op_offload, p.kv_unified, p.swa_full, p.no_perf)
     c.rope_freq_base, c.rope_freq_scale = p.rope_freq_base, p.rope_freq_scale
     c.yarn_orig_ctx, c.yarn_ext_factor = p.yarn_orig_ctx, p.yarn_ext_factor
     c.yarn_attn_factor, c.yarn_beta_fast, c.yarn_beta_slow = (
@@ -135,6 +136,27 @@ class Context:
 
     def __del__(self) -> None:
         self.close()
+
+    def warmup(self) -> None:
+        """One short run at start-up, as llama-server does, so that the first request does not
+        pay for first-use costs (weights paged in, buffers and kernels set up). Forgets whatever
+        the memory held before and leaves it empty, with the perf counters reset."""
+        model, vocab = self.model, self.model.vocab
+        self.memory_clear()
+        tokens = [t for t in (vocab.bos, vocab.eos) if t >= 0] or [0]
+        batch = Batch(len(tokens))
+        if model.has_encoder:
+            batch.add_sequence(tokens, 0, 0, output_last=True)
+            self.encode(batch)
+            start = int(lib.llama_model_decoder_start_token(model.ptr))
+            tokens = [start if start >= 0 else vocab.bos]
+        if model.has_decoder and tokens[0] >= 0:
+            batch.clear()
+            batch.add_sequence(tokens[:self.n_batch], 0, 0, output_last=True)
+            self.decode(batch)
+        lib.llama_synchronize(self.ptr)
+        self.memory_clear()
+        self.perf_reset()
 
     # -- validation -------------------------------------------------------------------------
     def check_seq(self, seq_id: int, allow_all: bool = False) -> None:

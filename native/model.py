@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -10,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from native._ffi import ensure_initialised, ffi, lib
-from native.errors import ModelLoadError
+from native.errors import InvalidInputError, ModelLoadError
 from native.vocab import Vocab
 
 _log = logging.getLogger(__name__)
@@ -20,17 +21,60 @@ ProgressCallback = Callable[[float], bool | None]
 """Called with 0.0..1.0 while a model loads; returning False aborts the load."""
 
 
+SPLIT_MODES = ("none", "layer", "row", "tensor")
+LAZY_MODES = ("off", "auto", "on")
+# llama_load_mode by the names of llama-server's --load-mode.
+LOAD_MODES = {"auto": "AUTO", "none": "NONE", "mmap": "MMAP", "mlock": "MLOCK",
+              "mmap+mlock": "MMAP_MLOCK", "dio": "DIRECT_IO"}
+
+
 @dataclass(frozen=True)
 class ModelParams:
     n_gpu_layers: int = 0  # -1: all layers
     main_gpu: int = 0
+    split_mode: str = "layer"  # one of SPLIT_MODES; only matters with several GPUs
+    tensor_split: tuple[float, ...] = ()  # share of the model per GPU; (): llama.cpp's own split
     use_mmap: bool = True
     use_mlock: bool = False
+    load_mode: str | None = None  # one of LOAD_MODES; when set, it replaces use_mmap/use_mlock
+    lazy_mode: str = "auto"  # one of LAZY_MODES: on-demand reading of tensors the arch marks
     check_tensors: bool = False
+    use_extra_bufts: bool = True  # extra buffer types, i.e. weight repacking for CPU kernels
+    no_host: bool = False  # bypass the host buffer so that extra buffer types can be used
     vocab_only: bool = False
 
 
+def _split_mode(name: str) -> int:
+    if name not in SPLIT_MODES:
+        raise InvalidInputError(f"invalid split mode {name!r}; one of {SPLIT_MODES}")
+    return int(getattr(lib, f"LLAMA_SPLIT_MODE_{name.upper()}"))
+
+
+def _lazy_mode(name: str) -> int:
+    if name not in LAZY_MODES:
+        raise InvalidInputError(f"invalid lazy mode {name!r}; one of {LAZY_MODES}")
+    return int(getattr(lib, f"LLAMA_LAZY_MODE_{name.upper()}"))
+
+
+def _tensor_split(shares: tuple[float, ...]) -> Any:
+    """The float[llama_max_devices()] llama.cpp reads whole, or NULL for its default split."""
+    if not shares:
+        return ffi.NULL
+    n_max = int(lib.llama_max_devices())
+    if len(shares) > n_max:
+        raise InvalidInputError(
+            f"tensor split has {len(shares)} entries; this build supports {n_max} devices")
+    if not all(math.isfinite(x) and x >= 0 for x in shares):
+        raise InvalidInputError(f"tensor split {list(shares)}: shares must be finite and >= 0")
+    return ffi.new("float[]", list(shares) + [0.0] * (n_max - len(shares)))
+
+
 def _load_mode(params: ModelParams) -> int:
+    if params.load_mode is not None:
+        if params.load_mode not in LOAD_MODES:
+            raise InvalidInputError(
+                f"invalid load mode {params.load_mode!r}; one of {tuple(LOAD_MODES)}")
+        return int(getattr(lib, f"LLAMA_LOAD_MODE_{LOAD_MODES[params.load_mode]}"))
     if params.use_mmap and params.use_mlock:
         return int(lib.LLAMA_LOAD_MODE_MMAP_MLOCK)
     if params.use_mmap:
@@ -68,12 +112,21 @@ class Model:
         self._ptr: Any = ffi.NULL
         _check_file(self.path)
         ensure_initialised()
+        p = self.params
+        if p.main_gpu < 0:
+            raise InvalidInputError(f"main_gpu must be >= 0, not {p.main_gpu}")
+        tensor_split = _tensor_split(p.tensor_split)  # must live until the load returns
         cparams = lib.llama_model_default_params()
-        cparams.n_gpu_layers = self.params.n_gpu_layers
-        cparams.main_gpu = self.params.main_gpu
-        cparams.load_mode = _load_mode(self.params)
-        cparams.check_tensors = self.params.check_tensors
-        cparams.vocab_only = self.params.vocab_only
+        cparams.n_gpu_layers = p.n_gpu_layers
+        cparams.main_gpu = p.main_gpu
+        cparams.split_mode = _split_mode(p.split_mode)
+        cparams.tensor_split = tensor_split
+        cparams.load_mode = _load_mode(p)
+        cparams.lazy_mode = _lazy_mode(p.lazy_mode)
+        cparams.check_tensors = p.check_tensors
+        cparams.use_extra_bufts = p.use_extra_bufts
+        cparams.no_host = p.no_host
+        cparams.vocab_only = p.vocab_only
         handle = ffi.NULL
         if progress is not None:
             handle = ffi.new_handle(progress)

@@ -139,8 +139,7 @@ class SamplingDefaults:
     ignore_eos: bool
     samplers: tuple[str, ...]  # canonical names, e.g. ("penalties", "dry", ..., "temperature")
     logit_bias: tuple[LogitBias, ...]
-    grammar: str  # "" = none
-    json_schema: str | None  # JSON text
+    grammar: str  # "" = none (a default --json-schema is refused: not supported yet)
     stop: tuple[str, ...]
 
 
@@ -364,7 +363,7 @@ def _sampling(s: Settings) -> SamplingDefaults:
         mirostat_tau=s.float_("mirostat_tau"), mirostat_eta=s.float_("mirostat_eta"),
         ignore_eos=s.bool_("ignore_eos"), samplers=s.strs("samplers"),
         logit_bias=tuple(_logit_bias(token, bias) for token, bias in s.pairs("logit_bias")),
-        grammar=s.str_("grammar"), json_schema=s.opt_str("json_schema"), stop=s.strs("stop"),
+        grammar=s.str_("grammar"), stop=s.strs("stop"),
     )  # fmt: skip
 
 

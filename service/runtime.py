@@ -1,24 +1,36 @@
 """The loaded model and everything built around it: context, engine, chat templates, defaults.
 
 `load_runtime` runs on a worker thread while the gRPC server already answers (health says
-NOT_SERVING until it returns). Model loading logs its progress.
+NOT_SERVING until it returns). Model loading logs its progress; LoRA adapters given at start-up
+are loaded and applied, and one short warm-up run precedes serving (as llama-server does).
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from contextlib import ExitStack
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from native import Context, ContextParams, Model, ModelParams
+from native import Context, ContextParams, LoraAdapter, Model, ModelParams
 from service.chat_template import ChatTemplates, load_chat_templates
-from service.config import ServerConfig
+from service.config import ContextConfig, ModelConfig, ServerConfig
 from service.engine.engine import Engine, EngineSettings
 from service.engine.params import CompletionParams, SamplingParams
 
 _log = logging.getLogger(__name__)
+
+
+@dataclass
+class LoadedLora:
+    """A LoRA adapter loaded at start-up (--lora, --lora-scaled) and the scale it applies with."""
+
+    id: int
+    path: str
+    adapter: LoraAdapter
+    scale: float  # 0 with --lora-init-without-apply; the lora-adapters API may change it
 
 
 @dataclass
@@ -30,6 +42,7 @@ class Runtime:
     templates: ChatTemplates
     defaults: CompletionParams
     created: int  # unix time the model finished loading (the `created` of /v1/models)
+    loras: list[LoadedLora] = field(default_factory=list)  # in --lora order; ids are indexes
 
     @property
     def model_name(self) -> str:
@@ -42,6 +55,8 @@ class Runtime:
     def close(self) -> None:
         self.engine.stop()
         self.ctx.close()
+        for lora in self.loras:  # before the model, which frees its adapters itself
+            lora.adapter.close()
         self.model.close()
 
 
@@ -85,32 +100,50 @@ def _progress_logger(path: Path) -> Callable[[float], bool]:
     return report
 
 
-def load_runtime(config: ServerConfig) -> Runtime:
-    m, c = config.model, config.context
-    path = Path(m.path)
-    started = time.monotonic()
-    model = Model(path, ModelParams(
+def model_params(m: ModelConfig) -> ModelParams:
+    return ModelParams(
         # "auto" and "all" both mean every layer that fits; llama.cpp spells that -1.
         n_gpu_layers=m.n_gpu_layers if m.n_gpu_layers >= 0 else -1,
-        main_gpu=m.main_gpu,
-        use_mmap=m.load_mode in ("auto", "mmap", "mmap+mlock"),
-        use_mlock=m.load_mode in ("mlock", "mmap+mlock"),
-        check_tensors=m.check_tensors,
-    ), progress=_progress_logger(path))
-    n_ctx = c.n_ctx or model.n_ctx_train
-    ctx = Context(model, ContextParams(
-        n_ctx=n_ctx, n_batch=c.n_batch, n_ubatch=c.n_ubatch, n_seq_max=c.n_parallel,
-        n_threads=c.n_threads, n_threads_batch=c.n_threads_batch, embeddings=c.embeddings,
-        pooling=c.pooling, flash_attn=c.flash_attn, type_k=c.cache_type_k,
-        type_v=c.cache_type_v, offload_kqv=c.kv_offload, kv_unified=c.kv_unified,
-        swa_full=c.swa_full, no_perf=not c.perf, rope_scaling=c.rope_scaling,
-        rope_freq_base=c.rope_freq_base, rope_freq_scale=c.rope_freq_scale,
-        yarn_orig_ctx=c.yarn_orig_ctx, yarn_ext_factor=c.yarn_ext_factor,
-        yarn_attn_factor=c.yarn_attn_factor, yarn_beta_fast=c.yarn_beta_fast,
-        yarn_beta_slow=c.yarn_beta_slow,
-    ))
+        main_gpu=m.main_gpu, split_mode=m.split_mode, tensor_split=m.tensor_split,
+        load_mode=m.load_mode, lazy_mode=m.lazy_mode, check_tensors=m.check_tensors,
+        use_extra_bufts=m.repack, no_host=m.no_host,
+    )
+
+
+def context_params(c: ContextConfig, n_ctx_train: int) -> ContextParams:
+    return ContextParams(
+        n_ctx=c.n_ctx or n_ctx_train, n_batch=c.n_batch, n_ubatch=c.n_ubatch,
+        n_seq_max=c.n_parallel, n_threads=c.n_threads, n_threads_batch=c.n_threads_batch,
+        embeddings=c.embeddings, pooling=c.pooling, flash_attn=c.flash_attn,
+        type_k=c.cache_type_k, type_v=c.cache_type_v, offload_kqv=c.kv_offload,
+        op_offload=c.op_offload, kv_unified=c.kv_unified, swa_full=c.swa_full,
+        no_perf=not c.perf, rope_scaling=c.rope_scaling, rope_freq_base=c.rope_freq_base,
+        rope_freq_scale=c.rope_freq_scale, yarn_orig_ctx=c.yarn_orig_ctx,
+        yarn_ext_factor=c.yarn_ext_factor, yarn_attn_factor=c.yarn_attn_factor,
+        yarn_beta_fast=c.yarn_beta_fast, yarn_beta_slow=c.yarn_beta_slow,
+    )
+
+
+def apply_lora(ctx: Context, loras: Sequence[LoadedLora]) -> None:
+    """Make the context use every adapter at its current scale (those at 0 are left out, as in
+    llama-server). Call it on the engine thread once the engine runs (Engine.call)."""
+    ctx.set_lora_adapters([(lora.adapter, lora.scale) for lora in loras if lora.scale != 0.0])
+
+
+def _load_loras(model: Model, m: ModelConfig, cleanup: ExitStack) -> list[LoadedLora]:
+    loras = []
+    for i, spec in enumerate(m.lora_adapters):
+        adapter = LoraAdapter(model, spec.path)
+        cleanup.callback(adapter.close)  # before the model's: llama.cpp frees a model's adapters
+        scale = 0.0 if m.lora_init_without_apply else spec.scale
+        loras.append(LoadedLora(i, spec.path, adapter, scale))
+        _log.info("LoRA adapter %d: %s, scale %g", i, spec.path, scale)
+    return loras
+
+
+def _templates(config: ServerConfig, model: Model) -> ChatTemplates:
     vocab = model.vocab
-    templates = load_chat_templates(
+    return load_chat_templates(
         override=config.chat.chat_template,
         model_template=model.chat_template(),
         model_tool_use_template=model.chat_template("tool_use"),
@@ -120,13 +153,36 @@ def load_runtime(config: ServerConfig) -> Runtime:
         if vocab.eos >= 0 else "",
         add_bos=vocab.add_bos, add_eos=vocab.add_eos,
     )
-    engine = Engine(model, ctx, EngineSettings(
-        context_shift=c.context_shift,
-        slot_prompt_similarity=config.endpoints.slot_prompt_similarity,
-        n_predict_default=config.sampling.n_predict,
-    ))
-    engine.start()
+
+
+def load_runtime(config: ServerConfig) -> Runtime:
+    """Load the model, its LoRA adapters and the context, warm up, start the engine.
+
+    Raises native's errors (ModelLoadError, ContextError, InvalidInputError) with nothing left
+    allocated.
+    """
+    path = Path(config.model.path)
+    started = time.monotonic()
+    with ExitStack() as cleanup:
+        model = Model(path, model_params(config.model), progress=_progress_logger(path))
+        cleanup.callback(model.close)
+        ctx = Context(model, context_params(config.context, model.n_ctx_train))
+        cleanup.callback(ctx.close)
+        loras = _load_loras(model, config.model, cleanup)
+        apply_lora(ctx, loras)
+        if config.context.warmup:
+            _log.info("warming up the model with a short run (--no-warmup to skip)")
+            ctx.warmup()
+        templates = _templates(config, model)
+        engine = Engine(model, ctx, EngineSettings(
+            context_shift=config.context.context_shift,
+            slot_prompt_similarity=config.endpoints.slot_prompt_similarity,
+            n_predict_default=config.sampling.n_predict,
+            special=config.endpoints.special,
+        ))
+        engine.start()
+        cleanup.pop_all()
     _log.info("model loaded in %.1fs: %s, %d slots of %d tokens", time.monotonic() - started,
               model.description(), len(engine.slots), ctx.n_ctx_seq)
     return Runtime(config, model, ctx, engine, templates, completion_defaults(config),
-                   int(time.time()))
+                   int(time.time()), loras)

@@ -175,7 +175,9 @@ def test_env_no_variants_turn_toggles_off() -> None:
 
 
 @pytest.mark.parametrize(
-    "spec", [s for s in ALL_FLAGS if s.category is Category.ACCEPTED], ids=lambda s: s.names[-1]
+    "spec",
+    [s for s in ALL_FLAGS if s.category is Category.ACCEPTED and not s.planned],
+    ids=lambda s: s.names[-1],
 )
 def test_accepted_flags_log_a_notice(spec: FlagSpec, caplog: pytest.LogCaptureFixture) -> None:
     for name in spec.all_names:
@@ -184,6 +186,77 @@ def test_accepted_flags_log_a_notice(spec: FlagSpec, caplog: pytest.LogCaptureFi
             parse_args([*MODEL, *_example_argv(spec, name)], {})
         expected = f"{name}: accepted for llama-server compatibility, no effect ({spec.reason})"
         assert [r.getMessage() for r in caplog.records] == [expected]
+
+
+# Each planned flag (accepted, no effect yet): a value asking for what is missing, the setting
+# it reaches, a value we already honour (no notice) or None, and an invalid value.
+PLANNED_EXAMPLES: dict[str, tuple[list[str], tuple[str, object], list[str] | None, list[str]]] = {
+    "--tags": (["--tags", "chat,small"], ("model.tags", ("chat", "small")), None, []),
+    "--reranking": (["--rerank", "-b", "512"], ("endpoints.reranking", True), None, []),
+    "--adaptive-target": (["--adaptive-target", "0.3"], ("sampling.adaptive_target", 0.3), None,
+                          ["--adaptive-target", "2"]),
+    "--adaptive-decay": (["--adaptive-decay", "0.5"], ("sampling.adaptive_decay", 0.5),
+                         ["--adaptive-decay", "0.9"], ["--adaptive-decay", "1.5"]),
+    "--jinja": (["--no-jinja"], ("chat.use_jinja", False), ["--jinja"], []),
+    "--reasoning-format": (["--reasoning-format", "deepseek"],
+                           ("chat.reasoning_format", "deepseek"), ["--reasoning-format", "none"],
+                           ["--reasoning-format", "think"]),
+    "--reasoning-budget": (["--reasoning-budget", "0"], ("chat.reasoning_budget", 0),
+                           ["--reasoning-budget", "-1"], ["--reasoning-budget", "-2"]),
+    "--reasoning-budget-message": (["--reasoning-budget-message", "stop"],
+                                   ("chat.reasoning_budget_message", "stop"), None, []),
+    "--skip-chat-parsing": (["--no-skip-chat-parsing"], ("chat.skip_chat_parsing", False),
+                            ["--skip-chat-parsing"], []),
+    "--prefill-assistant": (["--prefill-assistant"], ("chat.prefill_assistant", True),
+                            ["--no-prefill-assistant"], []),
+    "--slot-save-path": (["--slot-save-path", "/"], ("endpoints.slot_save_path", "/"), None,
+                         ["--slot-save-path", "/nonexistent/dir"]),
+    "--spm-infill": (["--spm-infill"], ("endpoints.spm_infill", True), None, []),
+    "--embd-normalize": (["--embd-normalize", "1"], ("endpoints.embd_normalize", 1), None,
+                         ["--embd-normalize", "-2"]),
+    "--log-colors": (["--log-colors", "on"], ("log.colors", "on"), ["--log-colors", "off"],
+                     ["--log-colors", "rainbow"]),
+    "--log-prefix": (["--no-log-prefix"], ("log.prefix", False), ["--log-prefix"], []),
+}
+
+
+def _config_value(config: object, path: str) -> object:
+    for part in path.split("."):
+        config = getattr(config, part)
+    return config
+
+
+def test_every_planned_flag_has_an_example() -> None:
+    planned = {s.names[-1] for s in ALL_FLAGS if s.planned}
+    assert planned == set(PLANNED_EXAMPLES)
+
+
+@pytest.mark.parametrize("spec", [s for s in ALL_FLAGS if s.planned], ids=lambda s: s.names[-1])
+def test_planned_flags_parse_and_say_what_is_missing(
+    spec: FlagSpec, caplog: pytest.LogCaptureFixture
+) -> None:
+    argv, (path, value), honoured, invalid = PLANNED_EXAMPLES[spec.names[-1]]
+    with caplog.at_level(logging.WARNING, logger="service.config"):
+        config = parse_args([*MODEL, *argv], {})
+    assert [r.getMessage() for r in caplog.records] == [
+        f"{argv[0]}: accepted but has no effect yet: {spec.reason}"
+    ]
+    assert _config_value(config, path) == value
+    if honoured:
+        assert load_config([*MODEL, *honoured], {}).notices == ()
+    if invalid:
+        with pytest.raises(ConfigError, match=re.escape(f"invalid value {invalid[1]!r}")):
+            load_config([*MODEL, *invalid], {})
+
+
+def test_planned_flag_from_environment_says_what_is_missing() -> None:
+    config = load_config(MODEL, {"LLAMA_ARG_THINK": "deepseek", "LLAMA_ARG_JINJA": "1"})
+    assert config.chat.reasoning_format == "deepseek"
+    assert config.notices == (
+        "LLAMA_ARG_THINK (environment variable for --reasoning-format): accepted but has no "
+        "effect yet: thoughts are not separated from the content yet (no reasoning_content): the "
+        "text comes back as generated, as with 'none'",
+    )
 
 
 @pytest.mark.parametrize(

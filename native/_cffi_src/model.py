@@ -8,6 +8,11 @@ enum llama_load_mode {
     LLAMA_LOAD_MODE_MMAP_MLOCK, LLAMA_LOAD_MODE_DIRECT_IO, ...
 };
 
+enum llama_lazy_mode { LLAMA_LAZY_MODE_OFF, LLAMA_LAZY_MODE_AUTO, LLAMA_LAZY_MODE_ON, ... };
+
+/* core's enum llama_split_mode stops at ROW; the experimental TENSOR mode's value, from llama.h. */
+static const int LLAMA_SPLIT_MODE_TENSOR;
+
 enum llama_model_kv_override_type {
     LLAMA_KV_OVERRIDE_TYPE_INT, LLAMA_KV_OVERRIDE_TYPE_FLOAT,
     LLAMA_KV_OVERRIDE_TYPE_BOOL, LLAMA_KV_OVERRIDE_TYPE_STR, ...
@@ -18,6 +23,7 @@ struct llama_model_params {
     int32_t n_gpu_layers;
     enum llama_split_mode split_mode;
     enum llama_load_mode load_mode;
+    enum llama_lazy_mode lazy_mode;
     int32_t main_gpu;
     const float * tensor_split;
     llama_progress_callback progress_callback;

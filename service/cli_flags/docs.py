@@ -20,6 +20,10 @@ spec's README and those of today's llama-server (the pinned llama.cpp's `tools/s
 
 - **implemented**: parsed into `service.config.ServerConfig` with llama-server's default, and
   honoured;
+- **accepted, no effect yet**: a flag we mean to honour; its value is parsed and validated like an
+  implemented flag's, and giving it logs `<flag>: accepted but has no effect yet: <what is
+  missing>`. Values that ask for what the server already does (`--reasoning-format none`,
+  `--no-prefill-assistant`) are taken without a notice;
 - **accepted**: parsed and logged as a notice (logger `service.config`) saying why it has no effect;
 - **refused**: startup stops with `not supported: <flag> (<why>)` and exit code 2.
 
@@ -67,11 +71,22 @@ spec's README and those of today's llama-server (the pinned llama.cpp's `tools/s
 - `HF_TOKEN` is not read: it is a general Hugging Face variable, and nothing is downloaded.
 """
 
-_TITLES = {
-    Category.IMPLEMENTED: "Implemented",
-    Category.ACCEPTED: "Accepted with a notice (no effect)",
-    Category.REFUSED: "Refused (exit code 2)",
+_IMPLEMENTED = "Implemented"
+_PLANNED = "Accepted, no effect yet (a notice is logged)"
+_ACCEPTED = "Accepted with a notice (no effect)"
+_REFUSED = "Refused (exit code 2)"
+_SECTIONS = (
+    (_IMPLEMENTED, lambda s: s.category is Category.IMPLEMENTED),
+    (_PLANNED, lambda s: s.planned),
+    (_ACCEPTED, lambda s: s.category is Category.ACCEPTED and not s.planned),
+    (_REFUSED, lambda s: s.category is Category.REFUSED),
+)
+_HEADERS = {
+    _IMPLEMENTED: ["| Flag | Env | Default | What it does |", "| --- | --- | --- | --- |"],
+    _PLANNED: ["| Flag | Env | Default | What it does in llama-server | What is missing |",
+               "| --- | --- | --- | --- | --- |"],
 }
+_REASON_HEADER = ["| Flag | Env | Why |", "| --- | --- | --- |"]
 
 
 def _cell(text: str) -> str:
@@ -86,27 +101,26 @@ def _flag_cell(spec: FlagSpec) -> str:
 
 def _row(spec: FlagSpec) -> str:
     env = ", ".join(f"`{name}`" for name in spec.env + spec.negative_env) or ""
+    start = f"| {_flag_cell(spec)} | {env} |"
     if spec.category is Category.IMPLEMENTED:
-        default = default_text(spec)
-        return f"| {_flag_cell(spec)} | {env} | {_cell(default)} | {_cell(spec.help)} |"
-    return f"| {_flag_cell(spec)} | {env} | {_cell(spec.reason)} |"
+        return f"{start} {_cell(default_text(spec))} | {_cell(spec.help)} |"
+    if spec.planned:
+        return f"{start} {_cell(default_text(spec))} | {_cell(spec.help)} | {_cell(spec.reason)} |"
+    return f"{start} {_cell(spec.reason)} |"
 
 
 def render(specs: Sequence[FlagSpec]) -> str:
     """The whole of docs/cli.md."""
     lines = [_INTRO.rstrip("\n")]
-    for category in Category:
-        lines += ["", f"## {_TITLES[category]}"]
+    for title, belongs in _SECTIONS:
+        lines += ["", f"## {title}"]
         groups: dict[str, list[FlagSpec]] = {}
         for spec in specs:
-            if spec.category is category:
+            if belongs(spec):
                 groups.setdefault(spec.group, []).append(spec)
         for group, members in groups.items():
             lines += ["", f"### {group}", ""]
-            if category is Category.IMPLEMENTED:
-                lines += ["| Flag | Env | Default | What it does |", "| --- | --- | --- | --- |"]
-            else:
-                lines += ["| Flag | Env | Why |", "| --- | --- | --- |"]
+            lines += _HEADERS.get(title, _REASON_HEADER)
             lines += [_row(spec) for spec in members]
     return "\n".join(lines) + "\n"
 

@@ -41,7 +41,9 @@ def default_text(spec: FlagSpec) -> str:
 def help_text(spec: FlagSpec) -> str:
     """One flag's help line: what it does (or why it does nothing), default, variables."""
     parts = [spec.help]
-    shown_default = default_text(spec) if spec.category is Category.IMPLEMENTED else ""
+    if spec.planned:
+        parts.append(f"[no effect yet: {spec.reason}]")
+    shown_default = default_text(spec) if spec.has_setting else ""
     if shown_default:
         parts.append(f"(default: {shown_default})")
     if spec.env:
@@ -61,7 +63,7 @@ def compat_epilog(specs: Sequence[FlagSpec]) -> str:
     accepted: dict[tuple[str, str], list[str]] = {}
     refused: dict[str, list[str]] = {}
     for spec in specs:
-        if spec.category is Category.ACCEPTED:
+        if spec.category is Category.ACCEPTED and not spec.planned:
             accepted.setdefault((spec.group, spec.reason), []).extend(spec.all_names)
         elif spec.category is Category.REFUSED:
             refused.setdefault(spec.group, []).extend(spec.names)

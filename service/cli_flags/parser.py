@@ -3,7 +3,8 @@
 argparse is built from the flag table; every flag records its occurrences and the resolver applies
 them: the command line wins over the environment, which wins over llama-server's default; a
 repeated flag keeps its last value unless it accumulates (--lora, --api-key, ...). Accepted flags
-become notices, refused ones a ConfigError naming each of them.
+become notices (planned ones are still parsed and validated), refused ones a ConfigError naming
+each of them.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import Any, NoReturn
 
 from service.cli_flags import values as v
 from service.cli_flags.help import HelpFormatter, compat_epilog, help_text
-from service.cli_flags.spec import Category, FlagSpec
+from service.cli_flags.spec import NOT_YET, Category, FlagSpec
 
 PROG = "llama-grpc-server"
 _DESCRIPTION = (
@@ -42,7 +43,7 @@ class Occurrence:
 
 @dataclass(frozen=True)
 class ResolvedFlags:
-    """The settings of all implemented flags, keyed by `FlagSpec.key`."""
+    """The settings of all implemented and planned flags, keyed by `FlagSpec.key`."""
 
     values: Mapping[str, object]
     explicit: frozenset[str]
@@ -96,7 +97,7 @@ def build_parser(specs: Sequence[FlagSpec], version: str = "") -> argparse.Argum
     )
     groups: dict[str, argparse._ArgumentGroup] = {}
     for spec in specs:
-        if spec.category is not Category.IMPLEMENTED:
+        if not spec.has_setting:
             # Listed compactly in the epilog rather than one line each.
             parser.add_argument(*spec.all_names, **_argument_options(spec, argparse.SUPPRESS))
             continue
@@ -201,17 +202,25 @@ def _refuse(occurrences: Sequence[Occurrence]) -> None:
         raise ConfigError("\n".join(dict.fromkeys(problems)))
 
 
+def _already_honoured(occ: Occurrence) -> bool:
+    """A planned flag whose value asks for what we already do (`--reasoning-format none`)."""
+    return bool(occ.spec.honoured_values) and _convert(occ) in occ.spec.honoured_values
+
+
 def _notices(cli: Sequence[Occurrence], from_env: Sequence[Occurrence]) -> list[str]:
     notices = []
     for occ in (*from_env, *cli):
-        if occ.spec.category is not Category.IMPLEMENTED:
+        if occ.spec.planned:
+            if not _already_honoured(occ):
+                notices.append(f"{_describe(occ)}: {NOT_YET}: {occ.spec.reason}")
+        elif occ.spec.category is not Category.IMPLEMENTED:
             notices.append(
                 f"{_describe(occ)}: accepted for llama-server compatibility, "
                 f"no effect ({occ.spec.reason})"
             )
     cli_keys = {occ.spec.key: occ.source for occ in cli}
     for occ in from_env:
-        if occ.spec.category is Category.IMPLEMENTED and occ.spec.key in cli_keys:
+        if occ.spec.has_setting and occ.spec.key in cli_keys:
             notices.append(
                 f"{occ.source} is set, but the command line's {cli_keys[occ.spec.key]} "
                 "takes precedence"
@@ -224,13 +233,13 @@ def _settings(
 ) -> tuple[dict[str, object], set[str]]:
     values: dict[str, object] = {}
     for spec in specs:
-        if spec.category is Category.IMPLEMENTED and spec.key not in ("help", "version"):
+        if spec.has_setting and spec.key not in ("help", "version"):
             values.setdefault(spec.key, spec.default)
     explicit: set[str] = set()
     for layer in (from_env, cli):
         started: set[str] = set()  # accumulating keys this layer has begun to replace
         for occ in layer:
-            if occ.spec.category is not Category.IMPLEMENTED:
+            if not occ.spec.has_setting:
                 continue
             key, value = occ.spec.key, _convert(occ)
             if occ.spec.repeat:

@@ -12,6 +12,9 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
+NOT_YET = "accepted but has no effect yet"
+"""How the notice of a planned flag begins: `<flag>: accepted but has no effect yet: <reason>`."""
+
 
 class Category(StrEnum):
     """What llama-grpc-server does when it meets a flag."""
@@ -19,7 +22,8 @@ class Category(StrEnum):
     IMPLEMENTED = "implemented"
     """Parsed into ServerConfig with llama-server's default, and honoured."""
     ACCEPTED = "accepted"
-    """Parsed and logged as a notice: the flag has no meaning for us (the reason says why)."""
+    """Parsed and logged as a notice: the flag has no meaning for us (the reason says why), or,
+    for a `planned` flag, its value is parsed and validated but not acted on yet."""
     REFUSED = "refused"
     """Startup stops with `not supported: <flag> (<reason>)` and exit code 2."""
 
@@ -62,6 +66,12 @@ class FlagSpec:
     # which are accepted with a notice instead of stopping startup.
     noop_values: tuple[str, ...] = ()
     default_text: str = ""
+    # An accepted flag we mean to honour: its value is parsed into the settings like an
+    # implemented one, and giving it logs `accepted but has no effect yet: <reason>`.
+    planned: bool = False
+    # For a planned flag: values (converted) asking for what llama-grpc-server already does
+    # (`--reasoning-format none`), which are taken without a notice.
+    honoured_values: tuple[object, ...] = ()
 
     @property
     def key(self) -> str:
@@ -70,6 +80,11 @@ class FlagSpec:
             return self.dest
         longest = max(self.names, key=len)
         return longest.lstrip("-").replace("-", "_").replace(".", "_")
+
+    @property
+    def has_setting(self) -> bool:
+        """Whether the flag's value goes into the resolved settings (implemented or planned)."""
+        return self.category is Category.IMPLEMENTED or self.planned
 
     @property
     def takes_value(self) -> bool:
@@ -115,6 +130,16 @@ def implemented(
 def accepted(names: tuple[str, ...], group: str, reason: str, **kwargs: Any) -> FlagSpec:
     """A flag taken for compatibility that changes nothing here; `reason` says why."""
     return FlagSpec(names, Category.ACCEPTED, group, reason, reason=reason, **kwargs)
+
+
+def planned(
+    names: tuple[str, ...], dest: str, group: str, help: str, missing: str, **kwargs: Any
+) -> FlagSpec:
+    """A flag we mean to honour but do not yet: parsed and validated into the settings, with the
+    notice `<flag>: accepted but has no effect yet: <missing>`; `help` says what it will do."""
+    return FlagSpec(
+        names, Category.ACCEPTED, group, help, dest=dest, reason=missing, planned=True, **kwargs
+    )
 
 
 def refused(names: tuple[str, ...], group: str, reason: str, **kwargs: Any) -> FlagSpec:

@@ -8,7 +8,7 @@ name that service.config reads.
 from __future__ import annotations
 
 from service.cli_flags import values as v
-from service.cli_flags.spec import FlagSpec, implemented
+from service.cli_flags.spec import FlagSpec, implemented, planned
 
 GENERAL = "General"
 MODEL = "Model and adapters"
@@ -32,8 +32,9 @@ MODEL_FLAGS: tuple[FlagSpec, ...] = (
         metavar="STRING", env=("LLAMA_ARG_ALIAS",), convert=v.parse_csv, repeat=True, default=(),
         default_text="the model path",
     ),
-    implemented(
+    planned(
         ("--tags",), "tags", MODEL, "model tags, comma-separated (informational)",
+        "the model list (ListModels, /v1/models) does not report tags yet",
         metavar="STRING", env=("LLAMA_ARG_TAGS",), convert=v.parse_csv, repeat=True, default=(),
         default_text="none",
     ),
@@ -197,10 +198,12 @@ MODEL_FLAGS: tuple[FlagSpec, ...] = (
         "restrict the server to embeddings (use with dedicated embedding models)",
         env=("LLAMA_ARG_EMBEDDINGS",), default=False,
     ),
-    implemented(
+    planned(
         ("--rerank", "--reranking"), "reranking", CONTEXT,
         "enable the reranking endpoint (implies --embedding and --pooling rank)",
-        env=("LLAMA_ARG_RERANKING",), default=False,
+        "the rerank endpoint (Rerank, /rerank) is not served yet; the context is still set up "
+        "for it (--embedding, --pooling rank)",
+        env=("LLAMA_ARG_RERANKING",), default=False, honoured_values=(False,),
     ),
     implemented(
         ("--pooling",), "pooling", CONTEXT,

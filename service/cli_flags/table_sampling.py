@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from service.cli_flags import values as v
-from service.cli_flags.spec import FlagSpec, implemented
+from service.cli_flags.spec import FlagSpec, implemented, planned, refused
 
 SAMPLING = "Sampling defaults (used where a request does not say)"
 
@@ -16,6 +16,12 @@ DEFAULT_SAMPLERS = (
     "penalties", "dry", "top_n_sigma", "top_k", "typ_p", "top_p", "min_p", "xtc", "temperature",
 )  # fmt: skip
 DEFAULT_DRY_SEQUENCE_BREAKERS = ("\n", ":", '"', "*")
+
+_ADAPTIVE_WHY = "the adaptive-p sampler runs with target 0.5 and decay 0.9 whatever this says"
+_JSON_SCHEMA_WHY = (
+    "a server-wide default JSON schema is not supported yet; constrain generations with a GBNF "
+    "--grammar or --grammar-file instead"
+)
 
 
 def _float(names: tuple[str, ...], dest: str, help: str, default: float, **kw: Any) -> FlagSpec:
@@ -101,12 +107,13 @@ SAMPLING_FLAGS: tuple[FlagSpec, ...] = (
         metavar="STRING", convert=v.parse_single, repeat=True, default=(),
         default_text="\\n : \" *",
     ),
-    _float(("--adaptive-target",), "adaptive_target",
-           "adaptive-p: select tokens near this probability (negative = disabled)", -1.0,
-           maximum=1.0),
-    _float(("--adaptive-decay",), "adaptive_decay",
-           "adaptive-p: decay rate of the target adaptation (0.0 to 0.99)", 0.9,
-           minimum=0.0, maximum=0.99),
+    planned(("--adaptive-target",), "adaptive_target", SAMPLING,
+            "adaptive-p: select tokens near this probability (negative = disabled)", _ADAPTIVE_WHY,
+            metavar="N", convert=v.parse_float, default=-1.0, maximum=1.0),
+    planned(("--adaptive-decay",), "adaptive_decay", SAMPLING,
+            "adaptive-p: decay rate of the target adaptation (0.0 to 0.99)", _ADAPTIVE_WHY,
+            metavar="N", convert=v.parse_float, default=0.9, minimum=0.0, maximum=0.99,
+            honoured_values=(0.9,)),
     _float(("--dynatemp-range",), "dynatemp_range", "dynamic temperature range (0.0 = disabled)",
            0.0),
     _float(("--dynatemp-exp",), "dynatemp_exponent", "dynamic temperature exponent", 1.0),
@@ -131,16 +138,9 @@ SAMPLING_FLAGS: tuple[FlagSpec, ...] = (
         ("--grammar-file",), "grammar", SAMPLING, "read the default grammar from a file",
         metavar="FNAME", convert=v.read_text_file, default="", default_text="none",
     ),
-    implemented(
-        ("-j", "--json-schema"), "json_schema", SAMPLING,
-        "default JSON schema to constrain generations, e.g. {\"type\": \"object\"}",
-        metavar="SCHEMA", convert=v.parse_json_schema, default=None, default_text="none",
-    ),
-    implemented(
-        ("-jf", "--json-schema-file"), "json_schema", SAMPLING,
-        "read the default JSON schema from a file",
-        metavar="FILE", convert=v.read_json_schema_file, default=None, default_text="none",
-    ),
+    # Refused rather than ignored: generations would silently ignore the schema they rely on.
+    refused(("-j", "--json-schema"), SAMPLING, _JSON_SCHEMA_WHY, metavar="SCHEMA"),
+    refused(("-jf", "--json-schema-file"), SAMPLING, _JSON_SCHEMA_WHY, metavar="FILE"),
     implemented(
         ("-r", "--reverse-prompt"), "stop", SAMPLING,
         "default stop string for requests that give none (repeatable)",

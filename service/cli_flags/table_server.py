@@ -7,7 +7,7 @@ everything else keeps llama-server's spelling.
 from __future__ import annotations
 
 from service.cli_flags import values as v
-from service.cli_flags.spec import FlagSpec, implemented
+from service.cli_flags.spec import FlagSpec, implemented, planned
 
 CHAT = "Chat templates and reasoning"
 NETWORK = "Network and security"
@@ -18,9 +18,11 @@ LOGGING = "Logging"
 VERBOSITY_ALL = 1000
 
 SERVER_FLAGS: tuple[FlagSpec, ...] = (
-    implemented(
+    planned(
         ("--jinja",), "use_jinja", CHAT, "whether to use the Jinja template engine for chat",
-        negative=("--no-jinja",), env=("LLAMA_ARG_JINJA",), default=True,
+        "chat templates are always rendered with Jinja; llama-server's built-in non-Jinja "
+        "formatting is not implemented",
+        negative=("--no-jinja",), env=("LLAMA_ARG_JINJA",), default=True, honoured_values=(True,),
     ),
     implemented(
         ("--chat-template",), "chat_template", CHAT,
@@ -40,11 +42,14 @@ SERVER_FLAGS: tuple[FlagSpec, ...] = (
         metavar="STRING", env=("LLAMA_ARG_CHAT_TEMPLATE_KWARGS",), convert=v.parse_json_object,
         default=None, default_text="none",
     ),
-    implemented(
+    planned(
         ("--reasoning-format",), "reasoning_format", CHAT,
         "how thoughts are returned: none, auto, deepseek or deepseek-legacy",
+        "thoughts are not separated from the content yet (no reasoning_content): the text comes "
+        "back as generated, as with 'none'",
         metavar="FORMAT", env=("LLAMA_ARG_THINK",),
         convert=v.choice("none", "auto", "deepseek", "deepseek-legacy"), default="auto",
+        honoured_values=("none",),
     ),
     implemented(
         ("-rea", "--reasoning"), "reasoning", CHAT,
@@ -57,15 +62,17 @@ SERVER_FLAGS: tuple[FlagSpec, ...] = (
         "reasoning effort given to the template ('default' keeps the template's)",
         metavar="LEVEL", env=("LLAMA_ARG_REASONING_EFFORT",), default="default",
     ),
-    implemented(
+    planned(
         ("--reasoning-budget",), "reasoning_budget", CHAT,
         "token budget for thinking (-1 = unrestricted, 0 = end immediately)",
+        "thinking is not limited to a token budget yet",
         metavar="N", env=("LLAMA_ARG_THINK_BUDGET",), convert=v.parse_int, default=-1,
-        minimum=-1,
+        minimum=-1, honoured_values=(-1,),
     ),
-    implemented(
+    planned(
         ("--reasoning-budget-message",), "reasoning_budget_message", CHAT,
         "message injected before the end-of-thinking tag when the budget is exhausted",
+        "there is no thinking budget yet (see --reasoning-budget)",
         metavar="MESSAGE", env=("LLAMA_ARG_THINK_BUDGET_MESSAGE",), default=None,
         default_text="none",
     ),
@@ -75,17 +82,21 @@ SERVER_FLAGS: tuple[FlagSpec, ...] = (
         negative=("--no-reasoning-preserve",), env=("LLAMA_ARG_REASONING_PRESERVE",),
         default=None, default_text="template default",
     ),
-    implemented(
+    planned(
         ("--skip-chat-parsing",), "skip_chat_parsing", CHAT,
         "return everything (reasoning, tool calls) as plain content",
+        "chat output is not parsed yet (no reasoning_content, no tool_calls): everything comes "
+        "back as plain content, as --skip-chat-parsing asks",
         negative=("--no-skip-chat-parsing",), env=("LLAMA_ARG_SKIP_CHAT_PARSING",),
-        default=False,
+        default=False, honoured_values=(True,),
     ),
-    implemented(
+    planned(
         ("--prefill-assistant",), "prefill_assistant", CHAT,
         "whether a trailing assistant message is continued (prefilled) rather than closed",
+        "a trailing assistant message is not continued yet: it is rendered as a closed turn, as "
+        "--no-prefill-assistant asks",
         negative=("--no-prefill-assistant",), env=("LLAMA_ARG_PREFILL_ASSISTANT",),
-        default=True,
+        default=True, honoured_values=(False,),
     ),
     implemented(
         ("--host",), "hosts", NETWORK,
@@ -178,9 +189,10 @@ SERVER_FLAGS: tuple[FlagSpec, ...] = (
         ("--props",), "props", ENDPOINTS, "allow changing global properties via POST /props",
         env=("LLAMA_ARG_ENDPOINT_PROPS",), default=False,
     ),
-    implemented(
+    planned(
         ("--slot-save-path",), "slot_save_path", ENDPOINTS,
         "directory for saved slot KV caches (enables slot save/restore)",
+        "slot save/restore (SlotAction, POST /slots/{id}?action=save|restore) is not served yet",
         metavar="PATH", convert=v.parse_directory, default=None, default_text="disabled",
     ),
     implemented(
@@ -196,14 +208,16 @@ SERVER_FLAGS: tuple[FlagSpec, ...] = (
     implemented(
         ("-sp", "--special"), "special", ENDPOINTS, "output special tokens", default=False,
     ),
-    implemented(
+    planned(
         ("--spm-infill",), "spm_infill", ENDPOINTS,
-        "use the Suffix/Prefix/Middle pattern for infill (some models prefer it)", default=False,
+        "use the Suffix/Prefix/Middle pattern for infill (some models prefer it)",
+        "infill (Infill, /infill) is not served yet", default=False, honoured_values=(False,),
     ),
-    implemented(
+    planned(
         ("--embd-normalize",), "embd_normalize", ENDPOINTS,
         "default embedding normalisation (-1 none, 0 max abs int16, 1 taxicab, 2 euclidean, "
         ">2 p-norm)",
+        "the embedding endpoints (Embed, /embedding, /v1/embeddings) are not served yet",
         metavar="N", convert=v.parse_int, default=2, minimum=-1,
     ),
     implemented(
@@ -213,9 +227,10 @@ SERVER_FLAGS: tuple[FlagSpec, ...] = (
         ("--log-file",), "log_file", LOGGING, "also log to this file",
         metavar="FNAME", env=("LLAMA_ARG_LOG_FILE",), default=None, default_text="none",
     ),
-    implemented(
+    planned(
         ("--log-colors",), "log_colors", LOGGING,
         "coloured logging: on, off or auto (auto = when writing to a terminal)",
+        "log lines are never coloured yet", honoured_values=("off",),
         metavar="[on|off|auto]", optional_value=True, const="on",
         env=("LLAMA_ARG_LOG_COLORS", "LLAMA_LOG_COLORS"), convert=v.parse_on_off_auto,
         default="auto",
@@ -235,9 +250,10 @@ SERVER_FLAGS: tuple[FlagSpec, ...] = (
         negative=("--no-log-timestamps",), env=("LLAMA_ARG_LOG_TIMESTAMPS", "LLAMA_LOG_TIMESTAMPS"),
         default=False,
     ),
-    implemented(
+    planned(
         ("--log-prefix",), "log_prefix", LOGGING, "level prefix in log messages",
+        "log lines always begin with their level letter, as --log-prefix asks",
         negative=("--no-log-prefix",), env=("LLAMA_ARG_LOG_PREFIX", "LLAMA_LOG_PREFIX"),
-        default=False,
+        default=False, honoured_values=(True,),
     ),
 )  # fmt: skip

@@ -239,15 +239,6 @@ def parse_json_object(text: str) -> dict[str, object]:
     return value
 
 
-def parse_json_schema(text: str) -> str:
-    """A JSON schema, kept as normalised JSON text."""
-    return json.dumps(parse_json_object(text))
-
-
-def read_json_schema_file(path: str) -> str:
-    return parse_json_schema(read_text_file(path))
-
-
 def read_api_key_file(path: str) -> tuple[str, ...]:
     """One key per line; empty lines and lines starting with `#` are skipped."""
     lines = read_text_file(path).splitlines()

@@ -36,6 +36,7 @@ class EngineSettings:
     context_shift: bool = True
     slot_prompt_similarity: float = 0.5
     n_predict_default: int = -1  # server-wide cap (-n); a request's n_predict applies within it
+    special: bool = False  # render special (control) tokens in the text, as --special asks
 
 
 @dataclass
@@ -316,7 +317,8 @@ class Engine:
         if token in self.eog and not task.params.ignore_eos:
             self._finish(task, "eos")
             return
-        text = task.stream.push(self.vocab.token_to_piece(token, special=False))
+        piece = self.vocab.token_to_piece(token, special=self.settings.special)
+        text = task.stream.push(piece)
         if task.stream.stopped is not None:
             self._finish(task, task.stream.stopped.stop_type, text)
             return
