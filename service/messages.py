@@ -9,6 +9,7 @@ from llama.v1 import common_pb2, completion_pb2
 from native import Vocab
 from service.engine.events import Finished, Timings, TokenProbs
 from service.engine.params import CompletionParams
+from service.engine.textstream import incomplete_utf8_tail
 from service.errors import ERROR_KINDS
 
 
@@ -33,9 +34,15 @@ def error_msg(kind: str, message: str) -> Any:
     return common_pb2.ErrorInfo(code=info.http_status, message=message, type=info.type)
 
 
+def token_text(piece: bytes) -> str:
+    """A token's text as llama-server reports it: a character cut off at the end is left out
+    (its bytes are in `bytes`); other invalid bytes become U+FFFD."""
+    return piece[:len(piece) - incomplete_utf8_tail(piece)].decode("utf-8", "replace")
+
+
 def _candidate(vocab: Vocab, tok: int, value: float, post: bool) -> Any:
     piece = vocab.token_to_piece(tok, special=True)
-    c = common_pb2.TokenCandidate(id=tok, token=piece.decode("utf-8", "replace"),
+    c = common_pb2.TokenCandidate(id=tok, token=token_text(piece),
                                   bytes=list(piece))
     if post:
         c.prob = value
@@ -46,7 +53,7 @@ def _candidate(vocab: Vocab, tok: int, value: float, post: bool) -> Any:
 
 def probability_msg(vocab: Vocab, p: TokenProbs) -> Any:
     piece = vocab.token_to_piece(p.id, special=True)
-    msg = common_pb2.TokenProbability(id=p.id, token=piece.decode("utf-8", "replace"),
+    msg = common_pb2.TokenProbability(id=p.id, token=token_text(piece),
                                       bytes=list(piece))
     top = [_candidate(vocab, t, v, p.post_sampling) for t, v in p.top]
     if p.post_sampling:

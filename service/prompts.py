@@ -104,9 +104,11 @@ def _bias_tokens(key: Json, vocab: Vocab) -> Sequence[int]:
         return [_token_id(key, vocab)]
     if isinstance(key, str):
         try:  # OpenAI's map form has token ids as strings
-            return [_token_id(int(key), vocab)]
+            tok = int(key)
         except ValueError:
             return vocab.tokenize(key, add_special=False, parse_special=False)
+        # A numeric key is always an id: an unknown one is an error, not text to tokenize.
+        return [_token_id(tok, vocab)]
     raise ParamError("logit_bias keys must be token ids or strings")
 
 

@@ -44,7 +44,10 @@ def prompt_json(req: Any) -> Json:
                     parts.extend(piece.tokens.ids)
             prompts.append(parts)
         return prompts if len(prompts) != 1 else prompts[0]
-    return value_to_json(req, "prompt")
+    prompt = value_to_json(req, "prompt")
+    if prompt is None:  # absent, JSON null, or a Value with no kind (llama-server: a 400)
+        raise ParamError('"prompt" must be provided')
+    return prompt
 
 
 def completion_params(req: Any, defaults: CompletionParams, vocab: Vocab,

@@ -68,12 +68,11 @@ class LlamaServicer(service_pb2_grpc.LlamaServerServicer):  # type: ignore[misc]
     async def _abort(context: grpc.aio.ServicerContext, err: ServiceError) -> None:
         await context.abort(err.info.grpc_code, err.message)
 
-    def _prepare(self, rt: Runtime, req: Any, prompts_json: Any) -> tuple[list[list[int]],
-                                                                           CompletionParams]:
+    def _prepare(self, rt: Runtime, req: Any) -> tuple[list[list[int]], CompletionParams]:
         try:
             params = completion_params(req, rt.defaults, rt.model.vocab, rt.n_slots)
             prompts = [tokenize_prompt(p, rt.model.vocab)
-                       for p in split_prompts(prompts_json)]
+                       for p in split_prompts(prompt_json(req))]
         except (ParamError, LlamaError, ValueError) as e:
             raise ServiceError("invalid_argument", str(e)) from e
         for p in prompts:
@@ -99,7 +98,7 @@ class LlamaServicer(service_pb2_grpc.LlamaServerServicer):  # type: ignore[misc]
                                  gen_id: str, chunk_type: Any) -> AsyncIterator[Any]:
         try:
             rt = self._rt()
-            prompts, params = self._prepare(rt, request, prompt_json(request))
+            prompts, params = self._prepare(rt, request)
         except ServiceError as e:
             await self._abort(context, e)  # nothing sent yet: the status alone is visible
             return
@@ -159,7 +158,8 @@ class LlamaServicer(service_pb2_grpc.LlamaServerServicer):  # type: ignore[misc]
                 final = final_completion_chunk(gen_id, index, event, slot_of.get(index, -1),
                                                settings, rt.model_name, prompt_text)
                 final.content = event.content
-                final.tokens.extend(part.tokens)
+                if params.return_tokens:  # streams always carry ids; a whole answer on request
+                    final.tokens.extend(part.tokens)
                 final.completion_probabilities.extend(part.completion_probabilities)
                 acc[index] = final
             elif isinstance(event, Failed):
@@ -177,6 +177,10 @@ class LlamaServicer(service_pb2_grpc.LlamaServerServicer):  # type: ignore[misc]
         created = int(time.time())
         if request.HasField("logprobs") and not request.HasField("n_probs"):
             request.n_probs = request.logprobs  # OpenAI's name for the same thing
+        refused = _openai_refusal(request)
+        if refused:  # OpenAI options llama-server refuses on this route
+            await self._abort(context, ServiceError("invalid_argument", refused))
+            return
         async for msg in self._completion_stream(request, context, gen_id,
                                                  completion_pb2.CompletionChunk):
             rt = self._runtime()
@@ -262,9 +266,12 @@ class LlamaServicer(service_pb2_grpc.LlamaServerServicer):  # type: ignore[misc]
             "add_generation_prompt") else True
         if not messages:
             raise ServiceError("invalid_argument", "messages must not be empty")
+        # llama-server's prefill: a trailing assistant message is continued, not closed.
+        prefill = (rt.config.chat.prefill_assistant and messages[-1].get("role") == "assistant")
         try:
             template = rt.templates.for_request(tools)
-            return template.render(messages, add_generation_prompt=add_gen, tools=tools,
+            return template.render(messages, add_generation_prompt=add_gen and not prefill,
+                                   continue_final_message=prefill, tools=tools,
                                    extra_context={**dict(rt.config.chat.template_kwargs),
                                                   **kwargs})
         except (TemplateError, ValueError) as e:
@@ -352,6 +359,16 @@ class LlamaServicer(service_pb2_grpc.LlamaServerServicer):  # type: ignore[misc]
             await self._abort(context, e)
         return server_pb2.CancelResponse(
             found=cancel_generation(rt.engine, self._registry, request.id))
+
+
+def _openai_refusal(request: Any) -> str:
+    """Why llama-server's /v1/completions refuses this request ("" if it does not)."""
+    if request.echo:
+        return "Only no echo is supported"
+    for name in ("best_of", "suffix"):
+        if request.HasField(name):
+            return f"Unsupported param: {name}"
+    return ""
 
 
 def _copy_common_fields(src: Any, dst: Any) -> None:

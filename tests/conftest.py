@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+from grpc_harness import ServiceProcess, running_service
 
 from native.testmodels import ensure_model
 
@@ -22,3 +25,16 @@ def tiny_spm_path() -> Path:
 @pytest.fixture(scope="session")
 def minilm_path() -> Path:
     return ensure_model("minilm")
+
+
+@pytest.fixture(scope="session")
+def grpc_service(tiny_bpe_path: Path) -> Iterator[ServiceProcess]:
+    """The real gRPC service (subprocess) on tiny-bpe: -c 2048 -np 4, i.e. 4 slots of 512."""
+    with running_service(tiny_bpe_path) as svc:
+        yield svc
+
+
+@pytest.fixture(scope="session")
+def grpc_stub(grpc_service: ServiceProcess) -> Any:
+    """A llama.v1.LlamaServer stub on `grpc_service`."""
+    return grpc_service.stub()

@@ -1,0 +1,246 @@
+"""Request parsing without a server: llama-server's polymorphic prompt, logit_bias and stop shapes
+(service.prompts), the request -> parameters conversion (service.request_params) and parameter
+validation (service.engine.params). Uses tiny-bpe's real Llama-3 vocabulary (loaded vocab-only)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+from google.protobuf import json_format
+from llama.v1 import completion_pb2
+
+import native
+from service.engine.params import (
+    CompletionParams,
+    ParamError,
+    SamplingParams,
+    canonical_sampler,
+)
+from service.prompts import parse_logit_bias, parse_stop, split_prompts, tokenize_prompt
+from service.request_params import completion_params, prompt_json
+
+
+@pytest.fixture(scope="module")
+def vocab(tiny_bpe_path: Path) -> Iterator[native.Vocab]:
+    model = native.Model(tiny_bpe_path, native.ModelParams(vocab_only=True))
+    yield model.vocab
+    model.close()
+
+
+def request(**body: Any) -> Any:
+    return json_format.ParseDict(body, completion_pb2.CompletionRequest())
+
+
+# -- prompt shapes ----------------------------------------------------------------------------
+@pytest.mark.parametrize(("prompt", "expected"), [
+    ("text", ["text"]),
+    (None, [""]),
+    ([1, 2, 3], [[1, 2, 3]]),
+    ([12, "text", 56], [[12, "text", 56]]),  # a mix is one prompt
+    (["a", "b"], ["a", "b"]),
+    ([[1, 2], [3]], [[1, 2], [3]]),
+    (["a", [1, 2]], ["a", [1, 2]]),
+    (["only"], [["only"]]),
+    ([], [[]]),
+])
+def test_split_prompts(prompt: Any, expected: list[Any]) -> None:
+    assert split_prompts(prompt) == expected
+
+
+@pytest.mark.parametrize("bad", [{"prompt_string": "x"}, 3, True])
+def test_split_prompts_rejects_other_shapes(bad: Any) -> None:
+    with pytest.raises(ParamError):
+        split_prompts(bad)
+
+
+def test_tokenize_string_prompt_adds_bos(vocab: native.Vocab) -> None:
+    tokens = tokenize_prompt("Hello world", vocab)
+    assert tokens[0] == vocab.bos
+    assert tokens[1:] == vocab.tokenize("Hello world", add_special=False)
+
+
+def test_tokenize_token_prompt_is_used_as_is(vocab: native.Vocab) -> None:
+    assert tokenize_prompt([15, 16.0, 17], vocab) == [15, 16, 17]  # JSON numbers may be floats
+
+
+def test_tokenize_mixed_prompt(vocab: native.Vocab) -> None:
+    text = vocab.tokenize(" there", add_special=False)
+    assert tokenize_prompt([9906, " there", 0], vocab) == [9906, *text, 0]
+    # BOS only when the prompt starts with text, as llama-server does.
+    assert tokenize_prompt(["Hi", 0], vocab)[0] == vocab.bos
+
+
+def test_tokenize_parses_special_tokens(vocab: native.Vocab) -> None:
+    tokens = tokenize_prompt("<|eot_id|>", vocab)
+    assert tokens == [vocab.bos, vocab.eot]
+
+
+@pytest.mark.parametrize("bad", [[1, 2.5], [-1], [10**9], [1, None], [[1]], 7])
+def test_tokenize_rejects_bad_prompt_elements(vocab: native.Vocab, bad: Any) -> None:
+    with pytest.raises(ParamError):
+        tokenize_prompt(bad, vocab)
+
+
+def test_token_outside_vocabulary_message(vocab: native.Vocab) -> None:
+    with pytest.raises(ParamError, match="outside the vocabulary"):
+        tokenize_prompt([vocab.n_tokens], vocab)
+
+
+def test_prompt_json_from_typed_prompt() -> None:
+    req = request(typed_prompt={"prompts": [
+        {"pieces": [{"text": "a"}, {"tokens": {"ids": [5, 6]}}]},
+        {"pieces": [{"tokens": {"ids": [7]}}]},
+    ]})
+    assert prompt_json(req) == [["a", 5, 6], [7]]
+    one = request(typed_prompt={"prompts": [{"pieces": [{"text": "a"}]}]})
+    assert prompt_json(one) == ["a"]
+    assert prompt_json(request(prompt=[1, "x"])) == [1.0, "x"]
+
+
+@pytest.mark.parametrize("req", [
+    completion_pb2.CompletionRequest(),  # no prompt at all
+    request(prompt=None),  # JSON null
+    completion_pb2.CompletionRequest(prompt={}),  # a Value with no kind set
+], ids=["absent", "null", "empty-value"])
+def test_prompt_json_requires_a_prompt(req: Any) -> None:
+    with pytest.raises(ParamError, match='"prompt" must be provided'):
+        prompt_json(req)
+
+
+# -- logit_bias ---------------------------------------------------------------------------------
+def test_logit_bias_pairs(vocab: native.Vocab) -> None:
+    hello = vocab.tokenize("Hello", add_special=False)
+    assert parse_logit_bias([[15043, 1.0], ["Hello", -0.5]], vocab) == (
+        (15043, 1.0), *((t, -0.5) for t in hello))
+
+
+def test_logit_bias_map_with_id_and_string_keys(vocab: native.Vocab) -> None:
+    hello = vocab.tokenize("Hello", add_special=False)
+    assert dict(parse_logit_bias({"15043": 2.0, "Hello": -1.0}, vocab)) == {
+        15043: 2.0, **{t: -1.0 for t in hello}}
+
+
+def test_logit_bias_false_bans(vocab: native.Vocab) -> None:
+    assert parse_logit_bias([[42, False]], vocab) == ((42, -math.inf),)
+    assert parse_logit_bias({"42": False}, vocab) == ((42, -math.inf),)
+
+
+def test_logit_bias_later_entry_wins(vocab: native.Vocab) -> None:
+    assert parse_logit_bias([[42, 1.0], [42, 3.0]], vocab) == ((42, 3.0),)
+
+
+def test_logit_bias_none_or_empty(vocab: native.Vocab) -> None:
+    assert parse_logit_bias(None, vocab) == ()
+    assert parse_logit_bias([], vocab) == ()
+    assert parse_logit_bias({}, vocab) == ()
+
+
+@pytest.mark.parametrize("bad", [
+    [[1]], [[1, 2, 3]], [5], "x", [[1, True]], [[1, "2"]], [[1, math.nan]], [[None, 1.0]],
+    [[10**9, 1.0]], [[-1, 1.0]],
+])
+def test_logit_bias_rejects_malformed(vocab: native.Vocab, bad: Any) -> None:
+    with pytest.raises(ParamError):
+        parse_logit_bias(bad, vocab)
+
+
+@pytest.mark.parametrize("key", ["999999999", "-1"])
+def test_logit_bias_map_numeric_key_outside_vocabulary_is_rejected(vocab: native.Vocab,
+                                                                   key: str) -> None:
+    # A numeric key is a token id (as in llama-server's strtol check), never text to tokenize:
+    # biasing the tokens of the digits instead would silently change another token's odds.
+    with pytest.raises(ParamError, match="outside the vocabulary"):
+        parse_logit_bias({key: 1.0}, vocab)
+
+
+# -- stop -----------------------------------------------------------------------------------
+def test_parse_stop() -> None:
+    assert parse_stop(None) == ()
+    assert parse_stop("x") == ("x",)
+    assert parse_stop(["a", "b"]) == ("a", "b")
+    with pytest.raises(ParamError):
+        parse_stop([1])
+    with pytest.raises(ParamError):
+        parse_stop({"a": 1})
+
+
+# -- request -> parameters -------------------------------------------------------------------
+def test_unset_fields_take_the_server_defaults(vocab: native.Vocab) -> None:
+    defaults = CompletionParams(n_predict=7, sampling=SamplingParams(temperature=0.3, top_k=5))
+    p = completion_params(request(prompt="x"), defaults, vocab, n_slots=4)
+    assert p.n_predict == 7 and p.sampling.temperature == pytest.approx(0.3)
+    assert p.sampling.top_k == 5
+
+
+def test_set_fields_override_the_defaults(vocab: native.Vocab) -> None:
+    req = request(prompt="x", temperature=0.0, top_k=0, n_predict=3, stop=["\n"],
+                  samplers=["top_k", "temperature"], dry_sequence_breakers=["|"],
+                  logit_bias=[[5, False]], seed=4294967295, id_slot=2, n_probs=3,
+                  post_sampling_probs=True, cache_prompt=False)
+    p = completion_params(req, CompletionParams(), vocab, n_slots=4)
+    assert (p.n_predict, p.stop, p.id_slot, p.n_probs) == (3, ("\n",), 2, 3)
+    assert p.post_sampling_probs and not p.cache_prompt
+    s = p.sampling
+    assert (s.temperature, s.top_k, s.seed) == (0.0, 0, 4294967295)
+    assert s.samplers == ("top_k", "temperature")
+    assert s.dry_sequence_breakers == ("|",)
+    assert s.logit_bias == ((5, -math.inf),)
+
+
+def test_n_predict_wins_over_max_tokens(vocab: native.Vocab) -> None:
+    both = completion_params(request(prompt="x", n_predict=3, max_tokens=9), CompletionParams(),
+                             vocab, 1)
+    only_max = completion_params(request(prompt="x", max_tokens=9), CompletionParams(), vocab, 1)
+    assert (both.n_predict, only_max.n_predict) == (3, 9)
+
+
+def test_json_schema_is_refused_clearly(vocab: native.Vocab) -> None:
+    with pytest.raises(ParamError, match="json_schema"):
+        completion_params(request(prompt="x", json_schema={}), CompletionParams(), vocab, 1)
+
+
+# -- validation ------------------------------------------------------------------------------
+@pytest.mark.parametrize(("field", "value", "message"), [
+    ("top_p", 2.0, "top_p"), ("min_p", -0.1, "min_p"), ("xtc_probability", 1.5, "xtc"),
+    ("typical_p", 0.0, "typical_p"), ("top_k", -5, "top_k"), ("repeat_last_n", -2, "repeat"),
+    ("dry_penalty_last_n", -3, "dry_penalty"), ("dry_allowed_length", -1, "dry_allowed"),
+    ("repeat_penalty", -1.0, "repeat_penalty"), ("mirostat", 3, "mirostat"),
+    ("min_keep", -1, "min_keep"), ("seed", -2, "seed"), ("seed", 1 << 33, "seed"),
+    ("temperature", math.inf, "finite"), ("top_p", math.nan, "finite"),
+    ("samplers", ("top_k", "warp_drive"), "unknown sampler"),
+])
+def test_sampling_validation(field: str, value: Any, message: str) -> None:
+    with pytest.raises(ParamError, match=message):
+        replace(SamplingParams(), **{field: value}).validate()
+
+
+@pytest.mark.parametrize(("field", "value", "message"), [
+    ("n_predict", -3, "n_predict"), ("n_keep", -2, "n_keep"), ("n_probs", 1000, "n_probs"),
+    ("n_probs", -1, "n_probs"), ("t_max_predict_ms", -1, "t_max_predict_ms"),
+    ("id_slot", 4, "id_slot"), ("id_slot", 99, "id_slot"), ("id_slot", -2, "id_slot"),
+    ("n_indent", -1, "n_indent"), ("stop", tuple("x" * 65), "stop"),
+])
+def test_completion_validation(field: str, value: Any, message: str) -> None:
+    with pytest.raises(ParamError, match=message):
+        replace(CompletionParams(), **{field: value}).validate(n_slots=4)
+
+
+def test_defaults_and_edge_values_are_valid() -> None:
+    CompletionParams().validate(n_slots=1)
+    ok = replace(SamplingParams(), top_p=1.0, min_p=0.0, top_k=-1, temperature=-1.0,
+                 repeat_last_n=-1, seed=0xFFFFFFFF, mirostat=2, samplers=())
+    replace(CompletionParams(), n_predict=-1, n_keep=-1, n_probs=100, id_slot=3,
+            sampling=ok).validate(n_slots=4)
+
+
+@pytest.mark.parametrize(("name", "canonical"), [
+    ("top_k", "top_k"), ("top-k", "top_k"), ("topk", "top_k"), ("TEMP", "temperature"),
+    ("typical_p", "typ_p"), ("nucleus", "top_p"), (" min_p ", "min_p"),
+])
+def test_sampler_aliases(name: str, canonical: str) -> None:
+    assert canonical_sampler(name) == canonical
