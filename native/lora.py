@@ -30,8 +30,11 @@ class LoraAdapter:
         return self._ptr
 
     def close(self) -> None:
+        # llama.cpp frees a model's adapters with the model: after Model.close() the pointer
+        # is already gone and must not be freed again.
         if self._ptr != ffi.NULL:
-            lib.llama_adapter_lora_free(self._ptr)
+            if self.model._ptr != ffi.NULL:
+                lib.llama_adapter_lora_free(self._ptr)
             self._ptr = ffi.NULL
 
     def __del__(self) -> None:

@@ -207,8 +207,6 @@ PLANNED_EXAMPLES: dict[str, tuple[list[str], tuple[str, object], list[str] | Non
                                    ("chat.reasoning_budget_message", "stop"), None, []),
     "--skip-chat-parsing": (["--no-skip-chat-parsing"], ("chat.skip_chat_parsing", False),
                             ["--skip-chat-parsing"], []),
-    "--prefill-assistant": (["--prefill-assistant"], ("chat.prefill_assistant", True),
-                            ["--no-prefill-assistant"], []),
     "--slot-save-path": (["--slot-save-path", "/"], ("endpoints.slot_save_path", "/"), None,
                          ["--slot-save-path", "/nonexistent/dir"]),
     "--spm-infill": (["--spm-infill"], ("endpoints.spm_infill", True), None, []),

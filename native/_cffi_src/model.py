@@ -10,9 +10,6 @@ enum llama_load_mode {
 
 enum llama_lazy_mode { LLAMA_LAZY_MODE_OFF, LLAMA_LAZY_MODE_AUTO, LLAMA_LAZY_MODE_ON, ... };
 
-/* core's enum llama_split_mode stops at ROW; the experimental TENSOR mode's value, from llama.h. */
-static const int LLAMA_SPLIT_MODE_TENSOR;
-
 enum llama_model_kv_override_type {
     LLAMA_KV_OVERRIDE_TYPE_INT, LLAMA_KV_OVERRIDE_TYPE_FLOAT,
     LLAMA_KV_OVERRIDE_TYPE_BOOL, LLAMA_KV_OVERRIDE_TYPE_STR, ...

@@ -90,13 +90,11 @@ SERVER_FLAGS: tuple[FlagSpec, ...] = (
         negative=("--no-skip-chat-parsing",), env=("LLAMA_ARG_SKIP_CHAT_PARSING",),
         default=False, honoured_values=(True,),
     ),
-    planned(
+    implemented(
         ("--prefill-assistant",), "prefill_assistant", CHAT,
         "whether a trailing assistant message is continued (prefilled) rather than closed",
-        "a trailing assistant message is not continued yet: it is rendered as a closed turn, as "
-        "--no-prefill-assistant asks",
         negative=("--no-prefill-assistant",), env=("LLAMA_ARG_PREFILL_ASSISTANT",),
-        default=True, honoured_values=(False,),
+        default=True,
     ),
     implemented(
         ("--host",), "hosts", NETWORK,

@@ -1,0 +1,49 @@
+"""llama-server's assistant prefill: a trailing assistant message is continued, not closed."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import grpc
+import pytest
+from llama.v1 import chat_pb2, service_pb2_grpc
+
+from service.config import load_config
+from service.server import start_server
+
+
+def _request(*turns: tuple[str, str]) -> chat_pb2.ChatCompletionRequest:
+    req = chat_pb2.ChatCompletionRequest()
+    for role, text in turns:
+        req.messages.add(role=role).content.string_value = text
+    return req
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("prefill", [True, False])
+def test_trailing_assistant_message(tiny_bpe_path: Path, prefill: bool) -> None:
+    flags = [] if prefill else ["--no-prefill-assistant"]
+    config = load_config(["-m", str(tiny_bpe_path), "-c", "512", "-np", "1", "--no-warmup",
+                          *flags], env={})
+
+    async def scenario() -> tuple[str, str]:
+        handle = await start_server(config, host="127.0.0.1", port=0)
+        try:
+            await asyncio.wait_for(handle.loaded.wait(), 60)
+            async with grpc.aio.insecure_channel(f"127.0.0.1:{handle.port}") as ch:
+                stub = service_pb2_grpc.LlamaServerStub(ch)
+                open_turn = await stub.ApplyTemplate(
+                    _request(("user", "Hi"), ("assistant", "Hello, I am")), timeout=10)
+                plain = await stub.ApplyTemplate(_request(("user", "Hi")), timeout=10)
+                return open_turn.prompt, plain.prompt
+        finally:
+            await handle.stop(0)
+
+    continued, plain = asyncio.run(scenario())
+    if prefill:
+        assert continued.endswith("Hello, I am")
+        assert continued.startswith(plain)  # the generation prompt, then the prefilled text
+    else:
+        assert not continued.endswith("Hello, I am")
+        assert "Hello, I am<|eot_id|>" in continued
