@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import signal
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -28,7 +29,7 @@ from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
 from llama.v1 import server_pb2, service_pb2_grpc, tokenize_pb2
 
 from service.config import load_config
-from service.server import start_server
+from service.server import HOLD_LOAD_ENV, start_server
 
 USER_HELLO = [{"role": "user", "content": "Hello there"}]
 
@@ -180,6 +181,33 @@ def test_health_not_serving_while_the_model_loads(tiny_bpe_path: Path) -> None:
             await handle.stop(0)
 
     asyncio.run(scenario())
+
+
+def test_subprocess_health_not_serving_until_the_model_loads(tiny_bpe_path: Path,
+                                                             tmp_path: Path) -> None:
+    """The CLI's server, its model load held by service.server's test hook: health says
+    NOT_SERVING and generation UNAVAILABLE for as long as it loads, then SERVING."""
+    hold = tmp_path / "hold-load"
+    hold.touch()
+    svc = ServiceProcess.start(tiny_bpe_path, ctx=512, parallel=1,
+                               env={HOLD_LOAD_ENV: str(hold)}, wait=False)
+    try:
+        health = svc.health()
+        status = None
+        for _ in range(600):  # until the port is open
+            try:
+                status = health.Check(health_pb2.HealthCheckRequest(), timeout=1).status
+                break
+            except grpc.RpcError:
+                time.sleep(0.05)
+        assert status == NOT_SERVING
+        r = complete(svc.stub(), prompt="too early", n_predict=2)
+        assert r.code == grpc.StatusCode.UNAVAILABLE and "loading" in r.details.lower()
+        hold.unlink()
+        svc.wait_serving()
+        assert complete(svc.stub(), prompt="now", n_predict=2).code == grpc.StatusCode.OK
+    finally:
+        svc.stop()
 
 
 # -- API keys ---------------------------------------------------------------------------------
