@@ -12,7 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 from llama.v1 import service_pb2, service_pb2_grpc
 
@@ -34,20 +35,22 @@ _OPTIONS = [("grpc.max_receive_message_length", 64 << 20),
 class ServerHandle:
     server: grpc.aio.Server
     port: int
-    health: health.HealthServicer
+    # The asyncio health servicer: the thread-based one parks a worker thread in every
+    # Health/Watch call, and the process then never exits after SIGTERM.
+    health: HealthServicer
     runtime: Runtime | None = None
     load_error: BaseException | None = None
     loaded: asyncio.Event = field(default_factory=asyncio.Event)
     gate: DrainGate = field(default_factory=DrainGate)
 
-    def set_serving(self, serving: bool) -> None:
+    async def set_serving(self, serving: bool) -> None:
         status = (health_pb2.HealthCheckResponse.SERVING if serving
                   else health_pb2.HealthCheckResponse.NOT_SERVING)
         for name in ("", SERVICE_NAME):
-            self.health.set(name, status)
+            await self.health.set(name, status)
 
     async def stop(self, grace: float | None = 5.0) -> None:
-        self.set_serving(False)
+        await self.set_serving(False)
         await self.server.stop(grace)
         if self.runtime is not None:
             await asyncio.to_thread(self.runtime.close)
@@ -56,7 +59,7 @@ class ServerHandle:
         """Graceful shutdown: report NOT_SERVING, refuse new calls with UNAVAILABLE (a proxy
         retries them elsewhere), let running calls finish for at most `seconds`, then stop.
         True when every call finished in time."""
-        self.set_serving(False)
+        await self.set_serving(False)
         finished = await self.gate.drain(seconds)
         await self.stop(grace=1.0 if finished else 0)
         return finished
@@ -81,7 +84,7 @@ async def start_server(config: ServerConfig, host: str | None = None,
     if config.net.api_keys:
         interceptors.append(ApiKeyInterceptor(config.net.api_keys))
     server = grpc.aio.server(interceptors=interceptors, options=_OPTIONS)
-    health_servicer = health.HealthServicer()
+    health_servicer = HealthServicer()
     handle_ref: list[ServerHandle] = []
     servicer = LlamaServicer(lambda: handle_ref[0].runtime if handle_ref else None, build_info)
     service_pb2_grpc.add_LlamaServerServicer_to_server(servicer, server)
@@ -94,7 +97,7 @@ async def start_server(config: ServerConfig, host: str | None = None,
     bound = server.add_secure_port(addr, creds) if creds else server.add_insecure_port(addr)
     handle = ServerHandle(server, bound, health_servicer, gate=gate)
     handle_ref.append(handle)
-    handle.set_serving(False)
+    await handle.set_serving(False)
     await server.start()
     _log.info("gRPC listening on %s (%s)", addr.rsplit(":", 1)[0] + f":{bound}",
               "TLS" if creds else "plaintext")
@@ -114,7 +117,7 @@ def _load_runtime_held(config: ServerConfig) -> Runtime:
 async def _load(handle: ServerHandle, config: ServerConfig) -> None:
     try:
         handle.runtime = await asyncio.to_thread(_load_runtime_held, config)
-        handle.set_serving(True)
+        await handle.set_serving(True)
     except BaseException as e:  # reported by the caller (the CLI exits non-zero)
         handle.load_error = e
         _log.error("could not load the model: %s", e)

@@ -52,13 +52,14 @@ def test_health_is_llama_servers(client: httpx.Client) -> None:
 def test_completion_plain_is_one_event(client: httpx.Client, stub: Any) -> None:
     expected = greedy(stub, "The sky is", 8)
     response, events = post_sse(client, "/completion", {
-        "prompt": "The sky is", "n_predict": 8, "temperature": 0, "cache_prompt": True})
+        "prompt": "The sky is", "n_predict": 8, "temperature": 0, "cache_prompt": True,
+        "return_tokens": True})
     assert response.status_code == 200
     assert response.headers["content-type"] == "text/event-stream"
     assert len(events) == 1
     (final,) = events
     assert final["content"] == expected.content
-    assert final["tokens"] == expected.tokens
+    assert final["tokens"] == expected.tokens  # only with return_tokens, as llama-server
     assert final["stop"] is True and final["stop_type"] == "limit"
     assert final["tokens_predicted"] == 8
     assert final["id"].startswith("cmpl-")

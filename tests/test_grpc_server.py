@@ -247,9 +247,6 @@ def test_right_api_key_works_and_public_methods_need_none(keyed: ServiceProcess)
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="service/server.py serves health with the thread-based "
-                   "grpc_health HealthServicer: a Watch call holds a worker thread for good and "
-                   "the process never exits (fix: grpc_health.v1.health.aio.HealthServicer)")
 def test_shutdown_is_prompt_after_a_health_watch(tiny_bpe_path: Path) -> None:
     """gRPC clients with client-side health checking keep a Watch open; SIGTERM must still
     end the server once its drain time is up."""
