@@ -1,0 +1,124 @@
+"""JSON text in GBNF: exact JSON values (const, enum, property names) and one character of a
+JSON string drawn from a set of code points (string patterns).
+
+Grammars constrain the JSON *text* the model writes, so a character inside a string must be
+written the way JSON encodes it: a quote or backslash escaped, control characters as \\n or
+\\u00XX. Each character gets one canonical encoding; the grammar does not offer the others
+(\\/, \\u0041 for A), which keeps it small and never lets a value escape its quotes.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping
+from typing import Any
+
+from service import gbnf
+from service.json_schema_errors import SchemaError
+
+_SHORT_JSON_ESCAPES = {0x22: '\\"', 0x5C: "\\\\", 0x08: "\\b", 0x0C: "\\f", 0x0A: "\\n",
+                       0x0D: "\\r", 0x09: "\\t"}
+# Code points a JSON string cannot hold raw.
+_NEEDS_ESCAPE = gbnf.interval_set([(0x00, 0x1F), (0x22, 0x22), (0x5C, 0x5C)])
+
+
+def json_char(cp: int) -> str:
+    """The canonical JSON encoding of one code point inside a string."""
+    if cp in _SHORT_JSON_ESCAPES:
+        return _SHORT_JSON_ESCAPES[cp]
+    if cp < 0x20 or 0xD800 <= cp <= 0xDFFF:  # lone surrogates cannot be written as UTF-8
+        return f"\\u{cp:04x}"
+    return chr(cp)
+
+
+def json_string(text: str) -> str:
+    return '"' + "".join(json_char(ord(c)) for c in text) + '"'
+
+
+def json_text(value: Any, where: str = "#") -> str:
+    """Compact JSON text of a schema-given value, keys in their given order."""
+    if value is None or isinstance(value, bool):
+        return json.dumps(value)
+    if isinstance(value, str):
+        return json_string(value)
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise SchemaError(f"{where}: {value} has no JSON form")
+        # A protobuf Struct (the gRPC API's schema) turns every number into a float; 1.0
+        # equals 1 in JSON Schema, and clients mean the integer.
+        return str(int(value)) if value.is_integer() and abs(value) < 2**53 else json.dumps(value)
+    if isinstance(value, Mapping):
+        members = (json_string(str(k)) + ":" + json_text(v, where) for k, v in value.items())
+        return "{" + ",".join(members) + "}"
+    if isinstance(value, list | tuple):
+        return "[" + ",".join(json_text(v, where) for v in value) + "]"
+    raise SchemaError(f"{where}: {type(value).__name__} value is not JSON")
+
+
+def value_literal(value: Any, where: str = "#") -> str:
+    """A GBNF literal matching exactly the compact JSON text of `value`."""
+    return gbnf.literal(json_text(value, where))
+
+
+def string_char(chars: gbnf.Intervals) -> str:
+    """GBNF for one JSON-encoded string character whose code point is in `chars`."""
+    if not chars:
+        raise SchemaError("a character class matches no character")
+    options = []
+    plain = gbnf.subtract(chars, _NEEDS_ESCAPE)
+    if plain:
+        options.append(gbnf.char_class(plain))
+    escaped = gbnf.intersect(chars, _NEEDS_ESCAPE)
+    codes = [cp for lo, hi in escaped for cp in range(lo, hi + 1)]
+    options += [gbnf.literal(_SHORT_JSON_ESCAPES[cp]) for cp in codes
+                if cp in _SHORT_JSON_ESCAPES]
+    others = [cp for cp in codes if cp not in _SHORT_JSON_ESCAPES]
+    if others:
+        options.append(_unicode_escapes(others))
+    return gbnf.alternatives(options)
+
+
+def _unicode_escapes(codes: list[int]) -> str:
+    """\\u00XX for control characters without a short escape, grouped by the high digit."""
+    by_high: dict[int, list[int]] = {}
+    for cp in codes:
+        by_high.setdefault(cp >> 4, []).append(cp & 0xF)
+    options = []
+    for high, lows in sorted(by_high.items()):
+        low_class = gbnf.char_class(gbnf.interval_set((ord(f"{d:x}"),) * 2 for d in lows))
+        options.append(f'"{high}" {low_class}')
+    return '"\\\\u00" ' + gbnf.group(gbnf.alternatives(options))
+
+
+def string_except(names: list[str], any_char: str, escape: str) -> str:
+    """GBNF for a JSON string (quotes included) that is none of `names`: an additional
+    property's key, which must not repeat a declared one. any_char and escape are the rules
+    for one string character and for one backslash escape.
+
+    Walks the names' prefix tree: at each node the key may take a child's character and
+    continue, take any other character and then anything, or stop where no name ends. (A key
+    spelling a name with escapes slips through; JSON parsers then see a duplicate key.)
+    """
+    tree: dict[str, Any] = {}
+    for name in names:
+        node = tree
+        for c in name:
+            node = node.setdefault(c, {})
+        node[""] = {}  # a name ends here
+    return '"\\"" ' + gbnf.group(_not_in_tree(tree, any_char, escape)) + ' "\\""'
+
+
+def _not_in_tree(node: dict[str, Any], any_char: str, escape: str) -> str:
+    children = sorted(c for c in node if c)
+    options = [gbnf.sequence([gbnf.literal(json_char(ord(c))),
+                              gbnf.group(_not_in_tree(node[c], any_char, escape))])
+               for c in children]
+    taken = gbnf.interval_set([*((ord(c), ord(c)) for c in children), *_NEEDS_ESCAPE,
+                               (0x7F, 0x7F)])
+    other = gbnf.char_class(gbnf.complement(taken))
+    options.append(f"( {other} | {escape} ) {any_char}*")
+    body = gbnf.alternatives(options)
+    return body if "" in node else f"( {body} )?"
