@@ -10,6 +10,7 @@ from google.protobuf import json_format
 
 from native import Vocab
 from service.engine.params import CompletionParams, ParamError, SamplingParams
+from service.json_schema_grammar import grammar_for_request_schema, json_object_grammar
 from service.prompts import Json, parse_logit_bias, parse_stop
 
 # Optional scalar fields copied to SamplingParams under the same name.
@@ -50,6 +51,24 @@ def prompt_json(req: Any) -> Json:
     return prompt
 
 
+def schema_grammar(req: Any) -> str | None:
+    """The grammar for `json_schema`, or for a chat request's `response_format` (llama-server:
+    json_object -> any object, or its `schema`; json_schema -> json_schema.schema)."""
+    if req.HasField("json_schema"):
+        return grammar_for_request_schema(json_format.MessageToDict(req.json_schema))
+    fmt = getattr(req, "response_format", None)
+    if fmt is None or not req.HasField("response_format") or fmt.type in ("", "text"):
+        return None
+    if fmt.type == "json_object":
+        if fmt.HasField("schema"):
+            return grammar_for_request_schema(json_format.MessageToDict(fmt.schema))
+        return json_object_grammar()
+    if fmt.type == "json_schema":
+        return grammar_for_request_schema(json_format.MessageToDict(fmt.json_schema.schema))
+    raise ParamError('response_format type must be one of "text", "json_object" or '
+                     f'"json_schema", but got: {fmt.type}')
+
+
 def completion_params(req: Any, defaults: CompletionParams, vocab: Vocab,
                       n_slots: int) -> CompletionParams:
     s: dict[str, Any] = {f: getattr(req, f) for f in _SAMPLING_FIELDS if req.HasField(f)}
@@ -60,8 +79,11 @@ def completion_params(req: Any, defaults: CompletionParams, vocab: Vocab,
     bias = parse_logit_bias(value_to_json(req, "logit_bias"), vocab)
     if bias:
         s["logit_bias"] = bias
-    if req.HasField("json_schema"):
-        raise ParamError("json_schema is not supported yet; pass a GBNF `grammar` instead")
+    from_schema = schema_grammar(req)
+    if from_schema is not None:
+        if req.HasField("grammar"):
+            raise ParamError("Cannot use both json_schema and grammar")
+        s["grammar"] = from_schema
     sampling: SamplingParams = replace(defaults.sampling, **s)
     c: dict[str, Any] = {f: getattr(req, f) for f in _COMPLETION_FIELDS if req.HasField(f)}
     if req.HasField("n_predict"):

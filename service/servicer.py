@@ -43,7 +43,7 @@ from service.messages import (
     timings_msg,
 )
 from service.prompts import split_prompts, tokenize_prompt
-from service.request_params import completion_params, prompt_json
+from service.request_params import completion_params, prompt_json, schema_grammar
 from service.runtime import Runtime
 
 _log = logging.getLogger(__name__)
@@ -210,6 +210,11 @@ class LlamaServicer(service_pb2_grpc.LlamaServerServicer):  # type: ignore[misc]
         try:
             rt = self._rt()
             prompt = self._render_chat(rt, request)
+            format_grammar = schema_grammar(request) if request.HasField(
+                "response_format") else None
+        except ValueError as e:  # a response_format schema we cannot turn into a grammar
+            await self._abort(context, ServiceError("invalid_argument", str(e)))
+            return
         except ServiceError as e:
             await self._abort(context, e)  # nothing sent yet: the status alone is visible
             return
@@ -217,6 +222,8 @@ class LlamaServicer(service_pb2_grpc.LlamaServerServicer):  # type: ignore[misc]
         creq = completion_pb2.CompletionRequest()
         _copy_common_fields(request, creq)
         creq.prompt.string_value = prompt
+        if format_grammar is not None and not creq.HasField("grammar"):
+            creq.grammar = format_grammar
         if request.HasField("max_completion_tokens") and not request.HasField("n_predict"):
             creq.n_predict = request.max_completion_tokens
         if request.logprobs and not request.HasField("n_probs"):
