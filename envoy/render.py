@@ -146,7 +146,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--health-interval", type=float, default=1.0, metavar="SECONDS",
                    help="active gRPC health check interval (default 1)")
     p.add_argument("--health-timeout", type=float, default=1.0, metavar="SECONDS")
-    p.add_argument("--num-retries", type=int, default=3,
+    # Five back-off retries span ~1.3 s: long enough for the health check to mark a replica
+    # that just went away, so the last tries land elsewhere even when least-request balancing
+    # keeps preferring the dead replica (it has no requests in flight).
+    p.add_argument("--num-retries", type=int, default=5,
                    help="retries of a request that no replica has started answering")
     p.add_argument("--outlier-detection", action=argparse.BooleanOptionalAction, default=None,
                    help="eject failing replicas (default: on with more than one --upstream)")

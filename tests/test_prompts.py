@@ -199,9 +199,13 @@ def test_n_predict_wins_over_max_tokens(vocab: native.Vocab) -> None:
     assert (both.n_predict, only_max.n_predict) == (3, 9)
 
 
-def test_json_schema_is_refused_clearly(vocab: native.Vocab) -> None:
-    with pytest.raises(ParamError, match="json_schema"):
-        completion_params(request(prompt="x", json_schema={}), CompletionParams(), vocab, 1)
+def test_json_schema_becomes_a_grammar(vocab: native.Vocab) -> None:
+    params = completion_params(request(prompt="x", json_schema={"type": "boolean"}),
+                               CompletionParams(), vocab, 1)
+    assert params.sampling.grammar.startswith("root ::=")
+    with pytest.raises(ParamError, match="both json_schema and grammar"):
+        completion_params(request(prompt="x", json_schema={}, grammar='root ::= "a"'),
+                          CompletionParams(), vocab, 1)
 
 
 # -- validation ------------------------------------------------------------------------------
