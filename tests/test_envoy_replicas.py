@@ -148,9 +148,14 @@ def test_loading_replica_gets_no_traffic(tiny_bpe_path: Path, tmp_path: Path,
         hold.unlink()
         loading.wait_serving()
         envoy.wait_host(loading.address, healthy=True)
-        for i in range(30):
+        # Every request is served meanwhile; the replica joins the balancing set a moment after
+        # its health check passes (see EnvoyProcess.wait_routed), so keep asking until it does.
+        deadline, i = time.monotonic() + 20.0, 0
+        while envoy.host_stats()[loading.address].rq_total == 0:
+            assert time.monotonic() < deadline, "Envoy never routed to the replica once SERVING"
             assert client.post("/tokenize", json={"content": f"m{i}"}).status_code == 200
-        assert envoy.host_stats()[loading.address].rq_total > 0
+            i += 1
+            time.sleep(0.02)
 
 
 def test_sigkill_of_a_replica_mid_run(tiny_bpe_path: Path, tmp_path: Path,
