@@ -1,0 +1,226 @@
+"""`python -m bench`: llama-grpc (gRPC and REST bridge) against llama-server, in one run.
+
+    python -m bench                 # CPU: builds llama-server (cached), runs every scenario
+    python -m bench --cuda          # GPU: CUDA builds, all layers offloaded, plus 32/64 streams
+
+Steps: build llama-server and llama-batched-bench from the pinned llama.cpp source (cached),
+make sure our cffi extension is current, generate (or reuse) the bench model, run
+llama-batched-bench, then start both servers with the same flags and run every scenario against
+every path, interleaved. Writes results.json (every sample), results.md (the tables) and
+aggregate.png into --out, and prints the tables.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import shlex
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from native import paths
+
+# The generated llama.v1 package lives in gen/python; make it importable for this process and
+# for the client worker processes (which inherit sys.path), so that one command is enough.
+_GEN = str(paths.REPO_ROOT / "gen" / "python")
+if _GEN not in sys.path:
+    sys.path.insert(0, _GEN)
+
+from bench import report  # noqa: E402 - after the sys.path fix-up above
+from bench.batched_bench import BatchedPoint, run_batched_bench  # noqa: E402
+from bench.load import LoadRunner  # noqa: E402
+from bench.machine import machine_info  # noqa: E402
+from bench.output import write_outputs  # noqa: E402
+from bench.runner import PhaseResult, run_phase, say  # noqa: E402
+from bench.scenarios import Scenario, Sizes, aggregate, main_scenarios  # noqa: E402
+from bench.servers import ServerSettings  # noqa: E402
+
+
+def _ints(text: str) -> list[int]:
+    return [int(x) for x in text.split(",") if x.strip()]
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
+    p.add_argument("--cuda", action="store_true",
+                   help="build both with CUDA (sm_90) and offload every layer")
+    p.add_argument("--reps", type=int, help="runs of each scenario per path (default 3; 5 GPU)")
+    p.add_argument("--parallel", type=int, default=8, help="--parallel of the main phase")
+    p.add_argument("--concurrency", type=_ints, default=[1, 2, 4, 8, 16],
+                   help="stream counts of the aggregate scenarios (default 1,2,4,8,16)")
+    p.add_argument("--wide-parallel", type=int, default=64,
+                   help="--parallel of the wide phase (GPU only)")
+    p.add_argument("--wide-concurrency", type=_ints, default=[16, 32, 64],
+                   help="stream counts at --wide-parallel (GPU only; empty string: no phase)")
+    p.add_argument("--server-args", default=os.environ.get("BENCH_SERVER_ARGS", ""),
+                   help="more llama-server flags for both servers, one string of shell words "
+                   "(default: $BENCH_SERVER_ARGS)")
+    p.add_argument("--ctx-per-slot", type=int, default=2048, help="context = this x --parallel")
+    p.add_argument("--threads", type=int,
+                   help="-t/-tb for both (default: usable CPUs - 1, at least 1; 4 GPU)")
+    p.add_argument("--client-procs", type=int,
+                   help="client worker processes (default 1; 4 GPU)")
+    p.add_argument("--model", type=Path, help="GGUF to serve (default: the generated bench "
+                   "model, native.testmodels 'bench')")
+    p.add_argument("--scenarios", help="comma-separated scenario names to run (default all)")
+    p.add_argument("--gen-tokens", type=int, default=128, help="single-stream tokens")
+    p.add_argument("--aggregate-tokens", type=int,
+                   help="tokens per stream in the aggregate scenarios (default 64 CPU, 128 GPU)")
+    p.add_argument("--ttft-requests", type=int, default=10,
+                   help="idle time-to-first-token requests per run")
+    p.add_argument("--load-requests", type=int, default=3,
+                   help="requests per lane and run under 8-stream load")
+    p.add_argument("--no-llama-server", action="store_true",
+                   help="ours only: do not build or run llama-server (no ratios)")
+    p.add_argument("--no-bridge", action="store_true", help="skip the REST bridge path")
+    p.add_argument("--no-batched-bench", action="store_true")
+    p.add_argument("--profile", type=float, default=0.0, metavar="SECONDS",
+                   help="after each phase, py-spy our server for SECONDS per path under the "
+                   "busiest aggregate scenario (profile-*.txt in --out)")
+    p.add_argument("--profile-gil", action="store_true",
+                   help="profile only the thread holding the GIL (py-spy --gil)")
+    p.add_argument("--prepare-only", action="store_true",
+                   help="build, compile and generate the model, then stop")
+    p.add_argument("--out", type=Path, help="results directory (default: "
+                   "<cache>/bench-results/<date-time>)")
+    return p.parse_args(argv)
+
+
+def _merged_headers(root: Path) -> Path:
+    """llama.h and the ggml headers it includes, in one directory (as an install would have)."""
+    import shutil
+
+    dest = root / "include"
+    dest.mkdir(exist_ok=True)
+    src = paths.source_dir()
+    for header in [*(src / "include").glob("*.h"), *(src / "ggml" / "include").glob("*.h")]:
+        shutil.copy2(header, dest / header.name)
+    return dest
+
+
+def _prepare_binaries(args: argparse.Namespace) -> tuple[Path | None, Path | None]:
+    """Build llama-server (unless skipped) and make our extension current; with --cuda both
+    use the one CUDA build tree, so the library is the same, byte for byte."""
+    from native import cffi_build
+
+    server_bin = batched_bin = None
+    if not args.no_llama_server or args.cuda:
+        from bench.llama_build import ensure_server_build
+
+        build = ensure_server_build(cuda=args.cuda)
+        server_bin, batched_bin = build.llama_server, build.batched_bench
+        if args.cuda:
+            os.environ["LLAMA_GRPC_LIB_DIR"] = str(build.libllama_dir)
+            os.environ["LLAMA_GRPC_INCLUDE_DIR"] = str(_merged_headers(build.root))
+    if args.no_llama_server:
+        server_bin = batched_bin = None
+    compiled = cffi_build.ensure_extension(cuda=args.cuda)
+    if compiled:
+        say(f"compiled {compiled}")
+    return server_bin, batched_bin
+
+
+def _settings(args: argparse.Namespace, model: Path, parallel: int) -> ServerSettings:
+    # One CPU stays free for the servers' own I/O threads and the client: ggml's threads wait
+    # for each other at every barrier, and one of them descheduled stalls them all (on 2
+    # shared cores, -t 2 ran 20-200x slower than -t 1 in llama-batched-bench).
+    usable = len(os.sched_getaffinity(0))
+    threads = args.threads or (min(4, usable) if args.cuda else max(1, usable - 1))
+    return ServerSettings(model=model, ctx=parallel * args.ctx_per_slot, parallel=parallel,
+                          threads=threads, gpu_layers=999 if args.cuda else 0,
+                          extra=tuple(shlex.split(args.server_args)))
+
+
+@dataclass(frozen=True)
+class Phase:
+    """One server setting and the scenarios run at it."""
+
+    name: str
+    settings: ServerSettings
+    scenarios: list[Scenario]
+
+
+def _select(scenarios: list[Scenario], names: str | None) -> list[Scenario]:
+    if not names:
+        return scenarios
+    wanted = set(names.split(","))
+    return [s for s in scenarios if s.name in wanted]
+
+
+def _batched(binary: Path | None, args: argparse.Namespace, settings: ServerSettings,
+             streams: list[int], sizes: Sizes, out: Path) -> dict[int, BatchedPoint]:
+    if binary is None or args.no_batched_bench:
+        return {}
+    say(f"llama-batched-bench at {streams}")
+    points = run_batched_bench(binary, settings, streams, sizes.short_prompt, sizes.agg_tokens,
+                               out / "batched-bench.log")
+    return {p.streams: p for p in points}
+
+
+def _plan(args: argparse.Namespace, model: Path) -> list[Phase]:
+    phases = [Phase(f"np{args.parallel}", _settings(args, model, args.parallel),
+                    _select(main_scenarios(args.concurrency), args.scenarios))]
+    if args.cuda and args.wide_concurrency:
+        phases.append(Phase(f"np{args.wide_parallel}",
+                            _settings(args, model, args.wide_parallel),
+                            [aggregate(n) for n in args.wide_concurrency]))
+    return phases
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    started = time.monotonic()
+    reps = args.reps or (5 if args.cuda else 3)
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    out: Path = args.out or paths.cache_root() / "bench-results" / stamp
+    out.mkdir(parents=True, exist_ok=True)
+    server_bin, batched_bin = _prepare_binaries(args)
+    if args.model:
+        model = args.model
+    else:
+        from native.testmodels import ensure_model
+
+        model = ensure_model("bench")
+    if args.prepare_only:
+        say(f"prepared: llama-server {server_bin}, model {model}")
+        return 0
+    agg_tokens = args.aggregate_tokens or (128 if args.cuda else 64)
+    sizes = Sizes(gen_tokens=args.gen_tokens, agg_tokens=agg_tokens,
+                  ttft_requests=args.ttft_requests,
+                  load_requests=args.load_requests, load_lanes=args.parallel)
+    plan = _plan(args, model)
+    streams = sorted({min(sc.streams, p.settings.parallel) for p in plan for sc in p.scenarios
+                      if sc.name.startswith("aggregate_")})
+    batched = _batched(batched_bin, args, plan[-1].settings, streams, sizes, out)
+    runner = LoadRunner(args.client_procs or (4 if args.cuda else 1))
+    runner.warm_up()
+    phases: list[PhaseResult] = []
+    try:
+        for p in plan:
+            say(f"phase {p.name}: {len(p.scenarios)} scenarios x {reps} runs per path")
+            phases.append(run_phase(p.name, p.settings, p.scenarios, sizes, reps, server_bin,
+                                    not args.no_bridge, runner, out, args.profile,
+                                    args.profile_gil))
+    finally:
+        runner.close()
+    machine = machine_info(plan[0].settings.threads)
+    meta = {
+        "date": datetime.datetime.now().strftime("%Y-%m-%d %H:%M"),
+        "command": "python -m bench " + shlex.join(argv if argv is not None else sys.argv[1:]),
+        "machine": machine,
+        "settings": f"{plan[0].settings.flags()[2:]} (model {model.name}); reps {reps}; "
+                    f"client processes {runner.procs}; sizes {asdict(sizes)}",
+        "elapsed_s": round(time.monotonic() - started, 1),
+    }
+    rows = [r for p, ph in zip(plan, phases, strict=True)
+            for r in report.summarize(ph, p.scenarios)]
+    print(write_outputs(out, meta, rows, phases, batched))
+    say(f"results in {out} ({time.monotonic() - started:.0f}s)")
+    return 1 if any(ph.errors for ph in phases) else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

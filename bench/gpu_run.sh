@@ -1,0 +1,87 @@
+#!/usr/bin/env bash
+# `python -m bench --cuda` on a GPU host that has no network (the device tool's machines).
+#
+# Needs what `python -m bench.device_pack` made here, carried along: .device/ (the trimmed
+# llama.cpp source), .whl/ (wheels for the host's python3) and gen/ (the generated llama.v1 code).
+#
+#   bash bench/gpu_run.sh start [bench args]   # set up, then run the whole benchmark in the
+#                                              # background (it outlives this command), and wait
+#   bash bench/gpu_run.sh wait                 # wait for it again (a later command, same machine)
+#
+# Either one waits up to WAIT_S seconds (default 540), then copies what is ready to $OUT: the
+# results (results.md, results.json, aggregate.png), profiles and logs (logs.tar.gz).
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+export PYTHONUNBUFFERED=1
+export LLAMA_GRPC_CACHE="${LLAMA_GRPC_CACHE:-$PWD/build/llama-grpc-cache}"
+RUN_DIR="$PWD/build/gpu-run"
+SITE=/tmp/llama-grpc-site
+export PYTHONPATH="$SITE:$PWD:$PWD/gen/python"
+export PATH="$SITE/bin:$PATH"
+
+setup() {
+    mkdir -p "$LLAMA_GRPC_CACHE" "$RUN_DIR"
+    if [ ! -f "$SITE/.done" ]; then
+        python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+            --target "$SITE" .whl/*.whl
+        touch "$SITE/.done"
+    fi
+    if [ ! -f "$LLAMA_GRPC_CACHE/llama.cpp-src-0.3.36/include/llama.h" ]; then
+        tar xJf .device/llama-src.tar.xz -C "$LLAMA_GRPC_CACHE"
+    fi
+    python3 - <<'EOF'
+import sys, sysconfig, pathlib
+inc = pathlib.Path(sysconfig.get_paths()["include"]) / "Python.h"
+print(f"python {sys.version.split()[0]}; Python.h {'found' if inc.exists() else 'MISSING'} ({inc})")
+sys.exit(0 if inc.exists() else 3)  # the cffi extension cannot be compiled without it
+EOF
+    nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
+    nproc
+}
+
+collect() {
+    local out="${OUT:-$RUN_DIR/out}"
+    mkdir -p "$out"
+    for f in results.md results.json aggregate.png; do
+        if [ -f "$RUN_DIR/results/$f" ]; then cp "$RUN_DIR/results/$f" "$out/"; fi
+    done
+    cp "$RUN_DIR/run.log" "$out/run.log" 2>/dev/null || true
+    (cd "$RUN_DIR" && tar czf "$out/logs.tar.gz" --exclude='*.json' --exclude='*.png' \
+        results/ 2>/dev/null) || true
+    if [ -f "$RUN_DIR/results/results.md" ]; then cat "$RUN_DIR/results/results.md"; fi
+    tail -n 25 "$RUN_DIR/run.log" || true
+}
+
+wait_done() {
+    local limit="${WAIT_S:-540}" waited=0
+    while [ ! -f "$RUN_DIR/exit_code" ] && [ "$waited" -lt "$limit" ]; do
+        sleep 5
+        waited=$((waited + 5))
+    done
+    if [ -f "$RUN_DIR/exit_code" ]; then
+        echo "benchmark finished with exit code $(cat "$RUN_DIR/exit_code")"
+    else
+        echo "benchmark still running after ${waited}s; run 'bash bench/gpu_run.sh wait' next"
+    fi
+    collect
+}
+
+case "${1:-}" in
+    start)
+        shift
+        setup
+        rm -f "$RUN_DIR/exit_code"
+        # setsid: the run survives the end of this command (the machine stays ours meanwhile).
+        setsid bash -c "python3 -m bench --cuda --out '$RUN_DIR/results' $* \
+            > '$RUN_DIR/run.log' 2>&1; echo \$? > '$RUN_DIR/exit_code'" \
+            < /dev/null > /dev/null 2>&1 &
+        wait_done
+        ;;
+    wait)
+        wait_done
+        ;;
+    *)
+        echo "usage: bash bench/gpu_run.sh start [bench args] | wait" >&2
+        exit 2
+        ;;
+esac

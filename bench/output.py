@@ -1,0 +1,66 @@
+"""Writing a run's outputs (results.md, results.json, aggregate.png), and re-rendering them.
+
+    python -m bench.output path/to/results.json     # results.md and aggregate.png again
+
+Re-rendering reads only results.json, so the tables and the plot of a run made elsewhere (the
+GPU host) can be regenerated after the report code changes, without running anything again.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Sequence
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from bench import report
+from bench.batched_bench import BatchedPoint
+from bench.plot import plot_aggregate
+from bench.runner import PhaseResult
+
+
+def plot_title(machine: dict[str, Any]) -> str:
+    return f"GPU: {machine['gpu']}" if machine.get("gpu") else f"CPU: {machine['cpu_model']}" \
+        f" ({machine['usable_cpus']} CPUs, {machine['threads_used']} threads)"
+
+
+def write_outputs(out: Path, meta: dict[str, Any], rows: Sequence[report.Row],
+                  phases: Sequence[PhaseResult], batched: dict[int, BatchedPoint]) -> str:
+    """Write the three files into `out`; returns the Markdown."""
+    parallel_of = {ph.name: int(ph.settings["parallel"]) for ph in phases}
+    markdown = report.render_markdown(meta, rows, phases, batched, parallel_of)
+    (out / "results.md").write_text(markdown)
+    (out / "results.json").write_text(json.dumps({
+        **meta,
+        "phases": [asdict(ph) for ph in phases],
+        "summary": [asdict(r) for r in rows],
+        "batched_bench": [asdict(p) for p in batched.values()],
+    }, indent=1))
+    plot_aggregate(report.aggregate_points(rows), batched, plot_title(meta["machine"]),
+                   out / "aggregate.png")
+    return markdown
+
+
+def rerender(results: Path, out: Path) -> str:
+    data = json.loads(results.read_text())
+    meta = {k: data[k] for k in ("date", "command", "machine", "settings", "elapsed_s")}
+    phases = [PhaseResult(**ph) for ph in data["phases"]]
+    rows = [report.Row(**r) for r in data["summary"]]
+    batched = {int(p["streams"]): BatchedPoint(**p) for p in data["batched_bench"]}
+    out.mkdir(parents=True, exist_ok=True)
+    return write_outputs(out, meta, rows, phases, batched)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="re-render results.md and aggregate.png")
+    parser.add_argument("results", type=Path, help="a results.json written by python -m bench")
+    parser.add_argument("--out", type=Path, help="directory (default: the JSON's)")
+    args = parser.parse_args(argv)
+    print(rerender(args.results, args.out or args.results.parent))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
