@@ -7,6 +7,7 @@ native._ffi touches the compiled extension.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 from typing import TYPE_CHECKING, Any
 
@@ -48,6 +49,12 @@ _EXPORTS = {
     "StateError": "native.errors",
     "TokenizeError": "native.errors",
 }
+
+# Load libllama as early as possible: on some CUDA images, loading it after numpy has brought
+# in its own BLAS/OpenMP runtime makes llama_model_load_from_file crash. Build tools import this
+# package before the extension exists, so its absence is not an error here.
+with contextlib.suppress(Exception):  # the lazy imports below raise the real error later
+    from native import _ffi as _ffi
 
 __all__ = [
     "Batch", "BindingError", "Context", "ContextError", "ContextParams", "DecodeError",

@@ -33,10 +33,10 @@ _partial_level = [logging.INFO]
 
 
 def _check_fingerprint() -> None:
-    from native import cffi_build
+    from native._cffi_src import declarations_digest
 
     got = ffi.string(lib.llama_grpc_binding_fingerprint()).decode()
-    if got.split(":", 1)[0] != cffi_build.declarations_digest():
+    if got.split(":", 1)[0] != declarations_digest():
         raise BindingError(
             "native._llama_cffi was compiled from other declarations than native/_cffi_src; "
             "run `python -m native.cffi_build`"

@@ -11,28 +11,17 @@ the fingerprint changes.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import importlib.util
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 from native import build
-from native._cffi_src import context, core, ggml, model, sampler, vocab
+from native._cffi_src import declarations, declarations_digest
 
 MODULE_NAME = "native._llama_cffi"
 _PACKAGE_DIR = Path(__file__).resolve().parent
-_AREAS = (ggml, core, model, vocab, context, sampler)
-
-
-def declarations() -> str:
-    parts = [a.TYPES for a in _AREAS] + [a.FUNCTIONS for a in _AREAS]
-    parts.append("const char * llama_grpc_binding_fingerprint(void);")
-    return "\n".join(parts)
-
-
-def declarations_digest() -> str:
-    return hashlib.sha256(declarations().encode()).hexdigest()[:24]
 
 
 def fingerprint(lib: build.LlamaBuild) -> str:
@@ -45,10 +34,10 @@ def _compiled_fingerprint() -> str | None:
     if importlib.util.find_spec(MODULE_NAME) is None:
         return None
     try:
-        from native import _llama_cffi
+        ext: Any = importlib.import_module(MODULE_NAME)
     except ImportError:
         return None
-    return str(_llama_cffi.ffi.string(_llama_cffi.lib.llama_grpc_binding_fingerprint()).decode())
+    return str(ext.ffi.string(ext.lib.llama_grpc_binding_fingerprint()).decode())
 
 
 def compile_extension(lib: build.LlamaBuild) -> Path:
