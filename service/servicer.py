@@ -124,10 +124,7 @@ class LlamaServicer(service_pb2_grpc.LlamaServerServicer):  # type: ignore[misc]
                     msg.timings.CopyFrom(timings_msg(event.timings))
                 yield msg
             elif isinstance(event, Finished):
-                prompt_text = rt.model.vocab.detokenize(prompts[index]).decode("utf-8",
-                                                                               "replace")
-                yield final_completion_chunk(gen_id, index, event, slot_of.get(index, -1),
-                                             settings, rt.model_name, prompt_text)
+                yield _final_chunk(rt, gen_id, index, event, slot_of, settings, prompts)
             elif isinstance(event, Failed):
                 failure = ServiceError(event.code, event.message)
                 yield chunk_type(id=gen_id, index=index, stop=True,
@@ -153,10 +150,7 @@ class LlamaServicer(service_pb2_grpc.LlamaServerServicer):  # type: ignore[misc]
                 part.completion_probabilities.extend(
                     probability_msg(rt.model.vocab, p) for p in event.probs)
             elif isinstance(event, Finished):
-                prompt_text = rt.model.vocab.detokenize(prompts[index]).decode("utf-8",
-                                                                               "replace")
-                final = final_completion_chunk(gen_id, index, event, slot_of.get(index, -1),
-                                               settings, rt.model_name, prompt_text)
+                final = _final_chunk(rt, gen_id, index, event, slot_of, settings, prompts)
                 final.content = event.content
                 if params.return_tokens:  # streams always carry ids; a whole answer on request
                     final.tokens.extend(part.tokens)
@@ -376,6 +370,14 @@ def _openai_refusal(request: Any) -> str:
         if request.HasField(name):
             return f"Unsupported param: {name}"
     return ""
+
+
+def _final_chunk(rt: Runtime, gen_id: str, index: int, fin: Finished, slot_of: dict[int, int],
+                 settings: Any, prompts: list[list[int]]) -> Any:
+    """A prompt's final message, with the processed prompt as text (llama-server's `prompt`)."""
+    prompt_text = rt.model.vocab.detokenize(prompts[index]).decode("utf-8", "replace")
+    return final_completion_chunk(gen_id, index, fin, slot_of.get(index, -1), settings,
+                                  rt.model_name, prompt_text)
 
 
 def _copy_common_fields(src: Any, dst: Any) -> None:

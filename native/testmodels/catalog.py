@@ -7,6 +7,7 @@ generators would change the bytes they write.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,21 +39,13 @@ TINY_BPE = LlamaSpec(
     seed=1,
 )
 
-TINY_SPM = LlamaSpec(
+# The same tiny shape around Llama 2's SPM vocabulary and a Mistral template.
+TINY_SPM = dataclasses.replace(
+    TINY_BPE,
     general_name="llama-grpc tiny-spm (random weights)",
     vocab="llama-spm",
     template=MISTRAL_TEMPLATE,
-    n_embd=64,
-    n_layer=2,
-    n_head=4,
-    n_head_kv=2,
-    n_ff=128,
-    n_ctx_train=4096,
     rope_freq_base=10000.0,
-    rms_norm_eps=1e-5,
-    tied_embeddings=True,
-    embedding_type="Q8_0",
-    weight_type="F16",
     seed=2,
 )
 
