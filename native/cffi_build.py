@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from native import build
-from native._cffi_src import declarations, declarations_digest
+from native._cffi_src import declarations, declarations_digest, helper_sources
 
 MODULE_NAME = "native._llama_cffi"
 _PACKAGE_DIR = Path(__file__).resolve().parent
@@ -50,13 +50,14 @@ def compile_extension(lib: build.LlamaBuild) -> Path:
         '#include "llama.h"\n'
         f'static const char *llama_grpc_fp = "{fp}";\n'
         "const char * llama_grpc_binding_fingerprint(void) { return llama_grpc_fp; }\n"
+        + helper_sources()
     )
     ffibuilder.set_source(
         MODULE_NAME,
         source,
         include_dirs=[str(lib.include_dir)],
         library_dirs=[str(lib.lib_dir)],
-        libraries=["llama"],
+        libraries=["llama", "pthread"],
         extra_compile_args=["-O2", "-Werror=implicit-function-declaration"],
         # DT_RPATH (not RUNPATH) so libllama's own dependencies (libggml*) resolve from there too.
         extra_link_args=[f"-Wl,-rpath,{lib.lib_dir.resolve()}", "-Wl,--disable-new-dtags"],

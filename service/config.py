@@ -16,7 +16,13 @@ from types import MappingProxyType
 
 from service.cli_flags import ALL_FLAGS, ConfigError, resolve
 from service.cli_flags.parser import PROG, ResolvedFlags
-from service.config_derive import Settings, derive_load_mode, physical_core_count, version_string
+from service.config_derive import (
+    Settings,
+    derive_load_mode,
+    physical_core_count,
+    usable_cpu_count,
+    version_string,
+)
 
 logger = logging.getLogger("service.config")
 
@@ -100,6 +106,7 @@ class ContextConfig:
     yarn_beta_fast: float
     n_threads: int  # resolved (>= 1)
     n_threads_batch: int  # resolved (>= 1)
+    n_threads_sampling: int  # resolved (>= 1)
     warmup: bool
     perf: bool  # llama_context_params.no_perf is its negation
     embeddings: bool
@@ -319,6 +326,9 @@ def _context(s: Settings) -> ContextConfig:
     if n_threads <= 0:
         n_threads = physical_core_count()
     n_threads_batch = s.int_("n_threads_batch")
+    n_threads_sampling = s.int_("n_threads_sampling")
+    if n_threads_sampling <= 0:
+        n_threads_sampling = usable_cpu_count()
     return ContextConfig(
         n_ctx=n_ctx, n_batch=n_batch, n_ubatch=n_ubatch, n_parallel=n_parallel,
         kv_unified=kv_unified, n_keep=s.int_("n_keep"), context_shift=s.bool_("context_shift"),
@@ -330,7 +340,8 @@ def _context(s: Settings) -> ContextConfig:
         yarn_ext_factor=s.float_("yarn_ext_factor"), yarn_attn_factor=s.float_("yarn_attn_factor"),
         yarn_beta_slow=s.float_("yarn_beta_slow"), yarn_beta_fast=s.float_("yarn_beta_fast"),
         n_threads=n_threads, n_threads_batch=n_threads_batch if n_threads_batch > 0 else n_threads,
-        warmup=s.bool_("warmup"), perf=s.bool_("perf"), embeddings=embeddings,
+        n_threads_sampling=n_threads_sampling, warmup=s.bool_("warmup"), perf=s.bool_("perf"),
+        embeddings=embeddings,
         pooling="rank" if reranking else s.opt_str("pooling"),
     )  # fmt: skip
 

@@ -126,6 +126,12 @@ def physical_core_count() -> int:
     return max(1, len(cores))
 
 
+def usable_cpu_count() -> int:
+    """CPUs this process may run on: the default sampling thread count (sampling runs between
+    decodes, when the decode threads are idle)."""
+    return max(1, len(os.sched_getaffinity(0)))
+
+
 def version_string() -> str:
     try:
         version = metadata.version("llama-grpc")

@@ -179,6 +179,7 @@ def load_runtime(config: ServerConfig) -> Runtime:
             slot_prompt_similarity=config.endpoints.slot_prompt_similarity,
             n_predict_default=config.sampling.n_predict,
             special=config.endpoints.special,
+            sampling_threads=config.context.n_threads_sampling,
         ))
         engine.start()
         cleanup.pop_all()

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import hashlib
 
-from native._cffi_src import context, core, ggml, model, sampler, vocab
+from native._cffi_src import context, core, ggml, model, sample_parallel, sampler, vocab
 
-_AREAS = (ggml, core, model, vocab, context, sampler)
+_AREAS = (ggml, core, model, vocab, context, sampler, sample_parallel)
 
 
 def declarations() -> str:
@@ -21,5 +21,11 @@ def declarations() -> str:
     return "\n".join(parts)
 
 
+def helper_sources() -> str:
+    """Our own C code compiled into the extension after llama.h."""
+    return sample_parallel.SOURCE
+
+
 def declarations_digest() -> str:
-    return hashlib.sha256(declarations().encode()).hexdigest()[:24]
+    """Changes whenever the declarations or our C helpers do (the extension is then stale)."""
+    return hashlib.sha256((declarations() + helper_sources()).encode()).hexdigest()[:24]

@@ -45,6 +45,9 @@ spec's README and those of today's llama-server (the pinned llama.cpp's `tools/s
 - `--drain-timeout` (env `LLAMA_ARG_DRAIN_TIMEOUT`, default 30) is ours too: on SIGTERM or SIGINT
   the server reports NOT_SERVING, refuses new calls with UNAVAILABLE and gives running ones that
   many seconds to finish before it exits with status 0 (see docs/deployment.md).
+- `--threads-sampling` (env `LLAMA_ARG_THREADS_SAMPLING`, default: every CPU the process may use)
+  is ours: after each decode the slots' next tokens are sampled together on that many threads
+  (llama-server samples them one after another on one thread; see docs/benchmarks.md).
 
 ## Choices made where llama-server's two versions differ or leave room
 

@@ -2,7 +2,7 @@
 
 Names, environment variables, defaults and value syntax follow llama-server (the spec's README and
 today's tools/server/README.md + common/arg.cpp of the pinned llama.cpp). `dest` is the setting
-name that service.config reads.
+name that service.config reads. --threads-sampling is ours (llama-server samples on one thread).
 """
 
 from __future__ import annotations
@@ -271,6 +271,13 @@ MODEL_FLAGS: tuple[FlagSpec, ...] = (
         ("-tb", "--threads-batch"), "n_threads_batch", THREADS,
         "CPU threads for batch and prompt processing (<= 0 = same as --threads)",
         metavar="N", convert=v.parse_int, default=-1, default_text="same as --threads",
+    ),
+    implemented(
+        ("--threads-sampling",), "n_threads_sampling", THREADS,
+        "CPU threads that sample the slots' next tokens after each decode, in parallel "
+        "(<= 0 = every CPU this process may use; llama-grpc-server only)",
+        metavar="N", env=("LLAMA_ARG_THREADS_SAMPLING",), convert=v.parse_int, default=0,
+        default_text="usable CPUs",
     ),
 )  # fmt: skip
 

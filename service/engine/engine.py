@@ -1,9 +1,10 @@
 """The engine: one thread owns the llama context and runs the continuous-batching loop.
 
 Each step builds one batch from every active slot — one token per generating slot, then prompt
-chunks of newly admitted requests up to n_batch — decodes it once, samples each slot that has
-logits, and hands each request its events (one hand-off per request per step). Requests beyond
-the free slots wait in a queue. Native calls never run on the asyncio event loop.
+chunks of newly admitted requests up to n_batch — decodes it once, samples every slot that has
+logits together on the sampling threads, and hands each request its events (one hand-off per
+request per step). Requests beyond the free slots wait in a queue. Native calls never run on
+the asyncio event loop.
 """
 
 from __future__ import annotations
@@ -18,8 +19,9 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from native import Batch, Context, LlamaError, Model, SamplerError
+from native import Batch, Context, LlamaError, Model, SamplerChain, SamplerError
 from native.errors import NoKvSlotError
+from native.sampler import NO_TOKEN, sample_parallel
 from service.engine.events import Chunk, Event, Failed, Finished, Started, TokenProbs
 from service.engine.params import ParamError
 from service.engine.sampling import build_chain, top_probs
@@ -37,6 +39,7 @@ class EngineSettings:
     slot_prompt_similarity: float = 0.5
     n_predict_default: int = -1  # server-wide cap (-n); a request's n_predict applies within it
     special: bool = False  # render special (control) tokens in the text, as --special asks
+    sampling_threads: int = 1  # threads that sample a step's slots together (--threads-sampling)
 
 
 @dataclass
@@ -254,9 +257,16 @@ class Engine:
                     slot.cache_tokens = []
             return
         self._account(t0, time.perf_counter())
-        for task in list(self._active):
-            if task.chunk_len:
-                self._after_decode(task)
+        ready = [t for t in list(self._active) if t.chunk_len and self._after_decode(t)]
+        for task, result in zip(ready, self._sample_all(ready), strict=True):
+            if isinstance(result, str):
+                self._fail(task, "internal", f"sampling failed: {result}")
+                continue
+            if not task.generating:
+                task.generating = True
+                task.t_first = time.perf_counter()
+            self.stats.tokens_predicted_total += 1
+            self._accept_token(task, *result)
 
     def _account(self, t0: float, t1: float) -> None:
         n_gen = sum(1 for t in self._active if t.generating and t.chunk_len)
@@ -269,42 +279,60 @@ class Engine:
         self.stats.prompt_seconds_total += dt * n_prompt / total
         self.stats.tokens_predicted_seconds_total += dt * n_gen / total
 
-    def _after_decode(self, task: Task) -> None:
+    def _after_decode(self, task: Task) -> bool:
+        """Record what the decode added to the task's slot; whether it now needs a token."""
         assert task.slot is not None
         added = [task.last_token] if task.generating else task.prompt[
             task.n_past:task.n_past + task.chunk_len]
         task.slot.cache_tokens.extend(added)
         task.n_past += task.chunk_len
         if task.out_index < 0:
-            return
+            return False
         if not task.generating and self._limit(task) == 0:
             self._finish(task, "limit")  # n_predict 0: the prompt is now cached, nothing more
-            return
-        try:
-            token, probs = self._sample(task)
-        except LlamaError as e:
-            self._fail(task, "internal", f"sampling failed: {e}")
-            return
-        if not task.generating:
-            task.generating = True
-            task.t_first = time.perf_counter()
-        self.stats.tokens_predicted_total += 1
-        self._accept_token(task, token, probs)
+            return False
+        return True
 
-    def _sample(self, task: Task) -> tuple[int, TokenProbs | None]:
-        assert task.chain is not None
-        n_probs = task.params.n_probs
-        if n_probs and task.params.post_sampling_probs:
-            token, top = task.chain.sample_with_probs(self.ctx, task.out_index, n_probs)
-            value = next((p for t, p in top if t == token), 0.0)
-            return token, TokenProbs(token, value, tuple(top), True)
-        if n_probs:
+    def _sample_all(self, tasks: list[Task]) -> list[tuple[int, TokenProbs | None] | str]:
+        """Each task's next token, with probabilities if asked, or why sampling failed.
+
+        Plain sampling, the common case, runs for every task at once on the sampling threads:
+        over a large vocabulary it costs more than the decode itself once many slots are busy.
+        Requests for probabilities take the slower path with numpy, one by one.
+        """
+        plain = [t for t in tasks if not t.params.n_probs]
+        work = [(_chain(t), t.out_index) for t in plain]
+        try:
+            tokens: list[int | str] = list(
+                sample_parallel(self.ctx, work, self.settings.sampling_threads))
+        except LlamaError as e:
+            tokens = [str(e)] * len(plain)
+        by_task = {id(t): tok for t, tok in zip(plain, tokens, strict=True)}
+        out: list[tuple[int, TokenProbs | None] | str] = []
+        for task in tasks:
+            token = by_task.get(id(task))
+            if token is None:
+                out.append(self._sample_with_probs(task))
+            elif token == NO_TOKEN:
+                out.append("the sampler chain selected no token")
+            else:
+                out.append(token if isinstance(token, str) else (token, None))
+        return out
+
+    def _sample_with_probs(self, task: Task) -> tuple[int, TokenProbs] | str:
+        chain, n_probs = _chain(task), task.params.n_probs
+        try:
+            if task.params.post_sampling_probs:
+                token, top = chain.sample_with_probs(self.ctx, task.out_index, n_probs)
+                value = next((p for t, p in top if t == token), 0.0)
+                return token, TokenProbs(token, value, tuple(top), True)
             logits = self.ctx.logits_ith(task.out_index)
             top_list, lse = top_probs(logits, n_probs)
-            token = task.chain.sample(self.ctx, task.out_index)
-            value = float(logits[token]) - lse
-            return token, TokenProbs(token, value, tuple((t.id, t.p) for t in top_list), False)
-        return task.chain.sample(self.ctx, task.out_index), None
+            token = chain.sample(self.ctx, task.out_index)
+        except LlamaError as e:
+            return str(e)
+        value = float(logits[token]) - lse
+        return token, TokenProbs(token, value, tuple((t.id, t.p) for t in top_list), False)
 
     def _limit(self, task: Task) -> int:
         """The generation limit: the request's n_predict within the server's, -1 for none."""
@@ -426,6 +454,11 @@ class Engine:
                 loop.call_soon_threadsafe(_deliver_on_loop, items)
             except RuntimeError:  # the loop is closed: its consumers are gone
                 _log.debug("dropping events for a closed event loop")
+
+
+def _chain(task: Task) -> SamplerChain:
+    assert task.chain is not None, "an active task always has its sampler chain"
+    return task.chain
 
 
 def _deliver_on_loop(items: list[tuple[LoopSink, list[Event]]]) -> None:
