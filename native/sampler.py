@@ -222,6 +222,12 @@ class SamplerChain:
         self.vocab.check_token(token)
         lib.llama_sampler_accept(self.ptr, token)
 
+    def accept_many(self, tokens: Sequence[int]) -> None:
+        """accept() each token in order (checked once, up front)."""
+        ptr = self.ptr
+        for token in self.vocab.check_tokens(tokens).tolist():
+            lib.llama_sampler_accept(ptr, token)
+
     def reset(self) -> None:
         lib.llama_sampler_reset(self.ptr)
 
@@ -251,17 +257,13 @@ def sample_parallel(ctx: Context, work: Sequence[tuple[SamplerChain, int]],
         raise InvalidInputError("a sampler chain appears twice in one parallel sample")
     n_vocab = ctx.n_vocab
     items = ffi.new("llama_grpc_sample_item[]", n)
-    for i, (chain, idx) in enumerate(work):
+    for item, (chain, idx) in zip(items, work, strict=True):
         if chain.vocab.n_tokens != n_vocab:
             raise InvalidInputError("the sampler chain was made for another vocabulary")
-        # Read on this thread: the first read after a decode may reorder the outputs in place,
-        # so the worker threads must only ever see rows that are already final.
-        logits = lib.llama_get_logits_ith(ctx.ptr, idx)
-        if logits == ffi.NULL:
-            raise InvalidInputError(f"no logits for batch index {idx}")
-        item = items[i]
-        item.chain, item.logits, item.cand = chain.ptr, logits, chain.candidates()
+        item.chain, item.idx, item.cand = chain.ptr, idx, chain.candidates()
         item.top_k, item.keep = chain._preselect_k, chain._preselect_keep
         item.n_keep = chain._preselect_n_keep
-    lib.llama_grpc_sample_parallel(items, n, n_vocab, n_threads)
-    return [int(items[i].token) for i in range(n)]
+    rc = lib.llama_grpc_sample_parallel(ctx.ptr, items, n, n_vocab, n_threads)
+    if rc < 0:
+        raise InvalidInputError(f"no logits for batch index {work[-1 - rc][1]}")
+    return [int(item.token) for item in items]

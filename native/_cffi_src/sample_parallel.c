@@ -11,7 +11,8 @@
 
 typedef struct llama_grpc_sample_item {
     struct llama_sampler * chain;
-    const float * logits;       /* this sequence's row: n_vocab floats */
+    int32_t idx;                /* the batch output to sample */
+    const float * logits;       /* set here: that output's row of n_vocab floats */
     llama_token_data * cand;    /* n_vocab entries owned by the caller */
     int32_t top_k;              /* > 0: preselect (below) for a chain whose first top-k is k */
     const llama_token * keep;   /* ... and whose earlier samplers change only these tokens */
@@ -96,14 +97,24 @@ static void * llama_grpc_sample_run(void * arg) {
     return NULL;
 }
 
-/* Samples every item on up to n_threads threads, the caller's included; returns how many ran.
+/* Samples every item on up to n_threads threads, the caller's included. Returns how many
+ * threads ran, or -1 - i if item i's batch output has no logits (then nothing was sampled).
+ * The logits rows are looked up here, on the calling thread: the first lookup after a decode
+ * waits for it and may reorder the outputs in place, so the workers see only final rows (and
+ * Python does not drop and retake the GIL once per item to look them up).
  * Threads are started per call: at ~20 us each that is small against the sampling they share,
  * and no idle pool outlives a busy step. */
-int llama_grpc_sample_parallel(llama_grpc_sample_item * items, int n_items, int n_vocab,
-                               int n_threads) {
+int llama_grpc_sample_parallel(struct llama_context * ctx, llama_grpc_sample_item * items,
+                               int n_items, int n_vocab, int n_threads) {
     enum { MAX_THREADS = 64 };
     if (n_items <= 0) {
         return 0;
+    }
+    for (int i = 0; i < n_items; i++) {
+        items[i].logits = llama_get_logits_ith(ctx, items[i].idx);
+        if (items[i].logits == NULL) {
+            return -1 - i;
+        }
     }
     if (n_threads > n_items) n_threads = n_items;
     if (n_threads > MAX_THREADS) n_threads = MAX_THREADS;

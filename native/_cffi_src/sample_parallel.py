@@ -11,6 +11,7 @@ SOURCE = (Path(__file__).with_name("sample_parallel.c")).read_text()
 TYPES = """
 typedef struct llama_grpc_sample_item {
     struct llama_sampler * chain;
+    int32_t idx;
     const float * logits;
     llama_token_data * cand;
     int32_t top_k;
@@ -21,6 +22,6 @@ typedef struct llama_grpc_sample_item {
 """
 
 FUNCTIONS = """
-int llama_grpc_sample_parallel(llama_grpc_sample_item * items, int n_items, int n_vocab,
-                               int n_threads);
+int llama_grpc_sample_parallel(struct llama_context * ctx, llama_grpc_sample_item * items,
+                               int n_items, int n_vocab, int n_threads);
 """

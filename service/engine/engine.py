@@ -24,7 +24,7 @@ from native.errors import NoKvSlotError
 from native.sampler import NO_TOKEN, sample_parallel
 from service.engine.events import Chunk, Event, Failed, Finished, Started, TokenProbs
 from service.engine.params import ParamError
-from service.engine.sampling import build_chain, top_probs
+from service.engine.sampling import build_chain, dry_on, penalties_on, top_probs
 from service.engine.slots import Slot, choose_slot, common_prefix_len
 from service.engine.task import EventSink, LoopSink, Task
 from service.engine.textstream import TextStream
@@ -205,14 +205,16 @@ class Engine:
 
     def _prime_penalties(self, task: Task) -> None:
         # Repetition penalties see the prompt too, as in llama-server (not with a grammar,
-        # whose state must start at the first generated token).
+        # whose state must start at the first generated token). Only the penalty and DRY
+        # samplers keep a history; when both are off, feeding them the prompt (up to a whole
+        # context of tokens) would only cost time before the first token.
         p = task.params.sampling
-        if p.grammar or task.chain is None:
+        if p.grammar or task.chain is None or not (penalties_on(p) or dry_on(p)):
             return
         window = max(p.repeat_last_n if p.repeat_last_n >= 0 else self.n_ctx_slot,
                      p.dry_penalty_last_n if p.dry_penalty_last_n >= 0 else self.n_ctx_slot)
-        for tok in task.prompt[-window:] if window else ():
-            task.chain.accept(tok)
+        if window:
+            task.chain.accept_many(task.prompt[-window:])
 
     def _step(self) -> None:
         batch = self._batch

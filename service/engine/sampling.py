@@ -41,7 +41,7 @@ def build_chain(vocab: Vocab, p: SamplingParams, ban_tokens: Iterable[int] = (),
         for name in names:
             _add_named(chain, name, p, min_keep, last_n, n_ctx)
         chain.dist(p.seed)
-        if _top_k_comes_first(p, names, last_n):
+        if _top_k_comes_first(p, names):
             chain.preselect_top_k(p.top_k, list(bias))
         return chain
     except BaseException:
@@ -49,7 +49,18 @@ def build_chain(vocab: Vocab, p: SamplingParams, ban_tokens: Iterable[int] = (),
         raise
 
 
-def _top_k_comes_first(p: SamplingParams, names: list[str], last_n: int) -> bool:
+def penalties_on(p: SamplingParams) -> bool:
+    """Whether the repetition penalties change anything (libllama's own test)."""
+    return p.repeat_last_n != 0 and not (
+        p.repeat_penalty == 1.0 and p.frequency_penalty == 0.0 and p.presence_penalty == 0.0)
+
+
+def dry_on(p: SamplingParams) -> bool:
+    """Whether the DRY sampler changes anything (libllama's own test)."""
+    return p.dry_multiplier != 0.0 and p.dry_base >= 1.0 and p.dry_penalty_last_n != 0
+
+
+def _top_k_comes_first(p: SamplingParams, names: list[str]) -> bool:
     """Whether every sampler before the chain's top-k, except the logit bias, leaves every
     logit as it is (with llama-server's defaults: penalties, DRY and top-n-sigma are off), so
     that sampling may rank the vocabulary once and hand the chain only the best tokens."""
@@ -59,12 +70,9 @@ def _top_k_comes_first(p: SamplingParams, names: list[str], last_n: int) -> bool
     if "penalties" not in names:
         before.insert(0, "penalties")  # build_chain adds them ahead of the list
     for name in before:
-        if name == "penalties" and (last_n == 0 or (
-                p.repeat_penalty == 1.0 and p.frequency_penalty == 0.0
-                and p.presence_penalty == 0.0)):
+        if name == "penalties" and not penalties_on(p):
             continue
-        if name == "dry" and (p.dry_multiplier == 0.0 or p.dry_base < 1.0
-                              or p.dry_penalty_last_n == 0):
+        if name == "dry" and not dry_on(p):
             continue
         if name == "top_n_sigma" and p.top_n_sigma <= 0.0:
             continue
