@@ -23,6 +23,7 @@ import tarfile
 from importlib import metadata
 from pathlib import Path
 
+from bench import machine
 from native import paths
 from native.testmodels import catalog
 
@@ -97,6 +98,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     archive = pack_source()
     print(f"{archive}: {archive.stat().st_size / 1e6:.1f} MB")
+    # The GPU host's copy of the tree may carry a stale .git: record the commit here.
+    commit = machine.git_commit()
+    (DEVICE_DIR / "commit").write_text(commit + "\n")
+    print(f"{DEVICE_DIR / 'commit'}: {commit}")
     if not args.no_wheels:
         wheels = download_wheels()
         total = sum(w.stat().st_size for w in wheels)

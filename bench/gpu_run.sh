@@ -18,6 +18,10 @@ RUN_DIR="$PWD/build/gpu-run"
 SITE=/tmp/llama-grpc-site
 export PYTHONPATH="$SITE:$PWD:$PWD/gen/python"
 export PATH="$SITE/bin:$PATH"
+if [ -z "${BENCH_COMMIT:-}" ] && [ -f .device/commit ]; then
+    BENCH_COMMIT="$(cat .device/commit)"  # written by bench.device_pack: this copy's .git may be stale
+    export BENCH_COMMIT
+fi
 
 setup() {
     mkdir -p "$LLAMA_GRPC_CACHE" "$RUN_DIR"

@@ -69,6 +69,13 @@ def machine_info(threads: int) -> dict[str, Any]:
         "packages": _versions(),
         "llama_cpp": f"llama-cpp-python {paths.LLAMA_CPP_PYTHON_VERSION} sdist (vendor/llama.cpp)",
         # BENCH_COMMIT: for copies of the tree without .git (the GPU host gets one).
-        "commit": os.environ.get("BENCH_COMMIT")
-        or _run(["git", "-C", str(paths.REPO_ROOT), "rev-parse", "--short", "HEAD"]),
+        "commit": os.environ.get("BENCH_COMMIT") or git_commit(),
     }
+
+
+def git_commit() -> str:
+    """HEAD's short hash, with "+changes" when the working tree differs from it."""
+    head = _run(["git", "-C", str(paths.REPO_ROOT), "rev-parse", "--short", "HEAD"])
+    dirty = _run(["git", "-C", str(paths.REPO_ROOT), "status", "--porcelain",
+                  "--untracked-files=no"])
+    return f"{head}+changes" if head and dirty else head
