@@ -41,17 +41,30 @@ class ClientGone(Exception):
 
 
 async def unless_disconnected(request: Request, work: Awaitable[T]) -> T:
-    """Await `work`, or cancel it and raise ClientGone if the client disconnects first."""
-    task = asyncio.ensure_future(work)
+    """Await `work`, or cancel it and raise ClientGone if the client disconnects first.
+
+    `work` runs in this task (no task of its own, no asyncio.wait: this is on the path to the
+    first token); a watcher task cancels this one if the client goes first."""
+    me = asyncio.current_task()
+    assert me is not None
+    waiting = True
+
+    def client_gone(watch: asyncio.Future[None]) -> None:
+        # Runs as a callback, later than the watcher ends: by then `work` may be done.
+        if waiting and not watch.cancelled():
+            me.cancel()
+
     watch = asyncio.ensure_future(wait_disconnect(request.receive))
+    watch.add_done_callback(client_gone)
     try:
-        await asyncio.wait({task, watch}, return_when=asyncio.FIRST_COMPLETED)
-        if task.done():
-            return task.result()
-        raise ClientGone
+        return await work
+    except asyncio.CancelledError:
+        if watch.done() and not watch.cancelled() and me.uncancel() == 0:
+            raise ClientGone from None  # our own cancel, and nobody else's
+        raise
     finally:
-        for t in (task, watch):
-            t.cancel()
+        waiting = False
+        watch.cancel()
 
 
 def json_response(body: Json, status: int = 200) -> Response:

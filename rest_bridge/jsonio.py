@@ -11,6 +11,7 @@ from google.protobuf import json_format
 from google.protobuf.message import Message
 
 from rest_bridge.errors import BridgeError
+from rest_bridge.protoparse import parse_into
 
 Json = Any  # a decoded JSON value
 M = TypeVar("M", bound=Message)
@@ -57,7 +58,7 @@ def to_message(body: dict[str, Json], message: M) -> M:
     """Fill `message` from a JSON object. Unknown fields are ignored, as llama-server ignores
     them; a known field of the wrong type is a 400."""
     try:
-        json_format.ParseDict(body, message, ignore_unknown_fields=True)
+        parse_into(body, message)
     except (json_format.ParseError, ValueError, TypeError) as e:
         raise BridgeError.invalid_request(str(e)) from e
     return message

@@ -7,24 +7,26 @@ from fastapi import APIRouter, Request
 from llama.v1 import completion_pb2
 from starlette.responses import Response
 
-from rest_bridge.deps import Up, body_object, metadata
+from rest_bridge.deps import body_object, metadata, plain_post
 from rest_bridge.generation import respond
 from rest_bridge.jsonio import to_message
 from rest_bridge.render_native import NativeRenderer
+from rest_bridge.upstream import app_upstream
 
 router = APIRouter()
 
 
-@router.post("/completion")
-@router.post("/completions")
-async def completion(request: Request, up: Up) -> Response:
+@plain_post(router, "/completion", "/completions")
+async def completion(request: Request) -> Response:
+    up = app_upstream(request)
     req = to_message(await body_object(request), completion_pb2.CompletionRequest())
     call = up.llama.Completion(req, metadata=metadata(request))
     return await respond(request, up, call, NativeRenderer(req), req)
 
 
-@router.post("/infill")
-async def infill(request: Request, up: Up) -> Response:
+@plain_post(router, "/infill")
+async def infill(request: Request) -> Response:
+    up = app_upstream(request)
     req = to_message(await body_object(request), completion_pb2.CompletionRequest())
     call = up.llama.Infill(req, metadata=metadata(request))
     return await respond(request, up, call, NativeRenderer(req), req)

@@ -7,24 +7,26 @@ from fastapi import APIRouter, Request
 from llama.v1 import chat_pb2, completion_pb2
 from starlette.responses import Response
 
-from rest_bridge.deps import Up, body_object, metadata
+from rest_bridge.deps import body_object, metadata, plain_post
 from rest_bridge.generation import respond
 from rest_bridge.jsonio import to_message
 from rest_bridge.render_openai import ChatRenderer, TextCompletionRenderer
+from rest_bridge.upstream import app_upstream
 
 router = APIRouter()
 
 
-@router.post("/v1/completions")
-async def completions(request: Request, up: Up) -> Response:
+@plain_post(router, "/v1/completions")
+async def completions(request: Request) -> Response:
+    up = app_upstream(request)
     req = to_message(await body_object(request), completion_pb2.CompletionRequest())
     call = up.llama.OpenAICompletion(req, metadata=metadata(request))
     return await respond(request, up, call, TextCompletionRenderer(), req)
 
 
-@router.post("/v1/chat/completions")
-@router.post("/chat/completions")
-async def chat_completions(request: Request, up: Up) -> Response:
+@plain_post(router, "/v1/chat/completions", "/chat/completions")
+async def chat_completions(request: Request) -> Response:
+    up = app_upstream(request)
     req = to_message(await body_object(request), chat_pb2.ChatCompletionRequest())
     call = up.llama.ChatCompletion(req, metadata=metadata(request))
     return await respond(request, up, call, ChatRenderer(req), req)

@@ -33,10 +33,16 @@ def open_upstream(target: str, credentials: grpc.ChannelCredentials | None,
                     health_pb2_grpc.HealthStub(channel), sse_ping_interval)
 
 
-def upstream(request: Request) -> Upstream:
-    """The app's Upstream (a FastAPI dependency)."""
+def app_upstream(request: Request) -> Upstream:
+    """The app's Upstream."""
     up: Upstream = request.app.state.upstream
     return up
+
+
+async def upstream(request: Request) -> Upstream:
+    """The app's Upstream as a FastAPI dependency. Async on purpose: FastAPI runs a plain `def`
+    dependency in its thread pool, a thread hop per request for one attribute read."""
+    return app_upstream(request)
 
 
 async def next_message(call: Any) -> Any:
