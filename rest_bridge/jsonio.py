@@ -58,10 +58,28 @@ def to_message(body: dict[str, Json], message: M) -> M:
     """Fill `message` from a JSON object. Unknown fields are ignored, as llama-server ignores
     them; a known field of the wrong type is a 400."""
     try:
-        parse_into(body, message)
+        parse_into(_token_prompt_to_typed(body, message), message)
     except (json_format.ParseError, ValueError, TypeError) as e:
         raise BridgeError.invalid_request(str(e)) from e
     return message
+
+
+_INT32 = range(-(2**31), 2**31)
+
+
+def _token_prompt_to_typed(body: dict[str, Json], message: Message) -> dict[str, Json]:
+    """A `prompt` of token ids only goes into `typed_prompt` as one run of token ids, and the
+    rest of the body is returned. As a google.protobuf.Value it would be a message per token
+    to build, send and read back: ~5 ms for a 1,000-token prompt. The service reads both
+    forms of the prompt the same way. Anything else is left as it is."""
+    prompt = body.get("prompt")
+    if type(prompt) is not list or not prompt or "typed_prompt" in body \
+            or "typed_prompt" not in message.DESCRIPTOR.fields_by_name \
+            or not all(type(t) is int and t in _INT32 for t in prompt):
+        return body
+    typed = message.typed_prompt.prompts.add()
+    typed.pieces.add().tokens.ids.extend(prompt)
+    return {k: v for k, v in body.items() if k != "prompt"}
 
 
 def message_json(message: Message) -> dict[str, Json]:
