@@ -1,4 +1,5 @@
-"""Slot choice (pure logic): id_slot, else prompt similarity above the threshold, else LRU."""
+"""Slot choice (pure logic): id_slot, else prompt similarity above the threshold, else an idle
+slot next to busy ones, least recently used first."""
 
 from __future__ import annotations
 
@@ -61,6 +62,24 @@ def test_busy_slots_are_not_candidates_for_similarity() -> None:
     s = slots([1, 2, 3], [4], [], last_used=(0.0, 1.0, 2.0))
     s[0].task = object()
     assert choose_slot(s, [1, 2, 3], id_slot=-1, similarity=0.1) is s[1]
+
+
+def test_without_a_match_an_idle_slot_next_to_busy_ones_is_preferred() -> None:
+    # Busy slots must stay one run of sequence ids: llama.cpp decodes each run separately.
+    s = slots(*([[]] * 8), last_used=(7.0, 6.0, 5.0, 4.0, 3.0, 2.0, 1.0, 0.0))
+    assert choose_slot(s, [1], id_slot=-1, similarity=0.5) is s[7]  # nothing busy: LRU
+    s[3].task = object()
+    assert choose_slot(s, [1], id_slot=-1, similarity=0.5) is s[4]  # extends 3 (LRU of 2, 4)
+    s[5].task = object()
+    assert choose_slot(s, [1], id_slot=-1, similarity=0.5) is s[4]  # joins 3 and 5
+    s[4].task = object()
+    assert choose_slot(s, [1], id_slot=-1, similarity=0.5) is s[6]  # extends 3-5 (LRU of 2, 6)
+
+
+def test_a_prompt_match_still_beats_keeping_busy_slots_together() -> None:
+    s = slots([], [], [], [5, 6, 7, 8])
+    s[0].task = object()
+    assert choose_slot(s, [5, 6, 7, 8, 9], id_slot=-1, similarity=0.5) is s[3]
 
 
 def test_slot_idle_follows_its_task() -> None:
