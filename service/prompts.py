@@ -30,6 +30,13 @@ def _token_id(x: Json, vocab: Vocab) -> int:
     return tok
 
 
+def _token_ids(ids: list[int], vocab: Vocab) -> list[int]:
+    lo, hi = min(ids), max(ids)
+    if lo < 0 or hi >= vocab.n_tokens:
+        _token_id(lo if lo < 0 else hi, vocab)  # raises the usual error
+    return ids
+
+
 def split_prompts(prompt: Json) -> list[Json]:
     """The individual prompts of a request: one unless it is a list of strings/lists."""
     if isinstance(prompt, str) or prompt is None:
@@ -54,6 +61,8 @@ def tokenize_prompt(prompt: Json, vocab: Vocab, add_special: bool = True,
         return vocab.tokenize(prompt, add_special=add_special, parse_special=parse_special)
     if not isinstance(prompt, list):
         raise ParamError("each prompt must be a string or a list of tokens and strings")
+    if prompt and all(type(p) is int or (type(p) is float and p.is_integer()) for p in prompt):
+        return _token_ids([int(p) for p in prompt], vocab)  # the common case: checked at once
     out: list[int] = []
     for i, part in enumerate(prompt):
         if isinstance(part, str):

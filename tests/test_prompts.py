@@ -11,7 +11,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from google.protobuf import json_format
+from google.protobuf import json_format, struct_pb2
+from hypothesis import given
+from hypothesis import strategies as st
 from llama.v1 import completion_pb2
 
 import native
@@ -22,7 +24,7 @@ from service.engine.params import (
     canonical_sampler,
 )
 from service.prompts import parse_logit_bias, parse_stop, split_prompts, tokenize_prompt
-from service.request_params import completion_params, prompt_json
+from service.request_params import completion_params, prompt_json, value_to_json
 
 
 @pytest.fixture(scope="module")
@@ -89,6 +91,30 @@ def test_tokenize_rejects_bad_prompt_elements(vocab: native.Vocab, bad: Any) -> 
 def test_token_outside_vocabulary_message(vocab: native.Vocab) -> None:
     with pytest.raises(ParamError, match="outside the vocabulary"):
         tokenize_prompt([vocab.n_tokens], vocab)
+
+
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.text(max_size=8)
+    | st.floats(allow_nan=False, allow_infinity=False) | st.integers(-(2**53), 2**53),
+    lambda inner: st.lists(inner, max_size=6) | st.dictionaries(st.text(max_size=5), inner,
+                                                                  max_size=4),
+    max_leaves=30)
+
+
+@given(_JSON)
+def test_value_to_json_reads_a_value_as_message_to_dict_does(value: Any) -> None:
+    req = completion_pb2.CompletionRequest()
+    json_format.ParseDict(value, req.prompt)
+    assert value_to_json(req, "prompt") == json_format.MessageToDict(req.prompt)
+
+
+@pytest.mark.parametrize("number", [math.inf, -math.inf, math.nan])
+def test_value_to_json_refuses_non_finite_numbers_as_message_to_dict_does(number: float) -> None:
+    req = completion_pb2.CompletionRequest(prompt=struct_pb2.Value(number_value=number))
+    with pytest.raises(ValueError, match=r"Value\.number_value"):
+        json_format.MessageToDict(req.prompt)
+    with pytest.raises(ValueError, match=r"Value\.number_value"):
+        value_to_json(req, "prompt")
 
 
 def test_prompt_json_from_typed_prompt() -> None:
