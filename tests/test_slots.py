@@ -18,6 +18,10 @@ def test_common_prefix_len() -> None:
     assert common_prefix_len([1, 2, 3], [1, 2, 4]) == 2
     assert common_prefix_len([1, 2], [1, 2, 3]) == 2
     assert common_prefix_len([5], [6]) == 0
+    long = list(range(1000))
+    for cut in (0, 63, 64, 65, 500, 999):  # around and across the whole-chunk comparisons
+        assert common_prefix_len(long, [*long[:cut], -1, *long[cut + 1:]]) == cut
+    assert common_prefix_len(long, [*long, 7]) == 1000
 
 
 def test_requested_idle_slot_is_taken_even_if_another_matches_better() -> None:

@@ -21,9 +21,16 @@ from typing import Any
 def common_prefix_len(a: Sequence[int], b: Sequence[int]) -> int:
     n = min(len(a), len(b))
     i = 0
+    # Whole chunks first, compared in C: a token-by-token loop over a long cached prompt, for
+    # every idle slot, cost ~75 us per 1,000 tokens on the way to the first token.
+    while i + _CHUNK <= n and a[i:i + _CHUNK] == b[i:i + _CHUNK]:
+        i += _CHUNK
     while i < n and a[i] == b[i]:
         i += 1
     return i
+
+
+_CHUNK = 64
 
 
 @dataclass(eq=False)
