@@ -36,9 +36,10 @@ _INT_TYPES = frozenset((FieldDescriptor.CPPTYPE_INT32, FieldDescriptor.CPPTYPE_I
                         FieldDescriptor.CPPTYPE_UINT32, FieldDescriptor.CPPTYPE_UINT64))
 
 
-def _int_setter(name: str) -> Setter:
+def _exact_setter(name: str, kind: type) -> Setter:
+    """Sets values of exactly `kind` (a bool is an int to Python, not to ParseDict)."""
     def put(message: Message, value: Any) -> bool:
-        if type(value) is not int:  # bool is an int to Python, not to ParseDict
+        if type(value) is not kind:
             return False
         setattr(message, name, value)
         return True
@@ -54,15 +55,6 @@ def _float_setter(name: str, limit: float) -> Setter:
         elif type(value) is not int:
             return False
         setattr(message, name, float(value))
-        return True
-    return put
-
-
-def _bool_setter(name: str) -> Setter:
-    def put(message: Message, value: Any) -> bool:
-        if type(value) is not bool:
-            return False
-        setattr(message, name, value)
         return True
     return put
 
@@ -97,13 +89,13 @@ def _setter(field: FieldDescriptor) -> Setter | None:
         return None
     cpp = field.cpp_type
     if cpp in _INT_TYPES:
-        return _int_setter(field.name)
+        return _exact_setter(field.name, int)
     if cpp == FieldDescriptor.CPPTYPE_DOUBLE:
         return _float_setter(field.name, math.inf)
     if cpp == FieldDescriptor.CPPTYPE_FLOAT:
         return _float_setter(field.name, _FLOAT32_MAX)
     if cpp == FieldDescriptor.CPPTYPE_BOOL:
-        return _bool_setter(field.name)
+        return _exact_setter(field.name, bool)
     if cpp == FieldDescriptor.CPPTYPE_STRING and field.type == FieldDescriptor.TYPE_STRING:
         return _string_setter(field.name)
     if cpp == FieldDescriptor.CPPTYPE_MESSAGE and \
