@@ -120,6 +120,11 @@ class Engine:
                 self._drain_inbox(block=not self._active and not self._waiting)
                 self._reap_cancelled()
                 self._admit()
+                if self._outbox:
+                    # Started events now, not with the first token after the prompt's decode:
+                    # the consumer (a gRPC stream, the REST bridge setting up its SSE response)
+                    # does its per-request work while the prompt is decoded.
+                    self._deliver()
                 if self._active:
                     self._step()
             except Exception:  # a bug must not kill the loop: fail what is running, go on
