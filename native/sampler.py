@@ -178,6 +178,9 @@ class SamplerChain:
         if k <= 0:
             raise InvalidInputError("preselect_top_k needs k > 0")
         toks = sorted({int(t) for t in self.vocab.check_tokens(list(keep))})
+        if k + len(toks) >= self.vocab.n_tokens:  # nothing to leave out: sample as usual
+            self._preselect_k, self._preselect_keep, self._preselect_n_keep = 0, ffi.NULL, 0
+            return
         self._preselect_keep = ffi.new("llama_token[]", toks) if toks else ffi.NULL
         self._preselect_k, self._preselect_n_keep = k, len(toks)
 

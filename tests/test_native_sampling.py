@@ -94,6 +94,15 @@ def test_top_k_preselection_gives_the_same_tokens(model: native.Model, name: str
     assert _generate(model, None, make) == full  # and llama.cpp's own sampling agrees
 
 
+@pytest.mark.parametrize("k", [10**6, 2**31 - 1])
+def test_a_top_k_beyond_the_vocabulary_samples_as_usual(model: native.Model, k: int) -> None:
+    def make(c: native.SamplerChain, seed: int) -> native.SamplerChain:
+        return c.top_k(k).temp(1.0).dist(5 + seed)
+
+    full = _generate(model, 2, make, steps=4)
+    assert _generate(model, 2, make, preselect=(k, [1, 2]), steps=4) == full
+
+
 def test_a_chain_that_selects_nothing_is_reported_not_aborted(model: native.Model) -> None:
     params = native.ContextParams(n_ctx=256, n_seq_max=2, n_batch=64, n_threads=2)
     with native.Context(model, params) as ctx:

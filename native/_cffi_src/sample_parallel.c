@@ -70,7 +70,7 @@ static int llama_grpc_preselect(const llama_grpc_sample_item * it, int n_vocab) 
 
 static void llama_grpc_sample_one(llama_grpc_sample_item * it, int n_vocab) {
     int n = n_vocab;
-    if (it->top_k > 0 && it->top_k + it->n_keep < n_vocab) {
+    if (it->top_k > 0 && it->n_keep >= 0 && (int64_t) it->top_k + it->n_keep < n_vocab) {
         n = llama_grpc_preselect(it, n_vocab);
     } else {
         for (int i = 0; i < n_vocab; i++) {
