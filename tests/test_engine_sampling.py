@@ -58,3 +58,8 @@ def test_no_preselection_when_an_earlier_sampler_sees_every_token(
 def test_penalties_placed_after_top_k_do_not_matter(vocab: native.Vocab) -> None:
     p = replace(DEFAULTS, repeat_penalty=1.3, samplers=("top_k", "penalties", "temperature"))
     assert _preselected(vocab, p)[0] == 40
+
+
+def test_a_top_k_as_large_as_the_vocabulary_is_not_preselected(vocab: native.Vocab) -> None:
+    for k in (vocab.n_tokens, 2**31 - 1):  # the largest top_k a request can carry
+        assert _preselected(vocab, replace(DEFAULTS, top_k=k))[0] == 0
