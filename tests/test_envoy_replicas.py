@@ -194,7 +194,7 @@ def test_rolling_restart_loses_no_request(tiny_bpe_path: Path, tmp_path: Path,
                                           load_stack: ExitStack) -> None:
     replicas = [start_replica(tiny_bpe_path, "--drain-timeout", "30") for _ in range(2)]
     for svc in replicas:
-        load_stack.callback(lambda s=svc: s.stop())
+        load_stack.callback(svc.stop)
     envoy = EnvoyProcess.start([s.address for s in replicas], tmp_path, *FAST_HEALTH)
     load_stack.callback(envoy.stop)
     load = Load(envoy.base_url, threads=3)

@@ -299,8 +299,9 @@ def test_every_sampling_parameter_is_accepted_and_seeded_runs_repeat(grpc_stub: 
 
 @pytest.mark.parametrize("mirostat", [1, 2])
 def test_mirostat_runs_and_repeats_with_a_seed(grpc_stub: Any, mirostat: int) -> None:
-    body = {"prompt": "Mirostat", "n_predict": 12, "mirostat": mirostat, "mirostat_tau": 3.0,
-            "mirostat_eta": 0.2, "temperature": 0.8, "seed": 99}
+    body: dict[str, Any] = {"prompt": "Mirostat", "n_predict": 12, "mirostat": mirostat,
+                            "mirostat_tau": 3.0, "mirostat_eta": 0.2, "temperature": 0.8,
+                            "seed": 99}
     a, b = complete(grpc_stub, **body), complete(grpc_stub, **body)
     assert a.code == grpc.StatusCode.OK, a.details
     assert len(a.tokens) == 12 and a.tokens == b.tokens

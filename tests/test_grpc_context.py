@@ -6,13 +6,14 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
 from grpc_harness import ServiceProcess, complete, running_service
 
 N_CTX = 256
-LONG = {"prompt": "A tale that does not fit", "n_predict": 400, "ignore_eos": True,
+LONG: dict[str, Any] = {"prompt": "A tale that does not fit", "n_predict": 400, "ignore_eos": True,
         "temperature": 0.0}
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -199,7 +200,12 @@ def test_invalid_inputs_raise_instead_of_aborting(model: native.Model, tmp_path:
 
 def test_progress_callback_and_abort(tiny_bpe_path: Path) -> None:
     seen: list[float] = []
-    m = native.Model(tiny_bpe_path, progress=lambda p: seen.append(p) is None)
+
+    def record(p: float) -> bool:
+        seen.append(p)
+        return True
+
+    m = native.Model(tiny_bpe_path, progress=record)
     assert seen and seen[-1] == pytest.approx(1.0)
     m.close()
     m.close()  # freeing twice is a no-op
@@ -222,10 +228,12 @@ def test_samplers_all_construct(model: native.Model) -> None:
         assert 0 <= tok < model.vocab.n_tokens and tok != 7
         assert top and abs(sum(p for _, p in top)) <= 1.0 + 1e-5
         chain.close()
-        for build in (lambda c: c.temp(0.5).mirostat(5.0, 0.1, 100, 1),
-                      lambda c: c.temp(0.5).mirostat_v2(5.0, 0.1, 1),
-                      lambda c: c.grammar('root ::= "yes" | "no"').greedy(),
-                      lambda c: c.infill().greedy()):
+        builds: tuple[Callable[[native.SamplerChain], native.SamplerChain], ...] = (
+            lambda c: c.temp(0.5).mirostat(5.0, 0.1, 100, 1),
+            lambda c: c.temp(0.5).mirostat_v2(5.0, 0.1, 1),
+            lambda c: c.grammar('root ::= "yes" | "no"').greedy(),
+            lambda c: c.infill().greedy())
+        for build in builds:
             with build(native.SamplerChain(model.vocab)) as c:
                 assert 0 <= c.sample(ctx, i) < model.vocab.n_tokens
         with pytest.raises(native.SamplerError):

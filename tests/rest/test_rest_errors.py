@@ -16,7 +16,7 @@ def assert_error(r: httpx.Response, status: int, type_: str) -> dict[str, object
     assert r.headers["content-type"].startswith("application/json")
     body = r.json()
     assert set(body) == {"error"}
-    err = body["error"]
+    err: dict[str, object] = body["error"]
     assert err["code"] == status and err["type"] == type_
     assert isinstance(err["message"], str) and err["message"]
     return err

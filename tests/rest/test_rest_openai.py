@@ -7,15 +7,35 @@ The model has random weights: texts are gibberish, so the tests compare runs wit
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import TypedDict
 
 import openai
 import pytest
+from openai.types.chat import ChatCompletionMessageParam
 from rest_harness import RestServer
 
 pytestmark = pytest.mark.slow
 
-MESSAGES = [{"role": "system", "content": "You are terse."},
+MESSAGES: list[ChatCompletionMessageParam] = [{"role": "system", "content": "You are terse."},
             {"role": "user", "content": "Name a colour."}]
+
+
+# Keyword arguments shared by a streaming and a non-streaming call: typed, so that mypy picks
+# the SDK's overload (and its return type) from the `stream` argument of each call.
+class ChatArgs(TypedDict):
+    model: str
+    messages: list[ChatCompletionMessageParam]
+    max_tokens: int
+    temperature: float
+    seed: int
+
+
+class CompletionArgs(TypedDict):
+    model: str
+    prompt: str
+    max_tokens: int
+    temperature: float
+    seed: int
 
 
 @pytest.fixture()
@@ -42,7 +62,8 @@ def test_chat_completion(client: openai.OpenAI) -> None:
 
 
 def test_chat_completion_stream_matches_non_stream(client: openai.OpenAI) -> None:
-    args = {"model": "m", "messages": MESSAGES, "max_tokens": 8, "temperature": 0, "seed": 3}
+    args: ChatArgs = {"model": "m", "messages": MESSAGES, "max_tokens": 8, "temperature": 0,
+                      "seed": 3}
     whole = client.chat.completions.create(**args)
     chunks = list(client.chat.completions.create(
         **args, stream=True, stream_options={"include_usage": True}))
@@ -56,7 +77,8 @@ def test_chat_completion_stream_matches_non_stream(client: openai.OpenAI) -> Non
     assert all(f is None for f in finishes[:-1])
     # include_usage: a last chunk with no choices carries the usage.
     assert chunks[-1].choices == [] and chunks[-1].usage is not None
-    assert chunks[-1].usage.completion_tokens == whole.usage.completion_tokens
+    # usage is Optional in the SDK's types; a missing one fails this line as it should.
+    assert chunks[-1].usage.completion_tokens == whole.usage.completion_tokens  # type: ignore[union-attr]
 
 
 def test_chat_stream_without_include_usage_has_no_usage_chunk(client: openai.OpenAI) -> None:
@@ -77,8 +99,8 @@ def test_completion(client: openai.OpenAI) -> None:
 
 
 def test_completion_stream_matches_non_stream(client: openai.OpenAI) -> None:
-    args = {"model": "m", "prompt": "Once upon a time", "max_tokens": 8, "temperature": 0,
-            "seed": 7}
+    args: CompletionArgs = {"model": "m", "prompt": "Once upon a time", "max_tokens": 8,
+                            "temperature": 0, "seed": 7}
     whole = client.completions.create(**args)
     chunks = list(client.completions.create(**args, stream=True))
     assert all(c.object == "text_completion" for c in chunks)
@@ -105,7 +127,9 @@ def test_completion_stream_with_n_probs(client: openai.OpenAI) -> None:
     with_probs = [c for c in chunks if c.choices[0].logprobs is not None]
     assert len(with_probs) == 3
     for c in with_probs:
-        content = c.choices[0].logprobs.model_extra["content"]  # type: ignore[union-attr]
+        # logprobs is not None here (filtered above); model_extra is Optional in pydantic's
+        # types although the SDK's models always keep extra fields.
+        content = c.choices[0].logprobs.model_extra["content"]  # type: ignore[union-attr,index]
         assert len(content) == 1 and len(content[0]["top_logprobs"]) == 2
 
 

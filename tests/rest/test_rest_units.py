@@ -13,6 +13,7 @@ import httpx
 from llama.v1 import chat_pb2, common_pb2
 from rest_harness import free_port
 from starlette.datastructures import Headers
+from starlette.types import Message
 
 from rest_bridge import create_app
 from rest_bridge.auth import grpc_metadata, presented_key
@@ -111,7 +112,8 @@ def test_grpc_target_for() -> None:
 
 
 def test_error_table() -> None:
-    class Failed(grpc.aio.AioRpcError):
+    # grpc ships no type stubs (pyproject ignores its imports), so the base class is Any.
+    class Failed(grpc.aio.AioRpcError):  # type: ignore[misc]
         def __init__(self, code: grpc.StatusCode) -> None:
             super().__init__(code, grpc.aio.Metadata(), grpc.aio.Metadata(), details="d")
 
@@ -138,7 +140,7 @@ async def _run_sse(events: AsyncIterator[bytes], ping_interval: float,
         await asyncio.sleep(disconnect_after or 0)
         return {"type": "http.disconnect"}
 
-    async def send(message: dict[str, Any]) -> None:
+    async def send(message: Message) -> None:
         if message["type"] == "http.response.body":
             sent.append(message["body"])
 
