@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -21,17 +20,12 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from grpc_harness import free_port, stop_process
 
 REPO = Path(__file__).resolve().parent.parent
 RENDER = REPO / "envoy" / "render.py"
 ENVOY_START_TIMEOUT_S = 30.0
 CLUSTER = "llama_grpc"
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def envoy_binary() -> str:
@@ -144,13 +138,7 @@ class EnvoyProcess:
                    f"routing to {address}")
 
     def stop(self, timeout: float = 10.0) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout)
+        stop_process(self.proc, timeout)
         self._log.close()
 
     def __enter__(self) -> EnvoyProcess:

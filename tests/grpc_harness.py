@@ -38,6 +38,18 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def stop_process(proc: subprocess.Popen[Any], timeout: float) -> int:
+    """SIGTERM, then SIGKILL if it has not exited within `timeout`; the exit status."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout)
+    return int(proc.returncode)
+
+
 def service_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     """The environment for a server subprocess: our packages importable, no LLAMA_ARG_* leaks."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("LLAMA_ARG_")}
@@ -70,7 +82,13 @@ class ServiceProcess:
         servers running side by side do not collide on llama-server's default 8080."""
         args = ["-m", str(model), "-c", str(ctx), "-np", str(parallel),
                 "--port", str(free_port()), *flags]
-        svc = cls(args, free_port(), service_env(env))
+        return cls.launch(args, free_port(), service_env(env), wait)
+
+    @classmethod
+    def launch(cls, args: Sequence[str], port: int, env: dict[str, str],
+               wait: bool = True) -> ServiceProcess:
+        """Start `args` with gRPC on `port` and (by default) wait until SERVING."""
+        svc = cls(args, port, env)
         if wait:
             try:
                 svc.wait_serving()
@@ -114,16 +132,10 @@ class ServiceProcess:
         for ch in self._channels:
             ch.close()
         self._channels.clear()
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout)
+        code = stop_process(self.proc, timeout)
         self._log.close()
         Path(self._log.name).unlink(missing_ok=True)
-        return self.proc.returncode
+        return code
 
     def __enter__(self) -> ServiceProcess:
         return self

@@ -41,14 +41,8 @@ def replica_args(model: Path, *flags: str) -> list[str]:
 
 def start_replica(model: Path, *flags: str, port: int | None = None,
                   env: dict[str, str] | None = None, wait: bool = True) -> ServiceProcess:
-    svc = ServiceProcess(replica_args(model, *flags), port or free_port(), service_env(env))
-    if wait:
-        try:
-            svc.wait_serving()
-        except BaseException:
-            svc.stop()
-            raise
-    return svc
+    return ServiceProcess.launch(replica_args(model, *flags), port or free_port(),
+                                 service_env(env), wait)
 
 
 @dataclass(frozen=True)
