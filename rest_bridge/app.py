@@ -11,6 +11,7 @@ from typing import Any
 import grpc
 from fastapi import FastAPI
 from starlette.middleware.cors import CORSMiddleware
+from starlette.types import Receive, Scope, Send
 
 from rest_bridge import (
     routes_completion,
@@ -19,7 +20,8 @@ from rest_bridge import (
     routes_server,
     routes_tokenize,
 )
-from rest_bridge.auth import ApiKeyMiddleware, public_routes
+from rest_bridge.auth import ApiKeyMiddleware, ApiKeys, public_routes
+from rest_bridge.direct import DirectRoutes
 from rest_bridge.errors import install_error_handlers
 from rest_bridge.upstream import open_upstream
 
@@ -68,9 +70,24 @@ def _add_cors(app: FastAPI, cors: CorsSettings) -> None:
     )
 
 
+class BridgeApp(FastAPI):
+    """FastAPI, with a direct way in for the generation routes (rest_bridge.direct)."""
+
+    direct: DirectRoutes | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        direct = self.direct
+        endpoint = direct.endpoint_for(scope) if direct is not None else None
+        if direct is None or endpoint is None:
+            await super().__call__(scope, receive, send)
+            return
+        scope["app"] = self  # as Starlette sets it: Request.app
+        await direct.serve(endpoint, scope, receive, send)
+
+
 def create_app(grpc_target: str, api_keys: Sequence[str] = (), *, api_prefix: str = "",
                sse_ping_interval: float = 30.0, cors: CorsSettings | None = CorsSettings(),
-               grpc_credentials: grpc.ChannelCredentials | None = None) -> FastAPI:
+               grpc_credentials: grpc.ChannelCredentials | None = None) -> BridgeApp:
     """A FastAPI app serving llama-server's HTTP API through the gRPC service at grpc_target."""
     settings = BridgeSettings(grpc_target, tuple(api_keys), api_prefix.rstrip("/"),
                               sse_ping_interval, cors, grpc_credentials)
@@ -86,19 +103,24 @@ def create_app(grpc_target: str, api_keys: Sequence[str] = (), *, api_prefix: st
             await up.channel.close()
 
     # No /docs or /openapi.json: the route surface is llama-server's, nothing more.
-    app = FastAPI(title="llama-grpc REST bridge", lifespan=lifespan, docs_url=None,
+    app = BridgeApp(title="llama-grpc REST bridge", lifespan=lifespan, docs_url=None,
                   redoc_url=None, openapi_url=None, redirect_slashes=False)
     app.state.settings = settings
     for module in (routes_completion, routes_openai, routes_tokenize, routes_embedding,
                    routes_server):
         app.include_router(module.router, prefix=settings.api_prefix)
     install_error_handlers(app)
+    keys = ApiKeys(settings.api_keys, public_routes(settings.api_prefix))
     # Added last = outermost: CORS answers preflights and decorates 401s too.
-    app.add_middleware(ApiKeyMiddleware, keys=settings.api_keys,
-                       public=public_routes(settings.api_prefix))
+    app.add_middleware(ApiKeyMiddleware, keys=keys)
     if settings.cors is not None:
         _add_cors(app, settings.cors)
+    app.direct = DirectRoutes(
+        {settings.api_prefix + path: endpoint
+         for module in (routes_completion, routes_openai)
+         for path, endpoint in module.routes.endpoints.items()},
+        keys, vary_origin=settings.cors is not None)
     return app
 
 
-__all__ = ["CHANNEL_OPTIONS", "BridgeSettings", "CorsSettings", "create_app"]
+__all__ = ["CHANNEL_OPTIONS", "BridgeApp", "BridgeSettings", "CorsSettings", "create_app"]

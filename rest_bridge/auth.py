@@ -41,23 +41,34 @@ def grpc_metadata(headers: Headers) -> tuple[tuple[str, str], ...]:
     return (("authorization", f"Bearer {key}"),) if key else ()
 
 
-class ApiKeyMiddleware:
-    """Answers 401 `authentication_error` before routing when a request lacks a valid key."""
+UNAUTHORIZED = BridgeError(401, "Invalid API Key", "authentication_error")
 
-    def __init__(self, app: ASGIApp, keys: Sequence[str],
-                 public: Iterable[tuple[str, str]]) -> None:
-        self._app = app
+
+class ApiKeys:
+    """Which requests may pass: all of them without keys; else CORS preflights, the public
+    routes, and requests carrying one of the keys."""
+
+    def __init__(self, keys: Sequence[str], public: Iterable[tuple[str, str]]) -> None:
         self._keys = tuple(keys)
         self._public = frozenset(public)
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if (scope["type"] != "http" or not self._keys or scope["method"] == "OPTIONS"
+    def admit(self, scope: Scope) -> bool:
+        if (not self._keys or scope["method"] == "OPTIONS"
                 or (scope["method"], scope["path"]) in self._public):
-            await self._app(scope, receive, send)
-            return
+            return True
         key = presented_key(Headers(scope=scope))
-        if key is not None and key_matches(key, self._keys):
+        return key is not None and key_matches(key, self._keys)
+
+
+class ApiKeyMiddleware:
+    """Answers 401 `authentication_error` before routing when a request lacks a valid key."""
+
+    def __init__(self, app: ASGIApp, keys: ApiKeys) -> None:
+        self._app = app
+        self._keys = keys
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or self._keys.admit(scope):
             await self._app(scope, receive, send)
-            return
-        response = error_response(BridgeError(401, "Invalid API Key", "authentication_error"))
-        await response(scope, receive, send)
+        else:
+            await error_response(UNAUTHORIZED)(scope, receive, send)

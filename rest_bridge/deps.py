@@ -1,5 +1,5 @@
 """What route handlers share: the Upstream dependency, the request body as a JSON object, the
-caller's credentials as gRPC metadata, and plain POST routes for the generation endpoints."""
+caller's credentials as gRPC metadata, and the plain POST routes of the generation endpoints."""
 
 from __future__ import annotations
 
@@ -17,16 +17,24 @@ Up = Annotated[Upstream, Depends(upstream)]
 Endpoint = Callable[[Request], Awaitable[Response]]
 
 
-def plain_post(router: APIRouter, *paths: str) -> Callable[[Endpoint], Endpoint]:
-    """Register `async def endpoint(request) -> Response` for POST on `paths` as a plain
-    Starlette route. FastAPI's own routes analyse parameters and solve dependencies on every
-    request, about 0.1 ms that the generation routes would pay before their gRPC call starts;
-    they need neither. Routing, 405s, error handlers and middleware are the same."""
-    def register(endpoint: Endpoint) -> Endpoint:
-        for path in paths:
-            router.add_route(path, endpoint, methods=["POST"])
-        return endpoint
-    return register
+class PlainPosts:
+    """`async def endpoint(request) -> Response` handlers for POST, registered as plain
+    Starlette routes on `router` and listed in `endpoints` (path -> handler) for the app's
+    direct path (rest_bridge.direct). FastAPI's own routes analyse parameters and solve
+    dependencies on every request, about 0.1 ms that the generation routes would pay before
+    their gRPC call starts; they need neither."""
+
+    def __init__(self) -> None:
+        self.router = APIRouter()
+        self.endpoints: dict[str, Endpoint] = {}
+
+    def post(self, *paths: str) -> Callable[[Endpoint], Endpoint]:
+        def register(endpoint: Endpoint) -> Endpoint:
+            for path in paths:
+                self.router.add_route(path, endpoint, methods=["POST"])
+                self.endpoints[path] = endpoint
+            return endpoint
+        return register
 
 
 async def body_object(request: Request) -> dict[str, Json]:

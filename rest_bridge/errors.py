@@ -73,6 +73,16 @@ def error_response(err: BridgeError, headers: dict[str, str] | None = None) -> R
                     media_type="application/json; charset=utf-8")
 
 
+def as_bridge_error(exc: Exception) -> BridgeError:
+    """What a route's exception tells the client; anything unexpected is logged here."""
+    if isinstance(exc, BridgeError):
+        return exc
+    if isinstance(exc, grpc.aio.AioRpcError):
+        return BridgeError.from_rpc(exc)
+    _log.exception("unhandled error in the REST bridge", exc_info=exc)
+    return BridgeError(500, f"internal error in the REST bridge: {exc}")
+
+
 def _validation_message(exc: RequestValidationError) -> str:
     parts = []
     for e in exc.errors():
@@ -84,13 +94,8 @@ def _validation_message(exc: RequestValidationError) -> str:
 def install_error_handlers(app: FastAPI) -> None:
     """Every error the app can produce leaves in llama-server's shape."""
 
-    async def on_bridge_error(_req: Request, exc: Exception) -> Response:
-        assert isinstance(exc, BridgeError)
-        return error_response(exc)
-
-    async def on_rpc_error(_req: Request, exc: Exception) -> Response:
-        assert isinstance(exc, grpc.aio.AioRpcError)
-        return error_response(BridgeError.from_rpc(exc))
+    async def on_route_error(_req: Request, exc: Exception) -> Response:
+        return error_response(as_bridge_error(exc))
 
     async def on_http_error(_req: Request, exc: Exception) -> Response:
         assert isinstance(exc, StarletteHTTPException)
@@ -102,12 +107,10 @@ def install_error_handlers(app: FastAPI) -> None:
         assert isinstance(exc, RequestValidationError)
         return error_response(BridgeError.invalid_request(_validation_message(exc)))
 
-    async def on_unexpected(_req: Request, exc: Exception) -> Response:
-        _log.exception("unhandled error in the REST bridge", exc_info=exc)
-        return error_response(BridgeError(500, f"internal error in the REST bridge: {exc}"))
-
-    app.add_exception_handler(BridgeError, on_bridge_error)
-    app.add_exception_handler(grpc.aio.AioRpcError, on_rpc_error)
+    # BridgeError and AioRpcError separately: Starlette's handler for Exception itself runs in
+    # ServerErrorMiddleware, which re-raises after answering (a traceback in the log).
+    app.add_exception_handler(BridgeError, on_route_error)
+    app.add_exception_handler(grpc.aio.AioRpcError, on_route_error)
     app.add_exception_handler(StarletteHTTPException, on_http_error)
     app.add_exception_handler(RequestValidationError, on_validation_error)
-    app.add_exception_handler(Exception, on_unexpected)
+    app.add_exception_handler(Exception, on_route_error)

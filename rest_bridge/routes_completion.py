@@ -3,20 +3,21 @@ POST /infill, answered in the native shape (see render_native)."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
+from fastapi import Request
 from llama.v1 import completion_pb2
 from starlette.responses import Response
 
-from rest_bridge.deps import body_object, metadata, plain_post
+from rest_bridge.deps import PlainPosts, body_object, metadata
 from rest_bridge.generation import respond
 from rest_bridge.jsonio import to_message
 from rest_bridge.render_native import NativeRenderer
 from rest_bridge.upstream import app_upstream
 
-router = APIRouter()
+routes = PlainPosts()
+router = routes.router
 
 
-@plain_post(router, "/completion", "/completions")
+@routes.post("/completion", "/completions")
 async def completion(request: Request) -> Response:
     up = app_upstream(request)
     req = to_message(await body_object(request), completion_pb2.CompletionRequest())
@@ -24,7 +25,7 @@ async def completion(request: Request) -> Response:
     return await respond(request, up, call, NativeRenderer(req), req)
 
 
-@plain_post(router, "/infill")
+@routes.post("/infill")
 async def infill(request: Request) -> Response:
     up = app_upstream(request)
     req = to_message(await body_object(request), completion_pb2.CompletionRequest())
