@@ -13,7 +13,7 @@ export PATH="$SITE/bin:$PATH"
 RUNS="${1:-30}"
 MODEL="$(ls "$LLAMA_GRPC_CACHE"/models/bench-*.gguf | head -n 1)"
 LOG="${OUT:-/tmp}/overhead-server.log"
-python3 -m bench.ours_entry -m "$MODEL" -c 16384 -np 8 -t 4 -tb 4 -ngl 999 \
+python3 -m service.cli -m "$MODEL" -c 16384 -np 8 -t 4 -tb 4 -ngl 999 \
     --host 127.0.0.1 --port 18080 --grpc-port 15051 >"$LOG" 2>&1 &
 SERVER=$!
 trap 'kill "$SERVER" 2>/dev/null || true; wait "$SERVER" 2>/dev/null || true' EXIT

@@ -191,8 +191,7 @@ def start_our_service(settings: ServerSettings, log_dir: Path, bridge: bool) -> 
     if bridge and not skip:
         skip = bridge_importable()
     rest_port = free_port()
-    # bench.ours_entry is `python -m service.cli` with libllama loaded first (see there).
-    cmd = [sys.executable, "-m", "bench.ours_entry", *settings.flags(), "--grpc-port",
+    cmd = [sys.executable, "-m", "service.cli", *settings.flags(), "--grpc-port",
            str(grpc_port)]
     if not skip:
         cmd += ["--host", "127.0.0.1", "--port", str(rest_port)]
