@@ -5,11 +5,7 @@
 #
 #   bash bench/gpu_overhead.sh [runs]        # default 30 runs of each path per client
 set -euo pipefail
-cd "$(dirname "${BASH_SOURCE[0]}")/.."
-export LLAMA_GRPC_CACHE="${LLAMA_GRPC_CACHE:-$PWD/build/llama-grpc-cache}"
-SITE=/tmp/llama-grpc-site
-export PYTHONPATH="$SITE:$PWD:$PWD/gen/python"
-export PATH="$SITE/bin:$PATH"
+source "$(dirname "${BASH_SOURCE[0]}")/gpu_env.sh"
 RUNS="${1:-30}"
 MODEL="$(ls "$LLAMA_GRPC_CACHE"/models/bench-*.gguf | head -n 1)"
 LOG="${OUT:-/tmp}/overhead-server.log"

@@ -11,13 +11,8 @@
 # Either one waits up to WAIT_S seconds (default 540), then copies what is ready to $OUT: the
 # results (results.md, results.json, aggregate.png), profiles and logs (logs.tar.gz).
 set -euo pipefail
-cd "$(dirname "${BASH_SOURCE[0]}")/.."
-export PYTHONUNBUFFERED=1
-export LLAMA_GRPC_CACHE="${LLAMA_GRPC_CACHE:-$PWD/build/llama-grpc-cache}"
+source "$(dirname "${BASH_SOURCE[0]}")/gpu_env.sh"
 RUN_DIR="$PWD/build/gpu-run"
-SITE=/tmp/llama-grpc-site
-export PYTHONPATH="$SITE:$PWD:$PWD/gen/python"
-export PATH="$SITE/bin:$PATH"
 if [ -z "${BENCH_COMMIT:-}" ] && [ -f .device/commit ]; then
     BENCH_COMMIT="$(cat .device/commit)"  # written by bench.device_pack: this copy's .git may be stale
     export BENCH_COMMIT

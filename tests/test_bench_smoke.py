@@ -77,3 +77,16 @@ def test_bench_against_llama_server(tiny_bpe_path: Path, tmp_path: Path) -> None
     rows = data["summary"]
     assert any(r["values"].get("llama-server", 0) > 0 for r in rows)
     assert {p["streams"] for p in data["batched_bench"]} == {1, 2}
+
+
+def test_ttft_floor(tiny_bpe_path: Path) -> None:
+    cmd = [sys.executable, "-m", "bench.ttft_floor", "--model", str(tiny_bpe_path), "--runs", "2",
+           "--ctx", "4096", "--parallel", "2"]
+    proc = subprocess.run(cmd, cwd=paths.REPO_ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = proc.stdout.splitlines()
+    # Both cases through both layers, each a positive time in milliseconds.
+    for layer in ("native", "engine"):
+        for case in ("idle, 32-token prompt", "warm prefix, 1,000 cached + 24"):
+            line = next(ln for ln in lines if ln.startswith(f"{case}: {layer} "))
+            assert float(line.split(f"{layer} ")[1].split(" ms")[0]) > 0, line
