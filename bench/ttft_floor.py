@@ -28,6 +28,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TypeVar
 
+import native._ffi  # noqa: F401 - libllama before grpc (bench.clients) or numpy: service/cli.py
 from bench.clients import SEED
 from bench.scenarios import PromptMaker, Sizes
 
@@ -58,7 +59,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--runs", type=int, default=30)
     args = p.parse_args(argv)
 
-    import native._ffi  # noqa: F401 - libllama before numpy (see service/cli.py)
     from native import Batch, Context, ContextParams, Model, ModelParams
     from native.sampler import sample_parallel
     from native.testmodels import ensure_model

@@ -14,9 +14,10 @@ import signal
 import sys
 from collections.abc import Sequence
 
-# libllama first, before anything imports numpy: on a GPU image whose numpy wheel bundles
-# OpenBLAS and libgfortran, numpy loaded first made llama_model_load_from_file crash (SIGSEGV
-# in print_info); loaded in this order it does not. native._ffi also checks the extension.
+# libllama first, before anything imports numpy or grpc: on the GPU image (CUDA build, Python
+# 3.12 wheels) llama_model_load_from_file crashed with SIGSEGV when numpy (bundling OpenBLAS and
+# libgfortran) or grpc's extension had been loaded before it; loaded first it does not.
+# native._ffi also checks the extension.
 import native._ffi  # noqa: F401
 from native import paths
 from rest_bridge.launcher import start_bridge

@@ -7,6 +7,8 @@ import math
 from dataclasses import replace
 from typing import Any
 
+import numpy as np
+import numpy.typing as npt
 from google.protobuf import json_format
 
 from native import Vocab
@@ -47,10 +49,63 @@ def _value_json(value: Any) -> Json:
     if kind == "string_value" or kind == "bool_value":
         return getattr(value, kind)
     if kind == "list_value":
-        return [_value_json(v) for v in value.list_value.values]
+        items = value.list_value.values
+        if len(items) >= _WIRE_MIN:
+            numbers = _plain_numbers(value.list_value, len(items))
+            if numbers is not None:
+                out: list[Json] = numbers.tolist()
+                return out
+        return [_value_json(v) for v in items]
     if kind == "struct_value":
         return {k: _value_json(v) for k, v in value.struct_value.fields.items()}
     return None  # unset or null_value
+
+
+# A long list of plain numbers (a prompt of token ids sent as a Value) is read from its wire
+# form: 0.06 ms instead of 0.57 for 1,024 ids here. Every element of a ListValue is then encoded
+# alike: tag of `values` (field 1, length-delimited), length 9, tag of `number_value` (field 2,
+# 64-bit), the double.
+_WIRE_MIN = 64
+_WIRE_ITEM = 11
+_WIRE_TAGS = (b"\x0a", b"\x09", b"\x11")
+
+
+def _plain_numbers(list_value: Any, n: int) -> npt.NDArray[np.float64] | None:
+    """The n numbers of `list_value` if every element is a finite number_value, else None
+    (the element by element reading then decides, errors included)."""
+    wire = list_value.SerializeToString()
+    if len(wire) != n * _WIRE_ITEM or any(wire[i::_WIRE_ITEM] != tag * n
+                                          for i, tag in enumerate(_WIRE_TAGS)):
+        return None
+    numbers = np.frombuffer(wire, np.uint8).reshape(n, _WIRE_ITEM)[:, 3:].copy().view("<f8")
+    return numbers.ravel() if np.isfinite(numbers).all() else None
+
+
+def token_prompts(req: Any, n_vocab: int) -> list[list[int]] | None:
+    """The request's prompts when they are nothing but token ids inside the vocabulary (how
+    long prompts usually come), read and checked in bulk; None for any other shape or any
+    doubt, and the general path (prompt_json, prompts.tokenize_prompt) reads the prompt and
+    gives its usual errors. For 1,024 ids here: 0.46 ms through the general path, 0.07 this
+    way (typed token ids: 0.36 and 0.08)."""
+    if req.HasField("typed_prompt"):
+        prompts = []
+        for tp in req.typed_prompt.prompts:
+            if not tp.pieces or any(piece.HasField("text") for piece in tp.pieces):
+                return None
+            ids = [t for piece in tp.pieces for t in piece.tokens.ids]
+            if not ids or min(ids) < 0 or max(ids) >= n_vocab:
+                return None
+            prompts.append(ids)
+        return prompts or None
+    if not req.HasField("prompt") or req.prompt.WhichOneof("kind") != "list_value":
+        return None
+    n = len(req.prompt.list_value.values)
+    numbers = _plain_numbers(req.prompt.list_value, n) if n >= _WIRE_MIN else None
+    if numbers is None or not ((numbers >= 0).all() and (numbers < n_vocab).all()
+                               and (numbers == np.floor(numbers)).all()):
+        return None
+    tokens: list[int] = numbers.astype(np.int64).tolist()
+    return [tokens]
 
 
 def prompt_json(req: Any) -> Json:

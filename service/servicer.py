@@ -43,7 +43,12 @@ from service.messages import (
     timings_msg,
 )
 from service.prompts import split_prompts, tokenize_prompt
-from service.request_params import completion_params, prompt_json, schema_grammar
+from service.request_params import (
+    completion_params,
+    prompt_json,
+    schema_grammar,
+    token_prompts,
+)
 from service.runtime import Runtime
 
 _log = logging.getLogger(__name__)
@@ -71,8 +76,8 @@ class LlamaServicer(service_pb2_grpc.LlamaServerServicer):  # type: ignore[misc]
     def _prepare(self, rt: Runtime, req: Any) -> tuple[list[list[int]], CompletionParams]:
         try:
             params = completion_params(req, rt.defaults, rt.model.vocab, rt.n_slots)
-            prompts = [tokenize_prompt(p, rt.model.vocab)
-                       for p in split_prompts(prompt_json(req))]
+            prompts = token_prompts(req, rt.model.vocab.n_tokens) or [
+                tokenize_prompt(p, rt.model.vocab) for p in split_prompts(prompt_json(req))]
         except (ParamError, LlamaError, ValueError) as e:
             raise ServiceError("invalid_argument", str(e)) from e
         for p in prompts:

@@ -24,7 +24,7 @@ from service.engine.params import (
     canonical_sampler,
 )
 from service.prompts import parse_logit_bias, parse_stop, split_prompts, tokenize_prompt
-from service.request_params import completion_params, prompt_json, value_to_json
+from service.request_params import completion_params, prompt_json, token_prompts, value_to_json
 
 
 @pytest.fixture(scope="module")
@@ -101,11 +101,80 @@ _JSON = st.recursive(
     max_leaves=30)
 
 
-@given(_JSON)
-def test_value_to_json_reads_a_value_as_message_to_dict_does(value: Any) -> None:
+def _reads_as_message_to_dict(value: Any) -> None:
     req = completion_pb2.CompletionRequest()
     json_format.ParseDict(value, req.prompt)
-    assert value_to_json(req, "prompt") == json_format.MessageToDict(req.prompt)
+    got, want = value_to_json(req, "prompt"), json_format.MessageToDict(req.prompt)
+    assert got == want and repr(got) == repr(want)  # same types too (floats stay floats)
+
+
+@given(_JSON)
+def test_value_to_json_reads_a_value_as_message_to_dict_does(value: Any) -> None:
+    _reads_as_message_to_dict(value)
+
+
+# Long lists of numbers are read from their wire form: every shape around that fast path.
+_LONG_NUMBERS = st.lists(
+    st.floats(allow_nan=False, allow_infinity=False) | st.integers(-(2**53), 2**53)
+    | st.sampled_from([0, -0.0, 1, 128255, 128256, 2.5]), min_size=60, max_size=130)
+
+
+@given(_LONG_NUMBERS, st.none() | st.sampled_from(["x", None, True, [1], {"a": 1}]),
+       st.integers(0, 129))
+def test_long_number_lists_read_as_message_to_dict_does(numbers: list[Any], odd: Any,
+                                                        where: int) -> None:
+    value = list(numbers)
+    if odd is not None or where % 2:  # sometimes one element that is not a plain number
+        value.insert(min(where, len(value)), odd)
+    _reads_as_message_to_dict(value)
+
+
+@pytest.mark.parametrize("number", [math.inf, -math.inf, math.nan])
+def test_long_number_list_with_a_non_finite_number_is_refused(number: float) -> None:
+    req = request(prompt=list(range(100)))
+    req.prompt.list_value.values[57].number_value = number
+    with pytest.raises(ValueError, match=r"Value\.number_value"):
+        value_to_json(req, "prompt")
+
+
+def _general(req: Any, vocab: native.Vocab) -> list[list[int]] | str:
+    try:
+        return [tokenize_prompt(p, vocab) for p in split_prompts(prompt_json(req))]
+    except (ParamError, ValueError) as e:
+        return f"error: {e}"
+
+
+_TOKEN_PROMPTS = st.one_of(
+    st.lists(st.integers(-2, 128300) | st.sampled_from([2.5, 7.0, True, "hi"]), min_size=1,
+             max_size=100).map(lambda p: {"prompt": p}),
+    st.lists(st.lists(st.lists(st.integers(-1, 128300), max_size=40).map(
+        lambda ids: {"tokens": {"ids": ids}}) | st.just({"text": "a b"}), max_size=3).map(
+        lambda pieces: {"pieces": pieces}), max_size=3).map(
+        lambda prompts: {"typed_prompt": {"prompts": prompts}}),
+)
+
+
+@given(_TOKEN_PROMPTS)
+def test_token_prompts_agree_with_the_general_path(vocab: native.Vocab,
+                                                   body: dict[str, Any]) -> None:
+    req = request(**body)
+    fast = token_prompts(req, vocab.n_tokens)
+    # Where the fast path answers, the general path gives the same tokens; where it does not,
+    # the general path reads the prompt (or refuses it) as before.
+    if fast is not None:
+        assert fast == _general(req, vocab)
+        assert all(type(t) is int for p in fast for t in p)
+
+
+def test_token_prompts_takes_long_valid_token_lists(vocab: native.Vocab) -> None:
+    ids = list(range(1000, 1100))
+    assert token_prompts(request(prompt=ids), vocab.n_tokens) == [ids]
+    assert token_prompts(request(prompt=ids[:10]), vocab.n_tokens) is None  # short: not worth it
+    assert token_prompts(request(prompt=[*ids, vocab.n_tokens]), vocab.n_tokens) is None
+    assert token_prompts(request(prompt=[*ids, 2.5]), vocab.n_tokens) is None
+    typed = {"prompts": [{"pieces": [{"tokens": {"ids": ids[:5]}}, {"tokens": {"ids": [7]}}]},
+                         {"pieces": [{"tokens": {"ids": [9]}}]}]}
+    assert token_prompts(request(typed_prompt=typed), vocab.n_tokens) == [[*ids[:5], 7], [9]]
 
 
 @pytest.mark.parametrize("number", [math.inf, -math.inf, math.nan])
