@@ -64,9 +64,6 @@ def to_message(body: dict[str, Json], message: M) -> M:
     return message
 
 
-_INT32 = range(-(2**31), 2**31)
-
-
 def _token_prompt_to_typed(body: dict[str, Json], message: Message) -> dict[str, Json]:
     """A `prompt` of token ids only goes into `typed_prompt` as one run of token ids, and the
     rest of the body is returned. As a google.protobuf.Value it would be a message per token
@@ -75,10 +72,13 @@ def _token_prompt_to_typed(body: dict[str, Json], message: Message) -> dict[str,
     prompt = body.get("prompt")
     if type(prompt) is not list or not prompt or "typed_prompt" in body \
             or "typed_prompt" not in message.DESCRIPTOR.fields_by_name \
-            or not all(type(t) is int and t in _INT32 for t in prompt):
+            or set(map(type, prompt)) != {int}:  # ints only (bool is a type of its own)
         return body
-    typed = message.typed_prompt.prompts.add()
-    typed.pieces.add().tokens.ids.extend(prompt)
+    try:
+        message.typed_prompt.prompts.add().pieces.add().tokens.ids.extend(prompt)
+    except ValueError:  # an id outside int32: sent as it came, the service names the error
+        message.ClearField("typed_prompt")
+        return body
     return {k: v for k, v in body.items() if k != "prompt"}
 
 
