@@ -58,28 +58,40 @@ def to_message(body: dict[str, Json], message: M) -> M:
     """Fill `message` from a JSON object. Unknown fields are ignored, as llama-server ignores
     them; a known field of the wrong type is a 400."""
     try:
-        parse_into(_token_prompt_to_typed(body, message), message)
+        ids = _token_prompt(body, message)
+        if ids is None or not _fill_with_typed_prompt(body, ids, message):
+            parse_into(body, message)
     except (json_format.ParseError, ValueError, TypeError) as e:
         raise BridgeError.invalid_request(str(e)) from e
     return message
 
 
-def _token_prompt_to_typed(body: dict[str, Json], message: Message) -> dict[str, Json]:
-    """A `prompt` of token ids only goes into `typed_prompt` as one run of token ids, and the
-    rest of the body is returned. As a google.protobuf.Value it would be a message per token
-    to build, send and read back: ~5 ms for a 1,000-token prompt. The service reads both
-    forms of the prompt the same way. Anything else is left as it is."""
+def _token_prompt(body: dict[str, Json], message: Message) -> list[int] | None:
+    """The body's `prompt` if it is token ids only and `message` has a `typed_prompt`. As a
+    google.protobuf.Value it would be a message per token to build, send and read back: ~5 ms
+    for a 1,000-token prompt; as `typed_prompt` token ids it is one run of int32s. The service
+    reads both forms of the prompt the same way."""
     prompt = body.get("prompt")
-    if type(prompt) is not list or not prompt or "typed_prompt" in body \
+    if type(prompt) is not list or not prompt \
             or "typed_prompt" not in message.DESCRIPTOR.fields_by_name \
             or set(map(type, prompt)) != {int}:  # ints only (bool is a type of its own)
-        return body
-    try:
-        message.typed_prompt.prompts.add().pieces.add().tokens.ids.extend(prompt)
-    except ValueError:  # an id outside int32: sent as it came, the service names the error
-        message.ClearField("typed_prompt")
-        return body
-    return {k: v for k, v in body.items() if k != "prompt"}
+        return None
+    return prompt
+
+
+def _fill_with_typed_prompt(body: dict[str, Json], ids: list[int], message: Message) -> bool:
+    """Fill `message` from the body but its `prompt`, then the prompt as `typed_prompt`; False
+    (and `message` cleared) where the body must be read as it came: it names another prompt
+    form too (ParseDict's oneof error), or an id is outside int32 (the service's error)."""
+    parse_into({k: v for k, v in body.items() if k != "prompt"}, message)
+    if message.WhichOneof("prompt_input") is None:
+        try:
+            message.typed_prompt.prompts.add().pieces.add().tokens.ids.extend(ids)
+            return True
+        except ValueError:
+            pass
+    message.Clear()
+    return False
 
 
 def message_json(message: Message) -> dict[str, Json]:
