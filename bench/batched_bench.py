@@ -3,6 +3,8 @@
 Run from the same build as llama-server, with the same model, threads, batch sizes and offload,
 for the same prompt length, generation length and numbers of parallel sequences as the
 aggregate scenarios. Its `speed_tg` at B sequences is the ceiling for B concurrent streams.
+`--server-args` are not passed on (they may be server-only flags): with attention or cache
+options among them, the ceiling is for llama.cpp's defaults.
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -123,8 +123,7 @@ def _profile(servers: _Servers, runner: LoadRunner, scenario: Scenario, pm: Prom
 
 def run_phase(name: str, settings: ServerSettings, scenarios: Sequence[Scenario], sizes: Sizes,
               reps: int, llama_server: Path | None, bridge: bool, runner: LoadRunner,
-              log_dir: Path, profile_s: float = 0.0, profile_gil: bool = False,
-              progress: Callable[[str], None] = say) -> PhaseResult:
+              log_dir: Path, profile_s: float = 0.0, profile_gil: bool = False) -> PhaseResult:
     settings_dict = {k: str(v) if isinstance(v, Path) else v for k, v in asdict(settings).items()}
     result = PhaseResult(name, settings_dict)
     servers = _start(settings, llama_server, bridge, log_dir, result)
@@ -151,7 +150,7 @@ def run_phase(name: str, settings: ServerSettings, scenarios: Sequence[Scenario]
                         "values": {} if failed else scenario.read(res, sizes),
                         "requests": [[asdict(r) for r in lane] for lane in res],
                     })
-            progress(f"{name}: {scenario.name} done in {time.monotonic() - started:.1f}s")
+            say(f"{name}: {scenario.name} done in {time.monotonic() - started:.1f}s")
         if profile_s > 0:
             busiest = max(scenarios, key=lambda sc: sc.streams)
             _profile(servers, runner, busiest, pm, sizes, profile_s, log_dir, result,

@@ -12,8 +12,9 @@ Two layers, medians over --runs:
 - engine: the service's Engine thread from `submit` to the first token's event (wake-up,
   admission and slot choice, sampler chain, the step, detokenizing, the hand-off).
 
-With a CUDA build, point LLAMA_GRPC_LIB_DIR at it as `python -m bench --cuda` does (the GPU
-scripts do). Settings default to the benchmark's (`-c 16384 -np 8 -b 2048 -ub 512`, greedy).
+It uses the libllama our cffi extension was last built against (after `python -m bench --cuda`:
+the CUDA build the servers ran). Settings default to the benchmark's (`-c 16384 -np 8 -b 2048
+-ub 512`, greedy).
 """
 
 from __future__ import annotations
@@ -88,7 +89,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         ctx.seq_rm(0)
         if cached:
             decode(pm.unique(cached), 0, 0)
-            sample_parallel(ctx, [(build_chain(model.vocab, sampling), batch.n_tokens - 1)], 1)
+            prime = build_chain(model.vocab, sampling)
+            sample_parallel(ctx, [(prime, batch.n_tokens - 1)], 1)
+            prime.close()
         chain = build_chain(model.vocab, sampling)
         t0 = time.perf_counter()
         idx = decode(pm.unique(new), cached, 0)
@@ -104,25 +107,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         shared = pm.unique(cached) if cached else ()
         params = CompletionParams(n_predict=1, ignore_eos=True, sampling=sampling)
         if cached:
-            _run_task(engine, Task("prime", [*shared, *pm.unique(new)], params, _noop))
-        return _run_task(engine, Task("timed", [*shared, *pm.unique(new)], params, _noop))
+            run_task([*shared, *pm.unique(new)], params)
+        return run_task([*shared, *pm.unique(new)], params)
 
-    def _noop(_events: list[Event]) -> None:
-        pass
-
-    def _run_task(eng: Engine, task: Task) -> float:
+    def run_task(prompt: list[int], params: CompletionParams) -> float:
+        """Seconds from submit to the task's first event."""
         first = threading.Event()
         t_first = [0.0]
 
         def sink(events: list[Event]) -> None:
-            for e in events:
-                if isinstance(e, Chunk | Finished | Failed) and not first.is_set():
-                    t_first[0] = time.perf_counter()
-                    first.set()
+            if not first.is_set() and any(isinstance(e, Chunk | Finished | Failed)
+                                          for e in events):
+                t_first[0] = time.perf_counter()
+                first.set()
 
-        task.sink = sink
         t0 = time.perf_counter()
-        eng.submit(task)
+        engine.submit(Task("ttft", prompt, params, sink))
         if not first.wait(60):
             raise RuntimeError("the engine sent nothing within 60 s")
         return t_first[0] - t0
