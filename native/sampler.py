@@ -19,6 +19,10 @@ if TYPE_CHECKING:
 
 DEFAULT_SEED = 0xFFFFFFFF  # LLAMA_DEFAULT_SEED: a random seed
 NO_TOKEN = -1  # sample_parallel's answer for a chain that selected nothing
+# The most tokens a top-k preselection keeps beside its k (see preselect_top_k). Sampling one
+# token here (128k vocabulary, top_k 40, greedy) took 0.07 ms with none kept, 0.10 with 64,
+# 0.14 with 128 and 6.4 ms with 2,000, against 0.13-0.15 ms without preselection.
+PRESELECT_MAX_KEEP = 64
 _TOKEN_DATA = np.dtype([("id", np.int32), ("logit", np.float32), ("p", np.float32)])
 # Candidate buffers are always written before they are read, and with a top-k preselection only
 # their first few entries ever are: zeroing 1.5 MB per request (~50 us, and a page fault per
@@ -178,7 +182,9 @@ class SamplerChain:
         if k <= 0:
             raise InvalidInputError("preselect_top_k needs k > 0")
         toks = sorted({int(t) for t in self.vocab.check_tokens(list(keep))})
-        if k + len(toks) >= self.vocab.n_tokens:  # nothing to leave out: sample as usual
+        # Nothing to leave out, or so many kept tokens that the shuffled candidates make
+        # libllama's logit bias search them one by one (k + n tokens for each of n): as usual.
+        if k + len(toks) >= self.vocab.n_tokens or len(toks) > PRESELECT_MAX_KEEP:
             self._preselect_k, self._preselect_keep, self._preselect_n_keep = 0, ffi.NULL, 0
             return
         self._preselect_keep = ffi.new("llama_token[]", toks) if toks else ffi.NULL

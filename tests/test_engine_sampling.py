@@ -43,6 +43,7 @@ def test_defaults_preselect_the_top_k_and_keep_the_biased_tokens(vocab: native.V
     {"repeat_penalty": 1.1},  # penalties change the logits of every recent token
     {"presence_penalty": 0.5},
     {"dry_multiplier": 0.8},
+    {"dry_multiplier": 0.8, "dry_base": 1 - 1e-9},  # 1.0 as the float32 libllama gets
     {"top_n_sigma": 1.0},
     {"grammar": 'root ::= "a"'},
     {"top_k": 0},

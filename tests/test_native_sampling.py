@@ -11,7 +11,7 @@ import pytest
 
 import native
 from native._ffi import lib
-from native.sampler import NO_TOKEN, sample_parallel
+from native.sampler import NO_TOKEN, PRESELECT_MAX_KEEP, sample_parallel
 
 N_SEQ = 6
 
@@ -101,6 +101,17 @@ def test_a_top_k_beyond_the_vocabulary_samples_as_usual(model: native.Model, k: 
 
     full = _generate(model, 2, make, steps=4)
     assert _generate(model, 2, make, preselect=(k, [1, 2]), steps=4) == full
+
+
+def test_a_long_keep_list_samples_as_usual(model: native.Model) -> None:
+    # Beyond PRESELECT_MAX_KEEP kept tokens, no preselection (it would cost more than it saves).
+    bias = {t: 2.0 for t in range(500, 500 + PRESELECT_MAX_KEEP + 1)}
+
+    def make(c: native.SamplerChain, seed: int) -> native.SamplerChain:
+        return c.logit_bias(bias).top_k(20).temp(1.0).dist(9 + seed)
+
+    full = _generate(model, 2, make, steps=4)
+    assert _generate(model, 2, make, preselect=(20, list(bias)), steps=4) == full
 
 
 def test_a_chain_that_selects_nothing_is_reported_not_aborted(model: native.Model) -> None:

@@ -56,8 +56,10 @@ def penalties_on(p: SamplingParams) -> bool:
 
 
 def dry_on(p: SamplingParams) -> bool:
-    """Whether the DRY sampler changes anything (libllama's own test)."""
-    return p.dry_multiplier != 0.0 and p.dry_base >= 1.0 and p.dry_penalty_last_n != 0
+    """Whether the DRY sampler changes anything (libllama's own test, on the float32 values
+    it gets: a dry_base just below 1 rounds to 1 there)."""
+    return bool(np.float32(p.dry_multiplier) != 0.0 and np.float32(p.dry_base) >= 1.0
+            and p.dry_penalty_last_n != 0)
 
 
 def _top_k_comes_first(p: SamplingParams, names: list[str]) -> bool:
