@@ -145,6 +145,12 @@ def _general(req: Any, vocab: native.Vocab) -> list[list[int]] | str:
 
 
 _TOKEN_PROMPTS = st.one_of(
+    # Long enough for the wire-form reading, sometimes with one element it must refuse.
+    st.tuples(st.lists(st.integers(0, 128255), min_size=64, max_size=200),
+              st.none() | st.sampled_from([-1, 128256, 2.5, 3.0, True, "hi"]),
+              st.integers(0, 200)).map(
+        lambda t: {"prompt": t[0] if t[1] is None else
+                   [*t[0][:t[2]], t[1], *t[0][t[2]:]]}),
     st.lists(st.integers(-2, 128300) | st.sampled_from([2.5, 7.0, True, "hi"]), min_size=1,
              max_size=100).map(lambda p: {"prompt": p}),
     st.lists(st.lists(st.lists(st.integers(-1, 128300), max_size=40).map(

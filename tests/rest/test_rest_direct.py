@@ -6,13 +6,15 @@ content type, error bodies, generated text, `Vary`, and the API key check. Also 
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
 import httpx
 import pytest
-from rest_harness import API_KEY, RestServer
+from rest_harness import API_KEY, RestServer, free_port, sse_events
 
+from rest_bridge import create_app
 from rest_bridge.auth import ApiKeys
 from rest_bridge.direct import DirectRoutes
 
@@ -74,10 +76,10 @@ def _text(r: httpx.Response, stream: bool) -> str:
             return str(choice["message"]["content"] if "message" in choice else choice["text"])
         return str(body["content"])
     text = []
-    for line in r.text.split("\n\n"):
-        if not line.startswith("data: {"):
+    for payload in sse_events(r.text):
+        if payload == "[DONE]":
             continue
-        event = json.loads(line[6:])
+        event = json.loads(payload)
         if "choices" in event:
             for c in event["choices"]:
                 text.append((c.get("delta") or {}).get("content") or c.get("text") or "")
@@ -152,3 +154,33 @@ def test_direct_path_only_where_it_changes_nothing() -> None:
     assert routes.endpoint_for(_scope(headers=[(b"origin", b"http://x")])) is None
     assert routes.endpoint_for(_scope(root_path="/api")) is None
     assert routes.endpoint_for({"type": "websocket", "path": "/completion"}) is None
+
+
+@pytest.mark.parametrize("prefix", ["", "/llama"])
+def test_the_app_takes_the_direct_path_for_generation_posts(prefix: str) -> None:
+    # Both paths answer alike (above), so count the direct path's use: without it every test
+    # here would pass through the full stack alone.
+    app = create_app(f"127.0.0.1:{free_port()}", api_prefix=prefix)
+    assert app.direct is not None
+    served: list[str] = []
+    serve = app.direct.serve
+
+    async def counting(endpoint: Any, scope: Any, receive: Any, send: Any) -> None:
+        served.append(scope["path"])
+        await serve(endpoint, scope, receive, send)
+
+    app.direct.serve = counting  # type: ignore[method-assign]
+
+    async def go() -> list[int]:
+        async with app.router.lifespan_context(app), httpx.AsyncClient(
+                transport=httpx.ASGITransport(app=app), base_url="http://bridge") as c:
+            async def bad_json(path: str, **headers: str) -> int:
+                r = await c.post(prefix + path, content=b"{",
+                                 headers={"content-type": "application/json", **headers})
+                return r.status_code
+
+            return [await bad_json("/completion"), await bad_json("/v1/chat/completions"),
+                    await bad_json("/completion", Origin=ORIGIN), await bad_json("/tokenize")]
+
+    assert asyncio.run(go()) == [400, 400, 400, 400]
+    assert served == [prefix + "/completion", prefix + "/v1/chat/completions"]
