@@ -29,7 +29,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TypeVar
 
-import native._ffi  # noqa: F401 - libllama before grpc (bench.clients) or numpy: service/cli.py
+import native  # noqa: F401 - loads libllama, before grpc (bench.clients): see native/__init__
 from bench.clients import SEED
 from bench.scenarios import PromptMaker, Sizes
 

@@ -50,8 +50,9 @@ _EXPORTS = {
     "TokenizeError": "native.errors",
 }
 
-# Load libllama as early as possible: on some CUDA images, loading it after numpy has brought
-# in its own BLAS/OpenMP runtime makes llama_model_load_from_file crash. Build tools import this
+# Load libllama as early as possible: on the GPU image (CUDA build, Python 3.12 wheels)
+# llama_model_load_from_file crashed with SIGSEGV when numpy (bundling OpenBLAS and
+# libgfortran) or grpc's extension had been loaded first. Build tools import this
 # package before the extension exists, so its absence is not an error here.
 with contextlib.suppress(Exception):  # the lazy imports below raise the real error later
     from native import _ffi as _ffi

@@ -14,12 +14,7 @@ import signal
 import sys
 from collections.abc import Sequence
 
-# libllama first, before anything imports numpy or grpc: on the GPU image (CUDA build, Python
-# 3.12 wheels) llama_model_load_from_file crashed with SIGSEGV when numpy (bundling OpenBLAS and
-# libgfortran) or grpc's extension had been loaded before it; loaded first it does not.
-# native._ffi also checks the extension.
-import native._ffi  # noqa: F401
-from native import paths
+from native import paths  # first: `native` loads libllama before numpy or grpc (see there)
 from rest_bridge.launcher import start_bridge
 from service.config import LogConfig, ServerConfig, parse_args
 from service.server import ServerHandle, start_server
