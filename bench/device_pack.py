@@ -42,7 +42,8 @@ _UI_KEEP = ("CMakeLists.txt", "ui.cpp.in", "ui.h.in", "sources.cmake")
 # Wheels to carry, at the versions installed here.
 WHEELS = ("grpcio", "grpcio-health-checking", "grpcio-reflection", "grpcio-status", "protobuf",
           "googleapis-common-protos", "cffi", "pycparser", "gguf", "fastapi", "starlette",
-          "pydantic", "pydantic-core", "sse-starlette", "uvicorn", "typing-inspection",
+          "pydantic", "pydantic-core", "sse-starlette", "uvicorn", "uvloop", "httptools",
+          "typing-inspection",
           "annotated-types", "typing-extensions", "py-spy", "opentelemetry-api")
 
 

@@ -46,7 +46,9 @@ def _versions() -> dict[str, str]:
     from importlib import metadata
 
     found = {}
-    for dist in ("grpcio", "protobuf", "httpx", "fastapi", "uvicorn", "cffi", "numpy"):
+    # uvloop and httptools: uvicorn serves the REST bridge with them only where installed.
+    for dist in ("grpcio", "protobuf", "httpx", "fastapi", "uvicorn", "uvloop", "httptools",
+                 "cffi", "numpy"):
         try:
             found[dist] = metadata.version(dist)
         except metadata.PackageNotFoundError:

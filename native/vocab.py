@@ -21,7 +21,9 @@ class Vocab:
         self._ptr = ptr
         self._owner = owner  # keeps the model (and so this pointer) alive
         self.n_tokens = int(lib.llama_vocab_n_tokens(ptr))
-        self._pieces: dict[tuple[int, bool], bytes] = {}
+        # Pieces by token id: [without special tokens' text, with it] (llama_token_to_piece's
+        # `special`), filled as tokens are first seen.
+        self._pieces: tuple[dict[int, bytes], dict[int, bytes]] = ({}, {})
 
     # -- special tokens (-1 where the vocabulary has none) ----------------------------------
     @property
@@ -136,12 +138,11 @@ class Vocab:
 
     def token_to_piece(self, token: int, special: bool = True) -> bytes:
         """The token's bytes (possibly part of a UTF-8 character); cached per token."""
-        key = (token, special)
-        piece = self._pieces.get(key)
+        cache = self._pieces[special]
+        piece = cache.get(token)
         if piece is None:
             self.check_token(token)
-            piece = self._piece_uncached(token, special)
-            self._pieces[key] = piece
+            piece = cache[token] = self._piece_uncached(token, special)
         return piece
 
     def _piece_uncached(self, token: int, special: bool) -> bytes:
@@ -159,8 +160,13 @@ class Vocab:
         Unlike llama_detokenize (see detokenize_native) this applies no model-specific clean-up
         of spaces, so detokenize(tokenize(x)) == x for byte-level BPE vocabularies.
         """
-        arr = self.check_tokens(list(tokens) if not isinstance(tokens, np.ndarray) else tokens)
-        return b"".join(self.token_to_piece(int(t), special) for t in arr)
+        ids = self.check_tokens(list(tokens) if not isinstance(tokens, np.ndarray) else tokens
+                                ).tolist()
+        cache = self._pieces[special]
+        try:  # every piece seen before, the usual case: one dict lookup per token
+            return b"".join([cache[t] for t in ids])
+        except KeyError:
+            return b"".join([self.token_to_piece(t, special) for t in ids])
 
     def detokenize_native(self, tokens: Iterable[int] | TokenArray, remove_special: bool = False,
                           unparse_special: bool = True) -> bytes:

@@ -9,6 +9,9 @@ keeps stdin open; the bridge exits when it closes, so it never outlives the serv
 
 from __future__ import annotations
 
+from rest_bridge import grpc_polling  # noqa: F401  first: it must come before grpc loads
+
+# isort: split
 import argparse
 import json
 import logging

@@ -15,6 +15,9 @@ import sys
 from collections.abc import Sequence
 
 from native import paths  # first: `native` loads libllama before numpy or grpc (see there)
+from rest_bridge import grpc_polling  # noqa: F401  before grpc loads; the bridge inherits it
+
+# isort: split
 from rest_bridge.launcher import start_bridge
 from service.config import LogConfig, ServerConfig, parse_args
 from service.server import ServerHandle, start_server

@@ -14,7 +14,7 @@ import httpx
 import pytest
 from rest_harness import API_KEY, RestServer, free_port, sse_events
 
-from rest_bridge import create_app
+from rest_bridge.app import create_app
 from rest_bridge.auth import ApiKeys
 from rest_bridge.direct import DirectRoutes
 

@@ -15,7 +15,7 @@ from rest_harness import free_port
 from starlette.datastructures import Headers
 from starlette.types import Message
 
-from rest_bridge import create_app
+from rest_bridge.app import create_app
 from rest_bridge.auth import grpc_metadata, presented_key
 from rest_bridge.errors import BridgeError
 from rest_bridge.jsonio import dumps
