@@ -160,6 +160,30 @@ def test_sse_keep_alive_while_silent() -> None:
     assert set(sent[1:-2]) == {KEEP_ALIVE}
 
 
+def test_sse_headers_go_out_before_the_first_event() -> None:
+    # The client sets up its response while the service still works on the first token.
+    order: list[str] = []
+
+    async def first_token_later() -> AsyncIterator[bytes]:
+        await asyncio.sleep(0.05)
+        order.append("event ready")
+        yield frame({"content": "x"})
+
+    async def run() -> None:
+        async def receive() -> dict[str, Any]:
+            await asyncio.Event().wait()
+            return {}
+
+        async def send(message: Message) -> None:
+            order.append(message["type"])
+
+        await SSEResponse(first_token_later())({"type": "http"}, receive, send)
+
+    asyncio.run(run())
+    assert order == ["http.response.start", "event ready", "http.response.body",
+                     "http.response.body"]
+
+
 def test_sse_disconnect_closes_the_source() -> None:
     closed = []
 
