@@ -193,11 +193,7 @@ class LlamaServicer(service_pb2_grpc.LlamaServerServicer):  # type: ignore[misc]
             choice = out.choices.add(index=msg.index, text=msg.content, tokens=msg.tokens)
             if msg.stop:
                 choice.finish_reason = _FINISH_REASON.get(msg.stop_type, "stop")
-                out.usage.CopyFrom(msg.usage)
-                out.timings.CopyFrom(msg.timings)
-                out.stop_type, out.stopping_word = msg.stop_type, msg.stopping_word
-                out.truncated, out.tokens_cached = msg.truncated, msg.tokens_cached
-                out.tokens_evaluated = msg.tokens_evaluated
+                _copy_final_fields(msg, out)
             if msg.completion_probabilities:
                 choice.logprobs.content.extend(msg.completion_probabilities)
             yield out
@@ -251,11 +247,7 @@ class LlamaServicer(service_pb2_grpc.LlamaServerServicer):  # type: ignore[misc]
                 choice.logprobs.content.extend(msg.completion_probabilities)
             if msg.stop:
                 choice.finish_reason = _FINISH_REASON.get(msg.stop_type, "stop")
-                out.usage.CopyFrom(msg.usage)
-                out.timings.CopyFrom(msg.timings)
-                out.stop_type, out.stopping_word = msg.stop_type, msg.stopping_word
-                out.truncated, out.tokens_cached = msg.truncated, msg.tokens_cached
-                out.tokens_evaluated = msg.tokens_evaluated
+                _copy_final_fields(msg, out)
             yield out
 
     def _render_chat(self, rt: Runtime, request: Any) -> str:
@@ -383,6 +375,15 @@ def _final_chunk(rt: Runtime, gen_id: str, index: int, fin: Finished, slot_of: d
     prompt_text = rt.model.vocab.detokenize(prompts[index]).decode("utf-8", "replace")
     return final_completion_chunk(gen_id, index, fin, slot_of.get(index, -1), settings,
                                   rt.model_name, prompt_text)
+
+
+def _copy_final_fields(final: Any, out: Any) -> None:
+    """The OpenAI chunks' copy of a final CompletionChunk's usage, timings and stop details."""
+    out.usage.CopyFrom(final.usage)
+    out.timings.CopyFrom(final.timings)
+    out.stop_type, out.stopping_word = final.stop_type, final.stopping_word
+    out.truncated, out.tokens_cached = final.truncated, final.tokens_cached
+    out.tokens_evaluated = final.tokens_evaluated
 
 
 def _copy_common_fields(src: Any, dst: Any) -> None:
