@@ -35,7 +35,13 @@ from bench.load import LoadRunner  # noqa: E402
 from bench.machine import machine_info  # noqa: E402
 from bench.output import write_outputs  # noqa: E402
 from bench.runner import PhaseResult, run_phase, say  # noqa: E402
-from bench.scenarios import Scenario, Sizes, aggregate, main_scenarios  # noqa: E402
+from bench.scenarios import (  # noqa: E402
+    Scenario,
+    Sizes,
+    aggregate,
+    aggregate_streams,
+    main_scenarios,
+)
 from bench.servers import ServerSettings  # noqa: E402
 
 
@@ -162,7 +168,7 @@ def _batched(binary: Path | None, args: argparse.Namespace, settings: ServerSett
 
 def _plan(args: argparse.Namespace, model: Path) -> list[Phase]:
     phases = [Phase(f"np{args.parallel}", _settings(args, model, args.parallel),
-                    _select(main_scenarios(args.concurrency), args.scenarios))]
+                    _select(main_scenarios(args.concurrency, args.parallel), args.scenarios))]
     if args.cuda and args.wide_concurrency:
         phases.append(Phase(f"np{args.wide_parallel}",
                             _settings(args, model, args.wide_parallel),
@@ -193,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
                   load_requests=args.load_requests, load_lanes=args.parallel)
     plan = _plan(args, model)
     streams = sorted({min(sc.streams, p.settings.parallel) for p in plan for sc in p.scenarios
-                      if sc.name.startswith("aggregate_")})
+                      if aggregate_streams(sc.name) is not None})
     batched = _batched(batched_bin, args, plan[-1].settings, streams, sizes, out)
     runner = LoadRunner(args.client_procs or (4 if args.cuda else 1))
     runner.warm_up()

@@ -15,7 +15,7 @@ from typing import Any
 
 from bench.batched_bench import BatchedPoint
 from bench.runner import GRPC, LLAMA_SERVER, PATHS, REST, PhaseResult
-from bench.scenarios import Scenario
+from bench.scenarios import Scenario, aggregate_streams
 
 
 def percentile(values: Sequence[float], q: float) -> float:
@@ -98,8 +98,8 @@ def aggregate_points(rows: Sequence[Row]) -> dict[tuple[str, str], dict[int, flo
     """(path, phase) -> streams -> median aggregate tok/s."""
     found: dict[tuple[str, str], dict[int, float]] = {}
     for r in rows:
-        if r.metric == "aggregate" and r.scenario.startswith("aggregate_"):
-            n = int(r.scenario.split("_")[1])
+        n = aggregate_streams(r.scenario)
+        if r.metric == "aggregate" and n is not None:
             for path, v in r.values.items():
                 found.setdefault((path, r.phase), {})[n] = v
     return found
@@ -112,9 +112,9 @@ def limit_table(rows: Sequence[Row], batched: dict[int, BatchedPoint],
     lines = ["| phase | streams | batched-bench tok/s | gRPC | REST bridge | llama-server |",
              "|" + " --- |" * 6]
     for r in rows:
-        if r.metric != "aggregate":
+        n = aggregate_streams(r.scenario)
+        if r.metric != "aggregate" or n is None:
             continue
-        n = int(r.scenario.split("_")[1])
         point = batched.get(min(n, parallel_of.get(r.phase, n)))
         if point is None:
             continue

@@ -69,6 +69,7 @@ class Scenario:
 
 TOK_S = "tok/s"
 MS = "ms"
+AGGREGATE_PREFIX = "aggregate_"
 
 
 def _gen(pm: PromptMaker, s: Sizes, n_predict: int | None = None) -> GenRequest:
@@ -103,9 +104,15 @@ def aggregate(streams: int) -> Scenario:
         return {"aggregate": [sum(r.n_generated for r in flat) / span],
                 "ttft": [r.ttft * 1e3 for r in flat]}
 
-    return Scenario(f"aggregate_{streams}", f"aggregate generation, {streams} streams",
+    return Scenario(f"{AGGREGATE_PREFIX}{streams}", f"aggregate generation, {streams} streams",
                     (Metric("aggregate", TOK_S, True), Metric("ttft", MS, False)),
                     lanes, read, streams)
+
+
+def aggregate_streams(scenario_name: str) -> int | None:
+    """The stream count of an aggregate scenario's name (as results.json rows carry it)."""
+    rest = scenario_name.removeprefix(AGGREGATE_PREFIX)
+    return int(rest) if rest != scenario_name and rest.isdigit() else None
 
 
 def _ttft_idle(pm: PromptMaker, s: Sizes) -> list[Lane]:
@@ -148,14 +155,19 @@ PROMPT = Scenario("prompt", "prompt processing", (Metric("prompt", TOK_S, True),
                   _prompt, _read_prompt)
 TTFT_IDLE = Scenario("ttft_idle", "time to first token, idle", (Metric("ttft", MS, False),),
                      _ttft_idle, _read_ttft)
-TTFT_LOAD = Scenario("ttft_load", "time to first token, 8 streams busy",
-                     (Metric("ttft", MS, False),), _ttft_load, _read_ttft_load, 8)
 PREFIX = Scenario("prefix", "prefix reuse, 1,000 shared tokens",
                   (Metric("warm_ttft", MS, False), Metric("cold_ttft", MS, False),
                    Metric("warm_cached", "tokens", True)),
                   _prefix, _read_prefix)
 
 
-def main_scenarios(concurrency: Sequence[int]) -> list[Scenario]:
-    """Every scenario at the first server setting (--parallel 8)."""
-    return [SINGLE, PROMPT, *(aggregate(n) for n in concurrency), TTFT_IDLE, TTFT_LOAD, PREFIX]
+def ttft_load(lanes: int) -> Scenario:
+    """First tokens while `lanes` streams (one per slot: Sizes.load_lanes) keep the server busy."""
+    return Scenario("ttft_load", f"time to first token, {lanes} streams busy",
+                    (Metric("ttft", MS, False),), _ttft_load, _read_ttft_load, lanes)
+
+
+def main_scenarios(concurrency: Sequence[int], load_lanes: int) -> list[Scenario]:
+    """Every scenario at the first server setting (--parallel, 8 by default)."""
+    return [SINGLE, PROMPT, *(aggregate(n) for n in concurrency), TTFT_IDLE,
+            ttft_load(load_lanes), PREFIX]

@@ -64,7 +64,9 @@ def test_bench_ours_only(tiny_bpe_path: Path, tmp_path: Path) -> None:
         _check_path(data, "rest")
     assert "llama-server" in phase["skipped"]
     assert phase["peak_rss_mib"]["ours"] > 0
-    assert "gRPC / llama-server" in (tmp_path / "results.md").read_text()
+    report = (tmp_path / "results.md").read_text()
+    assert "gRPC / llama-server" in report
+    assert "time to first token, 2 streams busy" in report  # one lane per slot, --parallel 2
 
 
 def test_bench_against_llama_server(tiny_bpe_path: Path, tmp_path: Path) -> None:
@@ -77,6 +79,9 @@ def test_bench_against_llama_server(tiny_bpe_path: Path, tmp_path: Path) -> None
     rows = data["summary"]
     assert any(r["values"].get("llama-server", 0) > 0 for r in rows)
     assert {p["streams"] for p in data["batched_bench"]} == {1, 2}
+    # Both aggregate scenarios are in the engine-limit table, with their stream counts.
+    limits = (tmp_path / "results.md").read_text().split("the engine's limit")[1]
+    assert "| np2 | 1 |" in limits and "| np2 | 2 |" in limits
 
 
 def test_ttft_floor(tiny_bpe_path: Path) -> None:
