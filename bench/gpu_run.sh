@@ -25,7 +25,11 @@ setup() {
             --target "$SITE" .whl/*.whl
         touch "$SITE/.done"
     fi
-    if [ ! -f "$LLAMA_GRPC_CACHE/llama.cpp-src-0.3.36/include/llama.h" ]; then
+    # The archive's one top folder is the source folder native.paths expects (its version).
+    local src
+    src="$(python3 -c 'import tarfile; t = tarfile.open(".device/llama-src.tar.xz")
+print(t.next().name.split("/")[0])')"
+    if [ ! -f "$LLAMA_GRPC_CACHE/$src/include/llama.h" ]; then
         tar xJf .device/llama-src.tar.xz -C "$LLAMA_GRPC_CACHE"
     fi
     python3 - <<'EOF'
