@@ -97,13 +97,14 @@ async def _time_grpc(stub: Any, body: dict[str, Any], metadata: Sequence[tuple[s
     return Timing((first or end) - t0, end - t0, pieces)
 
 
+def _is_text_event(line: bytes) -> bool:
+    """Whether an SSE line is an event that carries generated text."""
+    return line.startswith(b"data: {") and bool(json.loads(line[6:]).get("content"))
+
+
 def _text_events(chunk: bytes) -> int:
     """How many SSE events in `chunk` carry generated text."""
-    n = 0
-    for line in chunk.split(b"\n"):
-        if line.startswith(b"data: {") and json.loads(line[6:]).get("content"):
-            n += 1
-    return n
+    return sum(_is_text_event(line) for line in chunk.split(b"\n"))
 
 
 async def _time_rest_httpx(client: httpx.AsyncClient, body: dict[str, Any]) -> Timing:
@@ -113,7 +114,7 @@ async def _time_rest_httpx(client: httpx.AsyncClient, body: dict[str, Any]) -> T
     async with client.stream("POST", "/completion", json={**body, "stream": True}) as r:
         r.raise_for_status()
         async for line in r.aiter_lines():
-            if line.startswith("data: ") and json.loads(line[6:])["content"]:
+            if _is_text_event(line.encode()):
                 pieces += 1
                 if first is None:
                     first = time.perf_counter()
