@@ -40,11 +40,13 @@ _OTHER_BACKENDS = ("blas", "cann", "et", "hexagon", "hip", "metal", "musa", "ope
 # Of the web UI only what CMake reads to embed an empty asset list.
 _UI_KEEP = ("CMakeLists.txt", "ui.cpp.in", "ui.h.in", "sources.cmake")
 # Wheels to carry, at the versions installed here.
+# uvloop and httptools: the GPU image lacks httptools, and uvicorn would serve the bridge with
+# its pure-Python HTTP parser, unlike a `pip install` of this project.
 WHEELS = ("grpcio", "grpcio-health-checking", "grpcio-reflection", "grpcio-status", "protobuf",
           "googleapis-common-protos", "cffi", "pycparser", "gguf", "fastapi", "starlette",
           "pydantic", "pydantic-core", "sse-starlette", "uvicorn", "uvloop", "httptools",
-          "typing-inspection",
-          "annotated-types", "typing-extensions", "py-spy", "opentelemetry-api")
+          "typing-inspection", "annotated-types", "typing-extensions", "py-spy",
+          "opentelemetry-api")
 
 
 def _wanted(rel: Path) -> bool:
