@@ -48,6 +48,11 @@ spec's README and those of today's llama-server (the pinned llama.cpp's `tools/s
 - `--threads-sampling` (env `LLAMA_ARG_THREADS_SAMPLING`, default: every CPU the process may use)
   is ours: after each decode the slots' next tokens are sampled together on that many threads
   (llama-server samples them one after another on one thread; see docs/benchmarks.md).
+- `GRPC_EXPERIMENTS`: unless it is set, `llama-grpc-server` and `llama-rest-bridge` set it to
+  `-event_engine_client,-event_engine_listener` before grpc loads, so that grpc polls its
+  sockets itself rather than through its EventEngine's threads (less latency per message; see
+  docs/rest.md, "Process layout and why"). Set it (e.g. to
+  `event_engine_client,event_engine_listener`) to keep grpc's defaults.
 
 ## Choices made where llama-server's two versions differ or leave room
 
