@@ -8,16 +8,18 @@ As in llama-server, a failure before the first event is an HTTP error status; af
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any, Protocol, TypeVar
 
 from fastapi import Request
+from google.protobuf.message import Message
 from starlette.responses import Response
 
+from rest_bridge.deps import body_object, metadata
 from rest_bridge.errors import BridgeError, error_response
-from rest_bridge.jsonio import Json, dumps
+from rest_bridge.jsonio import Json, dumps, to_message
 from rest_bridge.sse import DONE, SSEResponse, frame, frames, wait_disconnect
-from rest_bridge.upstream import Upstream, cancel_call, next_message
+from rest_bridge.upstream import Upstream, app_upstream, cancel_call, next_message
 
 T = TypeVar("T")
 
@@ -76,6 +78,16 @@ def ping_interval(req: Any, up: Upstream) -> float:
     """The request's `sse_ping_interval` if it has one, else the bridge's."""
     return float(req.sse_ping_interval) if req.HasField("sse_ping_interval") \
         else up.sse_ping_interval
+
+
+async def generate(request: Request, message: Message, rpc: str,
+                   renderer: Callable[[Any], Renderer]) -> Response:
+    """A generation route's whole work: the JSON body into `message`, the llama.v1 call named
+    `rpc` with it, and the answer drawn by `renderer(message)` (see respond)."""
+    up = app_upstream(request)
+    req = to_message(await body_object(request), message)
+    call = getattr(up.llama, rpc)(req, metadata=metadata(request))
+    return await respond(request, up, call, renderer(req), req)
 
 
 async def respond(request: Request, up: Upstream, call: Any, renderer: Renderer,

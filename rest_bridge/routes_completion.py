@@ -7,11 +7,9 @@ from fastapi import Request
 from llama.v1 import completion_pb2
 from starlette.responses import Response
 
-from rest_bridge.deps import PlainPosts, body_object, metadata
-from rest_bridge.generation import respond
-from rest_bridge.jsonio import to_message
+from rest_bridge.deps import PlainPosts
+from rest_bridge.generation import generate
 from rest_bridge.render_native import NativeRenderer
-from rest_bridge.upstream import app_upstream
 
 routes = PlainPosts()
 router = routes.router
@@ -19,15 +17,10 @@ router = routes.router
 
 @routes.post("/completion", "/completions")
 async def completion(request: Request) -> Response:
-    up = app_upstream(request)
-    req = to_message(await body_object(request), completion_pb2.CompletionRequest())
-    call = up.llama.Completion(req, metadata=metadata(request))
-    return await respond(request, up, call, NativeRenderer(req), req)
+    return await generate(request, completion_pb2.CompletionRequest(), "Completion",
+                          NativeRenderer)
 
 
 @routes.post("/infill")
 async def infill(request: Request) -> Response:
-    up = app_upstream(request)
-    req = to_message(await body_object(request), completion_pb2.CompletionRequest())
-    call = up.llama.Infill(req, metadata=metadata(request))
-    return await respond(request, up, call, NativeRenderer(req), req)
+    return await generate(request, completion_pb2.CompletionRequest(), "Infill", NativeRenderer)
