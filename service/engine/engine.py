@@ -117,14 +117,13 @@ class Engine:
     def _run(self) -> None:
         while not self._stopping:
             try:
-                self._drain_inbox(block=not self._active and not self._waiting)
-                self._reap_cancelled()
-                self._admit()
-                if self._outbox:
-                    # Started events now, not with the first token after the prompt's decode:
-                    # the consumer (a gRPC stream, the REST bridge setting up its SSE response)
-                    # does its per-request work while the prompt is decoded.
-                    self._deliver()
+                self._intake(block=not self._active and not self._waiting)
+                if not self._inbox.empty():
+                    # Requests sent together reach the engine a few tenths of a millisecond
+                    # apart (one event loop reads their RPCs in turn): those that came in
+                    # while the first were admitted join this step, so that two requests
+                    # sent together to an idle server are prefilled together (measured).
+                    self._intake(block=False)
                 if self._active:
                     self._step()
             except Exception:  # a bug must not kill the loop: fail what is running, go on
@@ -136,6 +135,18 @@ class Engine:
         for task in [*self._active, *self._waiting]:
             self._fail(task, "unavailable", "server is shutting down")
         self._deliver()
+
+    def _intake(self, block: bool) -> None:
+        """Take what the inbox holds (waiting for it if `block`), admit what fits, and send
+        the admitted requests their Started events."""
+        self._drain_inbox(block)
+        self._reap_cancelled()
+        self._admit()
+        if self._outbox:
+            # Started events now, not with the first token after the prompt's decode: the
+            # consumer (a gRPC stream, the REST bridge setting up its SSE response) does its
+            # per-request work while the prompt is decoded.
+            self._deliver()
 
     def _drain_inbox(self, block: bool) -> None:
         while True:
