@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import faulthandler
 import os
 import shlex
 import sys
@@ -177,6 +178,9 @@ def _plan(args: argparse.Namespace, model: Path) -> list[Phase]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # A crash in native code (one GPU run died with SIGSEGV while plotting, after results.json
+    # was written) then leaves the Python stack in the log.
+    faulthandler.enable()
     args = parse_args(argv)
     started = time.monotonic()
     reps = args.reps or (5 if args.cuda else 3)
