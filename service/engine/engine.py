@@ -122,7 +122,8 @@ class Engine:
                     # Requests sent together reach the engine a few tenths of a millisecond
                     # apart (one event loop reads their RPCs in turn): those that came in
                     # while the first were admitted join this step, so that two requests
-                    # sent together to an idle server are prefilled together (measured).
+                    # sent together to an idle server are prefilled together (docs/benchmarks.md,
+                    # item 8).
                     self._intake(block=False)
                 if self._active:
                     self._step()
