@@ -118,12 +118,14 @@ class Engine:
         while not self._stopping:
             try:
                 self._intake(block=not self._active and not self._waiting)
-                if not self._inbox.empty():
-                    # Requests sent together reach the engine a few tenths of a millisecond
-                    # apart (one event loop reads their RPCs in turn): those that came in
-                    # while the first were admitted join this step, so that two requests
-                    # sent together to an idle server are prefilled together (docs/benchmarks.md,
-                    # item 8).
+                # Requests sent together reach the engine a few tenths of a millisecond apart
+                # (one event loop reads their RPCs in turn): those that came in while the
+                # others were admitted join this step, so that a burst sent to an idle server
+                # is prefilled together (docs/benchmarks.md, item 8). At most one look per
+                # slot, and none once the slots are full.
+                for _ in self.slots:
+                    if self._inbox.empty() or all(s.task is not None for s in self.slots):
+                        break
                     self._intake(block=False)
                 if self._active:
                     self._step()
