@@ -36,10 +36,10 @@ def engine(tiny_bpe_path: Path) -> Iterator[Engine]:
 class _Recorder:
     """A sink called on the engine thread; may submit another task when its own starts."""
 
-    def __init__(self, then_submit: tuple[Engine, Task] | None = None) -> None:
+    def __init__(self) -> None:
         self.events: list[Event] = []
         self.done = threading.Event()
-        self.then_submit = then_submit
+        self.then_submit: tuple[Engine, Task] | None = None
 
     def __call__(self, events: list[Event]) -> None:
         for event in events:
@@ -51,43 +51,38 @@ class _Recorder:
                 self.done.set()
 
 
+def _run_chain(engine: Engine, prompts: list[list[int]]) -> list[_Recorder]:
+    """Submit the first prompt; each request's Started event submits the next one, so that
+    every request arrives while the one before it is being admitted."""
+    recorders = [_Recorder() for _ in prompts]
+    tasks = [Task(f"t{i}", prompt, _PARAMS, recorder)
+             for i, (prompt, recorder) in enumerate(zip(prompts, recorders, strict=True))]
+    for recorder, following in zip(recorders[:-1], tasks[1:], strict=True):
+        recorder.then_submit = (engine, following)
+    engine.submit(tasks[0])
+    assert all(r.done.wait(30) for r in recorders)
+    assert all(isinstance(r.events[-1], Finished) for r in recorders)
+    return recorders
+
+
 def test_a_request_arriving_during_admission_is_prefilled_in_the_same_step(
         engine: Engine) -> None:
-    second = _Recorder()
-    b = Task("b", [10, 11, 12, 13, 14], _PARAMS, second)
-    first = _Recorder(then_submit=(engine, b))
-    engine.submit(Task("a", [20, 21, 22], _PARAMS, first))
-    assert first.done.wait(30) and second.done.wait(30)
-    assert isinstance(first.events[-1], Finished) and isinstance(second.events[-1], Finished)
+    recorders = _run_chain(engine, [[20, 21, 22], [10, 11, 12, 13, 14]])
     # One decode held both prompts (8 tokens) and gave each its one token.
     assert engine.stats.n_decode_total == 1
     assert engine.stats.prompt_tokens_total == 8
-    assert [len(e.tokens) for e in (first.events[-1], second.events[-1])
+    assert [len(e.tokens) for r in recorders for e in r.events[-1:]
             if isinstance(e, Finished)] == [1, 1]
 
 
 def test_a_burst_arriving_during_admissions_shares_one_step(engine: Engine) -> None:
-    # Each request arrives while the one before it is being admitted: all three, one decode.
-    third = _Recorder()
-    c = Task("c", [30, 31], _PARAMS, third)
-    second = _Recorder(then_submit=(engine, c))
-    b = Task("b", [10, 11, 12, 13, 14], _PARAMS, second)
-    first = _Recorder(then_submit=(engine, b))
-    engine.submit(Task("a", [20, 21, 22], _PARAMS, first))
-    assert all(r.done.wait(30) for r in (first, second, third))
-    assert all(isinstance(r.events[-1], Finished) for r in (first, second, third))
+    _run_chain(engine, [[20, 21, 22], [10, 11, 12, 13, 14], [30, 31]])
     assert engine.stats.n_decode_total == 1
     assert engine.stats.prompt_tokens_total == 10
 
 
 def test_requests_beyond_the_free_slots_wait_for_a_later_step(engine: Engine) -> None:
     # Four slots: a chain of six arrivals fills them in the first step; the rest queue.
-    recorders = [_Recorder() for _ in range(6)]
-    tasks = [Task(f"t{i}", [40 + i, 50 + i], _PARAMS, r) for i, r in enumerate(recorders)]
-    for i in range(5):
-        recorders[i].then_submit = (engine, tasks[i + 1])
-    engine.submit(tasks[0])
-    assert all(r.done.wait(30) for r in recorders)
-    assert all(isinstance(r.events[-1], Finished) for r in recorders)
+    _run_chain(engine, [[40 + i, 50 + i] for i in range(6)])
     assert engine.stats.n_decode_total == 2  # four prompts, then the two that waited
     assert engine.stats.prompt_tokens_total == 12
