@@ -101,13 +101,11 @@ class EnvoyProcess:
             try:
                 envoy.wait_ready()
                 return envoy
-            except RuntimeError as e:
+            except BaseException as e:
                 envoy.stop()
-                if "Address already in use" not in str(e) or attempt == _BIND_ATTEMPTS - 1:
+                raced = isinstance(e, RuntimeError) and "Address already in use" in str(e)
+                if not raced or attempt == _BIND_ATTEMPTS - 1:
                     raise
-            except BaseException:
-                envoy.stop()
-                raise
         raise AssertionError("unreachable")
 
     def log(self) -> str:
