@@ -1,12 +1,9 @@
-"""A reusable llama_batch whose arrays are numpy views: filled without per-token Python objects."""
+"""A reusable llama_batch whose arrays Python fills a slice at a time."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from typing import Any
-
-import numpy as np
-import numpy.typing as npt
 
 from native._ffi import ffi
 from native.errors import InvalidInputError
@@ -15,8 +12,9 @@ from native.errors import InvalidInputError
 class Batch:
     """Token batch of fixed capacity, one sequence id per token.
 
-    The memory is owned by Python (cffi allocations); `tokens`, `pos`, `seq_id` and `logits` are
-    zero-copy numpy views of it, so callers fill whole slices at once.
+    The memory is owned by Python: `tokens`, `pos`, `seq_id` and `logits` are the cffi arrays
+    that the llama_batch points into, filled a slice at a time (a C loop, not one Python
+    assignment per token).
     """
 
     def __init__(self, capacity: int) -> None:
@@ -24,26 +22,19 @@ class Batch:
             raise InvalidInputError("batch capacity must be positive")
         self.capacity = capacity
         self.n_tokens = 0
-        self._token = ffi.new("llama_token[]", capacity)
-        self._pos = ffi.new("llama_pos[]", capacity)
-        self._n_seq_id = ffi.new("int32_t[]", capacity)
-        self._seq_store = ffi.new("llama_seq_id[]", capacity)
-        self._seq_ptrs = ffi.new("llama_seq_id *[]", capacity)
-        self._logits = ffi.new("int8_t[]", capacity)
-        for i in range(capacity):
-            self._seq_ptrs[i] = self._seq_store + i
-        self.tokens: npt.NDArray[np.int32] = np.frombuffer(ffi.buffer(self._token), np.int32)
-        self.pos: npt.NDArray[np.int32] = np.frombuffer(ffi.buffer(self._pos), np.int32)
-        self.seq_id: npt.NDArray[np.int32] = np.frombuffer(ffi.buffer(self._seq_store), np.int32)
-        self.logits: npt.NDArray[np.int8] = np.frombuffer(ffi.buffer(self._logits), np.int8)
-        np.frombuffer(ffi.buffer(self._n_seq_id), np.int32)[:] = 1
+        self.tokens: Any = ffi.new("llama_token[]", capacity)
+        self.pos: Any = ffi.new("llama_pos[]", capacity)
+        self.seq_id: Any = ffi.new("llama_seq_id[]", capacity)
+        self.logits: Any = ffi.new("int8_t[]", capacity)
+        self._n_seq_id = ffi.new("int32_t[]", [1] * capacity)
+        self._seq_ptrs = ffi.new("llama_seq_id *[]", [self.seq_id + i for i in range(capacity)])
         self._struct = ffi.new("llama_batch *")
-        self._struct.token = self._token
+        self._struct.token = self.tokens
         self._struct.embd = ffi.NULL
-        self._struct.pos = self._pos
+        self._struct.pos = self.pos
         self._struct.n_seq_id = self._n_seq_id
         self._struct.seq_id = self._seq_ptrs
-        self._struct.logits = self._logits
+        self._struct.logits = self.logits
 
     def clear(self) -> None:
         self.n_tokens = 0
@@ -64,8 +55,8 @@ class Batch:
         self.n_tokens = i + 1
         return i
 
-    def add_sequence(self, tokens: Sequence[int] | npt.NDArray[np.int32], pos0: int,
-                     seq_id: int, output_last: bool) -> int:
+    def add_sequence(self, tokens: Sequence[int], pos0: int, seq_id: int,
+                     output_last: bool) -> int:
         """Append consecutive tokens of one sequence from position pos0; returns the last index."""
         n = len(tokens)
         i = self.n_tokens
@@ -74,16 +65,16 @@ class Batch:
         if i + n > self.capacity:
             raise InvalidInputError(f"batch overflow: {i + n} > capacity {self.capacity}")
         self.tokens[i:i + n] = tokens
-        self.pos[i:i + n] = np.arange(pos0, pos0 + n, dtype=np.int32)
-        self.seq_id[i:i + n] = seq_id
-        self.logits[i:i + n] = 0
+        self.pos[i:i + n] = range(pos0, pos0 + n)
+        self.seq_id[i:i + n] = [seq_id] * n
+        ffi.memmove(self.logits + i, bytes(n), n)
         if output_last:
             self.logits[i + n - 1] = 1
         self.n_tokens = i + n
         return i + n - 1
 
     def set_all_outputs(self, value: bool) -> None:
-        self.logits[: self.n_tokens] = value
+        ffi.memmove(self.logits, (b"\x01" if value else b"\x00") * self.n_tokens, self.n_tokens)
 
     def c_struct(self) -> Any:
         """The llama_batch to pass by value, describing the first n_tokens entries."""

@@ -57,7 +57,7 @@ def compile_extension(lib: build.LlamaBuild) -> Path:
         source,
         include_dirs=[str(lib.include_dir)],
         library_dirs=[str(lib.lib_dir)],
-        libraries=["llama", "pthread"],
+        libraries=["llama", "pthread", "m"],
         extra_compile_args=["-O2", "-Werror=implicit-function-declaration"],
         # DT_RPATH (not RUNPATH) so libllama's own dependencies (libggml*) resolve from there too.
         extra_link_args=[f"-Wl,-rpath,{lib.lib_dir.resolve()}", "-Wl,--disable-new-dtags"],

@@ -1,4 +1,4 @@
-"""A llama_context: decode/encode, logits and embeddings as numpy views, KV memory and state.
+"""A llama_context: decode/encode, logits and embeddings as float views, KV memory and state.
 
 Every entry point validates its input first: llama.cpp aborts the process on some invalid input
 (sequence ids or positions out of range, token ids outside the vocabulary).
@@ -11,9 +11,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-
-import numpy as np
-import numpy.typing as npt
 
 from native._ffi import ffi, lib
 from native.batch import Batch
@@ -172,18 +169,17 @@ class Context:
             raise InvalidInputError("empty batch")
         if n > self.n_batch:
             raise InvalidInputError(f"batch of {n} tokens exceeds n_batch {self.n_batch}")
-        tok, pos, seq = batch.tokens[:n], batch.pos[:n], batch.seq_id[:n]
-        tok_lo, tok_hi = _bounds(tok)
-        if tok_lo < 0 or tok_hi >= self.n_vocab:
-            bad = tok[(tok < 0) | (tok >= self.n_vocab)][0]
+        tok = ffi.unpack(batch.tokens, n)
+        if min(tok) < 0 or max(tok) >= self.n_vocab:
+            bad = next(t for t in tok if not 0 <= t < self.n_vocab)
             raise InvalidInputError(
-                f"token id {int(bad)} is outside the vocabulary (0..{self.n_vocab - 1})")
-        seq_lo, seq_hi = _bounds(seq)
-        if seq_lo < 0 or seq_hi >= self.n_seq_max:
+                f"token id {bad} is outside the vocabulary (0..{self.n_vocab - 1})")
+        seq = ffi.unpack(batch.seq_id, n)
+        if min(seq) < 0 or max(seq) >= self.n_seq_max:
             raise InvalidInputError(
                 f"sequence id out of range (0..{self.n_seq_max - 1}) in batch")
-        pos_lo, pos_hi = _bounds(pos)
-        if pos_lo < 0 or pos_hi >= self.n_ctx_seq:
+        pos = ffi.unpack(batch.pos, n)
+        if min(pos) < 0 or max(pos) >= self.n_ctx_seq:
             raise InvalidInputError(
                 f"position out of range (0..{self.n_ctx_seq - 1}) in batch")
 
@@ -201,27 +197,28 @@ class Context:
         if rc != 0:
             raise decode_error(rc, "encode")
 
-    def logits_ith(self, i: int) -> npt.NDArray[np.float32]:
-        """Zero-copy view of the logits of batch output i (-1: last). Valid until next decode."""
+    def logits_ith(self, i: int) -> memoryview[float]:
+        """Zero-copy float32 view of the logits of batch output i (-1: last). Valid until the
+        next decode."""
         p = lib.llama_get_logits_ith(self.ptr, i)
         if p == ffi.NULL:
             raise InvalidInputError(f"no logits for batch index {i} (was it marked as output?)")
-        return np.frombuffer(ffi.buffer(p, self.n_vocab * 4), np.float32)
+        return _floats(p, self.n_vocab)
 
-    def embeddings_ith(self, i: int) -> npt.NDArray[np.float32]:
+    def embeddings_ith(self, i: int) -> memoryview[float]:
         p = lib.llama_get_embeddings_ith(self.ptr, i)
         if p == ffi.NULL:
             raise InvalidInputError(f"no embeddings for batch index {i}")
-        return np.frombuffer(ffi.buffer(p, self.model.n_embd_out * 4), np.float32)
+        return _floats(p, self.model.n_embd_out)
 
-    def embeddings_seq(self, seq_id: int) -> npt.NDArray[np.float32]:
+    def embeddings_seq(self, seq_id: int) -> memoryview[float]:
         """Pooled embedding of a sequence (or the rank score(s) for pooling 'rank')."""
         self.check_seq(seq_id)
         p = lib.llama_get_embeddings_seq(self.ptr, seq_id)
         if p == ffi.NULL:
             raise InvalidInputError(f"no pooled embeddings for sequence {seq_id}")
         n = max(self.model.n_cls_out, 1) if self.pooling == 4 else self.model.n_embd_out
-        return np.frombuffer(ffi.buffer(p, n * 4), np.float32)
+        return _floats(p, n)
 
     def set_embeddings(self, on: bool) -> None:
         lib.llama_set_embeddings(self.ptr, on)
@@ -292,9 +289,9 @@ class Context:
                       tokens: Sequence[int]) -> int:
         """Write a sequence's KV state and its tokens to a file; returns bytes written."""
         self.check_seq(seq_id)
-        arr = self.model.vocab.check_tokens(tokens)
-        src = ffi.from_buffer("llama_token[]", arr) if arr.size else ffi.NULL
-        n = int(lib.llama_state_seq_save_file(self.ptr, os.fsencode(path), seq_id, src, arr.size))
+        ids = self.model.vocab.check_tokens(tokens)
+        src = ffi.new("llama_token[]", ids) if ids else ffi.NULL
+        n = int(lib.llama_state_seq_save_file(self.ptr, os.fsencode(path), seq_id, src, len(ids)))
         if n == 0:
             raise StateError(f"could not save sequence {seq_id} to {path}")
         return n
@@ -332,10 +329,6 @@ class Context:
         lib.llama_perf_context_reset(self.ptr)
 
 
-def _bounds(values: npt.NDArray[np.int32]) -> tuple[int, int]:
-    """min and max; for the few tokens of a generation step numpy's reductions cost more
-    (about 2.5 us each) than Python's."""
-    if values.size <= 64:
-        items = values.tolist()
-        return min(items), max(items)
-    return int(values.min()), int(values.max())
+def _floats(p: Any, n: int) -> memoryview[float]:
+    """A zero-copy float32 view of n floats at p (numpy.asarray takes it as it is)."""
+    return memoryview(ffi.buffer(p, n * 4)).cast("f")

@@ -8,8 +8,6 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
 from native._ffi import ffi, lib
 from native.errors import InvalidInputError, SamplerError
 
@@ -23,7 +21,6 @@ NO_TOKEN = -1  # sample_parallel's answer for a chain that selected nothing
 # token here (128k vocabulary, top_k 40, greedy) took 0.07 ms with none kept, 0.10 with 64,
 # 0.14 with 128 and 6.4 ms with 2,000, against 0.13-0.15 ms without preselection.
 PRESELECT_MAX_KEEP = 64
-_TOKEN_DATA = np.dtype([("id", np.int32), ("logit", np.float32), ("p", np.float32)])
 # Candidate buffers are always written before they are read, and with a top-k preselection only
 # their first few entries ever are: zeroing 1.5 MB per request (~50 us, and a page fault per
 # 4 KB) would be wasted.
@@ -46,7 +43,6 @@ class SamplerChain:
         self._ptr: Any = lib.llama_sampler_chain_init(params)
         self.names: list[str] = []
         self._cand: Any = None  # llama_token_data[n_vocab], made on first use
-        self._cand_view: Any = ()
         self._preselect_k = 0  # see preselect_top_k
         self._preselect_keep: Any = ffi.NULL
         self._preselect_n_keep = 0
@@ -130,10 +126,10 @@ class SamplerChain:
         pats = [ffi.new("char[]", p.encode()) for p in trigger_patterns]
         pat_arr = ffi.new("const char *[]", pats) if pats else ffi.NULL
         toks = self.vocab.check_tokens(trigger_tokens)
-        tok_arr = ffi.new("llama_token[]", toks.tolist()) if toks.size else ffi.NULL
+        tok_arr = ffi.new("llama_token[]", toks) if toks else ffi.NULL
         smpl = lib.llama_sampler_init_grammar_lazy_patterns(
             self.vocab._ptr, grammar.encode(), root.encode(), pat_arr, len(pats),
-            tok_arr, toks.size)
+            tok_arr, len(toks))
         if smpl == ffi.NULL:
             raise SamplerError("the grammar does not parse (llama.cpp's log says where)")
         return self._add(smpl, "grammar")
@@ -181,7 +177,7 @@ class SamplerChain:
         """
         if k <= 0:
             raise InvalidInputError("preselect_top_k needs k > 0")
-        toks = sorted({int(t) for t in self.vocab.check_tokens(list(keep))})
+        toks = sorted(set(self.vocab.check_tokens(keep)))
         # Nothing to leave out, or so many kept tokens that the shuffled candidates make
         # libllama's logit bias search them one by one (k + n tokens for each of n): as usual.
         if k + len(toks) >= self.vocab.n_tokens or len(toks) > PRESELECT_MAX_KEEP:
@@ -193,9 +189,8 @@ class SamplerChain:
     def candidates(self) -> Any:
         """This chain's llama_token_data[n_vocab] work buffer (made on first use)."""
         n = self.vocab.n_tokens
-        if self._cand is None or len(self._cand_view) != n:
+        if self._cand is None or len(self._cand) != n:
             self._cand = _alloc_uncleared("llama_token_data[]", n)
-            self._cand_view = np.frombuffer(ffi.buffer(self._cand), _TOKEN_DATA)
         return self._cand
 
     def sample(self, ctx: Context, idx: int) -> int:
@@ -211,12 +206,9 @@ class SamplerChain:
         chain left, with their post-sampling probabilities (llama-server's post_sampling_probs).
         """
         logits = ctx.logits_ith(idx)
-        n = logits.size
+        n = len(logits)
         cand = self.candidates()
-        view = self._cand_view
-        view["id"] = np.arange(n, dtype=np.int32)
-        view["logit"] = logits
-        view["p"] = 0.0
+        lib.llama_grpc_fill_candidates(cand, ffi.from_buffer("float[]", logits), n)
         arr = ffi.new("llama_token_data_array *")
         arr.data, arr.size, arr.selected, arr.sorted = cand, n, -1, False
         lib.llama_sampler_apply(self.ptr, arr)
@@ -224,12 +216,14 @@ class SamplerChain:
             raise SamplerError("the sampler chain selected no token")
         size = int(arr.size)
         # Samplers may point `data` at their own buffer; read what the chain left.
-        left = np.frombuffer(ffi.buffer(arr.data, size * _TOKEN_DATA.itemsize), _TOKEN_DATA)
-        token = int(left["id"][arr.selected])
+        left = arr.data
+        token = int(left[arr.selected].id)
         lib.llama_sampler_accept(self.ptr, token)
-        k = min(n_probs, size)
-        order = np.argsort(-left["p"], kind="stable")[:k]
-        return token, [(int(left["id"][i]), float(left["p"][i])) for i in order]
+        order = ffi.new("int32_t[]", max(min(n_probs, size), 0))
+        k = lib.llama_grpc_top_by_p(left, size, len(order), order)
+        if k < 0:
+            raise MemoryError("no memory to rank the candidates")
+        return token, [(int(left[i].id), float(left[i].p)) for i in order[0:k]]
 
     def accept(self, token: int) -> None:
         self.vocab.check_token(token)
@@ -238,7 +232,7 @@ class SamplerChain:
     def accept_many(self, tokens: Sequence[int]) -> None:
         """accept() each token in order (checked once, up front)."""
         ptr = self.ptr
-        for token in self.vocab.check_tokens(tokens).tolist():
+        for token in self.vocab.check_tokens(tokens):
             lib.llama_sampler_accept(ptr, token)
 
     def reset(self) -> None:
@@ -280,3 +274,20 @@ def sample_parallel(ctx: Context, work: Sequence[tuple[SamplerChain, int]],
     if rc < 0:
         raise InvalidInputError(f"no logits for batch index {work[-1 - rc][1]}")
     return [int(item.token) for item in items]
+
+
+def top_logits(logits: memoryview[float], k: int) -> tuple[list[int], float]:
+    """The ids of the k largest logits of a row (best first, ties by lower id) and the row's
+    log-sum-exp, which turns a logit into a log-probability: logit - lse."""
+    n = len(logits)
+    ids = ffi.new("int32_t[]", max(min(k, n), 0))
+    lse = ffi.new("double *")
+    got = lib.llama_grpc_top_logits(ffi.from_buffer("float[]", logits), n, len(ids), ids, lse)
+    if got < 0:
+        raise MemoryError("no memory to rank the logits")
+    return ffi.unpack(ids, got), float(lse[0])
+
+
+def float32(x: float) -> float:
+    """x as a sampler receives it: rounded to a C float (too large a value becomes infinite)."""
+    return float(ffi.cast("float", x))

@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import operator
+from collections.abc import Iterable
 from typing import Any
-
-import numpy as np
-import numpy.typing as npt
 
 from native._ffi import ffi, lib
 from native.errors import InvalidInputError, TokenizeError
-
-TokenArray = npt.NDArray[np.int32]
 
 
 class Vocab:
@@ -81,18 +77,17 @@ class Vocab:
             raise InvalidInputError(
                 f"token id {token} is outside the vocabulary (0..{self.n_tokens - 1})")
 
-    def check_tokens(self, tokens: Sequence[int] | TokenArray) -> TokenArray:
-        """The tokens as an int32 array, after checking every id is inside the vocabulary."""
-        arr = np.asarray(tokens, dtype=np.int64)
-        if arr.ndim != 1:
-            raise InvalidInputError("tokens must be a flat sequence of integers")
-        if arr.size:
-            bad = (arr < 0) | (arr >= self.n_tokens)
-            if bad.any():
-                first = int(arr[np.argmax(bad)])
-                raise InvalidInputError(
-                    f"token id {first} is outside the vocabulary (0..{self.n_tokens - 1})")
-        return arr.astype(np.int32)
+    def check_tokens(self, tokens: Iterable[int]) -> list[int]:
+        """The tokens as a list of ints, after checking every id is inside the vocabulary."""
+        try:
+            ids = list(map(operator.index, tokens))
+        except TypeError:
+            raise InvalidInputError("tokens must be a flat sequence of integers") from None
+        if ids and (min(ids) < 0 or max(ids) >= self.n_tokens):
+            first = next(t for t in ids if not 0 <= t < self.n_tokens)
+            raise InvalidInputError(
+                f"token id {first} is outside the vocabulary (0..{self.n_tokens - 1})")
+        return ids
 
     # -- per-token facts --------------------------------------------------------------------
     def text(self, token: int) -> bytes:
@@ -154,31 +149,30 @@ class Vocab:
                 return bytes(ffi.buffer(buf, n))
             cap = -n
 
-    def detokenize(self, tokens: Iterable[int] | TokenArray, special: bool = True) -> bytes:
+    def detokenize(self, tokens: Iterable[int], special: bool = True) -> bytes:
         """The tokens' pieces joined: exact bytes, as llama-server's /detokenize returns them.
 
         Unlike llama_detokenize (see detokenize_native) this applies no model-specific clean-up
         of spaces, so detokenize(tokenize(x)) == x for byte-level BPE vocabularies.
         """
-        ids = self.check_tokens(list(tokens) if not isinstance(tokens, np.ndarray) else tokens
-                                ).tolist()
+        ids = self.check_tokens(tokens)
         cache = self._pieces[special]
         try:  # every piece seen before, the usual case: one dict lookup per token
             return b"".join([cache[t] for t in ids])
         except KeyError:
             return b"".join([self.token_to_piece(t, special) for t in ids])
 
-    def detokenize_native(self, tokens: Iterable[int] | TokenArray, remove_special: bool = False,
+    def detokenize_native(self, tokens: Iterable[int], remove_special: bool = False,
                           unparse_special: bool = True) -> bytes:
         """llama_detokenize: includes the vocabulary's own clean-up (e.g. " ?" -> "?")."""
-        arr = self.check_tokens(list(tokens) if not isinstance(tokens, np.ndarray) else tokens)
-        if arr.size == 0:
+        ids = self.check_tokens(tokens)
+        if not ids:
             return b""
-        src = ffi.from_buffer("llama_token[]", arr)
-        cap = max(16, arr.size * 8)
+        src = ffi.new("llama_token[]", ids)
+        cap = max(16, len(ids) * 8)
         while True:
             buf = ffi.new("char[]", cap)
-            n = int(lib.llama_detokenize(self._ptr, src, arr.size, buf, cap,
+            n = int(lib.llama_detokenize(self._ptr, src, len(ids), buf, cap,
                                          remove_special, unparse_special))
             if n >= 0:
                 return bytes(ffi.buffer(buf, n))

@@ -4,11 +4,10 @@ defaults (its command-line sampling flags over llama-server's own), set ones are
 from __future__ import annotations
 
 import math
+import struct
 from dataclasses import replace
 from typing import Any
 
-import numpy as np
-import numpy.typing as npt
 from google.protobuf import json_format
 
 from native import Vocab
@@ -53,8 +52,7 @@ def _value_json(value: Any) -> Json:
         if len(items) >= _WIRE_MIN:
             numbers = _plain_numbers(value.list_value, len(items))
             if numbers is not None:
-                out: list[Json] = numbers.tolist()
-                return out
+                return list(numbers)
         return [_value_json(v) for v in items]
     if kind == "struct_value":
         return {k: _value_json(v) for k, v in value.struct_value.fields.items()}
@@ -70,15 +68,17 @@ _WIRE_ITEM = 11
 _WIRE_TAGS = (b"\x0a", b"\x09", b"\x11")
 
 
-def _plain_numbers(list_value: Any, n: int) -> npt.NDArray[np.float64] | None:
+def _plain_numbers(list_value: Any, n: int) -> tuple[float, ...] | None:
     """The n numbers of `list_value` if every element is a finite number_value, else None
     (the element by element reading then decides, errors included)."""
     wire = list_value.SerializeToString()
     if len(wire) != n * _WIRE_ITEM or any(wire[i::_WIRE_ITEM] != tag * n
                                           for i, tag in enumerate(_WIRE_TAGS)):
         return None
-    numbers = np.frombuffer(wire, np.uint8).reshape(n, _WIRE_ITEM)[:, 3:].copy().view("<f8")
-    return numbers.ravel() if np.isfinite(numbers).all() else None
+    numbers: tuple[float, ...] = struct.unpack("<" + "3xd" * n, wire)  # skip the tags
+    # A sum is finite only if every term is (a huge but finite list takes the element by
+    # element reading, which accepts it).
+    return numbers if math.isfinite(sum(numbers)) else None
 
 
 def token_prompts(req: Any, n_vocab: int) -> list[list[int]] | None:
@@ -101,11 +101,10 @@ def token_prompts(req: Any, n_vocab: int) -> list[list[int]] | None:
         return None
     n = len(req.prompt.list_value.values)
     numbers = _plain_numbers(req.prompt.list_value, n) if n >= _WIRE_MIN else None
-    if numbers is None or not ((numbers >= 0).all() and (numbers < n_vocab).all()
-                               and (numbers == np.floor(numbers)).all()):
+    if (numbers is None or min(numbers) < 0 or max(numbers) >= n_vocab
+            or not all(map(float.is_integer, numbers))):
         return None
-    tokens: list[int] = numbers.astype(np.int64).tolist()
-    return [tokens]
+    return [list(map(float.__trunc__, numbers))]  # int(), at half the cost
 
 
 def prompt_json(req: Any) -> Json:

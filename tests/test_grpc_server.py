@@ -139,6 +139,22 @@ def test_model_loading_is_logged_with_progress(grpc_service: ServiceProcess) -> 
     assert "4 slots of 512 tokens" in log
 
 
+def test_the_server_process_never_loads_numpy(grpc_service: ServiceProcess,
+                                             grpc_stub: Any) -> None:
+    # numpy, once loaded, makes libllama's CPU matrix kernels ~3% slower in the same process
+    # (docs/benchmarks.md). Both kinds of token probabilities, the prompt read in bulk and
+    # Tokenize run first, so that a lazy import on their paths would show.
+    ids = list(range(10, 110))
+    for post in (False, True):
+        r = complete(grpc_stub, prompt=ids, n_predict=2, n_probs=3, post_sampling_probs=post)
+        assert r.code == grpc.StatusCode.OK
+        probs = [p for m in r.messages for p in m.completion_probabilities]
+        assert [len(p.top_probs if post else p.top_logprobs) for p in probs] == [3, 3]
+    grpc_stub.Tokenize(tokenize_pb2.TokenizeRequest(content="hello", with_pieces=True))
+    maps = Path(f"/proc/{grpc_service.proc.pid}/maps").read_text()
+    assert "libllama" in maps and "numpy" not in maps
+
+
 def test_reflection_lists_the_service(grpc_service: ServiceProcess) -> None:
     db = ProtoReflectionDescriptorDatabase(grpc_service.channel())
     services = db.get_services()

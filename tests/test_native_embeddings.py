@@ -33,7 +33,7 @@ def test_minilm_matches_reference(minilm_path: Path, reference: dict) -> None:  
     batch.set_all_outputs(True)
     ctx.encode(batch)
     for seq, s in enumerate(sentences):
-        got = ctx.embeddings_seq(seq).astype(np.float64)
+        got = np.asarray(ctx.embeddings_seq(seq), dtype=np.float64)
         got /= np.linalg.norm(got)
         want = np.asarray(s["embedding"], dtype=np.float64)
         cosine = float(got @ want / np.linalg.norm(want))

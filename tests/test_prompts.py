@@ -129,6 +129,10 @@ def test_long_number_lists_read_as_message_to_dict_does(numbers: list[Any], odd:
     _reads_as_message_to_dict(value)
 
 
+def test_long_list_of_huge_numbers_reads_as_message_to_dict_does() -> None:
+    _reads_as_message_to_dict([1.5e308] * 70)  # finite, though their sum is not
+
+
 @pytest.mark.parametrize("number", [math.inf, -math.inf, math.nan])
 def test_long_number_list_with_a_non_finite_number_is_refused(number: float) -> None:
     req = request(prompt=list(range(100)))

@@ -47,7 +47,7 @@ def _last_logits(rt: Runtime, text: str = "Hello world, this is") -> npt.NDArray
         batch = native.Batch(64)
         batch.add_sequence(rt.model.vocab.tokenize(text), 0, 0, output_last=True)
         rt.ctx.decode(batch)
-        logits = rt.ctx.logits_ith(batch.n_tokens - 1).copy()
+        logits = np.array(rt.ctx.logits_ith(batch.n_tokens - 1))
         rt.ctx.seq_rm(0)
         return logits
 

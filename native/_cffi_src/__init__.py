@@ -9,9 +9,18 @@ from __future__ import annotations
 
 import hashlib
 
-from native._cffi_src import context, core, ggml, model, sample_parallel, sampler, vocab
+from native._cffi_src import (
+    context,
+    core,
+    ggml,
+    model,
+    ranking,
+    sample_parallel,
+    sampler,
+    vocab,
+)
 
-_AREAS = (ggml, core, model, vocab, context, sampler, sample_parallel)
+_AREAS = (ggml, core, model, vocab, context, sampler, sample_parallel, ranking)
 
 
 def declarations() -> str:
@@ -23,7 +32,7 @@ def declarations() -> str:
 
 def helper_sources() -> str:
     """Our own C code compiled into the extension after llama.h."""
-    return sample_parallel.SOURCE
+    return sample_parallel.SOURCE + ranking.SOURCE
 
 
 def declarations_digest() -> str:

@@ -9,10 +9,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-import numpy as np
-import numpy.typing as npt
-
 from native import SamplerChain, Vocab
+from native.sampler import float32, top_logits
 from service.engine.params import SamplingParams, canonical_sampler
 
 
@@ -58,7 +56,7 @@ def penalties_on(p: SamplingParams) -> bool:
 def dry_on(p: SamplingParams) -> bool:
     """Whether the DRY sampler changes anything (libllama's own test, on the float32 values
     it gets: a dry_base just below 1 rounds to 1 there)."""
-    return bool(np.float32(p.dry_multiplier) != 0.0 and np.float32(p.dry_base) >= 1.0
+    return (float32(p.dry_multiplier) != 0.0 and float32(p.dry_base) >= 1.0
             and p.dry_penalty_last_n != 0)
 
 
@@ -116,15 +114,10 @@ class TokenProb:
     p: float  # probability (post-sampling) or log-probability (pre-sampling), see `is_logprob`
 
 
-def top_probs(logits: npt.NDArray[np.float32], n: int) -> tuple[list[TokenProb], float]:
+def top_probs(logits: memoryview[float], n: int) -> tuple[list[TokenProb], float]:
     """Softmax over the raw logits: the n most likely tokens as (id, logprob), plus logsumexp.
 
     The logsumexp lets the caller get the sampled token's logprob as logit - lse.
     """
-    m = float(logits.max())
-    lse = m + float(np.log(np.exp(logits - m, dtype=np.float64).sum()))
-    if n <= 0:
-        return [], lse
-    idx = np.argpartition(logits, -n)[-n:]
-    idx = idx[np.argsort(logits[idx])[::-1]]
-    return [TokenProb(int(i), float(logits[i]) - lse) for i in idx], lse
+    ids, lse = top_logits(logits, n)
+    return [TokenProb(i, logits[i] - lse) for i in ids], lse
