@@ -12,7 +12,7 @@ import uuid
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 
-from service.engine.engine import Engine
+from service.engine.engine import Arrival, Engine
 from service.engine.events import Event, Failed, Finished
 from service.engine.params import CompletionParams
 from service.engine.task import Task
@@ -61,9 +61,10 @@ class GenerationRegistry:
 
 
 async def run_generation(engine: Engine, registry: GenerationRegistry, request_id: str,
-                         prompts: Sequence[list[int]],
-                         params: CompletionParams) -> AsyncIterator[tuple[int, Event]]:
-    """Yield (prompt index, event) for every prompt's generation until all have ended."""
+                         prompts: Sequence[list[int]], params: CompletionParams,
+                         arrival: Arrival | None = None) -> AsyncIterator[tuple[int, Event]]:
+    """Yield (prompt index, event) for every prompt's generation until all have ended.
+    `arrival`, the request's, goes with its last task (engine.Arrival)."""
     loop = asyncio.get_running_loop()
     queue: asyncio.Queue[tuple[int, list[Event]]] = asyncio.Queue()
     gen = Generation(request_id)
@@ -72,8 +73,8 @@ async def run_generation(engine: Engine, registry: GenerationRegistry, request_i
         task_id = request_id if len(prompts) == 1 else f"{request_id}-{i}"
         gen.tasks.append(Task(task_id, prompt, params, QueueSink(loop, queue, i)))
     registry.add(gen)
-    for task in gen.tasks:
-        engine.submit(task)
+    for i, task in enumerate(gen.tasks):
+        engine.submit(task, arrival if i == len(gen.tasks) - 1 else None)
     ended: set[int] = set()
     try:
         while len(ended) < len(gen.tasks):

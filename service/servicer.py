@@ -9,6 +9,7 @@ see trailers then. With `stream: false` each prompt yields exactly one, aggregat
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
@@ -26,6 +27,7 @@ from llama.v1 import (
 
 from native import LlamaError
 from service.chat_template import TemplateError
+from service.engine.engine import Arrival
 from service.engine.events import Chunk, Failed, Finished, Started
 from service.engine.params import CompletionParams, ParamError
 from service.errors import ERROR_KINDS, ServiceError
@@ -54,6 +56,21 @@ from service.runtime import Runtime
 _log = logging.getLogger(__name__)
 RuntimeGetter = Callable[[], Runtime | None]
 _FINISH_REASON = {"eos": "stop", "word": "stop", "limit": "length"}
+_GenerationMethod = Callable[[Any, Any, grpc.aio.ServicerContext, Arrival], AsyncIterator[Any]]
+
+
+def _generation_rpc(method: _GenerationMethod) -> Callable[..., AsyncIterator[Any]]:
+    """A generation RPC handler that gets its request's Arrival, open from the RPC's start
+    (before parsing, templating, tokenizing) until the engine has its tasks or it ends."""
+
+    @functools.wraps(method)
+    async def rpc(self: LlamaServicer, request: Any,
+                  context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+        with self._arrival() as arrival:
+            async for msg in method(self, request, context, arrival):
+                yield msg
+
+    return rpc
 
 
 class LlamaServicer(service_pb2_grpc.LlamaServerServicer):  # type: ignore[misc]
@@ -68,6 +85,11 @@ class LlamaServicer(service_pb2_grpc.LlamaServerServicer):  # type: ignore[misc]
         if rt is None:
             raise ServiceError("unavailable", "Loading model")
         return rt
+
+    def _arrival(self) -> Arrival:
+        """The Arrival of a generation request whose reading starts now (engine.Arrival)."""
+        rt = self._runtime()
+        return Arrival(rt.engine if rt is not None else None)
 
     @staticmethod
     async def _abort(context: grpc.aio.ServicerContext, err: ServiceError) -> None:
@@ -92,15 +114,17 @@ class LlamaServicer(service_pb2_grpc.LlamaServerServicer):  # type: ignore[misc]
         return prompts, params
 
     # -- completion -------------------------------------------------------------------------
-    async def Completion(self, request: Any,
-                         context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+    @_generation_rpc
+    async def Completion(self, request: Any, context: grpc.aio.ServicerContext,
+                         arrival: Arrival) -> AsyncIterator[Any]:
         gen_id = new_request_id("cmpl")
         async for msg in self._completion_stream(request, context, gen_id, completion_pb2.
-                                                 CompletionChunk):
+                                                 CompletionChunk, arrival):
             yield msg
 
     async def _completion_stream(self, request: Any, context: grpc.aio.ServicerContext,
-                                 gen_id: str, chunk_type: Any) -> AsyncIterator[Any]:
+                                 gen_id: str, chunk_type: Any,
+                                 arrival: Arrival) -> AsyncIterator[Any]:
         try:
             rt = self._rt()
             prompts, params = self._prepare(rt, request)
@@ -108,7 +132,8 @@ class LlamaServicer(service_pb2_grpc.LlamaServerServicer):  # type: ignore[misc]
             await self._abort(context, e)  # nothing sent yet: the status alone is visible
             return
         if not request.stream:
-            async for msg in self._aggregate(rt, gen_id, prompts, params, chunk_type, context):
+            async for msg in self._aggregate(rt, gen_id, prompts, params, chunk_type, context,
+                                             arrival):
                 yield msg
             return
         settings = generation_settings(params, rt.engine.n_ctx_slot, rt.model_name,
@@ -116,7 +141,7 @@ class LlamaServicer(service_pb2_grpc.LlamaServerServicer):  # type: ignore[misc]
         slot_of: dict[int, int] = {}
         failure: ServiceError | None = None
         async for index, event in run_generation(rt.engine, self._registry, gen_id, prompts,
-                                                 params):
+                                                 params, arrival):
             if isinstance(event, Started):
                 slot_of[index] = event.slot_id
                 yield chunk_type(id=gen_id, index=index, id_slot=event.slot_id)
@@ -139,14 +164,15 @@ class LlamaServicer(service_pb2_grpc.LlamaServerServicer):  # type: ignore[misc]
 
     async def _aggregate(self, rt: Runtime, gen_id: str, prompts: list[list[int]],
                          params: CompletionParams, chunk_type: Any,
-                         context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+                         context: grpc.aio.ServicerContext,
+                         arrival: Arrival) -> AsyncIterator[Any]:
         """stream=false: one message per prompt, with the whole content, tokens and probs."""
         acc: dict[int, Any] = {}
         settings = generation_settings(params, rt.engine.n_ctx_slot, rt.model_name, False)
         failure: ServiceError | None = None
         slot_of: dict[int, int] = {}
         async for index, event in run_generation(rt.engine, self._registry, gen_id, prompts,
-                                                 params):
+                                                 params, arrival):
             part = acc.setdefault(index, chunk_type(id=gen_id, index=index))
             if isinstance(event, Started):
                 slot_of[index] = event.slot_id
@@ -170,8 +196,9 @@ class LlamaServicer(service_pb2_grpc.LlamaServerServicer):  # type: ignore[misc]
         if failure is not None:
             await self._abort(context, failure)
 
-    async def OpenAICompletion(self, request: Any,
-                               context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+    @_generation_rpc
+    async def OpenAICompletion(self, request: Any, context: grpc.aio.ServicerContext,
+                               arrival: Arrival) -> AsyncIterator[Any]:
         gen_id = new_request_id("cmpl")
         created = int(time.time())
         if request.HasField("logprobs") and not request.HasField("n_probs"):
@@ -181,7 +208,7 @@ class LlamaServicer(service_pb2_grpc.LlamaServerServicer):  # type: ignore[misc]
             await self._abort(context, ServiceError("invalid_argument", refused))
             return
         async for msg in self._completion_stream(request, context, gen_id,
-                                                 completion_pb2.CompletionChunk):
+                                                 completion_pb2.CompletionChunk, arrival):
             rt = self._runtime()
             model = rt.model_name if rt else ""
             out = completion_pb2.OpenAICompletionChunk(
@@ -198,8 +225,9 @@ class LlamaServicer(service_pb2_grpc.LlamaServerServicer):  # type: ignore[misc]
                 choice.logprobs.content.extend(msg.completion_probabilities)
             yield out
 
-    async def ChatCompletion(self, request: Any,
-                             context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+    @_generation_rpc
+    async def ChatCompletion(self, request: Any, context: grpc.aio.ServicerContext,
+                             arrival: Arrival) -> AsyncIterator[Any]:
         gen_id = new_request_id("chatcmpl")
         created = int(time.time())
         try:
@@ -226,7 +254,7 @@ class LlamaServicer(service_pb2_grpc.LlamaServerServicer):  # type: ignore[misc]
                 "top_logprobs") else 1
         first = True
         async for msg in self._completion_stream(creq, context, gen_id,
-                                                 completion_pb2.CompletionChunk):
+                                                 completion_pb2.CompletionChunk, arrival):
             out = chat_pb2.ChatCompletionChunk(
                 id=gen_id, object="chat.completion.chunk" if request.stream else
                 "chat.completion", created=created, model=rt.model_name)

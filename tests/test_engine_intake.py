@@ -1,8 +1,10 @@
-"""The engine's intake: requests that arrive while others are being admitted share their step."""
+"""The engine's intake: requests that arrive while others are being admitted, or that the
+service has begun reading (engine.Arrival), share their step."""
 
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -10,6 +12,7 @@ import pytest
 
 import native
 from native.context import ContextParams
+from service.engine import engine as engine_module
 from service.engine.engine import Engine
 from service.engine.events import Event, Failed, Finished, Started
 from service.engine.params import CompletionParams, SamplingParams
@@ -86,3 +89,57 @@ def test_requests_beyond_the_free_slots_wait_for_a_later_step(engine: Engine) ->
     _run_chain(engine, [[40 + i, 50 + i] for i in range(6)])
     assert engine.stats.n_decode_total == 2  # four prompts, then the two that waited
     assert engine.stats.prompt_tokens_total == 12
+
+
+def _task(name: str, prompt: list[int], n_predict: int = 1) -> tuple[Task, _Recorder]:
+    recorder = _Recorder()
+    params = CompletionParams(n_predict=n_predict, sampling=SamplingParams(temperature=0.0))
+    return Task(name, prompt, params, recorder), recorder
+
+
+def _finished(*recorders: _Recorder) -> bool:
+    return all(r.done.wait(30) and isinstance(r.events[-1], Finished) for r in recorders)
+
+
+@pytest.fixture
+def long_arrival_wait(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Long enough that nothing here depends on timing: only an arrival's end releases it.
+    monkeypatch.setattr(engine_module, "ARRIVAL_WAIT_S", 60.0)
+
+
+@pytest.mark.usefixtures("long_arrival_wait")
+def test_an_idle_engine_waits_for_a_request_still_being_read(engine: Engine) -> None:
+    arrival = engine.arrival()  # the second request is being read...
+    first, r1 = _task("a", [20, 21, 22])
+    engine.submit(first)
+    time.sleep(0.3)  # ...while the engine has admitted the first one, and waits
+    assert engine.stats.n_decode_total == 0 and not r1.done.is_set()
+    second, r2 = _task("b", [10, 11, 12, 13, 14])
+    engine.submit(second, arrival)
+    assert _finished(r1, r2)
+    assert engine.stats.n_decode_total == 1 and engine.stats.prompt_tokens_total == 8
+
+
+@pytest.mark.usefixtures("long_arrival_wait")
+def test_a_request_that_ends_unread_releases_the_engine(engine: Engine) -> None:
+    with engine.arrival():  # e.g. refused as invalid before it reached the engine
+        first, r1 = _task("a", [20, 21, 22])
+        engine.submit(first)
+        time.sleep(0.3)
+        assert not r1.done.is_set()
+    assert _finished(r1)
+    assert engine.stats.n_decode_total == 1
+
+
+@pytest.mark.usefixtures("long_arrival_wait")
+def test_a_busy_engine_does_not_wait_for_arrivals(engine: Engine) -> None:
+    # Waiting would hold up the streams already generating: a later request joins a later
+    # step instead.
+    running, r1 = _task("a", [20, 21, 22], n_predict=16)
+    engine.submit(running)
+    deadline = time.monotonic() + 30
+    while engine.stats.n_decode_total == 0 and time.monotonic() < deadline:
+        time.sleep(0.001)
+    with engine.arrival():  # opened once the first step has run
+        assert _finished(r1)
+        assert engine.stats.n_decode_total == 16

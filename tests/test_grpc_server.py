@@ -170,6 +170,44 @@ def test_health_serving(grpc_service: ServiceProcess) -> None:
         assert health.Check(req, timeout=10).status == SERVING
 
 
+def test_every_generation_rpc_closes_its_arrival(tiny_bpe_path: Path) -> None:
+    """In process, to read the engine: whatever way a generation RPC ends (served, refused
+    before or after parsing, cancelled by its client), no Arrival stays open to make the
+    engine wait (service.engine.engine.Arrival)."""
+
+    async def scenario() -> None:
+        config = load_config(["-m", str(tiny_bpe_path), "-c", "512", "-np", "2"], env={})
+        handle = await start_server(config, "127.0.0.1", 0)
+        try:
+            await asyncio.wait_for(handle.loaded.wait(), 60)
+            assert handle.runtime is not None
+            async with grpc.aio.insecure_channel(f"127.0.0.1:{handle.port}") as ch:
+                stub = service_pb2_grpc.LlamaServerStub(ch)
+                ok = completion_request(prompt="Hello", n_predict=2)
+                assert [m async for m in stub.Completion(ok)][-1].stop
+                chat = chat_request(messages=USER_HELLO, max_completion_tokens=2)
+                assert [m async for m in stub.ChatCompletion(chat)]
+                for call in (stub.Completion(completion_request(prompt=[10**9])),
+                             stub.ChatCompletion(chat_request(messages=[])),
+                             stub.OpenAICompletion(completion_request(prompt="a", echo=True))):
+                    with pytest.raises(grpc.aio.AioRpcError) as err:
+                        _ = [m async for m in call]
+                    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+                long = stub.Completion(completion_request(prompt="Hello", n_predict=400,
+                                                          ignore_eos=True))
+                await long.read()  # started
+                long.cancel()
+            for _ in range(100):  # the cancelled handler ends on the server's own time
+                if handle.runtime.engine.n_arriving == 0:
+                    break
+                await asyncio.sleep(0.05)
+            assert handle.runtime.engine.n_arriving == 0
+        finally:
+            await handle.stop(0)
+
+    asyncio.run(scenario())
+
+
 def test_health_not_serving_while_the_model_loads(tiny_bpe_path: Path) -> None:
     """In process: start_server opens the port and returns before the model loads (on a worker
     thread, ~0.5 s), so the first calls see the loading state."""

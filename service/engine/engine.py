@@ -31,6 +31,51 @@ from service.engine.textstream import TextStream
 
 _log = logging.getLogger(__name__)
 T = TypeVar("T")
+# How long an engine starting from idle waits, at most, for requests the service has begun
+# reading (Arrival) before its first step. Reading one takes 0.2-1 ms; a request that is slower
+# (a long text to tokenize) joins a later step instead.
+ARRIVAL_WAIT_S = 0.003
+
+
+class Arrival:
+    """A request the service has begun reading: open from the RPC's start until the engine
+    takes the request's (last) task from its inbox, or until the request ends without one.
+
+    An engine with nothing running that admits a request waits for the open arrivals, up to
+    ARRIVAL_WAIT_S, before it decodes: requests sent together reach the engine 0.2-0.7 ms apart
+    (one event loop reads their RPCs in turn), and so they are prefilled in one step rather
+    than the later ones waiting for the first one's prompt. A lone request has no other open
+    arrival and is not delayed.
+    """
+
+    __slots__ = ("_engine",)
+
+    def __init__(self, engine: Engine | None) -> None:
+        self._engine = engine
+        if engine is not None:
+            with engine._arrivals_lock:
+                engine._arriving += 1
+
+    def close(self) -> bool:
+        """Stop counting this arrival (the engine has its task, or there is none); whether it
+        was still open. Safe from any thread, any number of times."""
+        engine = self._engine
+        if engine is None:
+            return False
+        with engine._arrivals_lock:
+            if self._engine is None:
+                return False
+            self._engine = None
+            engine._arriving -= 1
+        return True
+
+    def __enter__(self) -> Arrival:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        engine = self._engine
+        if engine is not None and self.close():  # ended with no task: wake a waiting engine
+            engine._inbox.put(None)
 
 
 @dataclass(frozen=True)
@@ -71,6 +116,8 @@ class Engine:
         self._by_id: dict[str, Task] = {}
         self._outbox: dict[EventSink, list[Event]] = {}
         self._stopping = False
+        self._arriving = 0  # open Arrivals
+        self._arrivals_lock = threading.Lock()
         self._thread = threading.Thread(target=self._run, name="llama-engine", daemon=True)
 
     # -- API for other threads --------------------------------------------------------------
@@ -82,9 +129,15 @@ class Engine:
         self._inbox.put(None)
         self._thread.join(timeout)
 
-    def submit(self, task: Task) -> None:
-        """Queue a generation; its events go to task.sink. Never blocks."""
+    def submit(self, task: Task, arrival: Arrival | None = None) -> None:
+        """Queue a generation; its events go to task.sink. Never blocks. `arrival`, the
+        request's, closes when the engine takes this task (give it with a request's last)."""
+        task.arrival = arrival
         self._inbox.put(task)
+
+    def arrival(self) -> Arrival:
+        """Open an Arrival for a request about to be read (see there)."""
+        return Arrival(self)
 
     def cancel(self, task_id: str) -> bool:
         """Stop a queued or running generation; it leaves the batch at the next step."""
@@ -113,20 +166,18 @@ class Engine:
     def n_waiting(self) -> int:
         return len(self._waiting)
 
+    @property
+    def n_arriving(self) -> int:
+        """Open Arrivals: requests being read that the engine has no task of yet."""
+        return self._arriving
+
     # -- the loop ---------------------------------------------------------------------------
     def _run(self) -> None:
         while not self._stopping:
             try:
-                self._intake(block=not self._active and not self._waiting)
-                # Requests sent together reach the engine a few tenths of a millisecond apart
-                # (one event loop reads their RPCs in turn): those that came in while the
-                # others were admitted join this step, so that a burst sent to an idle server
-                # is prefilled together (docs/benchmarks.md, item 8). At most one look per
-                # slot, and none once the slots are full.
-                for _ in self.slots:
-                    if self._inbox.empty() or all(s.task is not None for s in self.slots):
-                        break
-                    self._intake(block=False)
+                idle = not self._active and not self._waiting
+                self._intake(block=idle)
+                self._gather(wait_for_arrivals=idle)
                 if self._active:
                     self._step()
             except Exception:  # a bug must not kill the loop: fail what is running, go on
@@ -139,10 +190,28 @@ class Engine:
             self._fail(task, "unavailable", "server is shutting down")
         self._deliver()
 
-    def _intake(self, block: bool) -> None:
-        """Take what the inbox holds (waiting for it if `block`), admit what fits, and send
-        the admitted requests their Started events."""
-        self._drain_inbox(block)
+    def _gather(self, wait_for_arrivals: bool) -> None:
+        """Admit into this step the requests that came in meanwhile: requests sent together
+        reach the engine a few tenths of a millisecond apart, and a burst sent to an idle
+        server is prefilled together (docs/benchmarks.md, item 8). Starting from idle, also
+        wait (up to ARRIVAL_WAIT_S) for open Arrivals. At most one look per slot, and none
+        once the slots are full."""
+        deadline = time.monotonic() + ARRIVAL_WAIT_S
+        for _ in self.slots:
+            if all(s.task is not None for s in self.slots):
+                return
+            if not self._inbox.empty():
+                self._intake(block=False)
+                continue
+            timeout = deadline - time.monotonic()
+            if not (wait_for_arrivals and self._arriving > 0 and timeout > 0):
+                return
+            self._intake(block=True, timeout=timeout)
+
+    def _intake(self, block: bool, timeout: float | None = None) -> None:
+        """Take what the inbox holds (waiting for it if `block`, up to `timeout`), admit what
+        fits, and send the admitted requests their Started events."""
+        self._drain_inbox(block, timeout)
         self._reap_cancelled()
         self._admit()
         if self._outbox:
@@ -151,16 +220,18 @@ class Engine:
             # per-request work while the prompt is decoded.
             self._deliver()
 
-    def _drain_inbox(self, block: bool) -> None:
+    def _drain_inbox(self, block: bool, timeout: float | None = None) -> None:
         while True:
             try:
-                item = self._inbox.get(block=block, timeout=None)
+                item = self._inbox.get(block=block, timeout=timeout)
             except queue.Empty:
                 return
             block = False
             if item is None:
                 continue
             if isinstance(item, Task):
+                if item.arrival is not None:
+                    item.arrival.close()
                 self._by_id[item.id] = item
                 self._waiting.append(item)
             else:
@@ -319,7 +390,7 @@ class Engine:
 
         Plain sampling, the common case, runs for every task at once on the sampling threads:
         over a large vocabulary it costs more than the decode itself once many slots are busy.
-        Requests for probabilities take the slower path with numpy, one by one.
+        Requests for probabilities take the slower path, one by one.
         """
         plain = [t for t in tasks if not t.params.n_probs]
         work = [(_chain(t), t.out_index) for t in plain]

@@ -38,6 +38,7 @@ class Task:
     sink: EventSink
     cancelled: bool = False
     submitted: float = field(default_factory=time.perf_counter)
+    arrival: Any = None  # the request's engine.Arrival, closed when the engine takes the task
 
     # Set when the task gets a slot.
     slot: Slot | None = None
