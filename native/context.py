@@ -169,11 +169,7 @@ class Context:
             raise InvalidInputError("empty batch")
         if n > self.n_batch:
             raise InvalidInputError(f"batch of {n} tokens exceeds n_batch {self.n_batch}")
-        tok = ffi.unpack(batch.tokens, n)
-        if min(tok) < 0 or max(tok) >= self.n_vocab:
-            bad = next(t for t in tok if not 0 <= t < self.n_vocab)
-            raise InvalidInputError(
-                f"token id {bad} is outside the vocabulary (0..{self.n_vocab - 1})")
+        self.model.vocab.check_ids(ffi.unpack(batch.tokens, n))
         seq = ffi.unpack(batch.seq_id, n)
         if min(seq) < 0 or max(seq) >= self.n_seq_max:
             raise InvalidInputError(

@@ -83,11 +83,15 @@ class Vocab:
             ids = list(map(operator.index, tokens))
         except TypeError:
             raise InvalidInputError("tokens must be a flat sequence of integers") from None
+        self.check_ids(ids)
+        return ids
+
+    def check_ids(self, ids: list[int]) -> None:
+        """Check that every id of a list of ints is inside the vocabulary."""
         if ids and (min(ids) < 0 or max(ids) >= self.n_tokens):
             first = next(t for t in ids if not 0 <= t < self.n_tokens)
             raise InvalidInputError(
                 f"token id {first} is outside the vocabulary (0..{self.n_tokens - 1})")
-        return ids
 
     # -- per-token facts --------------------------------------------------------------------
     def text(self, token: int) -> bytes:
