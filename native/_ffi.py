@@ -20,7 +20,7 @@ except ImportError as exc:  # pragma: no cover - exercised only on a fresh check
         "`python -m native.cffi_build` (the README's set-up commands do it)"
     ) from exc
 
-__all__ = ["ensure_initialised", "ffi", "lib"]
+__all__ = ["decoding", "ensure_initialised", "ffi", "lib"]
 
 _log = logging.getLogger("llama.cpp")
 _init_lock = threading.Lock()
@@ -30,6 +30,10 @@ _initialised = False
 _LEVELS = {1: logging.DEBUG, 2: logging.INFO, 3: logging.WARNING, 4: logging.ERROR}
 _partial: list[str] = []
 _partial_level = [logging.INFO]
+# The interrupt flag (native.context) of the decode running on this thread, if any. llama.cpp
+# logs an interrupted decode as an error ("failed to compute graph", "removing memory module
+# entries"); for us it is no error, so its lines go to DEBUG while that flag is set.
+decoding = threading.local()
 
 
 def _check_fingerprint() -> None:
@@ -54,7 +58,12 @@ def _llama_grpc_log_callback(level: int, text: Any, _user_data: Any) -> None:
         line = "".join(_partial).rstrip("\n")
         _partial.clear()
         if line:
-            _log.log(_partial_level[0], "%s", line)
+            _log.log(logging.DEBUG if _interrupted() else _partial_level[0], "%s", line)
+
+
+def _interrupted() -> bool:
+    flag = getattr(decoding, "interrupt_flag", None)
+    return flag is not None and bool(lib.llama_grpc_get_interrupt(flag))
 
 
 @ffi.def_extern()  # type: ignore[untyped-decorator]

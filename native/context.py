@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from native._ffi import ffi, lib
+from native._ffi import decoding, ffi, lib
 from native.batch import Batch
 from native.errors import ContextError, InvalidInputError, StateError, decode_error
 from native.model import Model
@@ -105,6 +105,8 @@ class Context:
             raise ContextError("llama.cpp could not create the context (see its log: often "
                                "out of memory for this n_ctx, or invalid parameters)")
         self._ptr = ptr
+        self._interrupt = ffi.new("int *")  # see interrupt(); freed after the context
+        lib.llama_grpc_watch_interrupt(ptr, self._interrupt)
         self._mem = lib.llama_get_memory(ptr)
         self.n_ctx = int(lib.llama_n_ctx(ptr))
         self.n_ctx_seq = int(lib.llama_n_ctx_seq(ptr))
@@ -181,11 +183,27 @@ class Context:
 
     # -- compute ----------------------------------------------------------------------------
     def decode(self, batch: Batch) -> None:
-        """Run the batch through the decoder. Releases the GIL for the whole computation."""
+        """Run the batch through the decoder. Releases the GIL for the whole computation.
+        Raises DecodeAbortedError if interrupt() stopped it (see there)."""
         self.check_batch(batch)
-        rc = int(lib.llama_decode(self.ptr, batch.c_struct()))
+        decoding.interrupt_flag = self._interrupt
+        try:
+            rc = int(lib.llama_decode(self.ptr, batch.c_struct()))
+        finally:
+            decoding.interrupt_flag = None
         if rc != 0:
             raise decode_error(rc, "decode")
+
+    def interrupt(self) -> None:
+        """Stop the decode running now, or the next one, early; safe from any thread. Where
+        llama.cpp computes on the CPU it checks between graph nodes; the decode then raises
+        DecodeAbortedError and the memory holds none of the stopped ubatch (earlier ubatches of
+        the same batch stay). Other backends may finish the decode regardless. Stays in force
+        until clear_interrupt()."""
+        lib.llama_grpc_set_interrupt(self._interrupt, 1)
+
+    def clear_interrupt(self) -> None:
+        lib.llama_grpc_set_interrupt(self._interrupt, 0)
 
     def encode(self, batch: Batch) -> None:
         self.check_batch(batch)

@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 import native
 from native.context import ContextParams
+from native.errors import DecodeAbortedError
 from service.engine import engine as engine_module
 from service.engine.engine import Engine
 from service.engine.events import Event, Failed, Finished, Started
@@ -143,3 +145,140 @@ def test_a_busy_engine_does_not_wait_for_arrivals(engine: Engine) -> None:
     with engine.arrival():  # opened once the first step has run
         assert _finished(r1)
         assert engine.stats.n_decode_total == 16
+
+
+class _DecodeHook:
+    """Wraps the engine context's real decode: runs `before(call number)` on the engine
+    thread just before each decode, the moment a request would begin arriving mid-decode (an
+    interrupt stays in force until the next decode, so before is the same as during)."""
+
+    def __init__(self, engine: Engine, monkeypatch: pytest.MonkeyPatch,
+                 before: Callable[[int], None]) -> None:
+        self.calls = 0
+        real = engine.ctx.decode
+
+        def decode(batch: native.Batch) -> None:
+            self.calls += 1
+            before(self.calls)
+            real(batch)
+
+        monkeypatch.setattr(engine.ctx, "decode", decode)
+
+
+def _tokens(recorder: _Recorder) -> tuple[int, ...]:
+    finished = recorder.events[-1]
+    assert isinstance(finished, Finished)
+    return finished.tokens
+
+
+@pytest.mark.usefixtures("long_arrival_wait")
+def test_a_request_arriving_during_a_bursts_first_decode_joins_it_redone(
+        engine: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(engine_module, "BURST_WINDOW_S", 60.0)
+    arrivals: list[engine_module.Arrival] = []
+    opened = threading.Event()
+
+    def arrive_during_first(call: int) -> None:
+        if call == 1:
+            arrivals.append(engine.arrival())
+            opened.set()
+
+    _DecodeHook(engine, monkeypatch, arrive_during_first)
+    prompt_a = [20 + i % 50 for i in range(40)]
+    first, r1 = _task("a", prompt_a, n_predict=6)
+    engine.submit(first)
+    assert opened.wait(30)
+    second, r2 = _task("b", [10, 11, 12, 13, 14], n_predict=6)
+    engine.submit(second, arrivals[0])
+    assert _finished(r1, r2)
+    # The first decode was thrown away; the one that counted held both prompts.
+    assert engine.stats.decodes_interrupted == 1
+    assert engine.stats.prompt_tokens_total == 45
+    assert engine.stats.n_decode_total == 6
+    # Nothing of the interrupted decode stayed in the memory: the same prompt decoded again
+    # from scratch (no cache) gives the same tokens.
+    again, r3 = _task("a2", prompt_a, n_predict=6)
+    again.params = CompletionParams(n_predict=6, cache_prompt=False,
+                                    sampling=SamplingParams(temperature=0.0))
+    engine.submit(again)
+    assert _finished(r3)
+    assert _tokens(r1) == _tokens(r3)
+
+
+@pytest.mark.usefixtures("long_arrival_wait")
+def test_a_request_arriving_while_the_first_batch_is_built_is_gathered_first(
+        engine: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Before the decode can be interrupted, the engine looks for arrivals once more.
+    monkeypatch.setattr(engine_module, "BURST_WINDOW_S", 60.0)
+    arrivals: list[engine_module.Arrival] = []
+    opened = threading.Event()
+    real_add = engine._batch.add_sequence
+
+    def add_sequence(*args: Any, **kwargs: Any) -> int:
+        if not arrivals:
+            arrivals.append(engine.arrival())
+            opened.set()
+        return real_add(*args, **kwargs)
+
+    monkeypatch.setattr(engine._batch, "add_sequence", add_sequence)
+    first, r1 = _task("a", [20, 21, 22])
+    engine.submit(first)
+    assert opened.wait(30)
+    second, r2 = _task("b", [10, 11, 12, 13, 14])
+    engine.submit(second, arrivals[0])
+    assert _finished(r1, r2)
+    assert engine.stats.n_decode_total == 1 and engine.stats.prompt_tokens_total == 8
+    assert engine.stats.decodes_interrupted == 0
+
+
+def test_decodes_are_not_interrupted_once_a_token_is_out_or_the_window_is_over(
+        engine: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(engine_module, "BURST_WINDOW_S", 60.0)
+    # A request begins arriving (and ends unread) before the first decode, and before every
+    # one after the first token: only the first decode is interrupted.
+    def arrive(call: int) -> None:
+        if call != 2:
+            with engine.arrival():
+                pass
+
+    _DecodeHook(engine, monkeypatch, arrive)
+    running, r1 = _task("a", [20, 21, 22], n_predict=8)
+    engine.submit(running)
+    assert _finished(r1)
+    assert engine.stats.decodes_interrupted == 1 and engine.stats.n_decode_total == 8
+
+    monkeypatch.setattr(engine_module, "BURST_WINDOW_S", 0.0)
+    later, r2 = _task("b", [30, 31, 32], n_predict=4)
+    engine.submit(later)
+    assert _finished(r2)
+    assert engine.stats.decodes_interrupted == 1
+
+
+def test_a_decode_interrupted_after_some_ubatches_is_redone_cleanly(
+        engine: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
+    # llama.cpp keeps the ubatches an interrupted decode finished before the one it stopped
+    # in. Here the first decode does that for real (the first 16 prompt tokens) and then
+    # reports the interrupt; the engine must drop them and decode the whole prompt again.
+    prompt = [20 + i % 50 for i in range(40)]
+    task, recorder = _task("a", prompt, n_predict=6)
+    real = engine.ctx.decode
+
+    def decode(batch: native.Batch) -> None:
+        if engine.stats.decodes_interrupted == 0 and task.slot is not None:
+            part = native.Batch(16)
+            part.add_sequence(prompt[:16], 0, task.slot.id, False)
+            real(part)
+            raise DecodeAbortedError(2)
+        real(batch)
+
+    monkeypatch.setattr(engine.ctx, "decode", decode)
+    engine.submit(task)
+    assert _finished(recorder)
+    monkeypatch.setattr(engine.ctx, "decode", real)
+    assert engine.stats.decodes_interrupted == 1
+    again, r2 = _task("a2", prompt, n_predict=6)
+    again.params = CompletionParams(n_predict=6, cache_prompt=False,
+                                    sampling=SamplingParams(temperature=0.0))
+    engine.submit(again)
+    assert _finished(r2)
+    assert _tokens(recorder) == _tokens(r2)

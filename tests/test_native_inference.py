@@ -7,6 +7,7 @@ same sequence decoded in different batches are compared with max |diff| <= 1e-3 
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable
@@ -16,6 +17,7 @@ import numpy as np
 import pytest
 
 import native
+from native.errors import DecodeAbortedError
 
 TOL = 1e-3
 
@@ -126,6 +128,31 @@ def test_seq_state_roundtrip_exact(model: native.Model, tmp_path: Path) -> None:
             ctx.decode(batch)
             assert np.array_equal(np.asarray(ctx.logits_ith(i)), want), restore
             ctx.seq_rm(seq)
+
+
+def test_an_interrupted_decode_leaves_nothing_behind(
+        model: native.Model, caplog: pytest.LogCaptureFixture) -> None:
+    kept = model.vocab.tokenize("The weather today is")
+    more = model.vocab.tokenize(" sunny and warm", add_special=False)
+    fresh = _decode_alone(model, kept + more)
+    with _ctx(model) as ctx:
+        batch = native.Batch(512)
+        batch.add_sequence(kept, 0, 1, False)
+        ctx.decode(batch)
+        batch.clear()
+        i = batch.add_sequence(more, len(kept), 1, True)
+        ctx.interrupt()  # before the decode: it stays in force until cleared
+        with caplog.at_level(logging.DEBUG, logger="llama.cpp"), pytest.raises(
+                DecodeAbortedError):
+            ctx.decode(batch)
+        assert ctx.seq_pos_max(1) == len(kept) - 1  # what was there before, nothing of the rest
+        assert any("compute" in r.getMessage() for r in caplog.records)
+        assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+        with pytest.raises(DecodeAbortedError):  # still interrupted
+            ctx.decode(batch)
+        ctx.clear_interrupt()
+        ctx.decode(batch)
+        assert np.abs(np.asarray(ctx.logits_ith(i)) - fresh).max() <= TOL
 
 
 def test_decode_releases_the_gil(model: native.Model) -> None:

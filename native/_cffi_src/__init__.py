@@ -13,6 +13,7 @@ from native._cffi_src import (
     context,
     core,
     ggml,
+    interrupt,
     model,
     ranking,
     sample_parallel,
@@ -20,7 +21,8 @@ from native._cffi_src import (
     vocab,
 )
 
-_AREAS = (ggml, core, model, vocab, context, sampler, sample_parallel, ranking)
+_AREAS = (ggml, core, model, vocab, context, sampler, sample_parallel, ranking,
+          interrupt)
 
 
 def declarations() -> str:
@@ -32,7 +34,7 @@ def declarations() -> str:
 
 def helper_sources() -> str:
     """Our own C code compiled into the extension after llama.h."""
-    return sample_parallel.SOURCE + ranking.SOURCE
+    return sample_parallel.SOURCE + ranking.SOURCE + interrupt.SOURCE
 
 
 def declarations_digest() -> str:

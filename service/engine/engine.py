@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar, cast
 
 from native import Batch, Context, LlamaError, Model, SamplerChain, SamplerError
-from native.errors import NoKvSlotError
+from native.errors import DecodeAbortedError, NoKvSlotError
 from native.sampler import NO_TOKEN, sample_parallel
 from service.engine.events import Chunk, Event, Failed, Finished, Started, TokenProbs
 from service.engine.params import ParamError
@@ -35,6 +35,12 @@ T = TypeVar("T")
 # reading (Arrival) before its first step. Reading one takes 0.2-1 ms; a request that is slower
 # (a long text to tokenize) joins a later step instead.
 ARRIVAL_WAIT_S = 0.003
+# For this long after an idle engine takes a request, and while no request of that burst has a
+# token yet, a request that begins arriving interrupts the prompt decode under way (where
+# llama.cpp computes on the CPU) so that it joins a redone one: the burst's own requests reach the
+# engine over several milliseconds, and one that misses the first step would wait for all of it.
+# Bounds the work thrown away per burst; llama.cpp drops what an interrupted decode computed.
+BURST_WINDOW_S = 0.015
 
 
 class Arrival:
@@ -55,6 +61,10 @@ class Arrival:
         if engine is not None:
             with engine._arrivals_lock:
                 engine._arriving += 1
+            # After counting, so that an engine about to decode either sees this arrival or has
+            # already made its decode interruptible (Engine._step).
+            if time.monotonic() < engine._interruptible_until:
+                engine.ctx.interrupt()
 
     def close(self) -> bool:
         """Stop counting this arrival (the engine has its task, or there is none); whether it
@@ -99,6 +109,7 @@ class EngineStats:
     n_busy_slots_total: int = 0
     requests_processing: int = 0
     requests_deferred: int = 0
+    decodes_interrupted: int = 0  # redone with the requests of a burst that came meanwhile
 
 
 class Engine:
@@ -118,6 +129,8 @@ class Engine:
         self._stopping = False
         self._arriving = 0  # open Arrivals
         self._arrivals_lock = threading.Lock()
+        self._burst_until = 0.0  # time.monotonic(): end of BURST_WINDOW_S for this burst
+        self._interruptible_until = 0.0  # set while a decode may be interrupted by an Arrival
         self._thread = threading.Thread(target=self._run, name="llama-engine", daemon=True)
 
     # -- API for other threads --------------------------------------------------------------
@@ -177,7 +190,9 @@ class Engine:
             try:
                 idle = not self._active and not self._waiting
                 self._intake(block=idle)
-                self._gather(wait_for_arrivals=idle)
+                if idle:
+                    self._burst_until = time.monotonic() + BURST_WINDOW_S
+                self._gather(wait_for_arrivals=self._in_burst())
                 if self._active:
                     self._step()
             except Exception:  # a bug must not kill the loop: fail what is running, go on
@@ -189,6 +204,12 @@ class Engine:
         for task in [*self._active, *self._waiting]:
             self._fail(task, "unavailable", "server is shutting down")
         self._deliver()
+
+    def _in_burst(self) -> bool:
+        """Within BURST_WINDOW_S of leaving idle, with no request generating yet: requests
+        that begin arriving are worth waiting for, and worth redoing a prompt decode for."""
+        return (time.monotonic() < self._burst_until
+                and not any(t.generating for t in self._active))
 
     def _gather(self, wait_for_arrivals: bool) -> None:
         """Admit into this step the requests that came in meanwhile: requests sent together
@@ -333,9 +354,18 @@ class Engine:
             budget -= n
         if batch.n_tokens == 0:
             return
+        self.ctx.clear_interrupt()
+        if self._in_burst() and any(s.task is None for s in self.slots):
+            self._interruptible_until = self._burst_until
+            if self._arriving:  # one began arriving while the batch was built: gather it first
+                self._interruptible_until = 0.0
+                return
         t0 = time.perf_counter()
         try:
             self.ctx.decode(batch)
+        except DecodeAbortedError:
+            self._forget_decode()
+            return
         except LlamaError as e:
             # With a unified KV cache the slots share its cells, and a full cache is a
             # load condition (code 1), not a bug: those requests may be retried.
@@ -348,6 +378,8 @@ class Engine:
                     self.ctx.seq_rm(slot.id)
                     slot.cache_tokens = []
             return
+        finally:
+            self._interruptible_until = 0.0
         self._account(t0, time.perf_counter())
         ready = [t for t in list(self._active) if t.chunk_len and self._after_decode(t)]
         for task, result in zip(ready, self._sample_all(ready), strict=True):
@@ -359,6 +391,20 @@ class Engine:
                 task.t_first = time.perf_counter()
             self.stats.tokens_predicted_total += 1
             self._accept_token(task, *result)
+
+    def _forget_decode(self) -> None:
+        """After an interrupted decode: the memory keeps nothing of this step, and its tasks
+        stay where they were, to be decoded again with whatever joins them."""
+        self.stats.decodes_interrupted += 1
+        for task in self._active:
+            if not task.chunk_len:
+                continue
+            assert task.slot is not None
+            if not self.ctx.seq_rm(task.slot.id, task.n_past, -1):
+                self.ctx.seq_rm(task.slot.id)  # this memory cannot drop a suffix: start over
+                task.slot.cache_tokens = []
+                task.n_past = task.n_cached = 0
+        _log.debug("decode interrupted: a request arrived; doing it again with it")
 
     def _account(self, t0: float, t1: float) -> None:
         n_gen = sum(1 for t in self._active if t.generating and t.chunk_len)
