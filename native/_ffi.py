@@ -32,7 +32,7 @@ _partial: list[str] = []
 _partial_level = [logging.INFO]
 # The interrupt flag (native.context) of the decode running on this thread, if any. llama.cpp
 # logs an interrupted decode as an error ("failed to compute graph", "removing memory module
-# entries"); for us it is no error, so its lines go to DEBUG while that flag is set.
+# entries"); for us it is no error, so its lines go to DEBUG once an interrupt was requested.
 decoding = threading.local()
 
 
@@ -63,7 +63,7 @@ def _llama_grpc_log_callback(level: int, text: Any, _user_data: Any) -> None:
 
 def _interrupted() -> bool:
     flag = getattr(decoding, "interrupt_flag", None)
-    return flag is not None and bool(lib.llama_grpc_get_interrupt(flag))
+    return flag is not None and bool(lib.llama_grpc_interrupt_pending(flag))
 
 
 @ffi.def_extern()  # type: ignore[untyped-decorator]

@@ -194,16 +194,18 @@ class Context:
         if rc != 0:
             raise decode_error(rc, "decode")
 
-    def interrupt(self) -> None:
-        """Stop the decode running now, or the next one, early; safe from any thread. Where
-        llama.cpp computes on the CPU it checks between graph nodes; the decode then raises
-        DecodeAbortedError and the memory holds none of the stopped ubatch (earlier ubatches of
-        the same batch stay). Other backends may finish the decode regardless. Stays in force
-        until clear_interrupt()."""
-        lib.llama_grpc_set_interrupt(self._interrupt, 1)
+    def allow_interrupt(self, allow: bool) -> None:
+        """Let interrupt() stop decodes from now on, or not (which also withdraws a request
+        not yet acted on). Call from the thread that decodes, between decodes."""
+        lib.llama_grpc_allow_interrupt(self._interrupt, allow)
 
-    def clear_interrupt(self) -> None:
-        lib.llama_grpc_set_interrupt(self._interrupt, 0)
+    def interrupt(self) -> bool:
+        """Stop the decode running now, or the next one, early, if interrupts are allowed;
+        whether they were. Safe from any thread. Where llama.cpp computes on the CPU it checks
+        between graph nodes; the decode then raises DecodeAbortedError and the memory holds
+        none of the stopped ubatch (earlier ubatches of the same batch stay). Other backends
+        may finish the decode regardless. In force until allow_interrupt() is called again."""
+        return bool(lib.llama_grpc_request_interrupt(self._interrupt))
 
     def encode(self, batch: Batch) -> None:
         self.check_batch(batch)

@@ -141,7 +141,9 @@ def test_an_interrupted_decode_leaves_nothing_behind(
         ctx.decode(batch)
         batch.clear()
         i = batch.add_sequence(more, len(kept), 1, True)
-        ctx.interrupt()  # before the decode: it stays in force until cleared
+        assert not ctx.interrupt()  # not allowed: nothing happens
+        ctx.allow_interrupt(True)
+        assert ctx.interrupt()  # before the decode: in force until allowed or not again
         with caplog.at_level(logging.DEBUG, logger="llama.cpp"), pytest.raises(
                 DecodeAbortedError):
             ctx.decode(batch)
@@ -150,7 +152,7 @@ def test_an_interrupted_decode_leaves_nothing_behind(
         assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
         with pytest.raises(DecodeAbortedError):  # still interrupted
             ctx.decode(batch)
-        ctx.clear_interrupt()
+        ctx.allow_interrupt(False)
         ctx.decode(batch)
         assert np.abs(np.asarray(ctx.logits_ith(i)) - fresh).max() <= TOL
 

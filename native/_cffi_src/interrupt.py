@@ -12,6 +12,7 @@ TYPES = ""
 
 FUNCTIONS = """
 void llama_grpc_watch_interrupt(struct llama_context * ctx, int * flag);
-void llama_grpc_set_interrupt(int * flag, int value);
-int llama_grpc_get_interrupt(const int * flag);
+void llama_grpc_allow_interrupt(int * flag, int allow);
+int llama_grpc_request_interrupt(int * flag);
+int llama_grpc_interrupt_pending(const int * flag);
 """

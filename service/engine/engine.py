@@ -62,8 +62,8 @@ class Arrival:
             with engine._arrivals_lock:
                 engine._arriving += 1
             # After counting, so that an engine about to decode either sees this arrival or has
-            # already made its decode interruptible (Engine._step).
-            if time.monotonic() < engine._interruptible_until:
+            # already allowed its decode to be interrupted (Engine._step).
+            if time.monotonic() < engine._burst_until:
                 engine.ctx.interrupt()
 
     def close(self) -> bool:
@@ -130,7 +130,6 @@ class Engine:
         self._arriving = 0  # open Arrivals
         self._arrivals_lock = threading.Lock()
         self._burst_until = 0.0  # time.monotonic(): end of BURST_WINDOW_S for this burst
-        self._interruptible_until = 0.0  # set while a decode may be interrupted by an Arrival
         self._thread = threading.Thread(target=self._run, name="llama-engine", daemon=True)
 
     # -- API for other threads --------------------------------------------------------------
@@ -354,12 +353,10 @@ class Engine:
             budget -= n
         if batch.n_tokens == 0:
             return
-        self.ctx.clear_interrupt()
-        if self._in_burst() and any(s.task is None for s in self.slots):
-            self._interruptible_until = self._burst_until
-            if self._arriving:  # one began arriving while the batch was built: gather it first
-                self._interruptible_until = 0.0
-                return
+        interruptible = self._in_burst() and any(s.task is None for s in self.slots)
+        self.ctx.allow_interrupt(interruptible)
+        if interruptible and self._arriving:
+            return  # one began arriving while the batch was built: gather it first
         t0 = time.perf_counter()
         try:
             self.ctx.decode(batch)
@@ -379,7 +376,7 @@ class Engine:
                     slot.cache_tokens = []
             return
         finally:
-            self._interruptible_until = 0.0
+            self.ctx.allow_interrupt(False)
         self._account(t0, time.perf_counter())
         ready = [t for t in list(self._active) if t.chunk_len and self._after_decode(t)]
         for task, result in zip(ready, self._sample_all(ready), strict=True):
