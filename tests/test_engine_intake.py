@@ -171,6 +171,16 @@ def _tokens(recorder: _Recorder) -> tuple[int, ...]:
     return finished.tokens
 
 
+def _tokens_uncached(engine: Engine, prompt: list[int], n_predict: int) -> tuple[int, ...]:
+    """The greedy tokens of `prompt` decoded from scratch (no cached prefix), alone."""
+    recorder = _Recorder()
+    params = CompletionParams(n_predict=n_predict, cache_prompt=False,
+                              sampling=SamplingParams(temperature=0.0))
+    engine.submit(Task("fresh", prompt, params, recorder))
+    assert _finished(recorder)
+    return _tokens(recorder)
+
+
 @pytest.mark.usefixtures("long_arrival_wait")
 def test_a_request_arriving_during_a_bursts_first_decode_joins_it_redone(
         engine: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -195,14 +205,8 @@ def test_a_request_arriving_during_a_bursts_first_decode_joins_it_redone(
     assert engine.stats.decodes_interrupted == 1
     assert engine.stats.prompt_tokens_total == 45
     assert engine.stats.n_decode_total == 6
-    # Nothing of the interrupted decode stayed in the memory: the same prompt decoded again
-    # from scratch (no cache) gives the same tokens.
-    again, r3 = _task("a2", prompt_a, n_predict=6)
-    again.params = CompletionParams(n_predict=6, cache_prompt=False,
-                                    sampling=SamplingParams(temperature=0.0))
-    engine.submit(again)
-    assert _finished(r3)
-    assert _tokens(r1) == _tokens(r3)
+    # Nothing of the interrupted decode stayed in the memory.
+    assert _tokens(r1) == _tokens_uncached(engine, prompt_a, 6)
 
 
 @pytest.mark.usefixtures("long_arrival_wait")
@@ -276,9 +280,4 @@ def test_a_decode_interrupted_after_some_ubatches_is_redone_cleanly(
     assert _finished(recorder)
     monkeypatch.setattr(engine.ctx, "decode", real)
     assert engine.stats.decodes_interrupted == 1
-    again, r2 = _task("a2", prompt, n_predict=6)
-    again.params = CompletionParams(n_predict=6, cache_prompt=False,
-                                    sampling=SamplingParams(temperature=0.0))
-    engine.submit(again)
-    assert _finished(r2)
-    assert _tokens(recorder) == _tokens(r2)
+    assert _tokens(recorder) == _tokens_uncached(engine, prompt, 6)

@@ -31,9 +31,9 @@ from service.engine.textstream import TextStream
 
 _log = logging.getLogger(__name__)
 T = TypeVar("T")
-# How long an engine starting from idle waits, at most, for requests the service has begun
-# reading (Arrival) before its first step. Reading one takes 0.2-1 ms; a request that is slower
-# (a long text to tokenize) joins a later step instead.
+# How long an engine in a burst (BURST_WINDOW_S) waits, at most, at one look for requests the
+# service has begun reading (Arrival) before it decodes. Reading one takes 0.2-1 ms; a request
+# that is slower (a long text to tokenize) joins a later step instead.
 ARRIVAL_WAIT_S = 0.003
 # For this long after an idle engine takes a request, and while no request of that burst has a
 # token yet, a request that begins arriving interrupts the prompt decode under way (where
@@ -47,11 +47,12 @@ class Arrival:
     """A request the service has begun reading: open from the RPC's start until the engine
     takes the request's (last) task from its inbox, or until the request ends without one.
 
-    An engine with nothing running that admits a request waits for the open arrivals, up to
-    ARRIVAL_WAIT_S, before it decodes: requests sent together reach the engine 0.2-0.7 ms apart
-    (one event loop reads their RPCs in turn), and so they are prefilled in one step rather
-    than the later ones waiting for the first one's prompt. A lone request has no other open
-    arrival and is not delayed.
+    An engine that has just left idle waits for the open arrivals, up to ARRIVAL_WAIT_S, before
+    it decodes, and an arrival that opens during that first prompt decode interrupts it (see
+    BURST_WINDOW_S): requests sent together reach the engine 0.2-0.7 ms apart (one event loop
+    reads their RPCs in turn), and so they are prefilled in one step rather than the later ones
+    waiting for the first ones' prompts. A lone request has no other open arrival and is not
+    delayed.
     """
 
     __slots__ = ("_engine",)
@@ -213,8 +214,8 @@ class Engine:
     def _gather(self, wait_for_arrivals: bool) -> None:
         """Admit into this step the requests that came in meanwhile: requests sent together
         reach the engine a few tenths of a millisecond apart, and a burst sent to an idle
-        server is prefilled together (docs/benchmarks.md, item 8). Starting from idle, also
-        wait (up to ARRIVAL_WAIT_S) for open Arrivals. At most one look per slot, and none
+        server is prefilled together (docs/benchmarks.md, item 8). In a burst, also wait (up to
+        ARRIVAL_WAIT_S) for open Arrivals. At most one look per slot, and none
         once the slots are full."""
         deadline = time.monotonic() + ARRIVAL_WAIT_S
         for _ in self.slots:
