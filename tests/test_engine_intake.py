@@ -15,7 +15,7 @@ import native
 from native.context import ContextParams
 from native.errors import DecodeAbortedError
 from service.engine import engine as engine_module
-from service.engine.engine import Engine
+from service.engine.engine import Arrival, Engine
 from service.engine.events import Event, Failed, Finished, Started
 from service.engine.params import CompletionParams, SamplingParams
 from service.engine.task import Task
@@ -111,7 +111,7 @@ def long_arrival_wait(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.mark.usefixtures("long_arrival_wait")
 def test_an_idle_engine_waits_for_a_request_still_being_read(engine: Engine) -> None:
-    arrival = engine.arrival()  # the second request is being read...
+    arrival = Arrival(engine)  # the second request is being read...
     first, r1 = _task("a", [20, 21, 22])
     engine.submit(first)
     time.sleep(0.3)  # ...while the engine has admitted the first one, and waits
@@ -124,7 +124,7 @@ def test_an_idle_engine_waits_for_a_request_still_being_read(engine: Engine) -> 
 
 @pytest.mark.usefixtures("long_arrival_wait")
 def test_a_request_that_ends_unread_releases_the_engine(engine: Engine) -> None:
-    with engine.arrival():  # e.g. refused as invalid before it reached the engine
+    with Arrival(engine):  # e.g. refused as invalid before it reached the engine
         first, r1 = _task("a", [20, 21, 22])
         engine.submit(first)
         time.sleep(0.3)
@@ -142,7 +142,7 @@ def test_a_busy_engine_does_not_wait_for_arrivals(engine: Engine) -> None:
     deadline = time.monotonic() + 30
     while engine.stats.n_decode_total == 0 and time.monotonic() < deadline:
         time.sleep(0.001)
-    with engine.arrival():  # opened once the first step has run
+    with Arrival(engine):  # opened once the first step has run
         assert _finished(r1)
         assert engine.stats.n_decode_total == 16
 
@@ -165,6 +165,25 @@ class _DecodeHook:
         monkeypatch.setattr(engine.ctx, "decode", decode)
 
 
+class _LateArrival:
+    """A request that begins arriving at a moment the test picks on the engine thread
+    (`begin`), its task handed over later from the test's thread (`submit`)."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.arrival: Arrival | None = None
+        self.begun = threading.Event()
+
+    def begin(self) -> None:
+        if self.arrival is None:
+            self.arrival = Arrival(self.engine)
+            self.begun.set()
+
+    def submit(self, task: Task) -> None:
+        assert self.begun.wait(30)
+        self.engine.submit(task, self.arrival)
+
+
 def _tokens(recorder: _Recorder) -> tuple[int, ...]:
     finished = recorder.events[-1]
     assert isinstance(finished, Finished)
@@ -185,21 +204,18 @@ def _tokens_uncached(engine: Engine, prompt: list[int], n_predict: int) -> tuple
 def test_a_request_arriving_during_a_bursts_first_decode_joins_it_redone(
         engine: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(engine_module, "BURST_WINDOW_S", 60.0)
-    arrivals: list[engine_module.Arrival] = []
-    opened = threading.Event()
+    late = _LateArrival(engine)
 
     def arrive_during_first(call: int) -> None:
         if call == 1:
-            arrivals.append(engine.arrival())
-            opened.set()
+            late.begin()
 
     _DecodeHook(engine, monkeypatch, arrive_during_first)
     prompt_a = [20 + i % 50 for i in range(40)]
     first, r1 = _task("a", prompt_a, n_predict=6)
     engine.submit(first)
-    assert opened.wait(30)
     second, r2 = _task("b", [10, 11, 12, 13, 14], n_predict=6)
-    engine.submit(second, arrivals[0])
+    late.submit(second)
     assert _finished(r1, r2)
     # The first decode was thrown away; the one that counted held both prompts.
     assert engine.stats.decodes_interrupted == 1
@@ -214,22 +230,18 @@ def test_a_request_arriving_while_the_first_batch_is_built_is_gathered_first(
         engine: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
     # Before the decode can be interrupted, the engine looks for arrivals once more.
     monkeypatch.setattr(engine_module, "BURST_WINDOW_S", 60.0)
-    arrivals: list[engine_module.Arrival] = []
-    opened = threading.Event()
+    late = _LateArrival(engine)
     real_add = engine._batch.add_sequence
 
     def add_sequence(*args: Any, **kwargs: Any) -> int:
-        if not arrivals:
-            arrivals.append(engine.arrival())
-            opened.set()
+        late.begin()
         return real_add(*args, **kwargs)
 
     monkeypatch.setattr(engine._batch, "add_sequence", add_sequence)
     first, r1 = _task("a", [20, 21, 22])
     engine.submit(first)
-    assert opened.wait(30)
     second, r2 = _task("b", [10, 11, 12, 13, 14])
-    engine.submit(second, arrivals[0])
+    late.submit(second)
     assert _finished(r1, r2)
     assert engine.stats.n_decode_total == 1 and engine.stats.prompt_tokens_total == 8
     assert engine.stats.decodes_interrupted == 0
@@ -242,7 +254,7 @@ def test_decodes_are_not_interrupted_once_a_token_is_out_or_the_window_is_over(
     # one after the first token: only the first decode is interrupted.
     def arrive(call: int) -> None:
         if call != 2:
-            with engine.arrival():
+            with Arrival(engine):
                 pass
 
     _DecodeHook(engine, monkeypatch, arrive)

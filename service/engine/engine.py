@@ -148,10 +148,6 @@ class Engine:
         task.arrival = arrival
         self._inbox.put(task)
 
-    def arrival(self) -> Arrival:
-        """Open an Arrival for a request about to be read (see there)."""
-        return Arrival(self)
-
     def cancel(self, task_id: str) -> bool:
         """Stop a queued or running generation; it leaves the batch at the next step."""
         task = self._by_id.get(task_id)
@@ -211,6 +207,9 @@ class Engine:
         return (time.monotonic() < self._burst_until
                 and not any(t.generating for t in self._active))
 
+    def _has_free_slot(self) -> bool:
+        return any(s.task is None for s in self.slots)
+
     def _gather(self, wait_for_arrivals: bool) -> None:
         """Admit into this step the requests that came in meanwhile: requests sent together
         reach the engine a few tenths of a millisecond apart, and a burst sent to an idle
@@ -219,7 +218,7 @@ class Engine:
         once the slots are full."""
         deadline = time.monotonic() + ARRIVAL_WAIT_S
         for _ in self.slots:
-            if all(s.task is not None for s in self.slots):
+            if not self._has_free_slot():
                 return
             if not self._inbox.empty():
                 self._intake(block=False)
@@ -354,10 +353,12 @@ class Engine:
             budget -= n
         if batch.n_tokens == 0:
             return
-        interruptible = self._in_burst() and any(s.task is None for s in self.slots)
-        self.ctx.allow_interrupt(interruptible)
-        if interruptible and self._arriving:
-            return  # one began arriving while the batch was built: gather it first
+        interruptible = self._in_burst() and self._has_free_slot()
+        if interruptible:
+            self.ctx.allow_interrupt(True)
+            if self._arriving:  # one began arriving while the batch was built: gather it first
+                self.ctx.allow_interrupt(False)
+                return
         t0 = time.perf_counter()
         try:
             self.ctx.decode(batch)
@@ -377,7 +378,8 @@ class Engine:
                     slot.cache_tokens = []
             return
         finally:
-            self.ctx.allow_interrupt(False)
+            if interruptible:
+                self.ctx.allow_interrupt(False)
         self._account(t0, time.perf_counter())
         ready = [t for t in list(self._active) if t.chunk_len and self._after_decode(t)]
         for task, result in zip(ready, self._sample_all(ready), strict=True):
