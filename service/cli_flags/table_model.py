@@ -50,10 +50,12 @@ MODEL_FLAGS: tuple[FlagSpec, ...] = (
         convert_tokens=v.parse_lora_scaled_tokens, nargs="+", repeat=True, default=(),
         default_text="none",
     ),
-    implemented(
+    planned(
         ("--lora-init-without-apply",), "lora_init_without_apply", MODEL,
         "load LoRA adapters without applying them (apply later via POST /lora-adapters)",
-        default=False,
+        "the adapters are loaded unapplied (scale 0), but applying them later "
+        "(SetLoraAdapters, POST /lora-adapters) is not served yet",
+        default=False, honoured_values=(False,),
     ),
     implemented(
         ("-ngl", "--gpu-layers", "--n-gpu-layers"), "n_gpu_layers", PLACEMENT,
@@ -193,10 +195,13 @@ MODEL_FLAGS: tuple[FlagSpec, ...] = (
         ("--perf",), "perf", CONTEXT, "whether to enable libllama's performance timings",
         negative=("--no-perf",), env=("LLAMA_ARG_PERF",), default=True,
     ),
-    implemented(
+    planned(
         ("--embedding", "--embeddings"), "embeddings", CONTEXT,
         "restrict the server to embeddings (use with dedicated embedding models)",
-        env=("LLAMA_ARG_EMBEDDINGS",), default=False,
+        "the embedding endpoints (Embed, OpenAIEmbed: /embedding, /v1/embeddings) are not "
+        "served yet; the context is still set up for embeddings (--batch-size lowered to "
+        "--ubatch-size)",
+        env=("LLAMA_ARG_EMBEDDINGS",), default=False, honoured_values=(False,),
     ),
     planned(
         ("--rerank", "--reranking"), "reranking", CONTEXT,
@@ -205,9 +210,11 @@ MODEL_FLAGS: tuple[FlagSpec, ...] = (
         "for it (--embedding, --pooling rank)",
         env=("LLAMA_ARG_RERANKING",), default=False, honoured_values=(False,),
     ),
-    implemented(
+    planned(
         ("--pooling",), "pooling", CONTEXT,
         "pooling type for embeddings (default: from model)",
+        "only the embedding and rerank endpoints use it, and they are not served yet; the "
+        "context is still set up with it",
         metavar="{none,mean,cls,last,rank}", env=("LLAMA_ARG_POOLING",),
         convert=v.choice("none", "mean", "cls", "last", "rank"), default=None,
         default_text="from model",

@@ -98,7 +98,9 @@ SERVER_FLAGS: tuple[FlagSpec, ...] = (
     ),
     implemented(
         ("--host",), "hosts", NETWORK,
-        "addresses to listen on, comma-separated (or UNIX socket paths ending in .sock)",
+        "address to listen on (llama-server takes a comma-separated list, and UNIX socket "
+        "paths ending in .sock: only the first address is used yet, and a .sock path fails to "
+        "bind the gRPC port)",
         metavar="HOST", env=("LLAMA_ARG_HOST",), convert=v.parse_host_list,
         default=("127.0.0.1",), default_text="127.0.0.1",
     ),
@@ -140,8 +142,9 @@ SERVER_FLAGS: tuple[FlagSpec, ...] = (
         metavar="FNAME", env=("LLAMA_ARG_SSL_CERT_FILE",), convert=v.parse_existing_file,
         default=None, default_text="none",
     ),
-    implemented(
+    planned(
         ("-to", "--timeout"), "timeout", NETWORK, "server read/write timeout in seconds",
+        "neither the gRPC service nor the REST bridge enforces a read/write timeout yet",
         metavar="N", env=("LLAMA_ARG_TIMEOUT",), convert=v.parse_int, default=3600, minimum=0,
     ),
     implemented(
@@ -175,17 +178,21 @@ SERVER_FLAGS: tuple[FlagSpec, ...] = (
         "whether CORS allows credentials", negative=("--no-cors-credentials",),
         env=("LLAMA_ARG_CORS_CREDENTIALS",), default=True,
     ),
-    implemented(
+    planned(
         ("--metrics",), "metrics", ENDPOINTS, "enable the Prometheus metrics endpoint",
-        env=("LLAMA_ARG_ENDPOINT_METRICS",), default=False,
+        "the metrics endpoint (GetMetrics, /metrics) is not served yet",
+        env=("LLAMA_ARG_ENDPOINT_METRICS",), default=False, honoured_values=(False,),
     ),
-    implemented(
+    planned(
         ("--slots",), "slots", ENDPOINTS, "expose the slots monitoring endpoint",
+        "the slots endpoint (ListSlots, /slots) is not served yet",
         negative=("--no-slots",), env=("LLAMA_ARG_ENDPOINT_SLOTS",), default=True,
+        honoured_values=(False,),
     ),
-    implemented(
+    planned(
         ("--props",), "props", ENDPOINTS, "allow changing global properties via POST /props",
-        env=("LLAMA_ARG_ENDPOINT_PROPS",), default=False,
+        "changing properties (SetProps, POST /props) is not served yet",
+        env=("LLAMA_ARG_ENDPOINT_PROPS",), default=False, honoured_values=(False,),
     ),
     planned(
         ("--slot-save-path",), "slot_save_path", ENDPOINTS,
