@@ -13,8 +13,8 @@ from collections.abc import Iterable, Sequence
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from api_common.auth import key_matches
 from rest_bridge.errors import BridgeError, error_response
-from service.auth import key_matches
 
 _BEARER = "bearer "
 

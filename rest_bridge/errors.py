@@ -1,7 +1,8 @@
 """Errors in llama-server's shape `{"error": {"code", "message", "type"}}`, in one place.
 
-gRPC status codes map to HTTP status and error type through the service's own table
-(service.errors.GRPC_TO_HTTP), so both sides agree; codes outside it are server errors.
+gRPC status codes map to HTTP status and error type through the table the service reports its
+errors with (api_common.errors.GRPC_TO_HTTP), so both sides agree; codes outside it are server
+errors.
 FastAPI's own failures (unknown route, wrong method, validation) get the same shape.
 """
 
@@ -17,7 +18,7 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
-from service.errors import GRPC_TO_HTTP
+from api_common.errors import GRPC_TO_HTTP
 
 _log = logging.getLogger(__name__)
 

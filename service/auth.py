@@ -1,28 +1,24 @@
 """API-key authentication for gRPC: `authorization: Bearer <key>` metadata, as llama-server's
-`--api-key` does for HTTP. Keys are compared in constant time; health checks and GET-style props
-stay public, as the spec makes /health and GET /props."""
+`--api-key` does for HTTP. Keys are compared in constant time (api_common.auth.key_matches,
+which the REST bridge uses too; re-exported here); health checks and GET-style props stay
+public, as the spec makes /health and GET /props."""
 
 from __future__ import annotations
 
-import hmac
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import grpc
+
+from api_common.auth import key_matches
+
+__all__ = ["PUBLIC_METHODS", "ApiKeyInterceptor", "bearer_token", "key_matches"]
 
 PUBLIC_METHODS = frozenset({
     "/grpc.health.v1.Health/Check",
     "/grpc.health.v1.Health/Watch",
     "/llama.v1.LlamaServer/GetProps",
 })
-
-
-def key_matches(presented: str, keys: Sequence[str]) -> bool:
-    # Compare against every key so the time taken does not reveal which (or whether one) matched.
-    found = False
-    for key in keys:
-        found |= hmac.compare_digest(presented.encode(), key.encode())
-    return found
 
 
 def bearer_token(metadata: Sequence[tuple[str, Any]] | None) -> str | None:

@@ -1,36 +1,13 @@
-"""One table from the engine's and the service's failure kinds to gRPC status codes and to
-llama-server's HTTP error shape ({"error": {"code", "message", "type"}}); INTERNAL means a bug."""
+"""The service's errors: ServiceError carries one of the failure kinds of the shared table
+(api_common.errors: each kind's gRPC status code and llama-server's HTTP error shape
+{"error": {"code", "message", "type"}}; INTERNAL means a bug). The table lives in api_common so
+that the REST bridge uses it without the service package; it is re-exported here."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from api_common.errors import ERROR_KINDS, GRPC_TO_HTTP, ErrorKind
 
-import grpc
-
-
-@dataclass(frozen=True)
-class ErrorKind:
-    grpc_code: grpc.StatusCode
-    http_status: int
-    type: str
-
-
-ERROR_KINDS: dict[str, ErrorKind] = {
-    "invalid_argument": ErrorKind(grpc.StatusCode.INVALID_ARGUMENT, 400, "invalid_request_error"),
-    "unauthenticated": ErrorKind(grpc.StatusCode.UNAUTHENTICATED, 401, "authentication_error"),
-    "permission_denied": ErrorKind(grpc.StatusCode.PERMISSION_DENIED, 403, "permission_error"),
-    "not_found": ErrorKind(grpc.StatusCode.NOT_FOUND, 404, "not_found_error"),
-    "cancelled": ErrorKind(grpc.StatusCode.CANCELLED, 499, "cancelled_error"),
-    "internal": ErrorKind(grpc.StatusCode.INTERNAL, 500, "server_error"),
-    "unimplemented": ErrorKind(grpc.StatusCode.UNIMPLEMENTED, 501, "not_supported_error"),
-    "unavailable": ErrorKind(grpc.StatusCode.UNAVAILABLE, 503, "unavailable_error"),
-    "deadline_exceeded": ErrorKind(grpc.StatusCode.DEADLINE_EXCEEDED, 504, "timeout_error"),
-}
-
-# gRPC status -> (HTTP status, error type), for clients of the service such as the REST bridge.
-GRPC_TO_HTTP: dict[grpc.StatusCode, tuple[int, str]] = {
-    k.grpc_code: (k.http_status, k.type) for k in ERROR_KINDS.values()
-}
+__all__ = ["ERROR_KINDS", "GRPC_TO_HTTP", "ErrorKind", "ServiceError"]
 
 
 class ServiceError(Exception):
