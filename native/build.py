@@ -43,6 +43,12 @@ _BASE_FLAGS = (
     "-DLLAMA_BUILD_SERVER=OFF",
     "-DLLAMA_BUILD_APP=OFF",
 )
+# No AMX in a GGML_NATIVE build: this project's x86 machines (Firecracker VMs) advertise AMX in
+# their CPU flags but fault on its first instruction (SIGILL at `tilezero` in ggml-cpu's AMX
+# kernel, measured on the first decode). GCC honours an explicit -mno-* over -march=native.
+_NO_AMX = "-mno-amx-tile -mno-amx-int8 -mno-amx-bf16"
+if platform.machine() in ("x86_64", "AMD64"):
+    _BASE_FLAGS += (f"-DCMAKE_C_FLAGS={_NO_AMX}", f"-DCMAKE_CXX_FLAGS={_NO_AMX}")
 _CUDA_FLAGS = ("-DGGML_CUDA=ON",)
 
 
@@ -142,7 +148,8 @@ def _cpu_signature() -> str:
 
 
 def build_key(flags: tuple[str, ...], targets: tuple[str, ...]) -> str:
-    material = "\n".join([paths.LLAMA_CPP_PYTHON_VERSION, *flags, *targets, _cpu_signature()])
+    material = "\n".join([paths.LLAMA_CPP_PYTHON_VERSION, *_BASE_FLAGS, *flags, *targets,
+                          _cpu_signature()])
     return hashlib.sha256(material.encode()).hexdigest()[:16]
 
 
