@@ -212,7 +212,10 @@ class SamplerChain:
         arr = ffi.new("llama_token_data_array *")
         arr.data, arr.size, arr.selected, arr.sorted = cand, n, -1, False
         lib.llama_sampler_apply(self.ptr, arr)
-        if arr.selected < 0 or arr.selected >= arr.size:
+        # A ruled-out candidate (-inf) selected when every one was: accepting it would make
+        # the grammar throw through the C API and end the process.
+        if (arr.selected < 0 or arr.selected >= arr.size
+                or arr.data[arr.selected].logit == float("-inf")):
             raise SamplerError("the sampler chain selected no token")
         size = int(arr.size)
         # Samplers may point `data` at their own buffer; read what the chain left.

@@ -131,6 +131,23 @@ def test_a_chain_that_selects_nothing_is_reported_not_aborted(model: native.Mode
                 bad.sample(ctx, i0)
 
 
+def test_a_grammar_that_rules_out_every_token_selects_none(model: native.Model) -> None:
+    """A grammar that accepts only the empty text, with end-of-generation banned: every
+    candidate is ruled out. Accepting the one `dist` picks anyway would make libllama's grammar
+    throw through the C API and end the process; both sampling paths report no token."""
+    ban = {t: float("-inf") for t in model.vocab.eog_tokens()}
+    params = native.ContextParams(n_ctx=256, n_seq_max=1, n_batch=64, n_threads=2)
+    with native.Context(model, params) as ctx:
+        batch = native.Batch(64)
+        i0 = batch.add_sequence(model.vocab.tokenize("a"), 0, 0, True)
+        ctx.decode(batch)
+        with native.SamplerChain(model.vocab).logit_bias(ban).grammar('root ::= ""').dist(1) \
+                as chain:
+            assert sample_parallel(ctx, [(chain, i0)], 1) == [NO_TOKEN]
+            with pytest.raises(native.SamplerError):
+                chain.sample_with_probs(ctx, i0, 3)
+
+
 def test_invalid_parallel_requests_raise(model: native.Model) -> None:
     params = native.ContextParams(n_ctx=256, n_seq_max=1, n_batch=64, n_threads=2)
     with native.Context(model, params) as ctx, native.SamplerChain(model.vocab) as chain:

@@ -7,6 +7,7 @@
  * llama_sampler_sample() does for CPU logits (fill the candidates, apply the chain, accept the
  * selected token) without touching the llama_context from the worker threads.
  */
+#include <math.h>
 #include <pthread.h>
 
 typedef struct llama_grpc_sample_item {
@@ -81,7 +82,11 @@ static void llama_grpc_sample_one(llama_grpc_sample_item * it, int n_vocab) {
     }
     llama_token_data_array arr = { it->cand, (size_t) n, -1, false };
     llama_sampler_apply(it->chain, &arr);
-    if (arr.selected < 0 || (size_t) arr.selected >= arr.size) {
+    /* A candidate the chain ruled out (-inf: the grammar or a ban) selected anyway, when it
+     * ruled out every one: accepting it would make the grammar throw through the C API, which
+     * ends the process (std::terminate). */
+    if (arr.selected < 0 || (size_t) arr.selected >= arr.size
+        || arr.data[arr.selected].logit == -INFINITY) {
         it->token = -1;
         return;
     }
