@@ -231,13 +231,13 @@ def test_a_request_arriving_while_the_first_batch_is_built_is_gathered_first(
     # Before the decode can be interrupted, the engine looks for arrivals once more.
     monkeypatch.setattr(engine_module, "BURST_WINDOW_S", 60.0)
     late = _LateArrival(engine)
-    real_add = engine._batch.add_sequence
+    real_add = engine.executor._batch.add_sequence
 
     def add_sequence(*args: Any, **kwargs: Any) -> int:
         late.begin()
         return real_add(*args, **kwargs)
 
-    monkeypatch.setattr(engine._batch, "add_sequence", add_sequence)
+    monkeypatch.setattr(engine.executor._batch, "add_sequence", add_sequence)
     first, r1 = _task("a", [20, 21, 22])
     engine.submit(first)
     second, r2 = _task("b", [10, 11, 12, 13, 14])

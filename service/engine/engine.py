@@ -1,10 +1,10 @@
 """The engine: one thread owns the llama context and runs the continuous-batching loop.
 
-Each step builds one batch from every active slot — one token per generating slot, then prompt
-chunks of newly admitted requests up to n_batch — decodes it once, samples every slot that has
-logits together on the sampling threads, and hands each request its events (one hand-off per
-request per step). Requests beyond the free slots wait in a queue. Native calls never run on
-the asyncio event loop.
+Each step is three calls (docs/design.md): the scheduler decides what runs (`Scheduler.schedule`
+returns a Plan: cancellations, admissions, which tokens of which sequences go into one decode),
+the executor carries it out (memory operations, `llama_decode`, sampling), and the update turns
+each sampled token into events with one stop decision (`update.stop_reason`). Every request gets
+its step's events in one hand-off. Native calls never run on the asyncio event loop.
 """
 
 from __future__ import annotations
@@ -13,89 +13,43 @@ import logging
 import queue
 import threading
 import time
-from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any, TypeVar, cast
 
-from native import Batch, Context, LlamaError, Model, SamplerChain, SamplerError
-from native.errors import DecodeAbortedError, NoKvSlotError
-from native.sampler import NO_TOKEN, sample_parallel
+from native import Context, LlamaError, Model
+from service.engine.arrival import ARRIVAL_WAIT_S, BURST_WINDOW_S, Arrival, ArrivalCounter
+from service.engine.chains import build_task_chain
 from service.engine.events import Chunk, Event, Failed, Finished, Started, TokenProbs
-from service.engine.params import ParamError
-from service.engine.sampling import build_chain, dry_on, penalties_on, top_probs
-from service.engine.slots import Slot, choose_slot, common_prefix_len
+from service.engine.executor import NO_TOKEN_SELECTED, Executor
+from service.engine.scheduler import Limits, Load, Plan, Scheduler
+from service.engine.slots import Slot
 from service.engine.task import EventSink, LoopSink, Task
 from service.engine.textstream import TextStream
+from service.engine.update import StopRules, accept, shift_span, stop_reason
 
 _log = logging.getLogger(__name__)
 T = TypeVar("T")
-# How long an engine in a burst (BURST_WINDOW_S) waits, at most, at one look for requests the
-# service has begun reading (Arrival) before it decodes. Reading one takes 0.2-1 ms; a request
-# that is slower (a long text to tokenize) joins a later step instead.
-ARRIVAL_WAIT_S = 0.003
-# For this long after an idle engine takes a request, and while no request of that burst has a
-# token yet, a request that begins arriving interrupts the prompt decode under way (where
-# llama.cpp computes on the CPU) so that it joins a redone one: the burst's own requests reach the
-# engine over several milliseconds, and one that misses the first step would wait for all of it.
-# Bounds the work thrown away per burst; llama.cpp drops what an interrupted decode computed.
-BURST_WINDOW_S = 0.015
+# The engine thread's stack: libllama's grammar parser recurses once per nesting level of a
+# grammar (service/grammar_limits.py bounds the depth; this leaves a wide margin).
+ENGINE_STACK_BYTES = 64 << 20
+
+__all__ = ["ARRIVAL_WAIT_S", "BURST_WINDOW_S", "Arrival", "Engine", "EngineSettings",
+           "QueueFullError"]
 
 
-class Arrival:
-    """A request the service has begun reading: open from the RPC's start until the engine
-    takes the request's (last) task from its inbox, or until the request ends without one.
-
-    An engine that has just left idle waits for the open arrivals, up to ARRIVAL_WAIT_S, before
-    it decodes, and an arrival that opens during that first prompt decode interrupts it (see
-    BURST_WINDOW_S): requests sent together reach the engine 0.2-0.7 ms apart (one event loop
-    reads their RPCs in turn), and so they are prefilled in one step rather than the later ones
-    waiting for the first ones' prompts. A lone request has no other open arrival and is not
-    delayed.
-    """
-
-    __slots__ = ("_engine",)
-
-    def __init__(self, engine: Engine | None) -> None:
-        self._engine = engine
-        if engine is not None:
-            with engine._arrivals_lock:
-                engine._arriving += 1
-            # After counting, so that an engine about to decode either sees this arrival or has
-            # already allowed its decode to be interrupted (Engine._step).
-            if time.monotonic() < engine._burst_until:
-                engine.ctx.interrupt()
-
-    def close(self) -> bool:
-        """Stop counting this arrival (the engine has its task, or there is none); whether it
-        was still open. Safe from any thread, any number of times."""
-        engine = self._engine
-        if engine is None:
-            return False
-        with engine._arrivals_lock:
-            if self._engine is None:
-                return False
-            self._engine = None
-            engine._arriving -= 1
-        return True
-
-    def __enter__(self) -> Arrival:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        engine = self._engine
-        if engine is not None and self.close():  # ended with no task: wake a waiting engine
-            engine._inbox.put(None)
+class QueueFullError(Exception):
+    """The queue of waiting requests is at --max-queue (RESOURCE_EXHAUSTED / HTTP 503)."""
 
 
 @dataclass(frozen=True)
 class EngineSettings:
     context_shift: bool = True
     slot_prompt_similarity: float = 0.5
-    n_predict_default: int = -1  # server-wide cap (-n); a request's n_predict applies within it
     special: bool = False  # render special (control) tokens in the text, as --special asks
     sampling_threads: int = 1  # threads that sample a step's slots together (--threads-sampling)
+    max_queue: int = 0  # requests that may wait for a slot; 0: no limit (--max-queue)
 
 
 @dataclass
@@ -121,17 +75,23 @@ class Engine:
         self.n_ctx_slot = ctx.n_ctx_seq
         self.stats = EngineStats()
         self.eog = self.vocab.eog_tokens()
-        self._batch = Batch(ctx.n_batch)
+        self.scheduler = Scheduler(Limits(
+            n_batch=ctx.n_batch, n_ctx_seq=ctx.n_ctx_seq, kv_cells=ctx.n_ctx,
+            kv_shared=ctx.n_ctx_seq * ctx.n_seq_max > ctx.n_ctx,
+            slot_prompt_similarity=self.settings.slot_prompt_similarity), self.slots)
+        self.executor = Executor(ctx, self.settings.sampling_threads)
+        self.rules = StopRules(eog=self.eog, n_ctx_seq=ctx.n_ctx_seq,
+                               can_shift=self.settings.context_shift and ctx.can_shift,
+                               add_bos=self.vocab.add_bos)
         self._inbox: queue.SimpleQueue[Task | Callable[[], None] | None] = queue.SimpleQueue()
-        self._waiting: deque[Task] = deque()
-        self._active: list[Task] = []
-        self._by_id: dict[str, Task] = {}
         self._outbox: dict[EventSink, list[Event]] = {}
         self._stopping = False
-        self._arriving = 0  # open Arrivals
-        self._arrivals_lock = threading.Lock()
-        self._burst_until = 0.0  # time.monotonic(): end of BURST_WINDOW_S for this burst
-        self._thread = threading.Thread(target=self._run, name="llama-engine", daemon=True)
+        self._arrivals = ArrivalCounter()
+        previous = threading.stack_size(ENGINE_STACK_BYTES)
+        try:
+            self._thread = threading.Thread(target=self._run, name="llama-engine", daemon=True)
+        finally:
+            threading.stack_size(previous)
 
     # -- API for other threads --------------------------------------------------------------
     def start(self) -> None:
@@ -144,21 +104,23 @@ class Engine:
 
     def submit(self, task: Task, arrival: Arrival | None = None) -> None:
         """Queue a generation; its events go to task.sink. Never blocks. `arrival`, the
-        request's, closes when the engine takes this task (give it with a request's last)."""
+        request's, closes when the engine takes this task (give it with a request's last).
+        Raises QueueFullError when --max-queue requests already wait."""
+        limit = self.settings.max_queue
+        if limit and len(self.scheduler.waiting) + self._inbox.qsize() >= limit:
+            raise QueueFullError(f"the server is busy: {limit} requests are already waiting "
+                                 "(--max-queue); retry later")
         task.arrival = arrival
         self._inbox.put(task)
 
-    def cancel(self, task_id: str) -> bool:
-        """Stop a queued or running generation; it leaves the batch at the next step."""
-        task = self._by_id.get(task_id)
-        if task is None:
-            return False
+    def cancel(self, task: Task) -> None:
+        """Stop a generation wherever it is: queued (it never takes a slot), running (it leaves
+        before the next decode and its cells are freed), or already ended (nothing happens)."""
         task.cancelled = True
         self._inbox.put(None)  # wake the loop if idle
-        return True
 
     def call(self, fn: Callable[[], T]) -> Future[T]:
-        """Run fn on the engine thread between two steps (for slot save/restore, embeddings...)."""
+        """Run fn on the engine thread between two steps (for slot save/restore, load...)."""
         fut: Future[T] = Future()
 
         def job() -> None:
@@ -171,363 +133,207 @@ class Engine:
         self._inbox.put(job)
         return fut
 
+    def load(self) -> Future[Load]:
+        return self.call(self.scheduler.load)
+
     @property
     def n_waiting(self) -> int:
-        return len(self._waiting)
+        return len(self.scheduler.waiting)
 
     @property
     def n_arriving(self) -> int:
         """Open Arrivals: requests being read that the engine has no task of yet."""
-        return self._arriving
+        return self._arrivals.open
+
+    # -- Arrival's target (engine.arrival.ArrivalTarget) ------------------------------------
+    def arrival_opened(self) -> None:
+        with self._arrivals.lock:
+            self._arrivals.open += 1
+        # After counting, so that an engine about to decode either sees this arrival or has
+        # already allowed its decode to be interrupted (_decode).
+        if self._arrivals.in_window():
+            self.ctx.interrupt()
+
+    def arrival_closed(self, taken: bool) -> None:
+        with self._arrivals.lock:
+            self._arrivals.open -= 1
+        if not taken:
+            self._inbox.put(None)  # ended with no task: wake an engine waiting for it
 
     # -- the loop ---------------------------------------------------------------------------
     def _run(self) -> None:
         while not self._stopping:
             try:
-                idle = not self._active and not self._waiting
+                idle = not self.scheduler.running and not self.scheduler.waiting
                 self._intake(block=idle)
                 if idle:
-                    self._burst_until = time.monotonic() + BURST_WINDOW_S
+                    self._arrivals.burst_until = time.monotonic() + BURST_WINDOW_S
                 self._gather(wait_for_arrivals=self._in_burst())
-                if self._active:
+                if self.scheduler.running or self.scheduler.waiting:
                     self._step()
             except Exception:  # a bug must not kill the loop: fail what is running, go on
                 _log.exception("engine step failed")
-                for task in list(self._active):
-                    self._fail(task, "internal", "internal error in the engine step")
+                for task in list(self.scheduler.running):
+                    self._fail(cast(Task, task), "internal", "internal error in the engine step")
             finally:
                 self._deliver()
-        for task in [*self._active, *self._waiting]:
-            self._fail(task, "unavailable", "server is shutting down")
+        for task in list(self.scheduler.pending()):
+            self._fail(cast(Task, task), "unavailable", "server is shutting down")
         self._deliver()
 
     def _in_burst(self) -> bool:
         """Within BURST_WINDOW_S of leaving idle, with no request generating yet: requests
         that begin arriving are worth waiting for, and worth redoing a prompt decode for."""
-        return (time.monotonic() < self._burst_until
-                and not any(t.generating for t in self._active))
+        return (self._arrivals.in_window()
+                and not any(t.generating for t in self.scheduler.running))
 
-    def _has_free_slot(self) -> bool:
-        return any(s.task is None for s in self.slots)
+    def _room_for_more(self) -> bool:
+        """Whether a request arriving now could still be admitted into this step."""
+        return sum(1 for s in self.slots if s.idle) > len(self.scheduler.waiting)
 
     def _gather(self, wait_for_arrivals: bool) -> None:
-        """Admit into this step the requests that came in meanwhile: requests sent together
+        """Take into this step the requests that came in meanwhile: requests sent together
         reach the engine a few tenths of a millisecond apart, and a burst sent to an idle
-        server is prefilled together (docs/benchmarks.md, item 8). In a burst, also wait (up to
-        ARRIVAL_WAIT_S) for open Arrivals. At most one look per slot, and none
-        once the slots are full."""
+        server is prefilled together (docs/benchmarks.md, item 8). In a burst, also wait (up
+        to ARRIVAL_WAIT_S) for open Arrivals. At most one look per slot, none once full."""
         deadline = time.monotonic() + ARRIVAL_WAIT_S
         for _ in self.slots:
-            if not self._has_free_slot():
+            if not self._room_for_more():
                 return
             if not self._inbox.empty():
                 self._intake(block=False)
                 continue
             timeout = deadline - time.monotonic()
-            if not (wait_for_arrivals and self._arriving > 0 and timeout > 0):
+            if not (wait_for_arrivals and self._arrivals.open > 0 and timeout > 0):
                 return
             self._intake(block=True, timeout=timeout)
 
     def _intake(self, block: bool, timeout: float | None = None) -> None:
-        """Take what the inbox holds (waiting for it if `block`, up to `timeout`), admit what
-        fits, and send the admitted requests their Started events."""
-        self._drain_inbox(block, timeout)
-        self._reap_cancelled()
-        self._admit()
+        """Take what the inbox holds (waiting for it if `block`, up to `timeout`) and admit
+        what fits now, so that admitted requests get their Started events while the rest of
+        a burst is gathered."""
+        if self._drain_inbox(block, timeout):
+            self._apply(self.scheduler.schedule())
+
+    def _drain_inbox(self, block: bool, timeout: float | None = None) -> bool:
+        """Queue the tasks the inbox holds and run its calls; whether anything came."""
+        came = False
+        while True:
+            try:
+                item = self._inbox.get(block=block, timeout=timeout)
+            except queue.Empty:
+                return came
+            block, came = False, True
+            if item is None:
+                continue
+            if not isinstance(item, Task):
+                item()
+                continue
+            if item.arrival is not None:
+                item.arrival.close()
+            refusal = self.scheduler.never_fits(item)
+            if refusal:
+                self._fail(item, "invalid_argument", refusal)
+            else:
+                self.scheduler.add(item)
+
+    # -- one step: schedule, execute, update -----------------------------------------------
+    def _step(self) -> None:
+        plan = self.scheduler.schedule()
+        self._apply(plan)
+        if not plan.work:
+            return
+        t0 = time.perf_counter()
+        ready = self._decode(plan)
+        if ready is None:
+            return
+        self.scheduler.advance(plan)
+        self._account(plan, t0, time.perf_counter())
+        wanted = []
+        for task in ready:
+            if not task.generating and task.n_predict == 0:
+                self._finish(task, "limit")  # the prompt is now cached, nothing more
+            else:
+                wanted.append(task)
+        for task, result in zip(wanted, self.executor.sample(wanted), strict=True):
+            if isinstance(result, str):
+                kind = "invalid_argument" if result == NO_TOKEN_SELECTED else "internal"
+                self._fail(task, kind, f"sampling failed: {result}")
+            else:
+                self._on_token(task, *result)
+
+    def _apply(self, plan: Plan) -> None:
+        """A plan's cancellations, memory operations and admissions (their Started events
+        are delivered at once)."""
+        for task in plan.cancelled:
+            self._end(cast(Task, task), Failed("cancelled", "generation cancelled"))
+        self.executor.apply_memory(plan, self.scheduler)
+        for adm in plan.admitted:
+            self._start(cast(Task, adm.request))
+        self.stats.requests_processing = len(self.scheduler.running)
+        self.stats.requests_deferred = len(self.scheduler.waiting)
         if self._outbox:
             # Started events now, not with the first token after the prompt's decode: the
             # consumer (a gRPC stream, the REST bridge setting up its SSE response) does its
             # per-request work while the prompt is decoded.
             self._deliver()
 
-    def _drain_inbox(self, block: bool, timeout: float | None = None) -> None:
-        while True:
-            try:
-                item = self._inbox.get(block=block, timeout=timeout)
-            except queue.Empty:
-                return
-            block = False
-            if item is None:
-                continue
-            if isinstance(item, Task):
-                if item.arrival is not None:
-                    item.arrival.close()
-                self._by_id[item.id] = item
-                self._waiting.append(item)
-            else:
-                item()
-
-    def _reap_cancelled(self) -> None:
-        for task in [t for t in self._waiting if t.cancelled]:
-            self._waiting.remove(task)
-            self._fail(task, "cancelled", "generation cancelled")
-        for task in [t for t in self._active if t.cancelled]:
-            slot = task.slot
-            self._fail(task, "cancelled", "generation cancelled")
-            if slot is not None:  # free the KV cells at once
-                self.ctx.seq_rm(slot.id)
-                slot.cache_tokens = []
-
-    def _admit(self) -> None:
-        still_waiting: deque[Task] = deque()
-        while self._waiting:
-            task = self._waiting.popleft()
-            slot = choose_slot(self.slots, task.prompt, task.params.id_slot,
-                               self.settings.slot_prompt_similarity)
-            if slot is None:
-                still_waiting.append(task)
-                continue
-            self._start(task, slot)
-        self._waiting = still_waiting
-        self.stats.requests_deferred = len(self._waiting)
-
-    def _start(self, task: Task, slot: Slot) -> None:
-        if not task.prompt:
-            self._fail(task, "invalid_argument", "empty prompt")
-            return
-        if len(task.prompt) >= self.n_ctx_slot:
-            self._fail(task, "invalid_argument",
-                       f"the prompt has {len(task.prompt)} tokens, more than the "
-                       f"{self.n_ctx_slot - 1} that fit in a slot's context; shorten it or raise "
-                       "--ctx-size")
-            return
-        try:
-            task.chain = build_chain(self.vocab, task.params.sampling,
-                                     self.eog if task.params.ignore_eos else (), self.n_ctx_slot)
-        except (SamplerError, ParamError, LlamaError) as e:
-            self._fail(task, "invalid_argument", str(e))
-            return
-        n_common = 0
-        if task.params.cache_prompt:
-            n_common = min(common_prefix_len(slot.cache_tokens, task.prompt), len(task.prompt) - 1)
-        if not self.ctx.seq_rm(slot.id, n_common, -1):
-            self.ctx.seq_rm(slot.id)  # this memory cannot drop a suffix: start over
-            n_common = 0
-        slot.cache_tokens = task.prompt[:n_common]
-        slot.task, task.slot = task, slot
-        task.n_past = task.n_cached = n_common
-        task.stream = TextStream(task.params.stop, task.params.n_indent)
-        task.t_start = time.perf_counter()
-        self._prime_penalties(task)
-        self._active.append(task)
-        self.stats.requests_processing = len(self._active)
-        self._emit(task, Started(task.id, slot.id, len(task.prompt), n_common))
-
-    def _prime_penalties(self, task: Task) -> None:
-        # Repetition penalties see the prompt too, as in llama-server (not with a grammar,
-        # whose state must start at the first generated token). Only the penalty and DRY
-        # samplers keep a history; when both are off, feeding them the prompt (up to a whole
-        # context of tokens) would only cost time before the first token.
-        p = task.params.sampling
-        if p.grammar or task.chain is None or not (penalties_on(p) or dry_on(p)):
-            return
-        window = max(p.repeat_last_n if p.repeat_last_n >= 0 else self.n_ctx_slot,
-                     p.dry_penalty_last_n if p.dry_penalty_last_n >= 0 else self.n_ctx_slot)
-        if window:
-            task.chain.accept_many(task.prompt[-window:])
-
-    def _step(self) -> None:
-        batch = self._batch
-        batch.clear()
-        # The batch is built in slot (sequence id) order: llama.cpp splits a batch whose
-        # sequence ids do not increase into several decodes (measured: 8 streams on an H200
-        # ran at half speed once slots had been reused out of order).
-        active = sorted(self._active, key=lambda t: t.slot.id if t.slot else -1)
-        for task in active:
-            task.out_index, task.chunk_len = -1, 0
-        decoding = {id(t) for t in active if t.generating and self._make_room(t)}
-        budget = batch.capacity - len(decoding)  # generating slots first, prompts share the rest
-        for task in active:
-            assert task.slot is not None
-            if task.generating:
-                if id(task) in decoding:
-                    task.out_index = batch.add(task.last_token, task.n_past, task.slot.id, True)
-                    task.chunk_len = 1
-                continue
-            if budget == 0:
-                continue
-            rest = task.prompt[task.n_past:]
-            n = min(len(rest), budget)
-            last = batch.add_sequence(rest[:n], task.n_past, task.slot.id, n == len(rest))
-            task.out_index, task.chunk_len = (last if n == len(rest) else -1), n
-            budget -= n
-        if batch.n_tokens == 0:
-            return
-        interruptible = self._in_burst() and self._has_free_slot()
+    def _decode(self, plan: Plan) -> list[Task] | None:
+        """Run the plan's decode; the tasks to sample, or None if nothing was decoded (an
+        arrival came first or interrupted it, or the decode failed)."""
+        ready = self.executor.build(plan)
+        interruptible = self._in_burst() and self._room_for_more()
         if interruptible:
             self.ctx.allow_interrupt(True)
-            if self._arriving:  # one began arriving while the batch was built: gather it first
+            if self._arrivals.open:  # one began arriving while planning: gather it first
                 self.ctx.allow_interrupt(False)
-                return
-        t0 = time.perf_counter()
+                return None
         try:
-            self.ctx.decode(batch)
-        except DecodeAbortedError:
-            self._forget_decode()
-            return
+            if self.executor.decode(plan, interruptible):
+                return ready
         except LlamaError as e:
-            # With a unified KV cache the slots share its cells, and a full cache is a
-            # load condition (code 1), not a bug: those requests may be retried.
-            kind = "unavailable" if isinstance(e, NoKvSlotError) else "internal"
             _log.error("decode failed: %s", e)
-            for task in [t for t in self._active if t.chunk_len]:
-                slot = task.slot
-                self._fail(task, kind, f"decode failed: {e}")
-                if slot is not None:
-                    self.ctx.seq_rm(slot.id)
-                    slot.cache_tokens = []
-            return
-        finally:
-            if interruptible:
-                self.ctx.allow_interrupt(False)
-        self._account(t0, time.perf_counter())
-        ready = [t for t in list(self._active) if t.chunk_len and self._after_decode(t)]
-        for task, result in zip(ready, self._sample_all(ready), strict=True):
-            if isinstance(result, str):
-                self._fail(task, "internal", f"sampling failed: {result}")
-                continue
-            if not task.generating:
-                task.generating = True
-                task.t_first = time.perf_counter()
-            self.stats.tokens_predicted_total += 1
-            self._accept_token(task, *result)
-
-    def _forget_decode(self) -> None:
-        """After an interrupted decode: the memory keeps nothing of this step, and its tasks
-        stay where they were, to be decoded again with whatever joins them."""
+            for w in plan.work:
+                self._fail(cast(Task, w.request), "internal", f"decode failed: {e}")
+            return None
         self.stats.decodes_interrupted += 1
-        for task in self._active:
-            if not task.chunk_len:
-                continue
-            assert task.slot is not None
-            if not self.ctx.seq_rm(task.slot.id, task.n_past, -1):
-                self.ctx.seq_rm(task.slot.id)  # this memory cannot drop a suffix: start over
-                task.slot.cache_tokens = []
-                task.n_past = task.n_cached = 0
-        _log.debug("decode interrupted: a request arrived; doing it again with it")
+        return None
 
-    def _account(self, t0: float, t1: float) -> None:
-        n_gen = sum(1 for t in self._active if t.generating and t.chunk_len)
-        n_prompt = sum(t.chunk_len for t in self._active if not t.generating)
-        dt = t1 - t0
-        total = max(n_gen + n_prompt, 1)
+    def _start(self, task: Task) -> None:
+        task.stream = TextStream(task.params.stop, task.params.n_indent)
+        task.t_start = time.perf_counter()
+        if task.chain is None:
+            task.chain = build_task_chain(task.params, self.vocab, self.eog, self.n_ctx_slot,
+                                          task.prompt)
+        assert task.slot is not None
+        self._emit(task, Started(task.id, task.slot.id, len(task.prompt), task.n_cached))
+
+    def _account(self, plan: Plan, t0: float, t1: float) -> None:
+        n_gen = sum(1 for w in plan.work if w.request.generating)
+        n_prompt = plan.n_tokens - n_gen
+        dt, total = t1 - t0, max(plan.n_tokens, 1)
         self.stats.n_decode_total += 1
-        self.stats.n_busy_slots_total += len(self._active)
+        self.stats.n_busy_slots_total += len(self.scheduler.running)
         self.stats.prompt_tokens_total += n_prompt
         self.stats.prompt_seconds_total += dt * n_prompt / total
         self.stats.tokens_predicted_seconds_total += dt * n_gen / total
 
-    def _after_decode(self, task: Task) -> bool:
-        """Record what the decode added to the task's slot; whether it now needs a token."""
-        assert task.slot is not None
-        added = [task.last_token] if task.generating else task.prompt[
-            task.n_past:task.n_past + task.chunk_len]
-        task.slot.cache_tokens.extend(added)
-        task.n_past += task.chunk_len
-        if task.out_index < 0:
-            return False
-        if not task.generating and self._limit(task) == 0:
-            self._finish(task, "limit")  # n_predict 0: the prompt is now cached, nothing more
-            return False
-        return True
-
-    def _sample_all(self, tasks: list[Task]) -> list[tuple[int, TokenProbs | None] | str]:
-        """Each task's next token, with probabilities if asked, or why sampling failed.
-
-        Plain sampling, the common case, runs for every task at once on the sampling threads:
-        over a large vocabulary it costs more than the decode itself once many slots are busy.
-        Requests for probabilities take the slower path, one by one.
-        """
-        plain = [t for t in tasks if not t.params.n_probs]
-        work = [(_chain(t), t.out_index) for t in plain]
-        try:
-            tokens: list[int | str] = list(
-                sample_parallel(self.ctx, work, self.settings.sampling_threads))
-        except LlamaError as e:
-            tokens = [str(e)] * len(plain)
-        by_task = {id(t): tok for t, tok in zip(plain, tokens, strict=True)}
-        out: list[tuple[int, TokenProbs | None] | str] = []
-        for task in tasks:
-            token = by_task.get(id(task))
-            if token is None:
-                out.append(self._sample_with_probs(task))
-            elif token == NO_TOKEN:
-                out.append("the sampler chain selected no token")
-            else:
-                out.append(token if isinstance(token, str) else (token, None))
-        return out
-
-    def _sample_with_probs(self, task: Task) -> tuple[int, TokenProbs] | str:
-        chain, n_probs = _chain(task), task.params.n_probs
-        try:
-            if task.params.post_sampling_probs:
-                token, top = chain.sample_with_probs(self.ctx, task.out_index, n_probs)
-                value = next((p for t, p in top if t == token), 0.0)
-                return token, TokenProbs(token, value, tuple(top), True)
-            logits = self.ctx.logits_ith(task.out_index)
-            top_list, lse = top_probs(logits, n_probs)
-            token = chain.sample(self.ctx, task.out_index)
-        except LlamaError as e:
-            return str(e)
-        value = float(logits[token]) - lse
-        return token, TokenProbs(token, value, tuple((t.id, t.p) for t in top_list), False)
-
-    def _limit(self, task: Task) -> int:
-        """The generation limit: the request's n_predict within the server's, -1 for none."""
-        req, srv = task.params.n_predict, self.settings.n_predict_default
-        if req >= 0 and srv >= 0:
-            return min(req, srv)
-        return req if req >= 0 else srv
-
-    def _accept_token(self, task: Task, token: int, probs: TokenProbs | None) -> None:
-        task.generated.append(token)
-        task.last_token = token
-        task.pending_tokens.append(token)
-        if probs is not None:
-            task.pending_probs.append(probs)
-        if token in self.eog and not task.params.ignore_eos:
-            self._finish(task, "eos")
+    def _on_token(self, task: Task, token: int, probs: TokenProbs | None) -> None:
+        accept(task, token, probs)
+        self.stats.tokens_predicted_total += 1
+        text = ""
+        if token not in self.eog or task.params.ignore_eos:
+            text = task.stream.push(self.vocab.token_to_piece(token, special=self.settings.special))
+        reason = stop_reason(task, token, self.rules)
+        if reason is not None:
+            self._finish(task, reason, text)
             return
-        piece = self.vocab.token_to_piece(token, special=self.settings.special)
-        text = task.stream.push(piece)
-        if task.stream.stopped is not None:
-            self._finish(task, task.stream.stopped.stop_type, text)
-            return
-        limit = self._limit(task)
-        if 0 <= limit <= len(task.generated):
-            self._finish(task, "limit", text)
-            return
-        tmax = task.params.t_max_predict_ms
-        if tmax and (time.perf_counter() - task.t_first) * 1e3 > tmax and "\n" in task.stream.text:
-            self._finish(task, "limit", text)
-            return
+        if task.n_past >= self.n_ctx_slot:  # full: stop_reason found that it can shift
+            span = shift_span(task, self.rules)
+            assert span is not None
+            self.executor.shift(task, *span)
         if text:
             self._emit_chunk(task, text)
-
-    def _make_room(self, task: Task) -> bool:
-        """Before decoding the next token: shift the context if it is full, or stop the task."""
-        if task.n_past < self.n_ctx_slot:
-            return True
-        assert task.slot is not None
-        if not self.settings.context_shift or not self.ctx.can_shift:
-            task.truncated = True
-            self._finish(task, "limit")
-            return False
-        n_keep = task.n_prompt if task.params.n_keep < 0 else task.params.n_keep
-        n_keep = min(n_keep + (1 if self.vocab.add_bos else 0), task.n_past - 2)
-        n_discard = (task.n_past - n_keep) // 2
-        if n_keep < 0 or n_discard <= 0:
-            task.truncated = True
-            self._finish(task, "limit")
-            return False
-        seq = task.slot.id
-        self.ctx.seq_rm(seq, n_keep, n_keep + n_discard)
-        self.ctx.seq_add(seq, n_keep + n_discard, task.n_past, -n_discard)
-        del task.slot.cache_tokens[n_keep:n_keep + n_discard]
-        task.n_past -= n_discard
-        task.truncated = True
-        _log.info("slot %d: context shift, kept %d, discarded %d", seq, n_keep, n_discard)
-        return True
 
     # -- endings and events -----------------------------------------------------------------
     def _emit(self, task: Task, event: Event) -> None:
@@ -540,39 +346,28 @@ class Engine:
         task.pending_tokens.clear()
         task.pending_probs.clear()
 
-    def _release(self, task: Task) -> None:
-        if task in self._active:
-            self._active.remove(task)
-        if task.slot is not None:
-            task.slot.task = None
-            task.slot.last_used = time.perf_counter()
+    def _end(self, task: Task, event: Event) -> None:
+        self._emit(task, event)
         if task.chain is not None:
             task.chain.close()
             task.chain = None
-        self._by_id.pop(task.id, None)
-        self.stats.requests_processing = len(self._active)
+        self.stats.requests_processing = len(self.scheduler.running)
 
     def _finish(self, task: Task, stop_type: str, text: str = "") -> None:
         text += task.stream.flush()
         if text or task.pending_tokens:
             self._emit_chunk(task, text)
-        now = time.perf_counter()
         stopped = task.stream.stopped
-        self._emit(task, Finished(
-            stop_type=stop_type,
-            stopping_word=stopped.word if stopped else "",
-            truncated=task.truncated,
-            tokens_cached=task.n_cached,
-            tokens_evaluated=task.n_prompt,
-            timings=task.timings(now),
-            content=task.stream.text,
-            tokens=tuple(task.generated),
-        ))
-        self._release(task)
+        self.scheduler.finish(task)
+        self._end(task, Finished(
+            stop_type=stop_type, stopping_word=stopped.word if stopped else "",
+            truncated=task.truncated, tokens_cached=task.n_cached,
+            tokens_evaluated=task.n_prompt, timings=task.timings(time.perf_counter()),
+            content=task.stream.text, tokens=tuple(task.generated)))
 
     def _fail(self, task: Task, code: str, message: str) -> None:
-        self._emit(task, Failed(code, message))
-        self._release(task)
+        self.executor.drop(self.scheduler.drop(task))
+        self._end(task, Failed(code, message))
 
     def _deliver(self) -> None:
         # Sinks on an event loop get this step's events in ONE call_soon_threadsafe per loop
@@ -594,11 +389,6 @@ class Engine:
                 loop.call_soon_threadsafe(_deliver_on_loop, items)
             except RuntimeError:  # the loop is closed: its consumers are gone
                 _log.debug("dropping events for a closed event loop")
-
-
-def _chain(task: Task) -> SamplerChain:
-    assert task.chain is not None, "an active task always has its sampler chain"
-    return task.chain
 
 
 def _deliver_on_loop(items: list[tuple[LoopSink, list[Event]]]) -> None:

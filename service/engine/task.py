@@ -1,17 +1,17 @@
-"""One generation's state while the engine runs it; touched only by the engine thread
-(except `cancelled`, a flag other threads may set)."""
+"""One generation's state while the engine runs it: the scheduler's view (SeqRequest) plus what
+execution needs. Touched only by the engine thread, except `cancelled`, which any thread may set.
+"""
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol, runtime_checkable
 
 from native import SamplerChain
 from service.engine.events import Event, Timings, TokenProbs
 from service.engine.params import CompletionParams
-from service.engine.slots import Slot
+from service.engine.scheduler import SeqRequest
 from service.engine.textstream import TextStream
 
 EventSink = Callable[[list[Event]], None]
@@ -30,40 +30,27 @@ class LoopSink(Protocol):
     def deliver_local(self, events: list[Event]) -> None: ...
 
 
-@dataclass(eq=False)
-class Task:
-    id: str
-    prompt: list[int]
-    params: CompletionParams
-    sink: EventSink
-    cancelled: bool = False
-    submitted: float = field(default_factory=time.perf_counter)
-    arrival: Any = None  # the request's engine.Arrival, closed when the engine takes the task
+class Task(SeqRequest):
+    """A generation: its parameters, where its events go, and its sampling and text state."""
 
-    # Set when the task gets a slot.
-    slot: Slot | None = None
-    chain: SamplerChain | None = None
-    stream: TextStream = field(default_factory=TextStream)
-    n_past: int = 0  # tokens of this sequence in the KV cache
-    n_cached: int = 0  # prompt tokens reused from the slot's cache
-    generating: bool = False
-    last_token: int = -1
-    generated: list[int] = field(default_factory=list)
-    pending_tokens: list[int] = field(default_factory=list)  # generated, not yet sent
-    pending_probs: list[TokenProbs] = field(default_factory=list)
-    truncated: bool = False
-    out_index: int = -1  # this step: batch index of the logits to sample, -1 if none
-    chunk_len: int = 0  # this step: tokens added to the batch
-    t_start: float = 0.0
-    t_first: float = 0.0
-
-    @property
-    def n_prompt(self) -> int:
-        return len(self.prompt)
-
-    @property
-    def prompt_done(self) -> bool:
-        return self.n_past >= len(self.prompt) or self.generating
+    def __init__(self, id: str, prompt: Sequence[int], params: CompletionParams,
+                 sink: EventSink, priority: int = 0) -> None:
+        super().__init__(id, prompt, n_predict=params.n_predict, id_slot=params.id_slot,
+                         cache_prompt=params.cache_prompt, priority=priority)
+        self.params = params
+        self.sink = sink
+        self.submitted = time.perf_counter()
+        self.arrival: Any = None  # the request's engine.Arrival, closed when the engine takes it
+        # Set when the task gets a slot.
+        self.chain: SamplerChain | None = None
+        self.stream = TextStream()
+        self.generated: list[int] = []
+        self.pending_tokens: list[int] = []  # generated, not yet sent
+        self.pending_probs: list[TokenProbs] = []
+        self.truncated = False
+        self.out_index = -1  # this step: batch index of the logits to sample, -1 if none
+        self.t_start = 0.0
+        self.t_first = 0.0
 
     def timings(self, now: float) -> Timings:
         prompt_end = self.t_first or now

@@ -1,0 +1,143 @@
+"""The executor: carries out a scheduler Plan on the llama context — memory operations, one
+`llama_decode` (interruptible during a burst), and sampling. It owns the Context and the Batch;
+only the engine thread calls it."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+from native import Batch, Context, LlamaError, SamplerChain
+from native.errors import DecodeAbortedError
+from native.sampler import NO_TOKEN, sample_parallel
+from service.engine.events import TokenProbs
+from service.engine.sampling import top_probs
+from service.engine.scheduler import Plan, Scheduler
+from service.engine.task import Task
+
+_log = logging.getLogger(__name__)
+
+Sampled = tuple[int, TokenProbs | None] | str  # a token (with probabilities if asked), or why not
+
+
+class Executor:
+    def __init__(self, ctx: Context, sampling_threads: int = 1) -> None:
+        self.ctx = ctx
+        self.sampling_threads = sampling_threads
+        self._batch = Batch(ctx.n_batch)
+
+    def apply_memory(self, plan: Plan, scheduler: Scheduler) -> None:
+        """Drop the cells the plan frees, and each admitted request's stale cached suffix."""
+        for seq in plan.cleared:
+            self.ctx.seq_rm(seq)
+        for adm in plan.admitted:
+            if not self.ctx.seq_rm(adm.slot, adm.n_reuse, -1):
+                self.ctx.seq_rm(adm.slot)  # this memory cannot drop a suffix: start over
+                scheduler.reset_cache(adm.request)
+
+    def drop(self, seq: int) -> None:
+        if seq >= 0:
+            self.ctx.seq_rm(seq)
+
+    def build(self, plan: Plan) -> list[Task]:
+        """Fill the batch with the plan's work; the tasks whose logits are to be sampled
+        (their `out_index` set)."""
+        batch = self._batch
+        batch.clear()
+        ready: list[Task] = []
+        for w in plan.work:
+            task = w.request
+            assert isinstance(task, Task)
+            last = batch.add_sequence(w.tokens, w.pos, w.seq_id, w.n_outputs > 0)
+            if w.n_outputs:
+                task.out_index = last
+                ready.append(task)
+        return ready
+
+    def decode(self, plan: Plan, interruptible: bool) -> bool:
+        """Decode the built batch; False when an arrival interrupted it (nothing of it stays
+        in the cells). Raises LlamaError when the decode fails."""
+        try:
+            self.ctx.decode(self._batch)
+        except DecodeAbortedError:
+            self._forget(plan)
+            return False
+        finally:
+            if interruptible:
+                self.ctx.allow_interrupt(False)
+        return True
+
+    def _forget(self, plan: Plan) -> None:
+        """After an interrupted decode: the memory keeps nothing of this step."""
+        for w in plan.work:
+            if not self.ctx.seq_rm(w.seq_id, w.pos, -1):
+                self.ctx.seq_rm(w.seq_id)  # cannot drop a suffix: the sequence starts over
+                task = w.request
+                assert task.slot is not None
+                task.slot.cache_tokens = []
+                task.n_past = task.n_cached = 0
+        _log.debug("decode interrupted: a request arrived; doing it again with it")
+
+    def shift(self, task: Task, n_keep: int, n_discard: int) -> None:
+        """Context shift: discard n_discard positions after the first n_keep."""
+        assert task.slot is not None
+        seq = task.slot.id
+        self.ctx.seq_rm(seq, n_keep, n_keep + n_discard)
+        self.ctx.seq_add(seq, n_keep + n_discard, task.n_past, -n_discard)
+        del task.slot.cache_tokens[n_keep:n_keep + n_discard]
+        task.n_past -= n_discard
+        task.truncated = True
+        _log.info("slot %d: context shift, kept %d, discarded %d", seq, n_keep, n_discard)
+
+    def sample(self, tasks: Sequence[Task]) -> list[Sampled]:
+        """Each task's next token, with probabilities if asked, or why sampling failed.
+
+        Plain sampling, the common case, runs for every task at once on the sampling threads:
+        over a large vocabulary it costs more than the decode itself once many slots are busy.
+        Requests for probabilities take the slower path, one by one.
+        """
+        plain = [t for t in tasks if not t.params.n_probs]
+        work = [(_chain(t), t.out_index) for t in plain]
+        try:
+            tokens: list[int | str] = list(
+                sample_parallel(self.ctx, work, self.sampling_threads))
+        except LlamaError as e:
+            tokens = [str(e)] * len(plain)
+        by_task = {id(t): tok for t, tok in zip(plain, tokens, strict=True)}
+        out: list[Sampled] = []
+        for task in tasks:
+            token = by_task.get(id(task))
+            if token is None:
+                out.append(self._sample_with_probs(task))
+            elif token == NO_TOKEN:
+                out.append(NO_TOKEN_SELECTED)
+            else:
+                out.append(token if isinstance(token, str) else (token, None))
+        return out
+
+    def _sample_with_probs(self, task: Task) -> Sampled:
+        chain, n_probs = _chain(task), task.params.n_probs
+        try:
+            if task.params.post_sampling_probs:
+                token, top = chain.sample_with_probs(self.ctx, task.out_index, n_probs)
+                value = next((p for t, p in top if t == token), 0.0)
+                return token, TokenProbs(token, value, tuple(top), True)
+            logits = self.ctx.logits_ith(task.out_index)
+            top_list, lse = top_probs(logits, n_probs)
+            token = chain.sample(self.ctx, task.out_index)
+        except LlamaError as e:
+            return str(e)
+        if token == NO_TOKEN:
+            return NO_TOKEN_SELECTED
+        value = float(logits[token]) - lse
+        return token, TokenProbs(token, value, tuple((t.id, t.p) for t in top_list), False)
+
+
+# A request's own constraints (grammar, logit biases) left no token: the request's fault.
+NO_TOKEN_SELECTED = "the sampler chain selected no token (the grammar or logit_bias excludes " \
+    "every token)"
+
+
+def _chain(task: Task) -> SamplerChain:
+    assert task.chain is not None, "an active task always has its sampler chain"
+    return task.chain

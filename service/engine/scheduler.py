@@ -1,0 +1,284 @@
+"""The scheduler: which sequences get which tokens in the next `llama_decode`. Pure logic.
+
+It sees requests only as token counts (computed, wanted), a slot and a KV reservation, and the
+limits of the context; it never touches the model, gRPC or the event loop (a test checks its
+imports), so it is tested as a plain data structure (tests/test_scheduler.py).
+
+One call to `schedule()` returns a `Plan` for one decode:
+1. cancelled requests leave (queued ones never took a slot; running ones free theirs);
+2. waiting requests are admitted in order (priority, then arrival) while a slot is free and
+   their KV reservation fits — the head of the queue is never overtaken for lack of cells;
+3. every generating sequence gets its next token (decode tokens first, so a long prompt never
+   starves them), then prompts get chunks, oldest first, within `n_batch`.
+
+KV reservation: a request reserves its prompt plus its `n_predict` (capped at a slot's context,
+which is all of it when `n_predict` is unlimited) when it is admitted. With one cache shared by
+every slot (`kv_shared`), the reservations of running requests never exceed the cells, so an
+admitted request never fails for lack of KV; idle slots' cached prompts are dropped, least
+recently used first, when a newcomer needs their cells. With a cache per slot, every slot has
+its own `n_ctx_seq` cells and a free slot is all a request needs.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+from service.engine.slots import Slot, choose_slot, common_prefix_len
+
+
+@dataclass(frozen=True)
+class Limits:
+    n_batch: int  # tokens one decode takes
+    n_ctx_seq: int  # positions one sequence (slot) may hold
+    kv_cells: int  # cells of the whole cache
+    kv_shared: bool  # one cache for every slot (--kv-unified), else one per slot
+    slot_prompt_similarity: float = 0.5
+
+
+@dataclass(eq=False)
+class SeqRequest:
+    """One sequence the scheduler runs: a prompt, then generated tokens.
+
+    The engine's Task extends it with what only execution needs (sampler, text stream...).
+    """
+
+    id: str
+    prompt: Sequence[int]
+    n_predict: int = -1  # resolved limit, -1 for none
+    id_slot: int = -1  # the slot the client asked for, -1 for any
+    cache_prompt: bool = True
+    priority: int = 0  # lower runs sooner
+    adapters: tuple[tuple[int, float], ...] = ()  # LoRA set: only equal sets share a decode
+    cancelled: bool = False  # set by any thread; acted on at the next schedule()
+
+    # State, written by the scheduler and the engine thread.
+    order: int = -1  # arrival number (FIFO among equal priorities)
+    slot: Slot | None = None
+    reserved: int = 0  # KV cells held for this request while it runs
+    n_past: int = 0  # tokens of this sequence in the KV cells
+    n_cached: int = 0  # prompt tokens reused from the slot's cache
+    generating: bool = False  # the prompt is decoded and a token has been sampled
+    last_token: int = -1  # the sampled token the next decode feeds
+
+    @property
+    def n_prompt(self) -> int:
+        return len(self.prompt)
+
+    def reservation(self, n_ctx_seq: int) -> int:
+        wanted = n_ctx_seq if self.n_predict < 0 else len(self.prompt) + self.n_predict
+        return min(max(wanted, len(self.prompt)), n_ctx_seq)
+
+
+@dataclass(frozen=True)
+class Admission:
+    request: SeqRequest
+    slot: int
+    n_reuse: int  # leading prompt tokens already in the slot's cells; the rest is dropped
+
+
+@dataclass(frozen=True)
+class Work:
+    """Tokens of one sequence in this decode."""
+
+    request: SeqRequest
+    seq_id: int
+    pos: int  # position of tokens[0]
+    tokens: Sequence[int]
+    n_outputs: int  # trailing positions whose logits are read (0: a prompt chunk mid-way)
+
+
+@dataclass(frozen=True)
+class Plan:
+    cancelled: tuple[SeqRequest, ...] = ()  # left this step (queued or running)
+    cleared: tuple[int, ...] = ()  # slots whose cells are all dropped (cancelled, evicted)
+    admitted: tuple[Admission, ...] = ()
+    work: tuple[Work, ...] = ()  # one decode, in sequence-id order
+
+    @property
+    def n_tokens(self) -> int:
+        return sum(len(w.tokens) for w in self.work)
+
+
+@dataclass(frozen=True)
+class Load:
+    n_processing: int
+    n_waiting: int
+    kv_cells_total: int
+    kv_cells_used: int
+    kv_cells_reserved: int
+    slot_cells: tuple[tuple[int, bool, int], ...]  # (slot id, busy, cells)
+
+
+@dataclass
+class Scheduler:
+    limits: Limits
+    slots: list[Slot]
+    waiting: list[SeqRequest] = field(default_factory=list)
+    running: list[SeqRequest] = field(default_factory=list)
+    _arrivals: int = 0
+    _tick: int = 0  # schedule() calls: the slots' "last used" clock
+
+    # -- requests in and out ------------------------------------------------------------------
+    def never_fits(self, req: SeqRequest) -> str:
+        """Why `req` could never run here ("" if it can): checked before it is queued."""
+        n, cap = len(req.prompt), self.limits.n_ctx_seq
+        if n == 0:
+            return "the prompt is empty"
+        if n >= cap:
+            return (f"the request exceeds the available context size: the prompt has {n} "
+                    f"tokens, a slot holds {cap}; shorten the prompt or raise --ctx-size")
+        if not -1 <= req.id_slot < len(self.slots):
+            return f"id_slot must be -1 or a slot id 0..{len(self.slots) - 1}"
+        return ""
+
+    def add(self, req: SeqRequest) -> None:
+        req.order, self._arrivals = self._arrivals, self._arrivals + 1
+        bisect.insort(self.waiting, req, key=_queue_key)
+
+    def finish(self, req: SeqRequest) -> None:
+        """`req` ended (its events are sent): its slot keeps the cached tokens for reuse."""
+        if req in self.running:
+            self.running.remove(req)
+        slot = req.slot
+        if slot is not None and slot.task is req:
+            slot.task = None
+            slot.last_used = self._tick
+        req.reserved = 0
+
+    def drop(self, req: SeqRequest) -> int:
+        """`req` ended and its cells are to be dropped (failure, cancellation): the slot it
+        held, or -1 (never admitted, or its slot has moved on to another request)."""
+        slot = req.slot
+        owned = slot is not None and slot.task is req
+        self.finish(req)
+        if req in self.waiting:
+            self.waiting.remove(req)
+        if slot is None or not owned:
+            return -1
+        slot.cache_tokens = []
+        return slot.id
+
+    # -- one step -----------------------------------------------------------------------------
+    def schedule(self) -> Plan:
+        self._tick += 1
+        cancelled, cleared = self._reap()
+        admitted, evicted = self._admit()
+        return Plan(cancelled=tuple(cancelled), cleared=tuple(cleared + evicted),
+                    admitted=tuple(admitted), work=tuple(self._work()))
+
+    def advance(self, plan: Plan) -> None:
+        """The plan's decode succeeded: its tokens are in the cells."""
+        for w in plan.work:
+            w.request.n_past += len(w.tokens)
+            if w.request.slot is not None:
+                w.request.slot.cache_tokens.extend(w.tokens)
+
+    def reset_cache(self, req: SeqRequest) -> None:
+        """The memory could not keep a prefix of `req`'s slot: it starts from nothing."""
+        assert req.slot is not None
+        req.slot.cache_tokens = []
+        req.n_past = req.n_cached = 0
+
+    def _reap(self) -> tuple[list[SeqRequest], list[int]]:
+        gone = [r for r in self.waiting if r.cancelled]
+        for r in gone:
+            self.waiting.remove(r)
+        cleared = []
+        for r in [r for r in self.running if r.cancelled]:
+            cleared.append(self.drop(r))
+            gone.append(r)
+        return gone, cleared
+
+    def _admit(self) -> tuple[list[Admission], list[int]]:
+        admitted: list[Admission] = []
+        evicted: list[int] = []
+        for req in list(self.waiting):
+            if not any(s.idle for s in self.slots):
+                break
+            slot = choose_slot(self.slots, req.prompt, req.id_slot,
+                               self.limits.slot_prompt_similarity)
+            if slot is None:  # the slot it named is busy: it waits, others may go
+                continue
+            need = req.reservation(self.limits.n_ctx_seq)
+            if self.limits.kv_shared:
+                freed = self._make_room(need, keep=slot)
+                if freed is None:
+                    break  # FIFO: nobody overtakes the head for lack of cells
+                evicted.extend(freed)
+            self.waiting.remove(req)
+            admitted.append(self._start(req, slot, need))
+        return admitted, evicted
+
+    def _make_room(self, need: int, keep: Slot) -> list[int] | None:
+        """Idle slots to drop so that `need` more cells fit (None if they cannot)."""
+        reserved = sum(r.reserved for r in self.running)
+        idle = sorted((s for s in self.slots if s.idle and s is not keep and s.cache_tokens),
+                      key=lambda s: s.last_used)
+        cached = sum(len(s.cache_tokens) for s in idle)
+        if reserved + need > self.limits.kv_cells:
+            return None
+        dropped = []
+        while reserved + need + cached > self.limits.kv_cells and idle:
+            s = idle.pop(0)
+            cached -= len(s.cache_tokens)
+            s.cache_tokens = []
+            dropped.append(s.id)
+        return dropped
+
+    def _start(self, req: SeqRequest, slot: Slot, reserved: int) -> Admission:
+        n_reuse = 0
+        if req.cache_prompt:
+            n_reuse = min(common_prefix_len(slot.cache_tokens, req.prompt), len(req.prompt) - 1)
+        del slot.cache_tokens[n_reuse:]
+        slot.task, req.slot, req.reserved = req, slot, reserved
+        req.n_past = req.n_cached = n_reuse
+        self.running.append(req)
+        return Admission(req, slot.id, n_reuse)
+
+    def _work(self) -> list[Work]:
+        if not self.running:
+            return []
+        group = min(self.running, key=lambda r: r.order).adapters
+        runnable = [r for r in self.running if r.adapters == group and r.slot is not None]
+        budget = self.limits.n_batch
+        work = []
+        for r in runnable:  # decode tokens first: one per generating sequence
+            if r.generating and budget > 0:
+                work.append(Work(r, _slot_id(r), r.n_past, (r.last_token,), 1))
+                budget -= 1
+        for r in sorted((r for r in runnable if not r.generating), key=_queue_key):
+            if budget == 0:
+                break
+            n = min(len(r.prompt) - r.n_past, budget)
+            if n <= 0:
+                continue
+            done = r.n_past + n == len(r.prompt)
+            work.append(Work(r, _slot_id(r), r.n_past, r.prompt[r.n_past:r.n_past + n],
+                             1 if done else 0))
+            budget -= n
+        # llama.cpp splits a batch whose sequence ids do not increase into several decodes.
+        work.sort(key=lambda w: w.seq_id)
+        return work
+
+    # -- what it holds ------------------------------------------------------------------------
+    def load(self) -> Load:
+        cells = tuple((s.id, not s.idle, len(s.cache_tokens)) for s in self.slots)
+        return Load(n_processing=len(self.running), n_waiting=len(self.waiting),
+                    kv_cells_total=self.limits.kv_cells,
+                    kv_cells_used=sum(c for _, _, c in cells),
+                    kv_cells_reserved=sum(r.reserved for r in self.running),
+                    slot_cells=cells)
+
+    def pending(self) -> Iterable[SeqRequest]:
+        return [*self.running, *self.waiting]
+
+
+def _queue_key(req: SeqRequest) -> tuple[int, int]:
+    return req.priority, req.order
+
+
+def _slot_id(req: SeqRequest) -> int:
+    assert req.slot is not None
+    return req.slot.id
