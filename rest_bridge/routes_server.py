@@ -1,6 +1,6 @@
 """Server routes: GET /health (following gRPC health), GET/POST /props, GET /v1/models and
 /models, GET /slots, POST /slots/{id_slot}, GET /metrics, GET/POST /lora-adapters, and our
-POST /cancel. Bare JSON arrays that the gRPC API wraps in a field are unwrapped here."""
+GET /load and POST /cancel. Bare JSON arrays that the gRPC API wraps in a field are unwrapped here."""
 
 from __future__ import annotations
 
@@ -112,6 +112,12 @@ async def set_lora_adapters(request: Request, up: Up) -> Response:
     req = to_message({"adapters": body}, server_pb2.SetLoraAdaptersRequest())
     resp = await up.llama.SetLoraAdapters(req, metadata=metadata(request))
     return json_response({"success": resp.success})
+
+
+@router.get("/load")
+async def get_load(request: Request, up: Up) -> Response:
+    resp = await up.llama.GetLoad(server_pb2.GetLoadRequest(), metadata=metadata(request))
+    return json_response(message_json(resp))
 
 
 @router.post("/cancel")

@@ -192,6 +192,7 @@ class EndpointConfig:
     props: bool
     slot_save_path: str | None
     slot_prompt_similarity: float
+    max_queue: int  # requests that may wait; 0 = no limit (ours: --max-queue)
     reranking: bool
     cache_prompt: bool
     special: bool
@@ -437,6 +438,7 @@ def _endpoints(s: Settings, context: ContextConfig) -> EndpointConfig:
         props=s.bool_("props"),
         slot_save_path=s.opt_str("slot_save_path"),
         slot_prompt_similarity=s.float_("slot_prompt_similarity"),
+        max_queue=s.int_("max_queue"),
         reranking=context.pooling == "rank" and s.bool_("reranking"),
         cache_prompt=s.bool_("cache_prompt"),
         special=s.bool_("special"),

@@ -1,20 +1,21 @@
-"""Running generations from asyncio: submit tasks to the engine, iterate their events.
+"""Running generations from asyncio: submit a request's tasks to the engine, iterate their events.
 
 The engine calls each task's sink on its own thread; the sink hands the events to this request's
 asyncio queue with one call_soon_threadsafe. If the consumer goes away (client cancel or
-disconnect), every task still running is cancelled in the engine at once.
+disconnect), every task still running is cancelled in the engine at once. A request is known by
+its id (for Cancel) before its tasks are submitted, so a cancel can never miss a queued one.
 """
 
 from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
-from service.engine.engine import Arrival, Engine
+from service.engine.arrival import Arrival
+from service.engine.engine import Engine
 from service.engine.events import Event, Failed, Finished
-from service.engine.params import CompletionParams
 from service.engine.task import Task
 
 
@@ -40,10 +41,16 @@ def new_request_id(prefix: str = "cmpl") -> str:
 
 @dataclass
 class Generation:
-    """A request's generations (one per prompt), known by the request id for Cancel."""
+    """A request's generations (one task per prompt) and the queue their events come to.
+    Make it on the event loop; its sinks may be handed to tasks built on another thread."""
 
     id: str
+    loop: asyncio.AbstractEventLoop = field(default_factory=asyncio.get_running_loop)
+    queue: asyncio.Queue[tuple[int, list[Event]]] = field(default_factory=asyncio.Queue)
     tasks: list[Task] = field(default_factory=list)
+
+    def sink(self, index: int) -> QueueSink:
+        return QueueSink(self.loop, self.queue, index)
 
 
 class GenerationRegistry:
@@ -60,25 +67,19 @@ class GenerationRegistry:
         return self._running.get(gen_id)
 
 
-async def run_generation(engine: Engine, registry: GenerationRegistry, request_id: str,
-                         prompts: Sequence[list[int]], params: CompletionParams,
+async def run_generation(engine: Engine, registry: GenerationRegistry, gen: Generation,
                          arrival: Arrival | None = None) -> AsyncIterator[tuple[int, Event]]:
-    """Yield (prompt index, event) for every prompt's generation until all have ended.
-    `arrival`, the request's, goes with its last task (engine.Arrival)."""
-    loop = asyncio.get_running_loop()
-    queue: asyncio.Queue[tuple[int, list[Event]]] = asyncio.Queue()
-    gen = Generation(request_id)
-
-    for i, prompt in enumerate(prompts):
-        task_id = request_id if len(prompts) == 1 else f"{request_id}-{i}"
-        gen.tasks.append(Task(task_id, prompt, params, QueueSink(loop, queue, i)))
+    """Submit gen.tasks and yield (prompt index, event) until every task has ended.
+    `arrival`, the request's, goes with its last task (engine.arrival)."""
     registry.add(gen)
-    for i, task in enumerate(gen.tasks):
-        engine.submit(task, arrival if i == len(gen.tasks) - 1 else None)
     ended: set[int] = set()
+    submitted = 0
     try:
+        for i, task in enumerate(gen.tasks):
+            engine.submit(task, arrival if i == len(gen.tasks) - 1 else None)
+            submitted += 1
         while len(ended) < len(gen.tasks):
-            index, events = await queue.get()
+            index, events = await gen.queue.get()
             for event in events:
                 if isinstance(event, Finished | Failed):
                     ended.add(index)
@@ -87,11 +88,18 @@ async def run_generation(engine: Engine, registry: GenerationRegistry, request_i
         registry.remove(gen)
         for i, task in enumerate(gen.tasks):
             if i not in ended:
-                engine.cancel(task.id)
+                engine.cancel(task)
+        for task in gen.tasks[submitted:]:  # never reached the engine, which closes chains
+            if task.chain is not None:
+                task.chain.close()
+                task.chain = None
 
 
 def cancel_generation(engine: Engine, registry: GenerationRegistry, gen_id: str) -> bool:
+    """Cancel a request's generations by its id; whether it was still running."""
     gen = registry.get(gen_id)
     if gen is None:
         return False
-    return any([engine.cancel(t.id) for t in gen.tasks])
+    for task in gen.tasks:
+        engine.cancel(task)
+    return True

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import fields
 from typing import Any
 
 from llama.v1 import common_pb2, completion_pb2
 
 from native import Vocab
 from service.engine.events import Finished, Timings, TokenProbs
-from service.engine.params import CompletionParams
+from service.engine.params import CompletionParams, SamplingParams
 from service.engine.textstream import incomplete_utf8_tail
 from service.errors import ERROR_KINDS
 
@@ -65,27 +66,30 @@ def probability_msg(vocab: Vocab, p: TokenProbs) -> Any:
     return msg
 
 
+def _setting_value(name: str, value: Any) -> Any:
+    if name == "seed":
+        return value & 0xFFFFFFFF
+    if name == "logit_bias":  # bans (-inf) are not biases llama-server reports
+        return [common_pb2.LogitBiasEntry(token=t, bias=b) for t, b in value
+                if b != float("-inf")]
+    return list(value) if isinstance(value, tuple) else value
+
+
+_SETTING_FIELDS = frozenset(common_pb2.GenerationSettings.DESCRIPTOR.fields_by_name)
+_SAMPLING_SETTINGS = tuple(f.name for f in fields(SamplingParams) if f.name in _SETTING_FIELDS)
+_COMPLETION_SETTINGS = tuple(f.name for f in fields(CompletionParams)
+                             if f.name in _SETTING_FIELDS)
+
+
 def generation_settings(params: CompletionParams, n_ctx: int, model: str,
                         stream: bool = True) -> Any:
-    s = params.sampling
-    return common_pb2.GenerationSettings(
-        n_predict=params.n_predict, seed=s.seed & 0xFFFFFFFF, temperature=s.temperature,
-        dynatemp_range=s.dynatemp_range, dynatemp_exponent=s.dynatemp_exponent, top_k=s.top_k,
-        top_p=s.top_p, min_p=s.min_p, top_n_sigma=s.top_n_sigma,
-        xtc_probability=s.xtc_probability, xtc_threshold=s.xtc_threshold,
-        typical_p=s.typical_p, repeat_last_n=s.repeat_last_n, repeat_penalty=s.repeat_penalty,
-        presence_penalty=s.presence_penalty, frequency_penalty=s.frequency_penalty,
-        dry_multiplier=s.dry_multiplier, dry_base=s.dry_base,
-        dry_allowed_length=s.dry_allowed_length, dry_penalty_last_n=s.dry_penalty_last_n,
-        dry_sequence_breakers=list(s.dry_sequence_breakers), mirostat=s.mirostat,
-        mirostat_tau=s.mirostat_tau, mirostat_eta=s.mirostat_eta, stop=list(params.stop),
-        max_tokens=params.n_predict, n_keep=params.n_keep, ignore_eos=params.ignore_eos,
-        stream=stream,
-        logit_bias=[common_pb2.LogitBiasEntry(token=t, bias=b) for t, b in s.logit_bias
-                    if b != float("-inf")],
-        n_probs=params.n_probs, min_keep=s.min_keep, grammar=s.grammar,
-        samplers=list(s.samplers), timings_per_token=params.timings_per_token,
-        post_sampling_probs=params.post_sampling_probs, n_ctx=n_ctx, model=model)
+    """llama-server's generation_settings: every parameter field of the same name, as used."""
+    values = {name: _setting_value(name, getattr(params.sampling, name))
+              for name in _SAMPLING_SETTINGS}
+    values.update({name: _setting_value(name, getattr(params, name))
+                   for name in _COMPLETION_SETTINGS})
+    return common_pb2.GenerationSettings(max_tokens=params.n_predict, stream=stream,
+                                         n_ctx=n_ctx, model=model, **values)
 
 
 def final_completion_chunk(gen_id: str, index: int, fin: Finished, slot_id: int,

@@ -1,129 +1,72 @@
-"""From a llama.v1 CompletionRequest to engine parameters: unset fields take the server's
-defaults (its command-line sampling flags over llama-server's own), set ones are validated."""
+"""From a llama.v1 request (completion, OpenAI completion, chat) to engine parameters: unset
+fields take the server's defaults (its command-line flags over llama-server's own), every alias
+is resolved, set fields are validated.
+
+The sampling fields are declared once, as SamplingParams' fields: a request field of the same
+name is read when it is set (proto3 presence), and the rest is derived from that declaration.
+"""
 
 from __future__ import annotations
 
-import math
-import struct
-from dataclasses import replace
+from collections.abc import Iterable
+from dataclasses import dataclass, fields, replace
 from typing import Any
 
 from google.protobuf import json_format
 
 from native import Vocab
 from service.engine.params import CompletionParams, ParamError, SamplingParams
+from service.grammar_limits import check_grammar
 from service.json_schema_grammar import grammar_for_request_schema, json_object_grammar
-from service.prompts import Json, parse_logit_bias, parse_stop
+from service.prompt_values import value_to_json
+from service.prompts import parse_logit_bias, parse_stop
 
-# Optional scalar fields copied to SamplingParams under the same name.
-_SAMPLING_FIELDS = (
-    "temperature", "dynatemp_range", "dynatemp_exponent", "top_k", "top_p", "min_p",
-    "top_n_sigma", "typical_p", "xtc_probability", "xtc_threshold", "repeat_penalty",
-    "repeat_last_n", "presence_penalty", "frequency_penalty", "dry_multiplier", "dry_base",
-    "dry_allowed_length", "dry_penalty_last_n", "mirostat", "mirostat_tau", "mirostat_eta",
-    "min_keep", "seed", "grammar",
-)
+# SamplingParams fields read in their own request shapes, not as optional scalars.
+_SAMPLING_SHAPED = frozenset({"logit_bias", "samplers", "dry_sequence_breakers", "grammar"})
+# CompletionParams fields a request sets by name when present.
 _COMPLETION_FIELDS = ("n_indent", "n_keep", "id_slot", "cache_prompt", "ignore_eos", "n_probs",
                       "t_max_predict_ms")
 
 
-def value_to_json(msg: Any, field: str) -> Json:
-    """A google.protobuf.Value field as a plain JSON value (None when unset)."""
-    if not msg.HasField(field):
-        return None
-    return _value_json(getattr(msg, field))
+@dataclass(frozen=True)
+class Defaults:
+    """What the server fills in: its flags' sampling defaults, its -n cap, and its limits."""
+
+    params: CompletionParams  # its n_predict is the server's -n, within which a request's applies
+    n_slots: int
 
 
-def _value_json(value: Any) -> Json:
-    """What json_format.MessageToDict makes of a Value, errors included, ~8x faster: the
-    generic printer took 2.6 ms for a prompt of 1,024 token ids, on the way to the first
-    token."""
-    kind = value.WhichOneof("kind")
-    if kind == "number_value":
-        number = value.number_value
-        if math.isinf(number) or math.isnan(number):
-            raise ValueError(f"Fail to serialize {number} for Value.number_value, "
-                             "which would parse as string_value")
-        return number
-    if kind == "string_value" or kind == "bool_value":
-        return getattr(value, kind)
-    if kind == "list_value":
-        items = value.list_value.values
-        if len(items) >= _WIRE_MIN:
-            numbers = _plain_numbers(value.list_value, len(items))
-            if numbers is not None:
-                return list(numbers)
-        return [_value_json(v) for v in items]
-    if kind == "struct_value":
-        return {k: _value_json(v) for k, v in value.struct_value.fields.items()}
-    return None  # unset or null_value
+def sampling_field_names() -> tuple[str, ...]:
+    """The SamplingParams fields a request sets by their own name (its optional scalars)."""
+    return tuple(f.name for f in fields(SamplingParams))
 
 
-# A long list of plain numbers (a prompt of token ids sent as a Value) is read from its wire
-# form: 0.06 ms instead of 0.57 for 1,024 ids here. Every element of a ListValue is then encoded
-# alike: tag of `values` (field 1, length-delimited), length 9, tag of `number_value` (field 2,
-# 64-bit), the double.
-_WIRE_MIN = 64
-_WIRE_ITEM = 11
-_WIRE_TAGS = (b"\x0a", b"\x09", b"\x11")
+def _scalar_sampling(req: Any) -> dict[str, Any]:
+    names = {f.name for f in req.DESCRIPTOR.fields}
+    return {name: getattr(req, name) for name in sampling_field_names()
+            if name in names and name not in _SAMPLING_SHAPED and req.HasField(name)}
 
 
-def _plain_numbers(list_value: Any, n: int) -> tuple[float, ...] | None:
-    """The n numbers of `list_value` if every element is a finite number_value, else None
-    (the element by element reading then decides, errors included)."""
-    wire = list_value.SerializeToString()
-    if len(wire) != n * _WIRE_ITEM or any(wire[i::_WIRE_ITEM] != tag * n
-                                          for i, tag in enumerate(_WIRE_TAGS)):
-        return None
-    numbers: tuple[float, ...] = struct.unpack("<" + "3xd" * n, wire)  # skip the tags
-    # A sum is finite only if every term is (a huge but finite list takes the element by
-    # element reading, which accepts it).
-    return numbers if math.isfinite(sum(numbers)) else None
-
-
-def token_prompts(req: Any, n_vocab: int) -> list[list[int]] | None:
-    """The request's prompts when they are nothing but token ids inside the vocabulary (how
-    long prompts usually come), read and checked in bulk; None for any other shape or any
-    doubt, and the general path (prompt_json, prompts.tokenize_prompt) reads the prompt and
-    gives its usual errors. For 1,024 ids here: 0.46 ms through the general path, 0.07 this
-    way (typed token ids: 0.36 and 0.08)."""
-    if req.HasField("typed_prompt"):
-        prompts = []
-        for tp in req.typed_prompt.prompts:
-            if not tp.pieces or any(piece.HasField("text") for piece in tp.pieces):
-                return None
-            ids = [t for piece in tp.pieces for t in piece.tokens.ids]
-            if not ids or min(ids) < 0 or max(ids) >= n_vocab:
-                return None
-            prompts.append(ids)
-        return prompts or None
-    if not req.HasField("prompt") or req.prompt.WhichOneof("kind") != "list_value":
-        return None
-    n = len(req.prompt.list_value.values)
-    numbers = _plain_numbers(req.prompt.list_value, n) if n >= _WIRE_MIN else None
-    if (numbers is None or min(numbers) < 0 or max(numbers) >= n_vocab
-            or not all(map(float.is_integer, numbers))):
-        return None
-    return [list(map(float.__trunc__, numbers))]  # int(), at half the cost
-
-
-def prompt_json(req: Any) -> Json:
-    """The request's prompt in llama-server's JSON shapes, from `prompt` or `typed_prompt`."""
-    if req.HasField("typed_prompt"):
-        prompts: list[Json] = []
-        for tp in req.typed_prompt.prompts:
-            parts: list[Json] = []
-            for piece in tp.pieces:
-                if piece.HasField("text"):
-                    parts.append(piece.text)
-                else:
-                    parts.extend(piece.tokens.ids)
-            prompts.append(parts)
-        return prompts if len(prompts) != 1 else prompts[0]
-    prompt = value_to_json(req, "prompt")
-    if prompt is None:  # absent, JSON null, or a Value with no kind (llama-server: a 400)
-        raise ParamError('"prompt" must be provided')
-    return prompt
+def sampling_params(req: Any, defaults: SamplingParams, vocab: Vocab) -> SamplingParams:
+    s = _scalar_sampling(req)
+    if req.dry_sequence_breakers:
+        s["dry_sequence_breakers"] = tuple(req.dry_sequence_breakers)
+    if req.samplers:
+        s["samplers"] = tuple(req.samplers)
+    bias = parse_logit_bias(value_to_json(req, "logit_bias"), vocab)
+    if bias:
+        s["logit_bias"] = bias
+    if req.HasField("grammar"):
+        s["grammar"] = req.grammar
+    from_schema = schema_grammar(req)
+    if from_schema is not None:
+        if req.HasField("grammar"):
+            raise ParamError("Cannot use both json_schema and grammar")
+        s["grammar"] = from_schema
+    sampling: SamplingParams = replace(defaults, **s)
+    if sampling.grammar:
+        check_grammar(sampling.grammar)
+    return sampling
 
 
 def schema_grammar(req: Any) -> str | None:
@@ -144,32 +87,64 @@ def schema_grammar(req: Any) -> str | None:
                      f'"json_schema", but got: {fmt.type}')
 
 
-def completion_params(req: Any, defaults: CompletionParams, vocab: Vocab,
-                      n_slots: int) -> CompletionParams:
-    s: dict[str, Any] = {f: getattr(req, f) for f in _SAMPLING_FIELDS if req.HasField(f)}
-    if req.dry_sequence_breakers:
-        s["dry_sequence_breakers"] = tuple(req.dry_sequence_breakers)
-    if req.samplers:
-        s["samplers"] = tuple(req.samplers)
-    bias = parse_logit_bias(value_to_json(req, "logit_bias"), vocab)
-    if bias:
-        s["logit_bias"] = bias
-    from_schema = schema_grammar(req)
-    if from_schema is not None:
-        if req.HasField("grammar"):
-            raise ParamError("Cannot use both json_schema and grammar")
-        s["grammar"] = from_schema
-    sampling: SamplingParams = replace(defaults.sampling, **s)
+def _first_set(req: Any, names: Iterable[str]) -> int | None:
+    present = {f.name for f in req.DESCRIPTOR.fields}
+    for name in names:
+        if name in present and req.HasField(name):
+            return int(getattr(req, name))
+    return None
+
+
+def resolve_n_predict(requested: int | None, cap: int) -> int:
+    """The request's n_predict within the server's -n (negative on either side: no limit
+    there; llama-server's -2, "until the context is full", is no limit here too)."""
+    if requested is not None and requested < -2:
+        raise ParamError("n_predict must be >= -1 (-1: no limit)")
+    if requested is None or requested < 0:
+        return cap
+    return requested if cap < 0 else min(requested, cap)
+
+
+def _n_probs(req: Any) -> int | None:
+    """n_probs, or OpenAI's spelling: `logprobs` (a count on completions; a flag plus
+    `top_logprobs` on chat)."""
+    if req.HasField("n_probs"):
+        return int(req.n_probs)
+    if not req.HasField("logprobs"):
+        return None
+    if isinstance(req.logprobs, bool):
+        if not req.logprobs:
+            return None
+        return max(req.top_logprobs, 1) if req.HasField("top_logprobs") else 1
+    return int(req.logprobs)
+
+
+def completion_params(req: Any, defaults: Defaults, vocab: Vocab) -> CompletionParams:
+    """Every field of `req` that the engine uses, resolved against the server's defaults."""
+    refuse_unserved_choices(req)
+    d = defaults.params
+    sampling = sampling_params(req, d.sampling, vocab)
     c: dict[str, Any] = {f: getattr(req, f) for f in _COMPLETION_FIELDS if req.HasField(f)}
-    if req.HasField("n_predict"):
-        c["n_predict"] = req.n_predict
-    elif req.HasField("max_tokens"):
-        c["n_predict"] = req.max_tokens
+    n_probs = _n_probs(req)
+    if n_probs is not None:
+        c["n_probs"] = n_probs
+    c["n_predict"] = resolve_n_predict(
+        _first_set(req, ("n_predict", "max_tokens", "max_completion_tokens")),
+        d.n_predict)
     stop = parse_stop(value_to_json(req, "stop"))
     if stop:
         c["stop"] = stop
-    params = replace(defaults, sampling=sampling, post_sampling_probs=req.post_sampling_probs,
+    params = replace(d, sampling=sampling, post_sampling_probs=req.post_sampling_probs,
                      return_tokens=req.return_tokens, timings_per_token=req.timings_per_token,
                      **c)
-    params.validate(n_slots)
+    params.validate(defaults.n_slots)
     return params
+
+
+def refuse_unserved_choices(req: Any) -> None:
+    """`n` / `n_cmpl` above 1 (several choices per prompt) are not served yet: refused rather
+    than silently answered with one choice."""
+    for name in ("n", "n_cmpl"):
+        if req.HasField(name) and getattr(req, name) != 1:
+            raise ParamError(f"{name} = {getattr(req, name)} is not supported yet: only one "
+                             "choice per prompt (n = 1)")

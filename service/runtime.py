@@ -11,7 +11,7 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from contextlib import ExitStack
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from native import Context, ContextParams, LoraAdapter, Model, ModelParams
@@ -19,6 +19,7 @@ from service.chat_template import ChatTemplates, load_chat_templates
 from service.config import ContextConfig, ModelConfig, ServerConfig
 from service.engine.engine import Engine, EngineSettings
 from service.engine.params import CompletionParams, SamplingParams
+from service.request_params import Defaults
 
 _log = logging.getLogger(__name__)
 
@@ -52,6 +53,10 @@ class Runtime:
     def n_slots(self) -> int:
         return len(self.engine.slots)
 
+    @property
+    def request_defaults(self) -> Defaults:
+        return Defaults(self.defaults, self.n_slots)
+
     def close(self) -> None:
         self.engine.stop()
         self.ctx.close()
@@ -61,24 +66,17 @@ class Runtime:
 
 
 def completion_defaults(config: ServerConfig) -> CompletionParams:
+    """The server's request defaults: every SamplingParams field its flags set (same names),
+    the rest llama-server's; n_predict is the server's -n, the cap of every request's."""
     s = config.sampling
-    sampling = SamplingParams(
-        temperature=s.temperature, dynatemp_range=s.dynatemp_range,
-        dynatemp_exponent=s.dynatemp_exponent, top_k=s.top_k, top_p=s.top_p, min_p=s.min_p,
-        typical_p=s.typical_p, top_n_sigma=s.top_n_sigma, repeat_penalty=s.repeat_penalty,
-        repeat_last_n=s.repeat_last_n, presence_penalty=s.presence_penalty,
-        frequency_penalty=s.frequency_penalty, dry_multiplier=s.dry_multiplier,
-        dry_base=s.dry_base, dry_allowed_length=s.dry_allowed_length,
-        dry_penalty_last_n=s.dry_penalty_last_n, dry_sequence_breakers=s.dry_sequence_breakers,
-        xtc_probability=s.xtc_probability, xtc_threshold=s.xtc_threshold, mirostat=s.mirostat,
-        mirostat_tau=s.mirostat_tau, mirostat_eta=s.mirostat_eta, seed=s.seed,
-        logit_bias=tuple((b.token, b.bias) for b in s.logit_bias),
-        samplers=tuple(n for n in s.samplers if n != "penalties") if _penalties_first(s.samplers)
-        else s.samplers,
-        grammar=s.grammar,
-    )
-    return CompletionParams(n_keep=config.context.n_keep, stop=s.stop, ignore_eos=s.ignore_eos,
-                            cache_prompt=config.endpoints.cache_prompt, sampling=sampling)
+    given = {f.name: getattr(s, f.name) for f in fields(SamplingParams) if hasattr(s, f.name)}
+    given["logit_bias"] = tuple((b.token, b.bias) for b in s.logit_bias)
+    if _penalties_first(s.samplers):
+        given["samplers"] = tuple(n for n in s.samplers if n != "penalties")
+    return CompletionParams(n_predict=s.n_predict, n_keep=config.context.n_keep, stop=s.stop,
+                            ignore_eos=s.ignore_eos,
+                            cache_prompt=config.endpoints.cache_prompt,
+                            sampling=SamplingParams(**given))
 
 
 def _penalties_first(samplers: tuple[str, ...]) -> bool:
@@ -177,9 +175,9 @@ def load_runtime(config: ServerConfig) -> Runtime:
         engine = Engine(model, ctx, EngineSettings(
             context_shift=config.context.context_shift,
             slot_prompt_similarity=config.endpoints.slot_prompt_similarity,
-            n_predict_default=config.sampling.n_predict,
             special=config.endpoints.special,
             sampling_threads=config.context.n_threads_sampling,
+            max_queue=config.endpoints.max_queue,
         ))
         engine.start()
         cleanup.pop_all()

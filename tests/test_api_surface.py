@@ -52,18 +52,14 @@ NOT_YET_SERVED: dict[str, str] = {
     "GetMetrics": "GET /metrics (issue 15)",
     "ListLoraAdapters": "GET /lora-adapters (issue 15)",
     "SetLoraAdapters": "POST /lora-adapters (issue 15)",
-    "GetLoad": "GET /load, just added to the proto; the lead is serving it (issue 15)",
 }
 
 # Request fields the service does not read yet, by message: what they would do, and what
 # serves them. Every one parses (a request with it is not refused) and has no effect.
-_N = "one completion per prompt; n_cmpl / n > 1 are to be refused with INVALID_ARGUMENT"
 _MEDIA = "multimodal input needs --mmproj, which is refused: to be refused per request too"
 _SPECULATIVE = "no speculative decoding (--spec-* / --model-draft are refused)"
 _GENERATION = {
     "n_discard": "a context shift discards half of what follows n_keep (issue 15)",
-    "n_cmpl": _N,
-    "n": _N,
     "n_cache_reuse": "no KV-shift cache reuse (--cache-reuse has no effect either)",
     "stream_options": "REST bridge only (include_usage); gRPC streams always carry usage",
     "return_progress": "no prompt_progress messages yet (issue 15)",

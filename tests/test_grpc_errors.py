@@ -46,6 +46,9 @@ BAD_REQUESTS: list[tuple[str, dict[str, Any], str]] = [
 
 
 BAD_GRAMMAR: dict[str, Any] = {"grammar": "root ::= ["}
+# A grammar that only accepts the empty text leaves only end-of-generation, which ignore_eos
+# bans: the request's own constraints leave no token at its first sample (INVALID_ARGUMENT).
+NO_TOKEN_LEFT: dict[str, Any] = {"grammar": 'root ::= ""', "ignore_eos": True}
 
 
 def assert_invalid(r: CompletionResult, needle: str, in_stream: bool = False) -> None:
@@ -75,9 +78,14 @@ def test_a_prompt_is_required(grpc_stub: Any, prompt: Any) -> None:
     assert_invalid(complete(grpc_stub, **body), '"prompt" must be provided')
 
 
-def test_failure_inside_the_stream_ends_with_an_error_message(grpc_stub: Any) -> None:
+def test_a_bad_grammar_is_refused_before_the_stream(grpc_stub: Any) -> None:
     r = complete(grpc_stub, prompt="Hello", n_predict=4, **BAD_GRAMMAR)
-    assert_invalid(r, "grammar", in_stream=True)
+    assert_invalid(r, "grammar")
+
+
+def test_failure_inside_the_stream_ends_with_an_error_message(grpc_stub: Any) -> None:
+    r = complete(grpc_stub, prompt="Hello", n_predict=4, **NO_TOKEN_LEFT)
+    assert_invalid(r, "selected no token", in_stream=True)
 
 
 def test_server_keeps_serving_after_bad_requests(grpc_stub: Any) -> None:
@@ -90,8 +98,8 @@ def test_server_keeps_serving_after_bad_requests(grpc_stub: Any) -> None:
 @pytest.mark.slow
 def test_bad_requests_do_not_disturb_a_running_generation(grpc_stub: Any) -> None:
     """Failures arrive while a generation runs, one of them inside the engine's step loop (a
-    grammar that does not parse fails when its slot starts); the running output stays the solo
-    one."""
+    grammar that leaves no token once end-of-generation is banned fails at its first sample);
+    the running output stays the solo one."""
     body = {"prompt": "Undisturbed", "n_predict": 400, "id_slot": 0, **EXACT}
     alone = complete(grpc_stub, **body)
     result: list[CompletionResult] = []
@@ -104,8 +112,9 @@ def test_bad_requests_do_not_disturb_a_running_generation(grpc_stub: Any) -> Non
     runner = threading.Thread(target=run)
     runner.start()
     for _ in range(10):
-        assert_invalid(complete(grpc_stub, prompt="x", n_predict=3, **BAD_GRAMMAR), "grammar",
-                       in_stream=True)
+        assert_invalid(complete(grpc_stub, prompt="x", n_predict=3, **NO_TOKEN_LEFT),
+                       "selected no token", in_stream=True)
+        assert_invalid(complete(grpc_stub, prompt="x", n_predict=3, **BAD_GRAMMAR), "grammar")
         assert_invalid(complete(grpc_stub, prompt="x", n_predict=3, top_p=2.0), "top_p")
     bad_done = time.monotonic()
     runner.join(60)

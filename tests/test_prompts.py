@@ -23,8 +23,9 @@ from service.engine.params import (
     SamplingParams,
     canonical_sampler,
 )
+from service.prompt_values import prompt_json, token_prompts, value_to_json
 from service.prompts import parse_logit_bias, parse_stop, split_prompts, tokenize_prompt
-from service.request_params import completion_params, prompt_json, token_prompts, value_to_json
+from service.request_params import Defaults, completion_params
 
 
 @pytest.fixture(scope="module")
@@ -277,7 +278,7 @@ def test_parse_stop() -> None:
 # -- request -> parameters -------------------------------------------------------------------
 def test_unset_fields_take_the_server_defaults(vocab: native.Vocab) -> None:
     defaults = CompletionParams(n_predict=7, sampling=SamplingParams(temperature=0.3, top_k=5))
-    p = completion_params(request(prompt="x"), defaults, vocab, n_slots=4)
+    p = completion_params(request(prompt="x"), Defaults(defaults, 4), vocab)
     assert p.n_predict == 7 and p.sampling.temperature == pytest.approx(0.3)
     assert p.sampling.top_k == 5
 
@@ -287,7 +288,7 @@ def test_set_fields_override_the_defaults(vocab: native.Vocab) -> None:
                   samplers=["top_k", "temperature"], dry_sequence_breakers=["|"],
                   logit_bias=[[5, False]], seed=4294967295, id_slot=2, n_probs=3,
                   post_sampling_probs=True, cache_prompt=False)
-    p = completion_params(req, CompletionParams(), vocab, n_slots=4)
+    p = completion_params(req, Defaults(CompletionParams(), 4), vocab)
     assert (p.n_predict, p.stop, p.id_slot, p.n_probs) == (3, ("\n",), 2, 3)
     assert p.post_sampling_probs and not p.cache_prompt
     s = p.sampling
@@ -298,19 +299,47 @@ def test_set_fields_override_the_defaults(vocab: native.Vocab) -> None:
 
 
 def test_n_predict_wins_over_max_tokens(vocab: native.Vocab) -> None:
-    both = completion_params(request(prompt="x", n_predict=3, max_tokens=9), CompletionParams(),
-                             vocab, 1)
-    only_max = completion_params(request(prompt="x", max_tokens=9), CompletionParams(), vocab, 1)
+    none = Defaults(CompletionParams(), 1)
+    both = completion_params(request(prompt="x", n_predict=3, max_tokens=9), none, vocab)
+    only_max = completion_params(request(prompt="x", max_tokens=9), none, vocab)
     assert (both.n_predict, only_max.n_predict) == (3, 9)
+
+
+@pytest.mark.parametrize(("asked", "cap", "used"), [
+    (None, -1, -1), (None, 7, 7), (3, 7, 3), (10, 7, 7), (-1, 7, 7), (10, -1, 10), (-2, 5, 5),
+])
+def test_n_predict_is_resolved_within_the_servers_cap(vocab: native.Vocab, asked: int | None,
+                                                     cap: int, used: int) -> None:
+    """The request's n_predict applies within the server's -n; generation_settings reports
+    the value used."""
+    body = {"prompt": "x"} if asked is None else {"prompt": "x", "n_predict": asked}
+    p = completion_params(request(**body), Defaults(CompletionParams(n_predict=cap), 1), vocab)
+    assert p.n_predict == used
+
+
+def test_n_predict_below_minus_two_is_refused(vocab: native.Vocab) -> None:
+    with pytest.raises(ParamError, match="n_predict"):
+        completion_params(request(prompt="x", n_predict=-5), Defaults(CompletionParams(), 1),
+                          vocab)
+
+
+@pytest.mark.parametrize("name", ["n", "n_cmpl"])
+def test_several_choices_per_prompt_are_refused_until_served(vocab: native.Vocab,
+                                                             name: str) -> None:
+    with pytest.raises(ParamError, match="not supported yet"):
+        completion_params(request(prompt="x", **{name: 2}), Defaults(CompletionParams(), 1),
+                          vocab)
+    assert completion_params(request(prompt="x", **{name: 1}), Defaults(CompletionParams(), 1),
+                             vocab).n_predict == -1
 
 
 def test_json_schema_becomes_a_grammar(vocab: native.Vocab) -> None:
     params = completion_params(request(prompt="x", json_schema={"type": "boolean"}),
-                               CompletionParams(), vocab, 1)
+                               Defaults(CompletionParams(), 1), vocab)
     assert params.sampling.grammar.startswith("root ::=")
     with pytest.raises(ParamError, match="both json_schema and grammar"):
         completion_params(request(prompt="x", json_schema={}, grammar='root ::= "a"'),
-                          CompletionParams(), vocab, 1)
+                          Defaults(CompletionParams(), 1), vocab)
 
 
 # -- validation ------------------------------------------------------------------------------

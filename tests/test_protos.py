@@ -61,6 +61,7 @@ EXPECTED_ROUTES = {
     ("GET", "/v1/models"): "ListModels",
     ("GET", "/models"): "ListModels",
     ("POST", "/cancel"): "Cancel",
+    ("GET", "/load"): "GetLoad",
 }
 
 

@@ -206,6 +206,12 @@ SERVER_FLAGS: tuple[FlagSpec, ...] = (
         metavar="SIMILARITY", convert=v.parse_float, default=0.1, minimum=0.0, maximum=1.0,
     ),
     implemented(
+        ("--max-queue",), "max_queue", ENDPOINTS,
+        "requests that may wait for a slot or KV cells; one more is refused with "
+        "RESOURCE_EXHAUSTED / HTTP 503 (0 = no limit, as llama-server; llama-grpc-server only)",
+        metavar="N", env=("LLAMA_ARG_MAX_QUEUE",), convert=v.parse_int, default=0, minimum=0,
+    ),
+    implemented(
         ("--cache-prompt",), "cache_prompt", ENDPOINTS,
         "whether to reuse a slot's KV cache for a matching prompt prefix",
         negative=("--no-cache-prompt",), env=("LLAMA_ARG_CACHE_PROMPT",), default=True,

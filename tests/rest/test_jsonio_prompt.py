@@ -11,7 +11,7 @@ from llama.v1 import completion_pb2
 
 from rest_bridge.errors import BridgeError
 from rest_bridge.jsonio import to_message
-from service.request_params import prompt_json
+from service.prompt_values import prompt_json
 
 
 @pytest.mark.parametrize("prompt", [

@@ -241,3 +241,17 @@ def test_health_props_models(http: httpx.Client) -> None:
                               "meta": dict})
         assert_fields(model["meta"], {"vocab_type": int, "n_vocab": int, "n_ctx_train": int,
                                       "n_embd": int, "n_params": int, "size": int})
+
+
+def test_load_shows_the_engine(http: httpx.Client) -> None:
+    """GET /load (ours): the engine's load, always on; after a completion its slot keeps the
+    prompt's cells cached and nothing is reserved."""
+    r = http.post("/completion", json={"prompt": "Load me", "n_predict": 2})
+    assert r.status_code == 200
+    load = http.get("/load").json()
+    assert_fields(load, {"n_processing": int, "n_waiting": int, "total_slots": int,
+                         "idle_slots": int, "kv_cells_total": int, "kv_cells_used": int,
+                         "kv_cells_reserved": int, "slots": list})
+    assert load["total_slots"] == 4 and len(load["slots"]) == 4
+    assert load["kv_cells_reserved"] == 0 and load["kv_cells_used"] > 0
+    assert load["kv_cells_used"] == sum(s["n_cells"] for s in load["slots"])

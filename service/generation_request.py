@@ -1,0 +1,99 @@
+"""One typed generation request, built once from a Completion, OpenAI completion or chat
+request: its prompts as tokens and its parameters with every alias resolved and the server's
+defaults applied. Building it tokenizes, renders templates and converts JSON schemas, so the
+servicer runs it off the event loop (service.offload) unless the request is small."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from service.chat_render import render_chat
+from service.engine.chains import build_task_chain
+from service.engine.params import CompletionParams, ParamError
+from service.engine.task import EventSink, Task
+from service.prompt_values import prompt_json, token_prompts
+from service.prompts import split_prompts, tokenize_prompt
+from service.request_params import completion_params
+from service.runtime import Runtime
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    id: str
+    prompts: tuple[list[int], ...]
+    params: CompletionParams
+    stream: bool
+
+
+def _checked(rt: Runtime, prompts: list[list[int]]) -> tuple[list[int], ...]:
+    n_ctx = rt.engine.n_ctx_slot
+    for p in prompts:
+        if not p:
+            raise ParamError("the prompt is empty")
+        if len(p) >= n_ctx:
+            raise ParamError(
+                f"the request exceeds the available context size: the prompt has {len(p)} "
+                f"tokens, a slot holds {n_ctx}; shorten the prompt or raise --ctx-size")
+    return tuple(prompts)
+
+
+def build_completion(rt: Runtime, req: Any, gen_id: str) -> GenerationRequest:
+    """For Completion and OpenAICompletion (one CompletionRequest message)."""
+    vocab = rt.model.vocab
+    params = completion_params(req, rt.request_defaults, vocab)
+    prompts = token_prompts(req, vocab.n_tokens) or [
+        tokenize_prompt(p, vocab) for p in split_prompts(prompt_json(req))]
+    return GenerationRequest(gen_id, _checked(rt, prompts), params, req.stream)
+
+
+def openai_refusal(req: Any) -> str:
+    """Why llama-server's /v1/completions refuses this request ("" if it does not)."""
+    if req.echo:
+        return "Only no echo is supported"
+    for name in ("best_of", "suffix"):
+        if req.HasField(name):
+            return f"Unsupported param: {name}"
+    return ""
+
+
+def build_openai_completion(rt: Runtime, req: Any, gen_id: str) -> GenerationRequest:
+    refused = openai_refusal(req)
+    if refused:
+        raise ParamError(refused)
+    return build_completion(rt, req, gen_id)
+
+
+def build_chat(rt: Runtime, req: Any, gen_id: str) -> GenerationRequest:
+    """For ChatCompletion: the messages rendered with the chat template, then tokenized as a
+    text prompt (BOS as the model wants it)."""
+    params = completion_params(req, rt.request_defaults, rt.model.vocab)
+    prompt = tokenize_prompt(render_chat(rt, req), rt.model.vocab)
+    return GenerationRequest(gen_id, _checked(rt, [prompt]), params, req.stream)
+
+
+def make_tasks(rt: Runtime, gen: GenerationRequest,
+               sink_for: Callable[[int], EventSink]) -> list[Task]:
+    """One engine task per prompt, each with its own sampler chain (built here, so that a
+    grammar libllama refuses fails the request before it is queued)."""
+    tasks: list[Task] = []
+    try:
+        for i, prompt in enumerate(gen.prompts):
+            task_id = gen.id if len(gen.prompts) == 1 else f"{gen.id}-{i}"
+            task = Task(task_id, prompt, gen.params, sink_for(i))
+            task.chain = build_task_chain(gen.params, rt.model.vocab, rt.engine.eog,
+                                          rt.engine.n_ctx_slot, prompt)
+            tasks.append(task)
+    except BaseException:
+        close_chains(tasks)
+        raise
+    return tasks
+
+
+def close_chains(tasks: list[Task]) -> None:
+    """For tasks that will never reach the engine (which closes the chains it runs)."""
+    for task in tasks:
+        if task.chain is not None:
+            task.chain.close()
+            task.chain = None
