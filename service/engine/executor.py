@@ -34,6 +34,8 @@ class Executor:
             if not self.ctx.seq_rm(adm.slot, adm.n_reuse, -1):
                 self.ctx.seq_rm(adm.slot)  # this memory cannot drop a suffix: start over
                 scheduler.reset_cache(adm.request)
+        for src, dst in plan.copies:
+            self.ctx.seq_cp(src, dst)
 
     def drop(self, seq: int) -> None:
         if seq >= 0:

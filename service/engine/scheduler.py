@@ -94,6 +94,9 @@ class Plan:
     cancelled: tuple[SeqRequest, ...] = ()  # left this step (queued or running)
     cleared: tuple[int, ...] = ()  # slots whose cells are all dropped (cancelled, evicted)
     admitted: tuple[Admission, ...] = ()
+    # (source, destination) sequences whose cells are shared before the decode: a prompt
+    # decoded once for several choices (n > 1). None are planned yet.
+    copies: tuple[tuple[int, int], ...] = ()
     work: tuple[Work, ...] = ()  # one decode, in sequence-id order
 
     @property
