@@ -50,7 +50,10 @@ class Executor:
         for w in plan.work:
             task = w.request
             assert isinstance(task, Task)
-            last = batch.add_sequence(w.tokens, w.pos, w.seq_id, w.n_outputs > 0)
+            if len(w.tokens) == 1:  # a decode token: the cheaper single add
+                last = batch.add(w.tokens[0], w.pos, w.seq_id, w.n_outputs > 0)
+            else:
+                last = batch.add_sequence(w.tokens, w.pos, w.seq_id, w.n_outputs > 0)
             if w.n_outputs:
                 task.out_index = last
                 ready.append(task)

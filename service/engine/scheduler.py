@@ -24,6 +24,8 @@ from __future__ import annotations
 import bisect
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from operator import attrgetter
+from typing import NamedTuple
 
 from service.engine.slots import Slot, choose_slot, common_prefix_len
 
@@ -71,16 +73,15 @@ class SeqRequest:
         return min(max(wanted, len(self.prompt)), n_ctx_seq)
 
 
-@dataclass(frozen=True)
-class Admission:
+class Admission(NamedTuple):
     request: SeqRequest
     slot: int
     n_reuse: int  # leading prompt tokens already in the slot's cells; the rest is dropped
 
 
-@dataclass(frozen=True)
-class Work:
-    """Tokens of one sequence in this decode."""
+class Work(NamedTuple):
+    """Tokens of one sequence in this decode (a NamedTuple: one per sequence per step, made
+    on the per-token path, where a frozen dataclass costs several times more)."""
 
     request: SeqRequest
     seq_id: int
@@ -243,15 +244,21 @@ class Scheduler:
     def _work(self) -> list[Work]:
         if not self.running:
             return []
-        group = min(self.running, key=lambda r: r.order).adapters
-        runnable = [r for r in self.running if r.adapters == group and r.slot is not None]
+        # The oldest request's LoRA set runs; other sets wait for a later decode.
+        group = min(self.running, key=_ORDER).adapters
         budget = self.limits.n_batch
         work = []
-        for r in runnable:  # decode tokens first: one per generating sequence
-            if r.generating and budget > 0:
+        prompts = []
+        for r in self.running:  # decode tokens first: one per generating sequence
+            if r.adapters != group:
+                continue
+            if not r.generating:
+                prompts.append(r)
+            elif budget > 0:
                 work.append(Work(r, _slot_id(r), r.n_past, (r.last_token,), 1))
                 budget -= 1
-        for r in sorted((r for r in runnable if not r.generating), key=_queue_key):
+        prompts.sort(key=_queue_key)
+        for r in prompts:
             if budget == 0:
                 break
             n = min(len(r.prompt) - r.n_past, budget)
@@ -262,7 +269,7 @@ class Scheduler:
                              1 if done else 0))
             budget -= n
         # llama.cpp splits a batch whose sequence ids do not increase into several decodes.
-        work.sort(key=lambda w: w.seq_id)
+        work.sort(key=_SEQ_ID)
         return work
 
     # -- what it holds ------------------------------------------------------------------------
@@ -276,6 +283,10 @@ class Scheduler:
 
     def pending(self) -> Iterable[SeqRequest]:
         return [*self.running, *self.waiting]
+
+
+_SEQ_ID = attrgetter("seq_id")
+_ORDER = attrgetter("order")
 
 
 def _queue_key(req: SeqRequest) -> tuple[int, int]:
