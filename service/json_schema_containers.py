@@ -17,6 +17,11 @@ from service.json_schema_errors import SchemaError
 from service.json_schema_literals import string_except, value_literal
 
 COMMA = '"," space'
+MAX_DECLARED_NAME = 500
+"""Longest declared property name of an object that also allows additional properties: the
+grammar for the other keys spells each declared name out one nested group per character
+(grammar_limits.MAX_NESTING_DEPTH bounds the nesting), and builds it in time quadratic in the
+name's length. Real property names are a few dozen characters."""
 
 
 class Builder(Protocol):
@@ -99,6 +104,11 @@ def _members(b: Builder, props: Mapping[str, Any], required: list[str], addition
         label = child_name(name, "additional")
         value = b.visit(additional, f"{label}-value", f"{where}/additionalProperties")
         declared = [m.label for m in members]
+        longest = max(map(len, declared), default=0)
+        if longest > MAX_DECLARED_NAME:
+            raise SchemaError(f"{where}: a property name of {longest} characters is too long "
+                              "to tell apart from the keys of additionalProperties (the limit "
+                              f"is {MAX_DECLARED_NAME})")
         key = b.add_rule(f"{label}-k", string_except(declared, b.primitive("char"),
                                                   b.primitive("escape"))) \
             if declared else b.primitive("string")

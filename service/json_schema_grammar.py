@@ -13,7 +13,8 @@ their exclusive forms. Accepted but not enforced, like llama-server: oneOf exclu
 uniqueItems, multipleOf, number bounds, minProperties/maxProperties, other formats, length
 limits next to a pattern, keywords beside $ref. Refused with SchemaError (a ValueError):
 keywords whose meaning a grammar cannot carry (`not`, if/then/else, patternProperties, ...),
-remote $refs, malformed keyword values.
+remote $refs, malformed keyword values, a schema nested deeper than MAX_SCHEMA_DEPTH, and one
+whose grammar would exceed grammar_limits (too large or too deep for llama.cpp's parser).
 
 Output is deterministic: `root` first, then the other rules sorted by name; rule names come
 from the property path (`address-street-kv`, `item`, `ref-defs-Node`) like llama-server's.
@@ -29,6 +30,7 @@ from typing import Any
 from urllib.parse import unquote
 
 from service import gbnf
+from service.grammar_limits import GrammarLimitError, check_grammar
 from service.json_schema_containers import array_body, child_name, count, object_body
 from service.json_schema_errors import SchemaError
 from service.json_schema_literals import value_literal
@@ -48,13 +50,32 @@ _REFUSED = {
     "unevaluatedProperties": "unevaluated properties", "unevaluatedItems": "unevaluated items",
     "$dynamicRef": "dynamic references", "$recursiveRef": "recursive references",
 }
+MAX_SCHEMA_DEPTH = 64
+"""Subschemas converted one inside another: properties, items, anyOf alternatives and $ref
+targets each count a level. The converter recurses 7 Python frames a level and the deepest
+pattern (100 nested groups) takes 410 more: 851 frames for both at this limit (measured), inside
+Python's recursion limit of 1,000 for a caller less than 149 frames deep (the server converts on
+a worker thread, about 20); past that the RecursionError becomes a SchemaError too. Real schemas
+nest 5 to 20 levels. (Over gRPC a google.protobuf.Struct cannot carry even 17 levels of nested
+properties: protobuf's decoder stops at 100 nested messages. Deep conversion comes from $ref
+chains, which are flat.)"""
 _INVALID_RULE_CHARS = re.compile(r"[^A-Za-z0-9-]+")
 _RESERVED = frozenset(PRIMITIVES) | {"root"}
 
 
 def schema_to_grammar(schema: Mapping[str, Any] | bool) -> str:
-    """A GBNF grammar (root rule `root`) for JSON text that `schema` allows."""
-    return _Converter(schema).convert()
+    """A GBNF grammar (root rule `root`) for JSON text that `schema` allows, within
+    grammar_limits (so the request path need not check it again)."""
+    try:
+        grammar = _Converter(schema).convert()
+    except RecursionError:  # a backstop: MAX_SCHEMA_DEPTH should stop every deep schema first
+        raise SchemaError("#: the schema nests too deeply to convert") from None
+    try:
+        check_grammar(grammar)
+    except GrammarLimitError as e:
+        raise SchemaError(f"#: the schema's grammar is beyond llama.cpp's safe limits: {e}") \
+            from None
+    return grammar
 
 
 def json_object_grammar() -> str:
@@ -81,6 +102,7 @@ class _Converter:
         self.ref_rules: dict[str, str] = {"#": "root"}
         self.pending: dict[str, int] = {"#": 0}  # $ref -> depth at which its rule is building
         self.depth = 0  # objects and arrays entered: a $ref cycle must pass through one
+        self.nesting = 0  # body() calls in progress: MAX_SCHEMA_DEPTH
 
     def convert(self) -> str:
         self.rules["root"] = ""
@@ -116,6 +138,18 @@ class _Converter:
     # -- schemas -------------------------------------------------------------------------
     def body(self, schema: Any, name: str, where: str) -> str:
         """The GBNF expression for `schema`; `name` prefixes the rules it needs."""
+        if self.nesting >= MAX_SCHEMA_DEPTH:
+            raise SchemaError(f"{where}: the schema nests more than {MAX_SCHEMA_DEPTH} levels "
+                              "deep (properties, items, anyOf alternatives and $ref targets "
+                              "each count one)")
+        self.nesting += 1
+        try:
+            return self.schema_body(schema, name, where)
+        finally:
+            self.nesting -= 1
+
+    def schema_body(self, schema: Any, name: str, where: str) -> str:
+        """body() one level down."""
         if schema is True:
             return self.primitive("value")
         if schema is False:

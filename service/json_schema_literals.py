@@ -111,14 +111,26 @@ def string_except(names: list[str], any_char: str, escape: str) -> str:
     return '"\\"" ' + gbnf.group(_not_in_tree(tree, any_char, escape)) + ' "\\""'
 
 
-def _not_in_tree(node: dict[str, Any], any_char: str, escape: str) -> str:
-    children = sorted(c for c in node if c)
-    options = [gbnf.sequence([gbnf.literal(json_char(ord(c))),
-                              gbnf.group(_not_in_tree(node[c], any_char, escape))])
-               for c in children]
-    taken = gbnf.interval_set([*((ord(c), ord(c)) for c in children), *_NEEDS_ESCAPE,
-                               (0x7F, 0x7F)])
-    other = gbnf.char_class(gbnf.complement(taken))
-    options.append(f"( {other} | {escape} ) {any_char}*")
-    body = gbnf.alternatives(options)
-    return body if "" in node else f"( {body} )?"
+def _not_in_tree(root: dict[str, Any], any_char: str, escape: str) -> str:
+    """The expression for the subtree at `root`, built from the leaves up without recursion:
+    a name of thousands of characters is a tree as deep, and would exceed Python's recursion
+    limit (the grammar then nests one group a character; grammar_limits bounds that)."""
+    done: dict[int, str] = {}  # id(node) -> its expression
+    todo: list[tuple[dict[str, Any], bool]] = [(root, False)]
+    while todo:
+        node, children_done = todo.pop()
+        children = sorted(c for c in node if c)
+        if not children_done:
+            todo.append((node, True))
+            todo.extend((node[c], False) for c in children)
+            continue
+        options = [gbnf.sequence([gbnf.literal(json_char(ord(c))),
+                                  gbnf.group(done.pop(id(node[c])))])
+                   for c in children]
+        taken = gbnf.interval_set([*((ord(c), ord(c)) for c in children), *_NEEDS_ESCAPE,
+                                   (0x7F, 0x7F)])
+        other = gbnf.char_class(gbnf.complement(taken))
+        options.append(f"( {other} | {escape} ) {any_char}*")
+        body = gbnf.alternatives(options)
+        done[id(node)] = body if "" in node else f"( {body} )?"
+    return done[id(root)]
