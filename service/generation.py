@@ -89,10 +89,8 @@ async def run_generation(engine: Engine, registry: GenerationRegistry, gen: Gene
         for i, task in enumerate(gen.tasks):
             if i not in ended:
                 engine.cancel(task)
-        for task in gen.tasks[submitted:]:  # never reached the engine, which closes chains
-            if task.chain is not None:
-                task.chain.close()
-                task.chain = None
+        for task in gen.tasks[submitted:]:  # never reached the engine, which frees chains
+            task.release_chain()
 
 
 def cancel_generation(engine: Engine, registry: GenerationRegistry, gen_id: str) -> bool:

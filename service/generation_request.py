@@ -86,14 +86,7 @@ def make_tasks(rt: Runtime, gen: GenerationRequest,
                                           rt.engine.n_ctx_slot, prompt)
             tasks.append(task)
     except BaseException:
-        close_chains(tasks)
+        for task in tasks:
+            task.release_chain()
         raise
     return tasks
-
-
-def close_chains(tasks: list[Task]) -> None:
-    """For tasks that will never reach the engine (which closes the chains it runs)."""
-    for task in tasks:
-        if task.chain is not None:
-            task.chain.close()
-            task.chain = None

@@ -65,8 +65,8 @@ class LlamaServicer(service_pb2_grpc.LlamaServerServicer):  # type: ignore[misc]
                         build: Builder) -> AsyncIterator[tuple[Runtime, GenerationRequest, Any]]:
         """Build the request (off the loop unless small), run it, and yield CompletionChunks.
         The request's Arrival is open from here until the engine has its tasks."""
-        rt_now = self._runtime()
-        with Arrival(rt_now.engine if rt_now is not None else None) as arrival:
+        loaded = self._runtime()
+        with Arrival(loaded.engine if loaded is not None else None) as arrival:
             rt = self._rt()
             gen = Generation(new_request_id(prefix))
 

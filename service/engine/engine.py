@@ -348,9 +348,7 @@ class Engine:
 
     def _end(self, task: Task, event: Event) -> None:
         self._emit(task, event)
-        if task.chain is not None:
-            task.chain.close()
-            task.chain = None
+        task.release_chain()
         self.stats.requests_processing = len(self.scheduler.running)
 
     def _finish(self, task: Task, stop_type: str, text: str = "") -> None:

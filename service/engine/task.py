@@ -52,6 +52,13 @@ class Task(SeqRequest):
         self.t_start = 0.0
         self.t_first = 0.0
 
+    def release_chain(self) -> None:
+        """Free the sampler chain (the engine does when the task ends; whoever made a task that
+        never reached the engine does)."""
+        if self.chain is not None:
+            self.chain.close()
+            self.chain = None
+
     def timings(self, now: float) -> Timings:
         prompt_end = self.t_first or now
         return Timings(
