@@ -42,16 +42,16 @@ SERVICE = service_pb2.DESCRIPTOR.services_by_name["LlamaServer"]
 
 # RPCs the service does not serve yet: the generated base class answers them UNIMPLEMENTED.
 NOT_YET_SERVED: dict[str, str] = {
-    "Infill": "fill-in-the-middle (issue 15)",
-    "Embed": "embeddings, native shape (issue 15)",
-    "OpenAIEmbed": "embeddings, OpenAI shape (issue 15)",
-    "Rerank": "reranking (issue 15)",
-    "SetProps": "POST /props (issue 15)",
-    "ListSlots": "GET /slots (issue 15)",
-    "SlotAction": "slot save / restore / erase (issue 15)",
-    "GetMetrics": "GET /metrics (issue 15)",
-    "ListLoraAdapters": "GET /lora-adapters (issue 15)",
-    "SetLoraAdapters": "POST /lora-adapters (issue 15)",
+    "Infill": "fill-in-the-middle (issue 20)",
+    "Embed": "embeddings, native shape (issue 17)",
+    "OpenAIEmbed": "embeddings, OpenAI shape (issue 17)",
+    "Rerank": "reranking (issue 17)",
+    "SetProps": "POST /props (issue 19)",
+    "ListSlots": "GET /slots (issue 19)",
+    "SlotAction": "slot save / restore / erase (issue 19)",
+    "GetMetrics": "GET /metrics (issue 19)",
+    "ListLoraAdapters": "GET /lora-adapters (issue 19)",
+    "SetLoraAdapters": "POST /lora-adapters (issue 19)",
 }
 
 # Request fields the service does not read yet, by message: what they would do, and what
@@ -59,14 +59,14 @@ NOT_YET_SERVED: dict[str, str] = {
 _MEDIA = "multimodal input needs --mmproj, which is refused: to be refused per request too"
 _SPECULATIVE = "no speculative decoding (--spec-* / --model-draft are refused)"
 _GENERATION = {
-    "n_discard": "a context shift discards half of what follows n_keep (issue 15)",
+    "n_discard": "a context shift discards half of what follows n_keep (issue 19)",
     "n_cache_reuse": "no KV-shift cache reuse (--cache-reuse has no effect either)",
     "stream_options": "REST bridge only (include_usage); gRPC streams always carry usage",
-    "return_progress": "no prompt_progress messages yet (issue 15)",
-    "response_fields": "REST bridge only: gRPC responses keep every field (issue 15)",
-    "lora": "per-request LoRA scales: the start-up --lora scales apply (issue 15)",
+    "return_progress": "no prompt_progress messages yet (issue 19)",
+    "response_fields": "REST bridge only: gRPC responses keep every field (issue 20)",
+    "lora": "per-request LoRA scales: the start-up --lora scales apply (issue 19)",
     "image_data": _MEDIA,
-    "verbose": "no __verbose details yet, on gRPC or REST (issue 15)",
+    "verbose": "no __verbose details yet, on gRPC or REST (issue 16)",
     "sse_ping_interval": "REST bridge only (SSE keep-alives)",
     "speculative_n_max": _SPECULATIVE,
     "speculative_n_min": _SPECULATIVE,
@@ -83,11 +83,11 @@ NOT_YET_SERVED_FIELDS: dict[str, dict[str, str]] = {
     "ChatCompletionRequest": {
         **_GENERATION,
         "tool_choice": "tool calls are not parsed yet; \"none\" / \"required\" change nothing",
-        "parallel_tool_calls": "tool calls are not parsed yet (issue 15)",
-        "parse_tool_calls": "tool calls are not parsed yet (issue 15)",
-        "reasoning_format": "reasoning is not separated from content yet (issue 15)",
+        "parallel_tool_calls": "tool calls are not parsed yet (issue 18)",
+        "parse_tool_calls": "tool calls are not parsed yet (issue 18)",
+        "reasoning_format": "reasoning is not separated from content yet (issue 18)",
         "reasoning_effort": "only --reasoning-effort / chat_template_kwargs reach the template",
-        "reasoning_control": "reasoning cannot be ended early yet (issue 15)",
+        "reasoning_control": "reasoning cannot be ended early yet (issue 18)",
     },
     "JsonSchemaFormat": {"strict": "OpenAI's strict flag: the schema is always enforced"},
 }
@@ -101,7 +101,7 @@ IGNORED_THOUGH_NAMED: dict[str, dict[str, str]] = {
     "ChatCompletionRequest": {
         "model": "one model: selects nothing, responses carry the server's model name",
         "user": "OpenAI's end-user id, ignored as llama-server ignores it",
-        "generation_prompt": "chat output is not parsed yet (issue 15)",
+        "generation_prompt": "chat output is not parsed yet (issue 18)",
     },
 }
 
