@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 
 import grpc
 
+from service.decode_guard import UndecodableRequest
 from service.engine.engine import QueueFullError
 from service.errors import ERROR_KINDS, ServiceError
 
@@ -56,6 +57,8 @@ def unary(method: Unary[R]) -> Unary[R]:
     @functools.wraps(method)
     async def rpc(self: Any, request: Any, context: grpc.aio.ServicerContext) -> R:
         try:
+            if isinstance(request, UndecodableRequest):
+                raise request
             return await method(self, request, context)
         except grpc.aio.AbortError:
             raise
@@ -73,6 +76,8 @@ def streaming(method: Streaming[R]) -> Streaming[R]:
     @functools.wraps(method)
     async def rpc(self: Any, request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[R]:
         try:
+            if isinstance(request, UndecodableRequest):
+                raise request
             async for msg in method(self, request, context):
                 yield msg
         except grpc.aio.AbortError:

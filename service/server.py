@@ -19,6 +19,7 @@ from llama.v1 import service_pb2, service_pb2_grpc
 
 from service.auth import ApiKeyInterceptor
 from service.config import ServerConfig
+from service.decode_guard import DecodeGuard
 from service.drain import DrainGate
 from service.runtime import Runtime, load_runtime
 from service.servicer import LlamaServicer
@@ -83,6 +84,7 @@ async def start_server(config: ServerConfig, host: str | None = None,
     interceptors: list[grpc.aio.ServerInterceptor] = [gate]
     if config.net.api_keys:
         interceptors.append(ApiKeyInterceptor(config.net.api_keys))
+    interceptors.append(DecodeGuard())
     server = grpc.aio.server(interceptors=interceptors, options=_OPTIONS)
     health_servicer = HealthServicer()
     handle_ref: list[ServerHandle] = []

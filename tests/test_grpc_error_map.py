@@ -58,6 +58,11 @@ def _request_of(rpc: str) -> Any:
 # recursion per property (RecursionError, an exception nobody maps, at the time of writing).
 MANY_OPTIONAL = {"type": "object",
                  "properties": {f"p{i}": {"type": "integer"} for i in range(2000)}}
+# 17 `properties` levels: within JSON's and the client's limits, beyond the 100 nested messages
+# protobuf decodes on the server (grpcio would answer UNKNOWN without service.decode_guard).
+NESTED_17: dict[str, Any] = {"type": "string"}
+for _ in range(17):
+    NESTED_17 = {"type": "object", "properties": {"x": NESTED_17}}
 
 COMPLETION_CASES = [
     Case("missing prompt", cmpl(prompt=None), INVALID, "prompt"),
@@ -72,6 +77,8 @@ COMPLETION_CASES = [
          "json_schema"),
     Case("json_schema too deep for the converter", cmpl(json_schema=MANY_OPTIONAL), INVALID,
          "schema"),
+    Case("json_schema nested beyond protobuf's decoder", cmpl(json_schema=NESTED_17), INVALID,
+         "could not be decoded"),
     Case("prompt longer than the slot's context", cmpl(prompt="word " * 300), INVALID,
          "context"),
     Case("n_predict -5", cmpl(n_predict=-5), INVALID, "n_predict"),

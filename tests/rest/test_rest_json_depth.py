@@ -152,3 +152,17 @@ def test_a_body_at_the_limit_is_served(http: httpx.Client) -> None:
     body = b'{"prompt": "Hello", "n_predict": 1, "extra": ' + nested(MAX_JSON_DEPTH - 1) + b"}"
     r = http.post("/completion", content=body, headers={"content-type": "application/json"})
     assert r.status_code == 200, r.text
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("levels", [17, 45])
+def test_a_schema_too_deep_for_protobuf_is_a_400(http: httpx.Client, levels: int) -> None:
+    """A json_schema within the body limit but beyond protobuf's 100 nested messages: refused
+    by the bridge's parse (deep) or by the service's decoder (17 `properties` levels), a 400
+    either way, never a 500."""
+    schema: dict[str, Any] = {"type": "string"}
+    for _ in range(levels):
+        schema = {"type": "object", "properties": {"x": schema}}
+    r = http.post("/completion", json={"prompt": "x", "n_predict": 1, "json_schema": schema})
+    assert r.status_code == 400, r.text
+    assert r.json()["error"]["type"] == "invalid_request_error"
