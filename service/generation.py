@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from service.engine.arrival import Arrival
@@ -48,9 +49,22 @@ class Generation:
     loop: asyncio.AbstractEventLoop = field(default_factory=asyncio.get_running_loop)
     queue: asyncio.Queue[tuple[int, list[Event]]] = field(default_factory=asyncio.Queue)
     tasks: list[Task] = field(default_factory=list)
+    ended: set[int] = field(default_factory=set)  # prompts whose task has ended
+    submitted: int = 0
 
     def sink(self, index: int) -> QueueSink:
         return QueueSink(self.loop, self.queue, index)
+
+    @property
+    def done(self) -> bool:
+        return len(self.ended) >= len(self.tasks)
+
+    async def next_events(self) -> tuple[int, list[Event]]:
+        """The next events of one of the tasks (one engine step's)."""
+        index, events = await self.queue.get()
+        if isinstance(events[-1], Finished | Failed):  # an ending is a task's last event
+            self.ended.add(index)
+        return index, events
 
 
 class GenerationRegistry:
@@ -67,29 +81,24 @@ class GenerationRegistry:
         return self._running.get(gen_id)
 
 
-async def run_generation(engine: Engine, registry: GenerationRegistry, gen: Generation,
-                         arrival: Arrival | None = None) -> AsyncIterator[tuple[int, Event]]:
-    """Submit gen.tasks and yield (prompt index, event) until every task has ended.
-    `arrival`, the request's, goes with its last task (engine.arrival)."""
+@contextmanager
+def running(engine: Engine, registry: GenerationRegistry, gen: Generation,
+            arrival: Arrival | None = None) -> Iterator[Generation]:
+    """Register gen, submit its tasks (`arrival`, the request's, goes with the last one:
+    engine.arrival), and on leaving, however it is left (the consumer went away, an error),
+    cancel the tasks still running and free the chains of those never submitted."""
     registry.add(gen)
-    ended: set[int] = set()
-    submitted = 0
     try:
         for i, task in enumerate(gen.tasks):
             engine.submit(task, arrival if i == len(gen.tasks) - 1 else None)
-            submitted += 1
-        while len(ended) < len(gen.tasks):
-            index, events = await gen.queue.get()
-            for event in events:
-                if isinstance(event, Finished | Failed):
-                    ended.add(index)
-                yield index, event
+            gen.submitted += 1
+        yield gen
     finally:
         registry.remove(gen)
         for i, task in enumerate(gen.tasks):
-            if i not in ended:
+            if i not in gen.ended:
                 engine.cancel(task)
-        for task in gen.tasks[submitted:]:  # never reached the engine, which frees chains
+        for task in gen.tasks[gen.submitted:]:  # never reached the engine, which frees chains
             task.release_chain()
 
 

@@ -3,15 +3,16 @@
 `error_kind` classifies an exception: what the client got wrong is INVALID_ARGUMENT (every
 ValueError: our parameter, template, schema and grammar errors, and libllama's refusals of an
 input, which the binding raises as ValueErrors); a full queue is RESOURCE_EXHAUSTED; anything
-else is a bug, INTERNAL, and logged. The `unary` and `streaming` decorators wrap each servicer
-method, so UNKNOWN never reaches a client.
+else is a bug, INTERNAL, and logged. The `unary` decorator wraps each unary servicer method, and
+the generation RPCs' one loop (servicer._generate) applies `abort` itself, so UNKNOWN never
+reaches a client.
 """
 
 from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import grpc
@@ -44,45 +45,30 @@ def as_service_error(exc: BaseException) -> ServiceError:
     return ServiceError("internal", f"internal error: {type(exc).__name__}: {exc}")
 
 
+def check_decoded(request: Any) -> None:
+    """Raise the decoding failure a request stands for (service.decode_guard)."""
+    if isinstance(request, UndecodableRequest):
+        raise request
+
+
 async def abort(context: grpc.aio.ServicerContext, exc: BaseException) -> None:
     err = as_service_error(exc)
     await context.abort(ERROR_KINDS[err.kind].grpc_code, err.message)
 
 
 Unary = Callable[[Any, Any, grpc.aio.ServicerContext], Awaitable[R]]
-Streaming = Callable[[Any, Any, grpc.aio.ServicerContext], AsyncIterator[R]]
 
 
 def unary(method: Unary[R]) -> Unary[R]:
     @functools.wraps(method)
     async def rpc(self: Any, request: Any, context: grpc.aio.ServicerContext) -> R:
         try:
-            if isinstance(request, UndecodableRequest):
-                raise request
+            check_decoded(request)
             return await method(self, request, context)
         except grpc.aio.AbortError:
             raise
         except Exception as e:  # mapped to a status: never UNKNOWN
             await abort(context, e)
             raise AssertionError("unreachable: abort raises") from e
-
-    return rpc
-
-
-def streaming(method: Streaming[R]) -> Streaming[R]:
-    """For server-streaming RPCs: an exception before the first message becomes the status
-    alone; generation failures after it are reported in-band by the stream itself."""
-
-    @functools.wraps(method)
-    async def rpc(self: Any, request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[R]:
-        try:
-            if isinstance(request, UndecodableRequest):
-                raise request
-            async for msg in method(self, request, context):
-                yield msg
-        except grpc.aio.AbortError:
-            raise
-        except Exception as e:  # mapped to a status: never UNKNOWN
-            await abort(context, e)
 
     return rpc

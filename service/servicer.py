@@ -1,7 +1,8 @@
 """The llama.v1.LlamaServer servicer: each RPC converts, calls the engine, converts back.
 
-Every method is wrapped by `rpc_errors.unary` or `rpc_errors.streaming`, which map any
-exception to its status in one place (docs/api.md, "Errors"). Request preparation (templates,
+Every unary method is wrapped by `rpc_errors.unary`, and the generation RPCs share one loop
+(`_generate`) that applies `rpc_errors.abort`: any exception is mapped to its status in one
+place (docs/api.md, "Errors"). Request preparation (templates,
 tokenizing, schemas, grammars) runs off the event loop for anything but small requests
 (service.offload). The streaming contract is in service.streams.
 """
@@ -18,13 +19,14 @@ from llama.v1 import chat_pb2, server_pb2, service_pb2_grpc
 
 from service.chat_render import render_chat
 from service.engine.arrival import Arrival
+from service.engine.events import Finished
 from service.errors import ServiceError
 from service.generation import (
     Generation,
     GenerationRegistry,
     cancel_generation,
     new_request_id,
-    run_generation,
+    running,
 )
 from service.generation_request import (
     GenerationRequest,
@@ -34,14 +36,15 @@ from service.generation_request import (
     make_tasks,
 )
 from service.offload import Offload
-from service.rpc_errors import streaming, unary
+from service.rpc_errors import abort, check_decoded, unary
 from service.runtime import Runtime
 from service.server_info import load_response, models_response, props_response
-from service.streams import chat_chunk, completion_chunks, openai_chunk
+from service.streams import CompletionStream, chat_chunk, openai_chunk
 from service.tokens import detokenize, prompt_text, tokenize
 
 RuntimeGetter = Callable[[], Runtime | None]
 Builder = Callable[[Runtime, Any, str], GenerationRequest]
+Shaper = Callable[[Runtime, GenerationRequest], Callable[[Any], Any]]
 Context: TypeAlias = grpc.aio.ServicerContext
 # Prompts up to this many tokens are turned back into text on the event loop (~0.1 ms).
 _INLINE_DETOKENIZE = 2048
@@ -61,50 +64,56 @@ class LlamaServicer(service_pb2_grpc.LlamaServerServicer):  # type: ignore[misc]
         return rt
 
     # -- generation -------------------------------------------------------------------------
-    async def _generate(self, request: Any, prefix: str,
-                        build: Builder) -> AsyncIterator[tuple[Runtime, GenerationRequest, Any]]:
-        """Build the request (off the loop unless small), run it, and yield CompletionChunks.
-        The request's Arrival is open from here until the engine has its tasks."""
-        loaded = self._runtime()
-        with Arrival(loaded.engine if loaded is not None else None) as arrival:
-            rt = self._rt()
-            gen = Generation(new_request_id(prefix))
+    async def _generate(self, request: Any, context: Context, prefix: str, build: Builder,
+                        shape: Shaper) -> AsyncIterator[Any]:
+        """Build the request (off the loop unless small), run it, and yield its messages in
+        the RPC's shape. The request's Arrival is open from here until the engine has its
+        tasks. Every message passes through this one async generator only."""
+        try:
+            check_decoded(request)
+            loaded = self._runtime()
+            with Arrival(loaded.engine if loaded is not None else None) as arrival:
+                rt = self._rt()
+                gen = Generation(new_request_id(prefix))
 
-            def prepare() -> GenerationRequest:
-                req = build(rt, request, gen.id)
-                gen.tasks = make_tasks(rt, req, gen.sink)
-                return req
+                def prepare() -> GenerationRequest:
+                    req = build(rt, request, gen.id)
+                    gen.tasks = make_tasks(rt, req, gen.sink)
+                    return req
 
-            req = await self._offload.prepare(request, prepare)
-            events = run_generation(rt.engine, self._registry, gen, arrival)
-            async for msg in completion_chunks(rt, req, events, self._prompt_text_of(rt)):
-                yield rt, req, msg
+                req = await self._offload.prepare(request, prepare)
+                with running(rt.engine, self._registry, gen, arrival):
+                    stream, out = CompletionStream(rt, req), shape(rt, req)
+                    while not gen.done:
+                        index, events = await gen.next_events()
+                        for event in events:
+                            text = (await self._prompt_text(rt, req.prompts[index])
+                                    if isinstance(event, Finished) else "")
+                            msg = stream.on_event(index, event, text)
+                            if msg is not None:
+                                yield out(msg)
+                    for msg in stream.aggregated():
+                        yield out(msg)
+                    if stream.failure is not None:
+                        raise stream.failure
+        except grpc.aio.AbortError:
+            raise
+        except Exception as e:  # mapped to a status: never UNKNOWN
+            await abort(context, e)
 
-    def _prompt_text_of(self, rt: Runtime) -> Callable[[list[int]], Any]:
-        async def text(tokens: list[int]) -> str:
-            if len(tokens) <= _INLINE_DETOKENIZE:
-                return prompt_text(rt.model.vocab, tokens)
-            return await self._offload.run(prompt_text, rt.model.vocab, tokens)
+    async def _prompt_text(self, rt: Runtime, tokens: list[int]) -> str:
+        if len(tokens) <= _INLINE_DETOKENIZE:
+            return prompt_text(rt.model.vocab, tokens)
+        return await self._offload.run(prompt_text, rt.model.vocab, tokens)
 
-        return text
+    def Completion(self, request: Any, context: Context) -> AsyncIterator[Any]:
+        return self._generate(request, context, "cmpl", build_completion, _as_is)
 
-    @streaming
-    async def Completion(self, request: Any, context: Context) -> AsyncIterator[Any]:
-        async for _, _, msg in self._generate(request, "cmpl", build_completion):
-            yield msg
+    def OpenAICompletion(self, request: Any, context: Context) -> AsyncIterator[Any]:
+        return self._generate(request, context, "cmpl", build_openai_completion, _openai)
 
-    @streaming
-    async def OpenAICompletion(self, request: Any, context: Context) -> AsyncIterator[Any]:
-        created = int(time.time())
-        async for rt, _, msg in self._generate(request, "cmpl", build_openai_completion):
-            yield openai_chunk(msg, created, rt.model_name)
-
-    @streaming
-    async def ChatCompletion(self, request: Any, context: Context) -> AsyncIterator[Any]:
-        created, first = int(time.time()), True
-        async for rt, req, msg in self._generate(request, "chatcmpl", build_chat):
-            yield chat_chunk(msg, created, rt.model_name, req.stream, first)
-            first = first and msg.HasField("error")
+    def ChatCompletion(self, request: Any, context: Context) -> AsyncIterator[Any]:
+        return self._generate(request, context, "chatcmpl", build_chat, _chat)
 
     @unary
     async def ApplyTemplate(self, request: Any, context: Context) -> Any:
@@ -139,3 +148,24 @@ class LlamaServicer(service_pb2_grpc.LlamaServerServicer):  # type: ignore[misc]
     async def Cancel(self, request: Any, context: Context) -> Any:
         found = cancel_generation(self._rt().engine, self._registry, request.id)
         return server_pb2.CancelResponse(found=found)
+
+
+# The three generation RPCs' shapes: CompletionChunk -> the RPC's message.
+def _as_is(rt: Runtime, req: GenerationRequest) -> Callable[[Any], Any]:
+    return lambda msg: msg
+
+
+def _openai(rt: Runtime, req: GenerationRequest) -> Callable[[Any], Any]:
+    created = int(time.time())
+    return lambda msg: openai_chunk(msg, created, rt.model_name)
+
+
+def _chat(rt: Runtime, req: GenerationRequest) -> Callable[[Any], Any]:
+    created, first = int(time.time()), [True]
+
+    def shape(msg: Any) -> Any:
+        out = chat_chunk(msg, created, rt.model_name, req.stream, first[0])
+        first[0] = first[0] and msg.HasField("error")
+        return out
+
+    return shape

@@ -6,13 +6,12 @@ Once messages have flowed, every generation ends with a final message that says 
 (stop info, or `error`) before the status, because a client behind a transcoding proxy cannot
 see trailers then. With `stream: false` each prompt yields exactly one, aggregated, message.
 
-`completion_chunks` makes llama-server's /completion messages; the OpenAI completion and chat
+`CompletionStream` makes llama-server's /completion messages; the OpenAI completion and chat
 shapes are made from those (`openai_chunk`, `chat_chunk`).
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from llama.v1 import chat_pb2, completion_pb2
@@ -30,56 +29,73 @@ from service.messages import (
 from service.runtime import Runtime
 
 FINISH_REASON = {"eos": "stop", "word": "stop", "limit": "length"}
-Events = AsyncIterator[tuple[int, Event]]
-PromptText = Callable[[list[int]], Awaitable[str]]
 
 
-async def completion_chunks(rt: Runtime, req: GenerationRequest, events: Events,
-                            prompt_text: PromptText) -> AsyncIterator[Any]:
-    """CompletionChunks for the request's events; raises ServiceError after the in-band error
-    message of a failed generation (the RPC's status)."""
-    settings = generation_settings(req.params, rt.engine.n_ctx_slot, rt.model_name, req.stream)
-    parts: dict[int, Any] = {}
-    slot_of: dict[int, int] = {}
-    failure: ServiceError | None = None
-    async for index, event in events:
-        part = parts.setdefault(index, completion_pb2.CompletionChunk(id=req.id, index=index))
+class CompletionStream:
+    """One request's engine events as CompletionChunks. A plain object, not a generator: the
+    RPC's own loop is the only async generator a message passes through (each layer costs the
+    event loop, which shares the GIL with the engine thread, on every message)."""
+
+    def __init__(self, rt: Runtime, req: GenerationRequest) -> None:
+        self.rt, self.req = rt, req
+        self.settings = generation_settings(req.params, rt.engine.n_ctx_slot, rt.model_name,
+                                            req.stream)
+        self.parts: dict[int, Any] = {}  # stream = false: each prompt's message so far
+        self.slot_of: dict[int, int] = {}
+        self.failure: ServiceError | None = None  # the RPC's status after the messages
+
+    def on_event(self, index: int, event: Event, prompt_text: str = "") -> Any | None:
+        """The message to send now for `event` (None: nothing yet). `prompt_text`: the
+        prompt as text, for a Finished event."""
+        req = self.req
+        if isinstance(event, Chunk):
+            msg = _content_chunk(self.rt, req, index, event, self.slot_of.get(index, -1))
+            if req.stream:
+                return msg
+            part = self._part(index)
+            part.tokens.extend(msg.tokens)
+            part.completion_probabilities.extend(msg.completion_probabilities)
+            return None
         if isinstance(event, Started):
-            slot_of[index] = event.slot_id
+            self.slot_of[index] = event.slot_id
+            return (completion_pb2.CompletionChunk(id=req.id, index=index, id_slot=event.slot_id)
+                    if req.stream else None)
+        if isinstance(event, Finished):
+            return self._final(index, event, prompt_text)
+        if isinstance(event, Failed):
+            self.failure = ServiceError(event.code, event.message)
+            error = error_msg(event.code, event.message)
             if req.stream:
-                yield completion_pb2.CompletionChunk(id=req.id, index=index, id_slot=event.slot_id)
-        elif isinstance(event, Chunk):
-            msg = _content_chunk(rt, req, index, event, slot_of.get(index, -1))
-            if req.stream:
-                yield msg
-            else:
-                part.tokens.extend(msg.tokens)
-                part.completion_probabilities.extend(msg.completion_probabilities)
-        elif isinstance(event, Finished):
-            final = final_completion_chunk(
-                req.id, index, event, slot_of.get(index, -1), settings, rt.model_name,
-                await prompt_text(req.prompts[index]))
-            if req.stream:
-                yield final
-                continue
-            final.content = event.content
-            if req.params.return_tokens:  # streams always carry ids; a whole answer on request
-                final.tokens.extend(part.tokens)
-            final.completion_probabilities.extend(part.completion_probabilities)
-            parts[index] = final
-        elif isinstance(event, Failed):
-            failure = ServiceError(event.code, event.message)
-            if req.stream:
-                yield completion_pb2.CompletionChunk(id=req.id, index=index, stop=True,
-                                                     error=error_msg(event.code, event.message))
-            else:
-                part.stop = True
-                part.error.CopyFrom(error_msg(event.code, event.message))
-    if not req.stream:
-        for index in sorted(parts):
-            yield parts[index]
-    if failure is not None:
-        raise failure
+                return completion_pb2.CompletionChunk(id=req.id, index=index, stop=True,
+                                                      error=error)
+            part = self._part(index)
+            part.stop = True
+            part.error.CopyFrom(error)
+        return None
+
+    def _part(self, index: int) -> Any:
+        part = self.parts.get(index)
+        if part is None:
+            part = self.parts[index] = completion_pb2.CompletionChunk(id=self.req.id,
+                                                                      index=index)
+        return part
+
+    def _final(self, index: int, event: Finished, prompt_text: str) -> Any | None:
+        final = final_completion_chunk(self.req.id, index, event, self.slot_of.get(index, -1),
+                                       self.settings, self.rt.model_name, prompt_text)
+        if self.req.stream:
+            return final
+        part = self._part(index)
+        final.content = event.content
+        if self.req.params.return_tokens:  # streams always carry ids; a whole answer on request
+            final.tokens.extend(part.tokens)
+        final.completion_probabilities.extend(part.completion_probabilities)
+        self.parts[index] = final
+        return None
+
+    def aggregated(self) -> list[Any]:
+        """stream = false: one message per prompt, in prompt order, once all have ended."""
+        return [self.parts[i] for i in sorted(self.parts)]
 
 
 def _content_chunk(rt: Runtime, req: GenerationRequest, index: int, event: Chunk,
