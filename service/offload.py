@@ -52,11 +52,15 @@ class Offload:
 def is_small(request: Any) -> bool:
     if request.ByteSize() > INLINE_MAX_BYTES:
         return False
-    present = {f.name for f in request.DESCRIPTOR.fields}
-    return not any(name in present and _is_set(request, name) for name in _HEAVY_FIELDS)
+    repeated, single = _heavy_fields(request.DESCRIPTOR)
+    return (not any(getattr(request, name) for name in repeated)
+            and not any(request.HasField(name) for name in single))
 
 
-def _is_set(request: Any, name: str) -> bool:
-    if request.DESCRIPTOR.fields_by_name[name].is_repeated:
-        return len(getattr(request, name)) > 0
-    return bool(request.HasField(name))
+@functools.cache
+def _heavy_fields(descriptor: Any) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The message type's heavy fields: (repeated ones, ones with presence)."""
+    fields = [descriptor.fields_by_name[n] for n in _HEAVY_FIELDS
+              if n in descriptor.fields_by_name]
+    return (tuple(f.name for f in fields if f.is_repeated),
+            tuple(f.name for f in fields if not f.is_repeated))

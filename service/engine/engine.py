@@ -302,9 +302,14 @@ class Engine:
     def _start(self, task: Task) -> None:
         task.stream = TextStream(task.params.stop, task.params.n_indent)
         task.t_start = time.perf_counter()
-        if task.chain is None:
-            task.chain = build_task_chain(task.params, self.vocab, self.eog, self.n_ctx_slot,
-                                          task.prompt)
+        if task.chain is None:  # built here unless the service built it (a grammar)
+            try:
+                task.chain = build_task_chain(task.params, self.vocab, self.eog,
+                                              self.n_ctx_slot, task.prompt)
+            except (LlamaError, ValueError) as e:  # a request libllama refuses: its own fault
+                self._fail(task, "invalid_argument" if isinstance(e, ValueError)
+                           else "internal", str(e))
+                return
         assert task.slot is not None
         self._emit(task, Started(task.id, task.slot.id, len(task.prompt), task.n_cached))
 
