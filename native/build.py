@@ -31,7 +31,7 @@ _SDIST_NAME = f"llama_cpp_python-{paths.LLAMA_CPP_PYTHON_VERSION}.tar.gz"
 _VENDOR_PREFIX = f"llama_cpp_python-{paths.LLAMA_CPP_PYTHON_VERSION}/vendor/llama.cpp/"
 
 # Only the library: no common/, tools, examples, tests, server, curl or OpenSSL.
-_BASE_FLAGS = (
+_BASE_FLAGS: tuple[str, ...] = (
     "-DCMAKE_BUILD_TYPE=Release",
     "-DBUILD_SHARED_LIBS=ON",
     "-DLLAMA_CURL=OFF",

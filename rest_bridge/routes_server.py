@@ -1,6 +1,7 @@
 """Server routes: GET /health (following gRPC health), GET/POST /props, GET /v1/models and
 /models, GET /slots, POST /slots/{id_slot}, GET /metrics, GET/POST /lora-adapters, and our
-GET /load and POST /cancel. Bare JSON arrays that the gRPC API wraps in a field are unwrapped here."""
+GET /load and POST /cancel. Bare JSON arrays that the gRPC API wraps in a field are unwrapped
+here."""
 
 from __future__ import annotations
 
