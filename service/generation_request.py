@@ -25,6 +25,7 @@ class GenerationRequest:
     prompts: tuple[list[int], ...]
     params: CompletionParams
     stream: bool
+    priority: int = 0  # lower is admitted sooner (the scheduler's queue order)
 
 
 def _checked(rt: Runtime, prompts: list[list[int]]) -> tuple[list[int], ...]:
@@ -45,7 +46,11 @@ def build_completion(rt: Runtime, req: Any, gen_id: str) -> GenerationRequest:
     params = completion_params(req, rt.request_defaults, vocab)
     prompts = token_prompts(req, vocab.n_tokens) or [
         tokenize_prompt(p, vocab) for p in split_prompts(prompt_json(req))]
-    return GenerationRequest(gen_id, _checked(rt, prompts), params, req.stream)
+    return GenerationRequest(gen_id, _checked(rt, prompts), params, req.stream, _priority(req))
+
+
+def _priority(req: Any) -> int:
+    return int(req.priority) if req.HasField("priority") else 0
 
 
 def openai_refusal(req: Any) -> str:
@@ -70,7 +75,7 @@ def build_chat(rt: Runtime, req: Any, gen_id: str) -> GenerationRequest:
     text prompt (BOS as the model wants it)."""
     params = completion_params(req, rt.request_defaults, rt.model.vocab)
     prompt = tokenize_prompt(render_chat(rt, req), rt.model.vocab)
-    return GenerationRequest(gen_id, _checked(rt, [prompt]), params, req.stream)
+    return GenerationRequest(gen_id, _checked(rt, [prompt]), params, req.stream, _priority(req))
 
 
 def make_tasks(rt: Runtime, gen: GenerationRequest,
@@ -83,7 +88,7 @@ def make_tasks(rt: Runtime, gen: GenerationRequest,
     take it back from a busy engine thread every time (measured: 64 streams ran 1.8 tokens a
     decode instead of 42 when the loop built them)."""
     tasks = [Task(gen.id if len(gen.prompts) == 1 else f"{gen.id}-{i}", prompt, gen.params,
-                  sink_for(i)) for i, prompt in enumerate(gen.prompts)]
+                  sink_for(i), gen.priority) for i, prompt in enumerate(gen.prompts)]
     if not gen.params.sampling.grammar:
         return tasks
     try:
