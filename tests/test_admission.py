@@ -49,20 +49,23 @@ def test_the_servers_n_predict_caps_requests_and_is_reported(shared: ServiceProc
 def test_a_request_that_does_not_fit_beside_the_running_ones_waits_then_runs(
         shared: ServiceProcess, open_stream: Open) -> None:
     stub = shared.stub()
-    # Each reserves its prompt + 100 cells of the 512: two do not fit at once.
-    long_prompt = [1000 + i for i in range(200)]
-    body = {"n_predict": 100, "ignore_eos": True, "temperature": 0.0}
-    a = open_stream(stub.Completion(completion_request(prompt=long_prompt, **body)))
-    a.first()
-    b = open_stream(stub.Completion(completion_request(prompt=[2000 + i for i in range(200)],
-                                                       **body)))
+    # A: unlimited, so within -n 1000 it reserves a whole slot context, all 512 cells. B needs
+    # its prompt + 100 = 300 cells: it waits although a slot is idle, until A is cancelled.
+    a = open_stream(stub.Completion(completion_request(prompt=[1000 + i for i in range(200)],
+                                                       **ENDLESS)))
+    a_id = a.first().id
+    b = open_stream(stub.Completion(completion_request(
+        prompt=[2000 + i for i in range(200)], n_predict=100, ignore_eos=True, temperature=0.0)))
     load = wait_load(stub, lambda ld: ld.n_processing + ld.n_waiting == 2, "B is in")
     assert load.n_processing == 1 and load.n_waiting == 1, "B was admitted beside A"
-    assert load.idle_slots == 1 and load.kv_cells_reserved == 300
-    assert a.end() == grpc.StatusCode.OK and b.end() == grpc.StatusCode.OK
-    for reader in (a, b):
-        final = reader.messages[-1]
-        assert final.stop and not final.HasField("error") and final.tokens_predicted == 100
+    assert load.idle_slots == 1 and load.kv_cells_reserved == N_CTX
+    assert b.messages == []
+
+    assert stub.Cancel(server_pb2.CancelRequest(id=a_id), timeout=10).found
+    assert a.end() == grpc.StatusCode.CANCELLED
+    assert b.end() == grpc.StatusCode.OK
+    final = b.messages[-1]
+    assert final.stop and not final.HasField("error") and final.tokens_predicted == 100
 
 
 def test_a_full_queue_is_resource_exhausted(shared: ServiceProcess, open_stream: Open) -> None:

@@ -108,7 +108,7 @@ def test_long_prompts_are_evaluated_in_chunks_beside_generation(
 def test_request_for_a_busy_slot_waits_for_it(grpc_stub: Any) -> None:
     """A request pinned to a busy slot waits (GetLoad shows it queued while the first one
     generates) and starts once that slot's generation ended."""
-    body = {"prompt": "first in line", "id_slot": SLOT, "n_predict": 150, **EXACT}
+    body = {"prompt": "first in line", "id_slot": SLOT, "n_predict": 400, **EXACT}
     alone = complete(grpc_stub, **body)
     first = grpc_stub.Completion(completion_request(**body), timeout=60)
     first_stream = iter(first)
