@@ -24,6 +24,8 @@ ERROR_KINDS: dict[str, ErrorKind] = {
     "unauthenticated": ErrorKind(grpc.StatusCode.UNAUTHENTICATED, 401, "authentication_error"),
     "permission_denied": ErrorKind(grpc.StatusCode.PERMISSION_DENIED, 403, "permission_error"),
     "not_found": ErrorKind(grpc.StatusCode.NOT_FOUND, 404, "not_found_error"),
+    # A client-chosen request id that is already in flight.
+    "already_exists": ErrorKind(grpc.StatusCode.ALREADY_EXISTS, 409, "conflict_error"),
     "cancelled": ErrorKind(grpc.StatusCode.CANCELLED, 499, "cancelled_error"),
     "internal": ErrorKind(grpc.StatusCode.INTERNAL, 500, "server_error"),
     "unimplemented": ErrorKind(grpc.StatusCode.UNIMPLEMENTED, 501, "not_supported_error"),

@@ -18,6 +18,7 @@ from service.engine.arrival import Arrival
 from service.engine.engine import Engine
 from service.engine.events import Event, Failed, Finished
 from service.engine.task import Task
+from service.errors import ServiceError
 
 
 class QueueSink:
@@ -72,6 +73,9 @@ class GenerationRegistry:
         self._running: dict[str, Generation] = {}
 
     def add(self, gen: Generation) -> None:
+        if gen.id in self._running:
+            raise ServiceError("already_exists", f"a request with id {gen.id!r} is already "
+                               "running; request ids must be unique among running requests")
         self._running[gen.id] = gen
 
     def remove(self, gen: Generation) -> None:
@@ -87,7 +91,7 @@ def running(engine: Engine, registry: GenerationRegistry, gen: Generation,
     """Register gen, submit its tasks (`arrival`, the request's, goes with the last one:
     engine.arrival), and on leaving, however it is left (the consumer went away, an error),
     cancel the tasks still running and free the chains of those never submitted."""
-    registry.add(gen)
+    registry.add(gen)  # first: a duplicate id leaves nothing to undo
     try:
         for i, task in enumerate(gen.tasks):
             engine.submit(task, arrival if i == len(gen.tasks) - 1 else None)

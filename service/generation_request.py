@@ -5,6 +5,7 @@ servicer runs it off the event loop (service.offload) unless the request is smal
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -13,6 +14,7 @@ from service.chat_render import render_chat
 from service.engine.chains import build_task_chain
 from service.engine.params import CompletionParams, ParamError
 from service.engine.task import EventSink, Task
+from service.generation import new_request_id
 from service.prompt_values import prompt_json, token_prompts
 from service.prompts import split_prompts, tokenize_prompt
 from service.request_params import completion_params
@@ -26,6 +28,19 @@ class GenerationRequest:
     params: CompletionParams
     stream: bool
     priority: int = 0  # lower is admitted sooner (the scheduler's queue order)
+
+
+_REQUEST_ID = re.compile(r"[\x21-\x7e]{1,128}")
+
+
+def generation_id(req: Any, prefix: str) -> str:
+    """The client's `request_id` (checked), or a minted `<prefix>-…`."""
+    if not req.HasField("request_id"):
+        return new_request_id(prefix)
+    if not _REQUEST_ID.fullmatch(req.request_id):
+        raise ParamError("request_id must be 1 to 128 printable ASCII characters without "
+                         "spaces")
+    return str(req.request_id)
 
 
 def _checked(rt: Runtime, prompts: list[list[int]]) -> tuple[list[int], ...]:

@@ -25,7 +25,6 @@ from service.generation import (
     Generation,
     GenerationRegistry,
     cancel_generation,
-    new_request_id,
     running,
 )
 from service.generation_request import (
@@ -33,6 +32,7 @@ from service.generation_request import (
     build_chat,
     build_completion,
     build_openai_completion,
+    generation_id,
     make_tasks,
 )
 from service.offload import Offload
@@ -46,6 +46,7 @@ RuntimeGetter = Callable[[], Runtime | None]
 Builder = Callable[[Runtime, Any, str], GenerationRequest]
 Shaper = Callable[[Runtime, GenerationRequest], Callable[[Any], Any]]
 Context: TypeAlias = grpc.aio.ServicerContext
+REQUEST_ID_HEADER = "x-request-id"  # initial metadata: the generation's id
 # Prompts up to this many tokens are turned back into text on the event loop (~0.1 ms).
 _INLINE_DETOKENIZE = 2048
 
@@ -74,7 +75,7 @@ class LlamaServicer(service_pb2_grpc.LlamaServerServicer):  # type: ignore[misc]
             loaded = self._runtime()
             with Arrival(loaded.engine if loaded is not None else None) as arrival:
                 rt = self._rt()
-                gen = Generation(new_request_id(prefix))
+                gen = Generation(generation_id(request, prefix))
 
                 def prepare() -> GenerationRequest:
                     req = build(rt, request, gen.id)
@@ -83,6 +84,8 @@ class LlamaServicer(service_pb2_grpc.LlamaServerServicer):  # type: ignore[misc]
 
                 req = await self._offload.prepare(request, prepare)
                 with running(rt.engine, self._registry, gen, arrival):
+                    # The id before any message: a stream = false client can Cancel by it.
+                    await context.send_initial_metadata(((REQUEST_ID_HEADER, gen.id),))
                     stream, out = CompletionStream(rt, req), shape(rt, req)
                     while not gen.done:
                         index, events = await gen.next_events()

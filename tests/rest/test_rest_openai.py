@@ -147,3 +147,15 @@ def test_models(client: openai.OpenAI) -> None:
     assert model.object == "model" and model.owned_by == "llamacpp"
     assert model.id.endswith(".gguf")
     assert isinstance(model.created, int)
+
+
+def test_a_request_id_is_the_completions_id(client: openai.OpenAI) -> None:
+    """llama-grpc's `request_id` (a body field the OpenAI SDK passes through extra_body) is the
+    response's id, in every chunk of a stream too."""
+    done = client.chat.completions.create(model="x", messages=[{"role": "user", "content": "Hi"}],
+                                          max_tokens=2, extra_body={"request_id": "sdk-1"})
+    assert done.id == "sdk-1"
+    chunks = list(client.chat.completions.create(
+        model="x", messages=[{"role": "user", "content": "Hi"}], max_tokens=2, stream=True,
+        extra_body={"request_id": "sdk-2"}))
+    assert chunks and all(c.id == "sdk-2" for c in chunks)
