@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from cancel_harness import StreamReader, stream_readers
 from grpc_harness import ServiceProcess, running_service
 
 from native.testmodels import ensure_model
@@ -38,3 +39,11 @@ def grpc_service(tiny_bpe_path: Path) -> Iterator[ServiceProcess]:
 def grpc_stub(grpc_service: ServiceProcess) -> Any:
     """A llama.v1.LlamaServer stub on `grpc_service`."""
     return grpc_service.stub()
+
+
+@pytest.fixture()
+def open_stream() -> Iterator[Callable[[Any], StreamReader]]:
+    """`open_stream(call)` reads a server-streaming call on a thread (cancel_harness); calls
+    still running when the test ends are cancelled."""
+    with stream_readers() as open_reader:
+        yield open_reader

@@ -13,7 +13,7 @@ from typing import Any
 
 import grpc
 import pytest
-from cancel_harness import ENDLESS, StreamReader, stream_readers, wait_load
+from cancel_harness import ENDLESS, StreamReader, wait_load
 from grpc_harness import ServiceProcess, complete, completion_request, running_service
 from llama.v1 import server_pb2
 
@@ -29,12 +29,6 @@ def shared(tiny_bpe_path: Path) -> Iterator[ServiceProcess]:
     with running_service(tiny_bpe_path, "--kv-unified", "--context-shift", "--max-queue", "1",
                          "-n", str(N_PREDICT_CAP), ctx=N_CTX, parallel=2) as svc:
         yield svc
-
-
-@pytest.fixture()
-def open_stream() -> Iterator[Open]:
-    with stream_readers() as open_reader:
-        yield open_reader
 
 
 def test_the_servers_n_predict_caps_requests_and_is_reported(shared: ServiceProcess) -> None:

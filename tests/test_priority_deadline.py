@@ -16,7 +16,6 @@ from cancel_harness import (
     ENDLESS,
     StreamReader,
     serve_next,
-    stream_readers,
     wait_free,
     wait_load,
     wait_processing,
@@ -32,12 +31,6 @@ Open = Callable[[Any], StreamReader]
 def stub(tiny_bpe_path: Path) -> Iterator[Any]:
     with running_service(tiny_bpe_path, "--context-shift", ctx=1024, parallel=1) as svc:
         yield svc.stub()
-
-
-@pytest.fixture()
-def open_stream() -> Iterator[Open]:
-    with stream_readers() as open_reader:
-        yield open_reader
 
 
 def _hold_the_slot(stub: Any, open_stream: Open) -> tuple[StreamReader, str]:

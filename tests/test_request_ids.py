@@ -13,7 +13,7 @@ from typing import Any
 
 import grpc
 import pytest
-from cancel_harness import ENDLESS, StreamReader, serve_next, stream_readers, wait_free, wait_load
+from cancel_harness import ENDLESS, StreamReader, serve_next, wait_free, wait_load
 from grpc_harness import chat_request, complete, completion_request, running_service
 from llama.v1 import server_pb2
 
@@ -25,12 +25,6 @@ Open = Callable[[Any], StreamReader]
 def stub(tiny_bpe_path: Path) -> Iterator[Any]:
     with running_service(tiny_bpe_path, "--context-shift", ctx=1024, parallel=1) as svc:
         yield svc.stub()
-
-
-@pytest.fixture()
-def open_stream() -> Iterator[Open]:
-    with stream_readers() as open_reader:
-        yield open_reader
 
 
 def _request_id_header(call: Any) -> str:
