@@ -7,8 +7,8 @@ gets to llama-batched-bench. Compare two checkouts on the same machine:
     python -m bench.python_overhead --tree /path/to/other # another one (its gen/ and cffi built)
 
 Prints tokens/s (median of --reps) and tokens per decode (how many streams each step batched).
-Found with it: sampler chains built on the event loop cut 64 streams from 42 to 1.8 tokens a
-decode (docs/benchmarks.md, "Issue 15").
+Found with it: sampler chains built on the event loop cut 64 streams to 1.8 tokens a decode,
+against 12-42 when the engine builds them (docs/benchmarks.md, "Issue 15").
 """
 
 from __future__ import annotations

@@ -100,8 +100,9 @@ def make_tasks(rt: Runtime, gen: GenerationRequest,
     loop (such a request is prepared on the worker pool) and a grammar it refuses fails the
     request before it is queued. Other chains are built by the engine at admission: building
     one makes a dozen native calls, each of which gives up the GIL, and the event loop waits to
-    take it back from a busy engine thread every time (measured: 64 streams ran 1.8 tokens a
-    decode instead of 42 when the loop built them)."""
+    take it back from a busy engine thread every time (measured with no-op decodes,
+    bench.python_overhead: 64 streams ran 1.8 tokens a decode when the loop built them, 12-42
+    when the engine does)."""
     tasks = [Task(gen.id if len(gen.prompts) == 1 else f"{gen.id}-{i}", prompt, gen.params,
                   sink_for(i), gen.priority) for i, prompt in enumerate(gen.prompts)]
     if not gen.params.sampling.grammar:
