@@ -36,6 +36,14 @@ def grpc_service(tiny_bpe_path: Path) -> Iterator[ServiceProcess]:
 
 
 @pytest.fixture(scope="session")
+def one_slot_stub(tiny_bpe_path: Path) -> Iterator[Any]:
+    """A stub on a service with one slot (-c 1024 -np 1 --context-shift), where admission
+    order and waiting are visible; tests leave it idle."""
+    with running_service(tiny_bpe_path, "--context-shift", ctx=1024, parallel=1) as svc:
+        yield svc.stub()
+
+
+@pytest.fixture(scope="session")
 def grpc_stub(grpc_service: ServiceProcess) -> Any:
     """A llama.v1.LlamaServer stub on `grpc_service`."""
     return grpc_service.stub()

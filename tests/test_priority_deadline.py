@@ -6,8 +6,7 @@ every wait is on a message, the end of a call, or a GetLoad state.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import grpc
@@ -20,7 +19,7 @@ from cancel_harness import (
     wait_load,
     wait_processing,
 )
-from grpc_harness import completion_request, running_service
+from grpc_harness import completion_request
 from llama.v1 import server_pb2
 
 pytestmark = pytest.mark.slow
@@ -28,9 +27,8 @@ Open = Callable[[Any], StreamReader]
 
 
 @pytest.fixture(scope="module")
-def stub(tiny_bpe_path: Path) -> Iterator[Any]:
-    with running_service(tiny_bpe_path, "--context-shift", ctx=1024, parallel=1) as svc:
-        yield svc.stub()
+def stub(one_slot_stub: Any) -> Any:
+    return one_slot_stub
 
 
 def _hold_the_slot(stub: Any, open_stream: Open) -> tuple[StreamReader, str]:

@@ -7,14 +7,13 @@ a message, the end of a call, or a GetLoad state.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import grpc
 import pytest
 from cancel_harness import ENDLESS, StreamReader, serve_next, wait_free, wait_load
-from grpc_harness import chat_request, complete, completion_request, running_service
+from grpc_harness import chat_request, complete, completion_request
 from llama.v1 import server_pb2
 
 pytestmark = pytest.mark.slow
@@ -22,9 +21,8 @@ Open = Callable[[Any], StreamReader]
 
 
 @pytest.fixture(scope="module")
-def stub(tiny_bpe_path: Path) -> Iterator[Any]:
-    with running_service(tiny_bpe_path, "--context-shift", ctx=1024, parallel=1) as svc:
-        yield svc.stub()
+def stub(one_slot_stub: Any) -> Any:
+    return one_slot_stub
 
 
 def _request_id_header(call: Any) -> str:
