@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Callable
-from typing import Any, TypeAlias
+from typing import Any
 
 import grpc
 from llama.v1 import chat_pb2, server_pb2, service_pb2_grpc
@@ -20,10 +20,8 @@ from llama.v1 import chat_pb2, server_pb2, service_pb2_grpc
 from service.chat_render import render_chat
 from service.engine.arrival import Arrival
 from service.engine.events import Finished
-from service.errors import ServiceError
 from service.generation import (
     Generation,
-    GenerationRegistry,
     cancel_generation,
     running,
 )
@@ -35,34 +33,22 @@ from service.generation_request import (
     generation_id,
     make_tasks,
 )
-from service.offload import Offload
+from service.rpc_base import Context, ServicerBase
 from service.rpc_errors import abort, check_decoded, unary
 from service.runtime import Runtime
 from service.server_info import load_response, models_response, props_response
 from service.streams import CompletionStream, chat_chunk, openai_chunk
 from service.tokens import detokenize, prompt_text, tokenize
 
-RuntimeGetter = Callable[[], Runtime | None]
 Builder = Callable[[Runtime, Any, str], GenerationRequest]
 Shaper = Callable[[Runtime, GenerationRequest], Callable[[Any], Any]]
-Context: TypeAlias = grpc.aio.ServicerContext
 REQUEST_ID_HEADER = "x-request-id"  # initial metadata: the generation's id
 # Prompts up to this many tokens are turned back into text on the event loop (~0.1 ms).
 _INLINE_DETOKENIZE = 2048
 
 
-class LlamaServicer(service_pb2_grpc.LlamaServerServicer):  # type: ignore[misc]
-    def __init__(self, runtime: RuntimeGetter, build_info: str = "") -> None:
-        self._runtime = runtime
-        self._registry = GenerationRegistry()
-        self._build_info = build_info
-        self._offload = Offload()
-
-    def _rt(self) -> Runtime:
-        rt = self._runtime()
-        if rt is None:
-            raise ServiceError("unavailable", "Loading model")
-        return rt
+# One base class per group of RPCs (service/rpc_base.py says how they fit together).
+class LlamaServicer(ServicerBase, service_pb2_grpc.LlamaServerServicer):  # type: ignore[misc]
 
     # -- generation -------------------------------------------------------------------------
     async def _generate(self, request: Any, context: Context, prefix: str, build: Builder,
