@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 from service.engine.arrival import Arrival
 from service.engine.engine import Engine
-from service.engine.events import Event, Failed, Finished
+from service.engine.events import Embedded, Event, Failed, Finished
 from service.engine.task import Task
 from service.errors import ServiceError
 
@@ -63,7 +63,7 @@ class Generation:
     async def next_events(self) -> tuple[int, list[Event]]:
         """The next events of one of the tasks (one engine step's)."""
         index, events = await self.queue.get()
-        if isinstance(events[-1], Finished | Failed):  # an ending is a task's last event
+        if isinstance(events[-1], Finished | Failed | Embedded):  # a task's last event
             self.ended.add(index)
         return index, events
 

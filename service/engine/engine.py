@@ -21,6 +21,7 @@ from typing import Any, TypeVar, cast
 from native import Context, LlamaError, Model
 from service.engine.arrival import ARRIVAL_WAIT_S, BURST_WINDOW_S, Arrival, ArrivalCounter
 from service.engine.chains import build_task_chain
+from service.engine.embedding import read_embedding
 from service.engine.events import Chunk, Event, Failed, Finished, Started, TokenProbs
 from service.engine.executor import NO_TOKEN_SELECTED, Executor
 from service.engine.scheduler import Limits, Load, Plan, Scheduler
@@ -251,7 +252,9 @@ class Engine:
         self._account(plan, t0, time.perf_counter())
         wanted = []
         for task in ready:
-            if not task.generating and task.n_predict == 0:
+            if task.embedding:
+                self._embedded(task)
+            elif not task.generating and task.n_predict == 0:
                 self._finish(task, "limit")  # the prompt is now cached, nothing more
             else:
                 wanted.append(task)
@@ -302,7 +305,8 @@ class Engine:
     def _start(self, task: Task) -> None:
         task.stream = TextStream(task.params.stop, task.params.n_indent)
         task.t_start = time.perf_counter()
-        if task.chain is None:  # built here unless the service built it (a grammar)
+        if task.chain is None and not task.embedding:  # built here unless the service
+            # built it (a grammar); an embedding input samples nothing
             try:
                 task.chain = build_task_chain(task.params, self.vocab, self.eog,
                                               self.n_ctx_slot, task.prompt)
@@ -367,6 +371,17 @@ class Engine:
             truncated=task.truncated, tokens_cached=task.n_cached,
             tokens_evaluated=task.n_prompt, timings=task.timings(time.perf_counter()),
             content=task.stream.text, tokens=tuple(task.generated)))
+
+    def _embedded(self, task: Task) -> None:
+        """An embedding input's decode is done: its result ends it, and its cells go at once
+        (nothing reuses an embedded prompt; the slot's next input must not attend to it)."""
+        try:
+            event = read_embedding(self.ctx, task)
+        except LlamaError as e:
+            self._fail(task, "internal", f"no embedding for this input: {e}")
+            return
+        self.executor.drop(self.scheduler.drop(task))
+        self._end(task, event)
 
     def _fail(self, task: Task, code: str, message: str) -> None:
         self.executor.drop(self.scheduler.drop(task))

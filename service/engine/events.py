@@ -77,4 +77,13 @@ class Failed:
     message: str
 
 
-Event = Started | Chunk | Finished | Failed
+@dataclass(frozen=True)
+class Embedded:
+    """An embedding input's result, its last event: one pooled vector (a reranker's class
+    scores for pooling `rank`), or with pooling `none` one unnormalized vector per token."""
+
+    vectors: tuple[list[float], ...]
+    n_tokens: int  # tokens evaluated
+
+
+Event = Started | Chunk | Finished | Failed | Embedded

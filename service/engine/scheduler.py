@@ -54,6 +54,11 @@ class SeqRequest:
     priority: int = 0  # lower runs sooner
     adapters: tuple[tuple[int, float], ...] = ()  # LoRA set: only equal sets share a decode
     cancelled: bool = False  # set by any thread; acted on at the next schedule()
+    # An embedding input (service/embeddings.py): its prompt's outputs are read, no token is
+    # generated. Not splittable: the whole prompt goes into one decode (pooling over a model
+    # without causal attention must see every token of a sequence in one ubatch).
+    embedding: bool = False
+    splittable: bool = True
 
     # State, written by the scheduler and the engine thread.
     order: int = -1  # arrival number (FIFO among equal priorities)
@@ -130,6 +135,10 @@ class Scheduler:
         n, cap = len(req.prompt), self.limits.n_ctx_seq
         if n == 0:
             return "the prompt is empty"
+        if not req.splittable and n > self.limits.n_batch:
+            return (f"input ({n} tokens) is too large to process: this model embeds an input "
+                    f"in one physical batch, of {self.limits.n_batch} tokens; raise "
+                    "--ubatch-size (--batch-size follows it)")
         if n >= cap:
             return (f"the request exceeds the available context size: the prompt has {n} "
                     f"tokens, a slot holds {cap}; shorten the prompt or raise --ctx-size")
@@ -265,8 +274,11 @@ class Scheduler:
             if n <= 0:
                 continue
             done = r.n_past + n == len(r.prompt)
+            if not (done or r.splittable):
+                break  # whole or not at all: it goes first into the next decode
+            outputs = (n if r.embedding else 1) if done else 0
             work.append(Work(r, _slot_id(r), r.n_past, r.prompt[r.n_past:r.n_past + n],
-                             1 if done else 0))
+                             outputs))
             budget -= n
         # llama.cpp splits a batch whose sequence ids do not increase into several decodes.
         work.sort(key=_SEQ_ID)
