@@ -1,7 +1,8 @@
 """API-key authentication for gRPC: `authorization: Bearer <key>` metadata, as llama-server's
 `--api-key` does for HTTP. Keys are compared in constant time (api_common.auth.key_matches,
 which the REST bridge uses too; re-exported here); health checks and GET-style props stay
-public, as the spec makes /health and GET /props."""
+public, as the spec makes /health and GET /props. A refusal is UNAUTHENTICATED with an ErrorInfo
+(reason UNAUTHENTICATED, metadata api_key: missing / invalid), through rpc_errors.abort."""
 
 from __future__ import annotations
 
@@ -11,6 +12,9 @@ from typing import Any
 import grpc
 
 from api_common.auth import key_matches
+from api_common.errors import UNAUTHENTICATED
+from service.errors import ServiceError
+from service.rpc_errors import abort
 
 __all__ = ["PUBLIC_METHODS", "ApiKeyInterceptor", "bearer_token", "key_matches"]
 
@@ -30,16 +34,25 @@ def bearer_token(metadata: Sequence[tuple[str, Any]] | None) -> str | None:
     return None
 
 
-def _deny(message: str) -> grpc.RpcMethodHandler:
+def denial(token: str | None) -> ServiceError:
+    """UNAUTHENTICATED, llama-server's words; metadata api_key: "missing" or "invalid"."""
+    if token is None:
+        return ServiceError("unauthenticated", "Missing API key", reason=UNAUTHENTICATED,
+                            metadata={"api_key": "missing"})
+    return ServiceError("unauthenticated", "Invalid API Key", reason=UNAUTHENTICATED,
+                        metadata={"api_key": "invalid"})
+
+
+def _deny(err: ServiceError) -> grpc.RpcMethodHandler:
     async def unary(_req: Any, context: grpc.aio.ServicerContext) -> None:
-        await context.abort(grpc.StatusCode.UNAUTHENTICATED, message)
+        await abort(context, err)
 
     return grpc.unary_unary_rpc_method_handler(unary)
 
 
-def _deny_stream(message: str) -> grpc.RpcMethodHandler:
+def _deny_stream(err: ServiceError) -> grpc.RpcMethodHandler:
     async def stream(_req: Any, context: grpc.aio.ServicerContext) -> Any:
-        await context.abort(grpc.StatusCode.UNAUTHENTICATED, message)
+        await abort(context, err)
         yield  # pragma: no cover - makes this an async generator
 
     return grpc.unary_stream_rpc_method_handler(stream)
@@ -62,7 +75,6 @@ class ApiKeyInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         if token is not None and key_matches(token, self._keys):
             return await continuation(details)
         handler = await continuation(details)
-        message = "Invalid API Key" if token is not None else "Missing API key"
         if handler is not None and handler.response_streaming:
-            return _deny_stream(message)
-        return _deny(message)
+            return _deny_stream(denial(token))
+        return _deny(denial(token))

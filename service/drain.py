@@ -17,6 +17,10 @@ from typing import Any
 
 import grpc
 
+from api_common.errors import SHUTTING_DOWN as SHUTTING_DOWN_REASON
+from service.errors import ServiceError
+from service.rpc_errors import abort
+
 _log = logging.getLogger(__name__)
 UNGATED_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
 SHUTTING_DOWN = "server is shutting down"
@@ -70,7 +74,8 @@ class DrainGate(grpc.aio.ServerInterceptor):  # type: ignore[misc]
     # counted before `drain` looks at the count or refused: none slips in between.
     async def _enter(self, context: grpc.aio.ServicerContext) -> None:
         if self._closed:
-            await context.abort(grpc.StatusCode.UNAVAILABLE, SHUTTING_DOWN)
+            await abort(context, ServiceError("unavailable", SHUTTING_DOWN,
+                                              reason=SHUTTING_DOWN_REASON))
         self.running += 1
         self._idle.clear()
 

@@ -75,7 +75,8 @@ class GenerationRegistry:
     def add(self, gen: Generation) -> None:
         if gen.id in self._running:
             raise ServiceError("already_exists", f"a request with id {gen.id!r} is already "
-                               "running; request ids must be unique among running requests")
+                               "running; request ids must be unique among running requests",
+                               metadata={"request_id": gen.id})
         self._running[gen.id] = gen
 
     def remove(self, gen: Generation) -> None:

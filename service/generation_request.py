@@ -14,6 +14,7 @@ from service.chat_render import render_chat
 from service.engine.chains import build_task_chain
 from service.engine.params import CompletionParams, ParamError
 from service.engine.task import EventSink, Task
+from service.errors import context_overflow
 from service.generation import new_request_id
 from service.prompt_values import prompt_json, token_prompts
 from service.prompts import split_prompts, tokenize_prompt
@@ -39,7 +40,7 @@ def generation_id(req: Any, prefix: str) -> str:
         return new_request_id(prefix)
     if not _REQUEST_ID.fullmatch(req.request_id):
         raise ParamError("request_id must be 1 to 128 printable ASCII characters without "
-                         "spaces")
+                         "spaces", field="request_id")
     return str(req.request_id)
 
 
@@ -49,9 +50,7 @@ def _checked(rt: Runtime, prompts: list[list[int]]) -> tuple[list[int], ...]:
         if not p:
             raise ParamError("the prompt is empty")
         if len(p) >= n_ctx:
-            raise ParamError(
-                f"the request exceeds the available context size: the prompt has {len(p)} "
-                f"tokens, a slot holds {n_ctx}; shorten the prompt or raise --ctx-size")
+            raise context_overflow(len(p), n_ctx)
     return tuple(prompts)
 
 

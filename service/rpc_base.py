@@ -13,6 +13,7 @@ from typing import TypeAlias
 
 import grpc
 
+from api_common.errors import LOADING_MODEL
 from service.errors import ServiceError
 from service.generation import GenerationRegistry
 from service.offload import Offload
@@ -33,5 +34,5 @@ class ServicerBase:
         """The loaded runtime; UNAVAILABLE while the model loads."""
         rt = self._runtime()
         if rt is None:
-            raise ServiceError("unavailable", "Loading model")
+            raise ServiceError("unavailable", "Loading model", reason=LOADING_MODEL)
         return rt

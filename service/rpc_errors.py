@@ -1,4 +1,5 @@
-"""One map from exceptions to error kinds, applied in one place to every RPC.
+"""One map from exceptions to error kinds, applied in one place to every RPC, and the statuses
+built from them (with their google.rpc details, AIP-193).
 
 `error_kind` classifies an exception: what the client got wrong is INVALID_ARGUMENT (every
 ValueError: our parameter, template, schema and grammar errors, and libllama's refusals of an
@@ -6,6 +7,12 @@ input, which the binding raises as ValueErrors); a full queue is RESOURCE_EXHAUS
 else is a bug, INTERNAL, and logged. The `unary` decorator wraps each unary servicer method, and
 the generation RPCs' one loop (servicer._generate) applies `abort` itself, so UNKNOWN never
 reaches a client.
+
+Every status carries an ErrorInfo (reason, domain "llama.v1", metadata), a BadRequest when the
+request field at fault is known (a ValueError with a `field` attribute, such as ParamError, or
+a ServiceError's `field`), and a RetryInfo on UNAVAILABLE and RESOURCE_EXHAUSTED
+(api_common.rich_status). `inband_error` is the same error as a stream's last message carries
+it; `NotServedGuard` gives RPCs without code the same treatment.
 """
 
 from __future__ import annotations
@@ -16,10 +23,13 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import grpc
+from llama.v1 import common_pb2
 
+from api_common import rich_status
+from api_common.errors import NOT_SUPPORTED, UNDECODABLE_REQUEST
 from service.decode_guard import UndecodableRequest
 from service.engine.engine import QueueFullError
-from service.errors import ERROR_KINDS, ServiceError
+from service.errors import ServiceError
 
 _log = logging.getLogger(__name__)
 R = TypeVar("R")
@@ -40,9 +50,29 @@ def as_service_error(exc: BaseException) -> ServiceError:
             message = str(exc) or type(exc).__name__
             if isinstance(exc, RecursionError):
                 message = "the request is nested too deeply to process"
-            return ServiceError(kind, message)
+            field = getattr(exc, "field", None)
+            reason = UNDECODABLE_REQUEST if isinstance(exc, UndecodableRequest) else None
+            return ServiceError(kind, message, reason=reason,
+                                field=field if isinstance(field, str) and field else None)
     _log.exception("internal error in an RPC", exc_info=exc)
     return ServiceError("internal", f"internal error: {type(exc).__name__}: {exc}")
+
+
+def status_of(err: ServiceError) -> Any:
+    """The grpc.Status (code, details, trailing metadata with the google.rpc details)."""
+    return rich_status.encode(err.kind, err.message, err.reason, err.metadata, err.field,
+                              err.retry_after)
+
+
+def inband_error(err: ServiceError) -> Any:
+    """The llama.v1 ErrorInfo a stream's last message carries: llama-server's error object for
+    `err` (its HTTP code and type), plus the reason of the status that follows."""
+    code, type_ = err.http
+    msg = common_pb2.ErrorInfo(code=code, message=err.message, type=type_, reason=err.reason)
+    for name in ("n_prompt_tokens", "n_ctx"):
+        if name in err.metadata:
+            setattr(msg, name, int(err.metadata[name]))
+    return msg
 
 
 def check_decoded(request: Any) -> None:
@@ -52,8 +82,8 @@ def check_decoded(request: Any) -> None:
 
 
 async def abort(context: grpc.aio.ServicerContext, exc: BaseException) -> None:
-    err = as_service_error(exc)
-    await context.abort(ERROR_KINDS[err.kind].grpc_code, err.message)
+    status = status_of(as_service_error(exc))
+    await context.abort(status.code, status.details, status.trailing_metadata)
 
 
 Unary = Callable[[Any, Any, grpc.aio.ServicerContext], Awaitable[R]]
@@ -72,3 +102,49 @@ def unary(method: Unary[R]) -> Unary[R]:
             raise AssertionError("unreachable: abort raises") from e
 
     return rpc
+
+
+def not_served(method: str) -> ServiceError:
+    name = method.rpartition("/")[2] or method
+    return ServiceError("unimplemented", f"{name} is not served by this server yet",
+                        reason=NOT_SUPPORTED, metadata={"method": method})
+
+
+def _refusal(err: ServiceError, streaming: bool, handler: Any) -> grpc.RpcMethodHandler:
+    async def refuse(_request: Any, context: grpc.aio.ServicerContext) -> None:
+        await abort(context, err)
+
+    # A coroutine serves a response-streaming method too (it would write with context.write).
+    make = grpc.unary_stream_rpc_method_handler if streaming else \
+        grpc.unary_unary_rpc_method_handler
+    if handler is None:  # no such method: the request's bytes are never decoded
+        return make(refuse)
+    return make(refuse, request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer)
+
+
+class NotServedGuard(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+    """UNIMPLEMENTED with details (NOT_SUPPORTED, metadata `method`) instead of grpcio's bare
+    status, for the proto's RPCs the servicer leaves to the generated base class (`base`) and
+    for methods this server does not have at all. Registered last, so it sees the servicer's
+    own handlers."""
+
+    def __init__(self, base: type) -> None:
+        self._base = base
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(details)
+        if handler is None:
+            return _refusal(not_served(details.method), False, None)
+        if handler.request_streaming:
+            return handler
+        behavior = handler.unary_stream or handler.unary_unary
+        name = details.method.rpartition("/")[2]
+        generated = getattr(self._base, name, None)
+        if generated is not None and getattr(behavior, "__func__", None) is generated:
+            return _refusal(not_served(details.method), handler.response_streaming, handler)
+        return handler

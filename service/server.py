@@ -21,6 +21,7 @@ from service.auth import ApiKeyInterceptor
 from service.config import ServerConfig
 from service.decode_guard import DecodeGuard
 from service.drain import DrainGate
+from service.rpc_errors import NotServedGuard
 from service.runtime import Runtime, load_runtime
 from service.servicer import LlamaServicer
 
@@ -85,6 +86,7 @@ async def start_server(config: ServerConfig, host: str | None = None,
     if config.net.api_keys:
         interceptors.append(ApiKeyInterceptor(config.net.api_keys))
     interceptors.append(DecodeGuard())
+    interceptors.append(NotServedGuard(service_pb2_grpc.LlamaServerServicer))  # the last
     server = grpc.aio.server(interceptors=interceptors, options=_OPTIONS)
     health_servicer = HealthServicer()
     handle_ref: list[ServerHandle] = []

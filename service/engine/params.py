@@ -27,7 +27,12 @@ DEFAULT_SAMPLERS = ("dry", "top_k", "typ_p", "top_p", "min_p", "xtc", "temperatu
 
 
 class ParamError(ValueError):
-    """A request parameter is out of range or malformed (INVALID_ARGUMENT / HTTP 400)."""
+    """A request parameter is out of range or malformed (INVALID_ARGUMENT / HTTP 400).
+    `field`: the request field at fault, when one is (the status's BadRequest names it)."""
+
+    def __init__(self, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
 
 
 def canonical_sampler(name: str) -> str:
@@ -72,28 +77,31 @@ class SamplingParams:
         finite = {k: v for k, v in self.__dict__.items() if isinstance(v, float)}
         for name, value in finite.items():
             if math.isnan(value) or math.isinf(value):
-                raise ParamError(f"{name} must be a finite number")
+                raise ParamError(f"{name} must be a finite number", field=name)
         if self.top_k < -1:
-            raise ParamError("top_k must be >= 0 (0 or -1: disabled)")
+            raise ParamError("top_k must be >= 0 (0 or -1: disabled)", field="top_k")
         for name in ("top_p", "min_p", "xtc_probability"):
             if not 0.0 <= getattr(self, name) <= 1.0:
-                raise ParamError(f"{name} must be between 0 and 1")
+                raise ParamError(f"{name} must be between 0 and 1", field=name)
         if self.typical_p <= 0 or self.typical_p > 1.0:
-            raise ParamError("typical_p must be in (0, 1]")
+            raise ParamError("typical_p must be in (0, 1]", field="typical_p")
         if self.repeat_last_n < -1:
-            raise ParamError("repeat_last_n must be >= -1")
+            raise ParamError("repeat_last_n must be >= -1", field="repeat_last_n")
         if self.dry_penalty_last_n < -1:
-            raise ParamError("dry_penalty_last_n must be >= -1")
+            raise ParamError("dry_penalty_last_n must be >= -1",
+                             field="dry_penalty_last_n")
         if self.dry_allowed_length < 0:
-            raise ParamError("dry_allowed_length must be >= 0")
+            raise ParamError("dry_allowed_length must be >= 0",
+                             field="dry_allowed_length")
         if self.repeat_penalty < 0:
-            raise ParamError("repeat_penalty must be >= 0")
+            raise ParamError("repeat_penalty must be >= 0", field="repeat_penalty")
         if self.mirostat not in (0, 1, 2):
-            raise ParamError("mirostat must be 0, 1 or 2")
+            raise ParamError("mirostat must be 0, 1 or 2", field="mirostat")
         if self.min_keep < 0 or self.min_keep > 1 << 20:
-            raise ParamError("min_keep must be between 0 and 1048576")
+            raise ParamError("min_keep must be between 0 and 1048576", field="min_keep")
         if self.seed < -1 or self.seed > 0xFFFFFFFF:
-            raise ParamError("seed must be -1 (random) or a 32-bit unsigned integer")
+            raise ParamError("seed must be -1 (random) or a 32-bit unsigned integer",
+                             field="seed")
         for s in self.samplers:
             canonical_sampler(s)
 
@@ -116,17 +124,18 @@ class CompletionParams:
 
     def validate(self, n_slots: int) -> None:
         if self.n_predict < -2:
-            raise ParamError("n_predict must be >= -1 (-1: no limit)")
+            raise ParamError("n_predict must be >= -1 (-1: no limit)", field="n_predict")
         if self.n_keep < -1:
-            raise ParamError("n_keep must be >= -1 (-1: keep the whole prompt)")
+            raise ParamError("n_keep must be >= -1 (-1: keep the whole prompt)", field="n_keep")
         if not 0 <= self.n_probs <= 100:
-            raise ParamError("n_probs must be between 0 and 100")
+            raise ParamError("n_probs must be between 0 and 100", field="n_probs")
         if self.t_max_predict_ms < 0:
-            raise ParamError("t_max_predict_ms must be >= 0")
+            raise ParamError("t_max_predict_ms must be >= 0", field="t_max_predict_ms")
         if not -1 <= self.id_slot < n_slots:
-            raise ParamError(f"id_slot must be -1 or a slot id 0..{n_slots - 1}")
+            raise ParamError(f"id_slot must be -1 or a slot id 0..{n_slots - 1}",
+                             field="id_slot")
         if any(not isinstance(s, str) for s in self.stop) or len(self.stop) > 64:
             raise ParamError("stop must be a string or a list of at most 64 strings")
         if self.n_indent < 0:
-            raise ParamError("n_indent must be >= 0")
+            raise ParamError("n_indent must be >= 0", field="n_indent")
         self.sampling.validate()
