@@ -1,0 +1,71 @@
+"""A chat answer parsed as it is generated: reasoning first (service.reasoning), then the
+template's tool-call format (service.chat_parse_formats) over the rest.
+
+    parser = ChatParser(ChatParseConfig(HERMES, reasoning="deepseek"))
+    delta = parser.feed(piece)      # per generated piece: what it added
+    last = parser.finish()          # at the end: what was held back
+    parser.message                  # the whole answer (ParsedMessage)
+
+The deltas of any split of the text add up to `parser.message`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from service.chat_parse_core import ChatDelta, Out, ParsedMessage, new_call_id
+from service.chat_parse_formats import CONTENT_ONLY, FORMATS, reasoning_tags
+from service.chat_parse_machine import FormatParser
+from service.reasoning import ReasoningSplit
+
+
+@dataclass(frozen=True)
+class ChatParseConfig:
+    format: str = CONTENT_ONLY  # a chat_parse_formats name; CONTENT_ONLY: no tool calls
+    reasoning: str = "none"  # the reasoning_format
+    thinking_opened: bool = False  # the prompt ends inside a thinking block
+
+    @property
+    def active(self) -> bool:
+        return self.format != CONTENT_ONLY or self.reasoning != "none"
+
+
+class ChatParser:
+    def __init__(self, config: ChatParseConfig,
+                 new_id: Callable[[], str] = new_call_id) -> None:
+        self.out = Out(new_id)
+        self.message = ParsedMessage()
+        self.format = FormatParser(FORMATS[config.format], self.out)
+        self.reasoning: ReasoningSplit | None = None
+        if config.reasoning != "none":
+            self.reasoning = ReasoningSplit(
+                self.out, self.format.feed, reasoning_tags(config.format),
+                legacy=config.reasoning == "deepseek-legacy", opened=config.thinking_opened)
+
+    def feed(self, text: str) -> ChatDelta:
+        if self.reasoning is not None:
+            self.reasoning.feed(text)
+        else:
+            self.format.feed(text)
+        return self._take()
+
+    def finish(self) -> ChatDelta:
+        if self.reasoning is not None:
+            self.reasoning.finish()
+        self.format.finish()
+        return self._take()
+
+    def _take(self) -> ChatDelta:
+        delta = self.out.take()
+        if delta:
+            self.message.add(delta)
+        return delta
+
+
+def parse_whole(config: ChatParseConfig, text: str,
+                new_id: Callable[[], str] = new_call_id) -> ParsedMessage:
+    parser = ChatParser(config, new_id)
+    parser.feed(text)
+    parser.finish()
+    return parser.message
