@@ -283,6 +283,12 @@ class Context:
         return int(lib.llama_memory_seq_pos_max(self._mem, seq_id))
 
     @property
+    def has_memory(self) -> bool:
+        """Whether the context keeps a memory (KV cache): encoder-only models (BERT) have none,
+        and llama.cpp then pools over one ubatch only."""
+        return bool(self._mem != ffi.NULL)
+
+    @property
     def can_shift(self) -> bool:
         return bool(lib.llama_memory_can_shift(self._mem))
 

@@ -18,6 +18,7 @@ import grpc
 from llama.v1 import chat_pb2, server_pb2, service_pb2_grpc
 
 from service.chat_render import render_chat
+from service.embeddings import check_generation
 from service.engine.arrival import Arrival
 from service.engine.events import Finished
 from service.generation import (
@@ -34,6 +35,7 @@ from service.generation_request import (
     make_tasks,
 )
 from service.rpc_base import Context, ServicerBase
+from service.rpc_embedding import EmbeddingServicer
 from service.rpc_errors import abort, check_decoded, unary
 from service.runtime import Runtime
 from service.server_info import load_response, models_response, props_response
@@ -48,7 +50,8 @@ _INLINE_DETOKENIZE = 2048
 
 
 # One base class per group of RPCs (service/rpc_base.py says how they fit together).
-class LlamaServicer(ServicerBase, service_pb2_grpc.LlamaServerServicer):  # type: ignore[misc]
+class LlamaServicer(EmbeddingServicer, ServicerBase,
+                    service_pb2_grpc.LlamaServerServicer):  # type: ignore[misc]
 
     # -- generation -------------------------------------------------------------------------
     async def _generate(self, request: Any, context: Context, prefix: str, build: Builder,
@@ -61,6 +64,7 @@ class LlamaServicer(ServicerBase, service_pb2_grpc.LlamaServerServicer):  # type
             loaded = self._runtime()
             with Arrival(loaded.engine if loaded is not None else None) as arrival:
                 rt = self._rt()
+                check_generation(rt)
                 gen = Generation(generation_id(request, prefix))
 
                 def prepare() -> GenerationRequest:

@@ -43,9 +43,6 @@ SERVICE = service_pb2.DESCRIPTOR.services_by_name["LlamaServer"]
 # RPCs the service does not serve yet: the generated base class answers them UNIMPLEMENTED.
 NOT_YET_SERVED: dict[str, str] = {
     "Infill": "fill-in-the-middle (issue 20)",
-    "Embed": "embeddings, native shape (issue 17)",
-    "OpenAIEmbed": "embeddings, OpenAI shape (issue 17)",
-    "Rerank": "reranking (issue 17)",
     "SetProps": "POST /props (issue 19)",
     "ListSlots": "GET /slots (issue 19)",
     "SlotAction": "slot save / restore / erase (issue 19)",
@@ -80,6 +77,7 @@ NOT_YET_SERVED_FIELDS: dict[str, dict[str, str]] = {
         "input_extra": "Infill only, not served yet",
     },
     "TypedPrompt": {"multimodal_data": _MEDIA},
+    "EmbedRequest": {"image_data": "refused when given: " + _MEDIA},
     "ChatCompletionRequest": {
         **_GENERATION,
         "tool_choice": "tool calls are not parsed yet; \"none\" / \"required\" change nothing",

@@ -192,12 +192,8 @@ def test_accepted_flags_log_a_notice(spec: FlagSpec, caplog: pytest.LogCaptureFi
 # it reaches, a value we already honour (no notice) or None, and an invalid value.
 PLANNED_EXAMPLES: dict[str, tuple[list[str], tuple[str, object], list[str] | None, list[str]]] = {
     "--tags": (["--tags", "chat,small"], ("model.tags", ("chat", "small")), None, []),
-    "--reranking": (["--rerank", "-b", "512"], ("endpoints.reranking", True), None, []),
     "--lora-init-without-apply": (["--lora-init-without-apply"],
                                   ("model.lora_init_without_apply", True), None, []),
-    "--embeddings": (["--embedding", "-b", "512"], ("context.embeddings", True), None, []),
-    "--pooling": (["--pooling", "mean"], ("context.pooling", "mean"), None,
-                  ["--pooling", "max"]),
     "--timeout": (["--timeout", "60"], ("net.timeout", 60), None, ["--timeout", "-1"]),
     "--metrics": (["--metrics"], ("endpoints.metrics", True), None, []),
     "--slots": (["--slots"], ("endpoints.slots", True), ["--no-slots"], []),
@@ -219,8 +215,6 @@ PLANNED_EXAMPLES: dict[str, tuple[list[str], tuple[str, object], list[str] | Non
     "--slot-save-path": (["--slot-save-path", "/"], ("endpoints.slot_save_path", "/"), None,
                          ["--slot-save-path", "/nonexistent/dir"]),
     "--spm-infill": (["--spm-infill"], ("endpoints.spm_infill", True), None, []),
-    "--embd-normalize": (["--embd-normalize", "1"], ("endpoints.embd_normalize", 1), None,
-                         ["--embd-normalize", "-2"]),
     "--log-colors": (["--log-colors", "on"], ("log.colors", "on"), ["--log-colors", "off"],
                      ["--log-colors", "rainbow"]),
     "--log-prefix": (["--no-log-prefix"], ("log.prefix", False), ["--log-prefix"], []),

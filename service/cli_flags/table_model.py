@@ -195,26 +195,21 @@ MODEL_FLAGS: tuple[FlagSpec, ...] = (
         ("--perf",), "perf", CONTEXT, "whether to enable libllama's performance timings",
         negative=("--no-perf",), env=("LLAMA_ARG_PERF",), default=True,
     ),
-    planned(
+    implemented(
         ("--embedding", "--embeddings"), "embeddings", CONTEXT,
-        "restrict the server to embeddings (use with dedicated embedding models)",
-        "the embedding endpoints (Embed, OpenAIEmbed: /embedding, /v1/embeddings) are not "
-        "served yet; the context is still set up for embeddings (--batch-size lowered to "
-        "--ubatch-size)",
-        env=("LLAMA_ARG_EMBEDDINGS",), default=False, honoured_values=(False,),
+        "restrict the server to embeddings (use with dedicated embedding models): the "
+        "embedding endpoints are served, the generation endpoints answer 501 (--batch-size is "
+        "lowered to --ubatch-size)",
+        env=("LLAMA_ARG_EMBEDDINGS",), default=False,
     ),
-    planned(
+    implemented(
         ("--rerank", "--reranking"), "reranking", CONTEXT,
         "enable the reranking endpoint (implies --embedding and --pooling rank)",
-        "the rerank endpoint (Rerank, /rerank) is not served yet; the context is still set up "
-        "for it (--embedding, --pooling rank)",
-        env=("LLAMA_ARG_RERANKING",), default=False, honoured_values=(False,),
+        env=("LLAMA_ARG_RERANKING",), default=False,
     ),
-    planned(
+    implemented(
         ("--pooling",), "pooling", CONTEXT,
         "pooling type for embeddings (default: from model)",
-        "only the embedding and rerank endpoints use it, and they are not served yet; the "
-        "context is still set up with it",
         metavar="{none,mean,cls,last,rank}", env=("LLAMA_ARG_POOLING",),
         convert=v.choice("none", "mean", "cls", "last", "rank"), default=None,
         default_text="from model",

@@ -224,11 +224,10 @@ SERVER_FLAGS: tuple[FlagSpec, ...] = (
         "use the Suffix/Prefix/Middle pattern for infill (some models prefer it)",
         "infill (Infill, /infill) is not served yet", default=False, honoured_values=(False,),
     ),
-    planned(
+    implemented(
         ("--embd-normalize",), "embd_normalize", ENDPOINTS,
         "default embedding normalisation (-1 none, 0 max abs int16, 1 taxicab, 2 euclidean, "
         ">2 p-norm)",
-        "the embedding endpoints (Embed, /embedding, /v1/embeddings) are not served yet",
         metavar="N", convert=v.parse_int, default=2, minimum=-1,
     ),
     implemented(
