@@ -109,8 +109,11 @@ def _stored(gguf_name: str, values: np.ndarray) -> np.ndarray:
     return values
 
 
-def convert_bert(model_dir: Path, out_path: Path, general_name: str) -> None:
-    """Write the GGUF for the BertModel in `model_dir` to `out_path` (overwriting it)."""
+def convert_bert(model_dir: Path, out_path: Path, general_name: str,
+                 head: dict[str, np.ndarray] | None = None,
+                 pooling: gguf.PoolingType | None = None) -> None:
+    """Write the GGUF for the BertModel in `model_dir` to `out_path` (overwriting it); `head`
+    adds tensors by their GGUF names (a classifier head) and `pooling` overrides the model's."""
     config = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
     if config.get("model_type") != "bert" or config.get("hidden_act") != "gelu":
         raise ValueError(f"{model_dir}: not a plain GELU BERT model")
@@ -119,13 +122,15 @@ def convert_bert(model_dir: Path, out_path: Path, general_name: str) -> None:
         raise ValueError(f"vocab.txt has {len(vocab.tokens)} tokens, config.json says otherwise")
     writer = gguf.GGUFWriter(str(out_path), arch="bert")
     writer.add_name(general_name)
-    _add_hyperparameters(writer, config, _pooling_type(model_dir))
+    _add_hyperparameters(writer, config, pooling or _pooling_type(model_dir))
     _add_vocab(writer, vocab, config.get("type_vocab_size", 2))
     weights = load_file(model_dir / "model.safetensors")
     for hf_name, values in sorted(weights.items()):
         name = gguf_tensor_name(hf_name)
         if name is not None:
             writer.add_tensor(name, _stored(name, values))
+    for name, values in sorted((head or {}).items()):
+        writer.add_tensor(name, _stored(name, values))
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
     writer.write_tensors_to_file()

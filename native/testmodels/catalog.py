@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from native import paths
-from native.testmodels import bert_convert, sources
+from native.testmodels import bert_convert, bert_reranker, sources
 from native.testmodels.random_llama import LlamaSpec, write_random_llama
 
 GENERATOR_VERSION = 1
@@ -100,9 +100,19 @@ def _write_minilm(out: Path) -> None:
     bert_convert.convert_bert(sources.minilm_dir(), out, "all-MiniLM-L6-v2")
 
 
+def _reranker_parameters() -> dict[str, object]:
+    return {**_minilm_parameters(), "head_seed": bert_reranker.HEAD_SEED}
+
+
+def _write_reranker(out: Path) -> None:
+    bert_reranker.write_reranker(sources.minilm_dir(), out, n_embd=384)
+
+
 RECIPES: dict[str, ModelRecipe] = {
     "tiny-bpe": _llama_recipe(TINY_BPE),
     "tiny-spm": _llama_recipe(TINY_SPM),
     "bench": _llama_recipe(BENCH),
     "minilm": ModelRecipe(_minilm_parameters, _write_minilm),
+    # MiniLM's encoder and WordPiece vocabulary with a random classifier head, rank pooling.
+    "minilm-reranker": ModelRecipe(_reranker_parameters, _write_reranker),
 }
