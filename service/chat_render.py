@@ -7,21 +7,23 @@ from typing import Any
 from google.protobuf import json_format
 
 from service.engine.params import ParamError
+from service.prompts import Json
 from service.runtime import Runtime
+from service.tool_choice import tool_choice_of
+from service.typed_inputs import role_of, tool_json
 
 
 def render_chat(rt: Runtime, request: Any) -> str:
     """The prompt text for a ChatCompletionRequest (also ApplyTemplate's answer).
 
-    Raises ParamError for an empty conversation, TemplateError for one the template refuses.
+    Raises ParamError for an empty conversation, a bad tool choice or a grammar beside tools
+    (as llama-server, for both routes), TemplateError for one the template refuses.
     """
-    messages = [json_format.MessageToDict(m, preserving_proto_field_name=True)
-                for m in request.messages]
-    for m, raw in zip(messages, request.messages, strict=True):
-        if raw.HasField("content_parts"):
-            m["content"] = m.pop("content_parts").get("parts", [])
-    tools = [json_format.MessageToDict(t, preserving_proto_field_name=True)
-             for t in request.tools] or None
+    messages = [_message_json(m) for m in request.messages]
+    tools = [tool_json(t) for t in request.tools] or None
+    choice = tool_choice_of(request)  # checked even without tools, as llama-server does
+    if tools and choice.mode != "none" and request.HasField("grammar"):
+        raise ParamError("Cannot use custom grammar constraints with tools.")
     kwargs = (json_format.MessageToDict(request.chat_template_kwargs)
               if request.HasField("chat_template_kwargs") else {})
     add_gen = request.add_generation_prompt if request.HasField(
@@ -34,3 +36,15 @@ def render_chat(rt: Runtime, request: Any) -> str:
     return template.render(messages, add_generation_prompt=add_gen and not prefill,
                            continue_final_message=prefill, tools=tools,
                            extra_context={**dict(rt.config.chat.template_kwargs), **kwargs})
+
+
+def _message_json(raw: Any) -> dict[str, Json]:
+    """One message as OpenAI JSON: typed content parts as `content`, `typed_role` as `role`."""
+    m: dict[str, Json] = json_format.MessageToDict(raw, preserving_proto_field_name=True)
+    if raw.HasField("content_parts"):
+        m["content"] = m.pop("content_parts").get("parts", [])
+    m.pop("typed_role", None)
+    role = role_of(raw)
+    if role:
+        m["role"] = role
+    return m

@@ -12,6 +12,7 @@ from service.engine.events import Finished, Timings, TokenProbs
 from service.engine.params import CompletionParams, SamplingParams
 from service.engine.textstream import incomplete_utf8_tail
 from service.errors import ERROR_KINDS
+from service.typed_outputs import stop_type_enum
 
 
 def timings_msg(t: Timings, cache_n: int = 0) -> Any:
@@ -98,6 +99,7 @@ def final_completion_chunk(gen_id: str, index: int, fin: Finished, slot_id: int,
         id=gen_id, index=index, stop=True, id_slot=slot_id,
         tokens_predicted=len(fin.tokens), tokens_evaluated=fin.tokens_evaluated,
         timings=timings_msg(fin.timings, fin.tokens_cached), stop_type=fin.stop_type,
+        typed_stop_type=stop_type_enum(fin.stop_type),
         stopping_word=fin.stopping_word, truncated=fin.truncated,
         tokens_cached=fin.tokens_cached, model=model, prompt=prompt,
         generation_settings=settings, usage=usage_msg(fin))

@@ -16,7 +16,7 @@ T = TypeVar("T")
 # Serialized request size up to which preparation runs inline (~4k tokens of text or 1.5k token
 # ids); anything with a grammar, schema or tools goes to the pool whatever its size.
 INLINE_MAX_BYTES = 16 << 10
-_HEAVY_FIELDS = ("grammar", "json_schema", "response_format", "tools")
+_HEAVY_FIELDS = ("grammar", "json_schema", "json_schema_json", "response_format", "tools")
 # The workers' stacks: libllama's grammar parser recurses once per nesting level of a grammar
 # (service/grammar_limits.py bounds the depth; this leaves a wide margin).
 WORKER_STACK_BYTES = 256 << 20

@@ -12,14 +12,11 @@ from collections.abc import Iterable
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
-from google.protobuf import json_format
-
 from native import Vocab
 from service.engine.params import CompletionParams, ParamError, SamplingParams
 from service.grammar_limits import check_grammar
 from service.json_schema_grammar import grammar_for_request_schema, json_object_grammar
-from service.prompt_values import value_to_json
-from service.prompts import parse_logit_bias, parse_stop
+from service.typed_inputs import logit_bias_of, schema_of, stop_of
 
 # SamplingParams fields read in their own request shapes, not as optional scalars.
 _SAMPLING_SHAPED = frozenset({"logit_bias", "samplers", "dry_sequence_breakers", "grammar"})
@@ -53,7 +50,7 @@ def sampling_params(req: Any, defaults: SamplingParams, vocab: Vocab) -> Samplin
         s["dry_sequence_breakers"] = tuple(req.dry_sequence_breakers)
     if req.samplers:
         s["samplers"] = tuple(req.samplers)
-    bias = parse_logit_bias(value_to_json(req, "logit_bias"), vocab)
+    bias = logit_bias_of(req, vocab)
     if bias:
         s["logit_bias"] = bias
     if req.HasField("grammar"):
@@ -70,19 +67,21 @@ def sampling_params(req: Any, defaults: SamplingParams, vocab: Vocab) -> Samplin
 
 
 def schema_grammar(req: Any) -> str | None:
-    """The grammar for `json_schema`, or for a chat request's `response_format` (llama-server:
-    json_object -> any object, or its `schema`; json_schema -> json_schema.schema)."""
-    if req.HasField("json_schema"):
-        return grammar_for_request_schema(json_format.MessageToDict(req.json_schema))
+    """The grammar for `json_schema_json` / `json_schema`, or for a chat request's
+    `response_format` (llama-server: json_object -> any object, or its `schema`; json_schema ->
+    json_schema.schema); each schema's JSON text form wins over its Struct."""
+    schema = schema_of(req, "json_schema_json", "json_schema")
+    if schema is not None:
+        return grammar_for_request_schema(schema)
     fmt = getattr(req, "response_format", None)
     if fmt is None or not req.HasField("response_format") or fmt.type in ("", "text"):
         return None
     if fmt.type == "json_object":
-        if fmt.HasField("schema"):
-            return grammar_for_request_schema(json_format.MessageToDict(fmt.schema))
-        return json_object_grammar()
+        schema = schema_of(fmt, "schema_json", "schema")
+        return json_object_grammar() if schema is None else grammar_for_request_schema(schema)
     if fmt.type == "json_schema":
-        return grammar_for_request_schema(json_format.MessageToDict(fmt.json_schema.schema))
+        schema = schema_of(fmt.json_schema, "schema_json", "schema")
+        return grammar_for_request_schema({} if schema is None else schema)
     raise ParamError('response_format type must be one of "text", "json_object" or '
                      f'"json_schema", but got: {fmt.type}')
 
@@ -131,7 +130,7 @@ def completion_params(req: Any, defaults: Defaults, vocab: Vocab) -> CompletionP
     c["n_predict"] = resolve_n_predict(
         _first_set(req, ("n_predict", "max_tokens", "max_completion_tokens")),
         d.n_predict)
-    stop = parse_stop(value_to_json(req, "stop"))
+    stop = stop_of(req)
     if stop:
         c["stop"] = stop
     params = replace(d, sampling=sampling, post_sampling_probs=req.post_sampling_probs,

@@ -27,6 +27,7 @@ from service.messages import (
 )
 from service.rpc_errors import inband_error
 from service.runtime import Runtime
+from service.typed_outputs import set_finish_reason, set_role
 
 FINISH_REASON = {"eos": "stop", "word": "stop", "limit": "length"}
 
@@ -117,7 +118,7 @@ def openai_chunk(msg: Any, created: int, model: str) -> Any:
         return out
     choice = out.choices.add(index=msg.index, text=msg.content, tokens=msg.tokens)
     if msg.stop:
-        choice.finish_reason = FINISH_REASON.get(msg.stop_type, "stop")
+        set_finish_reason(choice, FINISH_REASON.get(msg.stop_type, "stop"))
         copy_final_fields(msg, out)
     if msg.completion_probabilities:
         choice.logprobs.content.extend(msg.completion_probabilities)
@@ -135,16 +136,16 @@ def chat_chunk(msg: Any, created: int, model: str, stream: bool, first: bool) ->
         return out
     choice = out.choices.add(index=msg.index, tokens=msg.tokens)
     if not stream:
-        choice.message.role = "assistant"
+        set_role(choice.message, "assistant")
         choice.message.content = msg.content
     elif first:
-        choice.delta.role = "assistant"
+        set_role(choice.delta, "assistant")
     if stream and msg.content:
         choice.delta.content = msg.content
     if msg.completion_probabilities:
         choice.logprobs.content.extend(msg.completion_probabilities)
     if msg.stop:
-        choice.finish_reason = FINISH_REASON.get(msg.stop_type, "stop")
+        set_finish_reason(choice, FINISH_REASON.get(msg.stop_type, "stop"))
         copy_final_fields(msg, out)
     return out
 
@@ -154,5 +155,6 @@ def copy_final_fields(final: Any, out: Any) -> None:
     out.usage.CopyFrom(final.usage)
     out.timings.CopyFrom(final.timings)
     out.stop_type, out.stopping_word = final.stop_type, final.stopping_word
+    out.typed_stop_type = final.typed_stop_type
     out.truncated, out.tokens_cached = final.truncated, final.tokens_cached
     out.tokens_evaluated = final.tokens_evaluated
