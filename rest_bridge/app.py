@@ -19,6 +19,7 @@ from rest_bridge import (
     routes_openai,
     routes_server,
     routes_tokenize,
+    routes_webui,
 )
 from rest_bridge.auth import ApiKeyMiddleware, ApiKeys, public_routes
 from rest_bridge.direct import DirectRoutes
@@ -51,6 +52,8 @@ class BridgeSettings:
     sse_ping_interval: float = 30.0  # seconds of silence before an SSE keep-alive; <= 0: none
     cors: CorsSettings | None = field(default_factory=CorsSettings)  # None: no CORS headers
     grpc_credentials: grpc.ChannelCredentials | None = None  # None: plaintext channel
+    webui: bool = True  # the page at `/` (routes_webui); False: `/` is 404, as --no-webui
+    static_path: str | None = None  # --path: this directory's files at `/` instead
 
 
 def _split(csv: str) -> list[str]:
@@ -70,6 +73,16 @@ def _add_cors(app: FastAPI, cors: CorsSettings) -> None:
     )
 
 
+def _add_webui(app: FastAPI, settings: BridgeSettings) -> frozenset[tuple[str, str]]:
+    """The page at `/` or --path's files (after the API's routes); the public ones."""
+    if not settings.webui:
+        return frozenset()
+    if settings.static_path is not None:
+        routes_webui.mount_static_path(app, settings.api_prefix, settings.static_path)
+        return frozenset()  # as llama-server: --path's files need the key
+    return routes_webui.add_builtin_page(app, settings.api_prefix)
+
+
 class BridgeApp(FastAPI):
     """FastAPI, with a direct way in for the generation routes (rest_bridge.direct)."""
 
@@ -87,10 +100,11 @@ class BridgeApp(FastAPI):
 
 def create_app(grpc_target: str, api_keys: Sequence[str] = (), *, api_prefix: str = "",
                sse_ping_interval: float = 30.0, cors: CorsSettings | None = CorsSettings(),
-               grpc_credentials: grpc.ChannelCredentials | None = None) -> BridgeApp:
+               grpc_credentials: grpc.ChannelCredentials | None = None, webui: bool = True,
+               static_path: str | None = None) -> BridgeApp:
     """A FastAPI app serving llama-server's HTTP API through the gRPC service at grpc_target."""
     settings = BridgeSettings(grpc_target, tuple(api_keys), api_prefix.rstrip("/"),
-                              sse_ping_interval, cors, grpc_credentials)
+                              sse_ping_interval, cors, grpc_credentials, webui, static_path)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -110,7 +124,8 @@ def create_app(grpc_target: str, api_keys: Sequence[str] = (), *, api_prefix: st
                    routes_server):
         app.include_router(module.router, prefix=settings.api_prefix)
     install_error_handlers(app)
-    keys = ApiKeys(settings.api_keys, public_routes(settings.api_prefix))
+    public = public_routes(settings.api_prefix) | _add_webui(app, settings)
+    keys = ApiKeys(settings.api_keys, public)
     # Added last = outermost: CORS answers preflights and decorates 401s too.
     app.add_middleware(ApiKeyMiddleware, keys=keys)
     if settings.cors is not None:

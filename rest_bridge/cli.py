@@ -54,6 +54,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--cors-methods", default="GET, POST, DELETE, OPTIONS")
     p.add_argument("--cors-headers", default="*")
     p.add_argument("--no-cors-credentials", action="store_true")
+    p.add_argument("--no-webui", "--no-ui", dest="webui", action="store_false",
+                   help="serve no web page at / (it answers 404)")
+    p.add_argument("--path", dest="static_path", default=env("LLAMA_ARG_STATIC_PATH"),
+                   help="serve this directory's static files at / instead of the web page")
     p.add_argument("--verbose", action="store_true", help="log every request")
     p.add_argument("--keys-from-parent", action="store_true", help=argparse.SUPPRESS)
     return p
@@ -108,11 +112,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     keys = _api_keys(args)
     if args.keys_from_parent:
         keys = tuple(dict.fromkeys([*keys, *_keys_from_parent()]))
+    args.static_path = args.static_path or None  # llama-server's default is "": none
+    if args.static_path is not None and not Path(args.static_path).is_dir():
+        print(f"llama-rest-bridge: error: --path: not a directory: {args.static_path}",
+              file=sys.stderr)
+        return 2
     cors = CorsSettings(args.cors_origins, args.cors_methods, args.cors_headers,
                         not args.no_cors_credentials)
     app = create_app(args.grpc_target, keys, api_prefix=args.api_prefix,
                      sse_ping_interval=args.sse_ping_interval, cors=cors,
-                     grpc_credentials=_credentials(args))
+                     grpc_credentials=_credentials(args), webui=args.webui,
+                     static_path=args.static_path)
     unix = args.host.endswith(".sock")
     config = uvicorn.Config(
         app, host="" if unix else args.host, port=args.port, uds=args.host if unix else None,
