@@ -4,7 +4,8 @@ CompletionChunk messages.
 Streaming: one event per message with text or tokens (`stop` false), then the final object.
 Not streaming: one final object per prompt with the whole `content` (`tokens` only with
 return_tokens, `completion_probabilities` when n_probs asked for them); several prompts give
-a JSON array. `response_fields` picks fields of the final object, moving `a/b` up as `b`.
+a JSON array. `response_fields` picks fields of the final object: `a/b` is the value at that
+path, kept under the literal key "a/b" (as the pinned llama-server keeps it).
 """
 
 from __future__ import annotations
@@ -48,8 +49,8 @@ def final_json(m: Any, content: str, tokens: list[int], has_new_line: bool,
 
 
 def pick_fields(obj: dict[str, Json], paths: Sequence[str]) -> dict[str, Json]:
-    """llama-server's response_fields: keep the listed paths; `a/b` lands at the top as `b`;
-    missing paths are left out silently."""
+    """llama-server's response_fields: keep the listed paths, each under its own name (`a/b`
+    too); missing paths are left out silently."""
     if not paths:
         return obj
     out: dict[str, Json] = {}
@@ -60,7 +61,7 @@ def pick_fields(obj: dict[str, Json], paths: Sequence[str]) -> dict[str, Json]:
                 break
             value = value[part]
         else:
-            out[path.rsplit("/", 1)[-1]] = value
+            out[path] = value
     return out
 
 

@@ -16,6 +16,7 @@ from service.engine.params import CompletionParams, ParamError
 from service.engine.task import EventSink, Task
 from service.errors import context_overflow
 from service.generation import new_request_id
+from service.infill import InfillBudget, check_fim_support, infill_inputs, infill_prompt
 from service.prompt_values import prompt_json, token_prompts
 from service.prompts import split_prompts, tokenize_prompt
 from service.request_params import completion_params
@@ -82,6 +83,19 @@ def build_openai_completion(rt: Runtime, req: Any, gen_id: str) -> GenerationReq
     if refused:
         raise ParamError(refused)
     return build_completion(rt, req, gen_id)
+
+
+def build_infill(rt: Runtime, req: Any, gen_id: str) -> GenerationRequest:
+    """For Infill: the fill-in-the-middle prompt of service.infill, one prompt per request."""
+    vocab = rt.model.vocab
+    check_fim_support(vocab)  # before anything else, as llama-server checks the model first
+    params = completion_params(req, rt.request_defaults, vocab)
+    prefix, suffix, extra, prompt = infill_inputs(req)
+    budget = InfillBudget(rt.config.context.n_batch, rt.defaults.n_predict,
+                          rt.engine.n_ctx_slot, rt.config.endpoints.spm_infill)
+    tokens = infill_prompt(vocab, prefix, suffix, extra,
+                           vocab.tokenize(prompt, add_special=False, parse_special=True), budget)
+    return GenerationRequest(gen_id, _checked(rt, [tokens]), params, req.stream, _priority(req))
 
 
 def build_chat(rt: Runtime, req: Any, gen_id: str) -> GenerationRequest:

@@ -30,6 +30,7 @@ from service.generation_request import (
     GenerationRequest,
     build_chat,
     build_completion,
+    build_infill,
     build_openai_completion,
     generation_id,
     make_tasks,
@@ -104,6 +105,9 @@ class LlamaServicer(EmbeddingServicer, ServicerBase,
 
     def OpenAICompletion(self, request: Any, context: Context) -> AsyncIterator[Any]:
         return self._generate(request, context, "cmpl", build_openai_completion, _openai)
+
+    def Infill(self, request: Any, context: Context) -> AsyncIterator[Any]:
+        return self._generate(request, context, "cmpl", build_infill, _as_is)
 
     def ChatCompletion(self, request: Any, context: Context) -> AsyncIterator[Any]:
         return self._generate(request, context, "chatcmpl", build_chat, _chat)

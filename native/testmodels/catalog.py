@@ -49,6 +49,23 @@ TINY_SPM = dataclasses.replace(
     seed=2,
 )
 
+# Fill-in-the-middle models (Infill): StarCoder's vocabulary has FIM prefix/suffix/middle and
+# also <repo_name> (5) and <file_sep> (6), which llama.cpp does not pick up by name: named here,
+# they give the repo-level layout. DeepSeek Coder's has prefix/suffix/middle only, and a BOS.
+TINY_FIM_REPO = dataclasses.replace(
+    TINY_BPE,
+    general_name="llama-grpc tiny-fim-repo (random weights)",
+    vocab="starcoder",
+    token_ids=(("fim_rep_token_id", 5), ("fim_sep_token_id", 6)),
+    seed=5,
+)
+TINY_FIM = dataclasses.replace(
+    TINY_BPE,
+    general_name="llama-grpc tiny-fim (random weights)",
+    vocab="deepseek-coder",
+    seed=6,
+)
+
 # SmolLM2-135M's shape with Llama 3's 128k vocabulary and an untied output matrix: ~254M params.
 BENCH = LlamaSpec(
     general_name="llama-grpc bench (random weights, SmolLM2-135M shape)",
@@ -113,6 +130,8 @@ RECIPES: dict[str, ModelRecipe] = {
     "tiny-spm": _llama_recipe(TINY_SPM),
     "bench": _llama_recipe(BENCH),
     "minilm": ModelRecipe(_minilm_parameters, _write_minilm),
+    "tiny-fim-repo": _llama_recipe(TINY_FIM_REPO),
+    "tiny-fim": _llama_recipe(TINY_FIM),
     # MiniLM's encoder and WordPiece vocabulary with a random classifier head, rank pooling.
     "minilm-reranker": ModelRecipe(_reranker_parameters, _write_reranker),
 }

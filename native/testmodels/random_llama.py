@@ -45,13 +45,19 @@ class LlamaSpec:
     seed: int
     embedding_std: float = 0.02
     attention_gain: float = 2.0  # query/key weights' std, in units of 1/sqrt(fan_in)
+    # tokenizer.ggml.<name> ids set on top of the vocabulary's (e.g. fim_rep_token_id: a role
+    # the vocabulary has a token for but does not name)
+    token_ids: tuple[tuple[str, int], ...] = ()
 
     @property
     def head_dim(self) -> int:
         return self.n_embd // self.n_head
 
     def key_parameters(self) -> dict[str, object]:
-        return asdict(self)
+        params = asdict(self)
+        if not self.token_ids:  # keeps the cache keys of the models made before it existed
+            del params["token_ids"]
+        return params
 
 
 @dataclass(frozen=True)
@@ -145,6 +151,8 @@ def write_random_llama(spec: LlamaSpec, out_path: Path) -> None:
     writer = gguf.GGUFWriter(str(out_path), arch="llama")
     _add_hyperparameters(writer, spec, n_vocab)
     vocab_copy.add_fields(writer, tokenizer)
+    for name, token in spec.token_ids:
+        writer.add_uint32(f"tokenizer.ggml.{name}", token)
     writer.add_chat_template(sources.chat_template(spec.template))
     for plan in tensor_plans(spec, n_vocab):
         data, qtype = encode(_materialise(plan, spec.seed), plan.ggml_type)

@@ -26,10 +26,11 @@ from rest_bridge.shapes import sum_usage
 from rest_bridge.sse import KEEP_ALIVE, SSEResponse, frame, frames
 
 
-def test_pick_fields_unnests_paths() -> None:
+def test_pick_fields_unnests_paths_under_their_own_names() -> None:
     obj = {"content": "x", "generation_settings": {"n_predict": 5, "seed": 1}, "stop": True}
     assert pick_fields(obj, ["content", "generation_settings/n_predict", "missing/deep"]) == \
-        {"content": "x", "n_predict": 5}
+        {"content": "x", "generation_settings/n_predict": 5}
+    assert pick_fields(obj, [""]) == {}  # editor plugins' warm-up request asks for nothing
     assert pick_fields(obj, []) is obj
 
 
