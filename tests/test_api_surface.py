@@ -42,7 +42,6 @@ SERVICE = service_pb2.DESCRIPTOR.services_by_name["LlamaServer"]
 
 # RPCs the service does not serve yet: the generated base class answers them UNIMPLEMENTED.
 NOT_YET_SERVED: dict[str, str] = {
-    "Infill": "fill-in-the-middle (issue 20)",
     "SetProps": "POST /props (issue 19)",
     "ListSlots": "GET /slots (issue 19)",
     "SlotAction": "slot save / restore / erase (issue 19)",
@@ -72,9 +71,6 @@ _GENERATION = {
 NOT_YET_SERVED_FIELDS: dict[str, dict[str, str]] = {
     "CompletionRequest": {
         **_GENERATION,
-        "input_prefix": "Infill only, not served yet",
-        "input_suffix": "Infill only, not served yet",
-        "input_extra": "Infill only, not served yet",
     },
     "TypedPrompt": {"multimodal_data": _MEDIA},
     "EmbedRequest": {"image_data": "refused when given: " + _MEDIA},
