@@ -50,6 +50,10 @@ class NetSettings(Protocol):
     def cors_headers(self) -> str: ...
     @property
     def cors_credentials(self) -> bool: ...
+    @property
+    def webui(self) -> bool: ...
+    @property
+    def static_path(self) -> str | None: ...
 
 
 def grpc_target_for(host: str, grpc_port: int, tls: bool) -> str:
@@ -72,6 +76,10 @@ def bridge_argv(net: NetSettings, grpc_port: int, verbose: bool = False) -> list
             "--cors-headers", net.cors_headers]
     if not net.cors_credentials:
         argv.append("--no-cors-credentials")
+    if not net.webui:
+        argv.append("--no-webui")
+    elif net.static_path:
+        argv += ["--path", net.static_path]
     if tls:
         assert net.ssl_key_file and net.ssl_cert_file
         argv += ["--ssl-key-file", net.ssl_key_file, "--ssl-cert-file", net.ssl_cert_file,

@@ -179,6 +179,8 @@ class ServerNetConfig:
     cors_methods: str
     cors_headers: str
     cors_credentials: bool
+    webui: bool = True  # the REST bridge's page at / (--no-webui: none)
+    static_path: str | None = None  # --path: the bridge serves this directory at / instead
 
     @property
     def host(self) -> str:
@@ -428,6 +430,8 @@ def _net(s: Settings) -> ServerNetConfig:
         cors_methods=s.str_("cors_methods"),
         cors_headers=s.str_("cors_headers"),
         cors_credentials=s.bool_("cors_credentials"),
+        webui=s.bool_("webui"),
+        static_path=s.str_("static_path") or None,
     )
 
 

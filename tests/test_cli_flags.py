@@ -108,7 +108,7 @@ def test_realistic_llama_server_command_line() -> None:
     assert config.net.grpc_port == 50051
     assert config.net.api_keys == ("k1", "k2")
     assert any(n.startswith("--offline: accepted") for n in config.notices)
-    assert any(n.startswith("--no-webui: accepted") for n in config.notices)
+    assert config.net.webui is False  # the REST bridge serves no page at /
 
 
 def test_defaults_are_todays_llama_server() -> None:
@@ -170,8 +170,9 @@ def test_env_no_variants_turn_toggles_off() -> None:
     config = load_config([*MODEL, "--context-shift"], env)
     assert config.endpoints.slots is False  # the spec's LLAMA_ARG_NO_ENDPOINT_SLOTS
     assert config.context.context_shift is True  # the command line still wins
-    webui = load_config(MODEL, {"LLAMA_ARG_NO_WEBUI": "1"})
-    assert any(n.startswith("LLAMA_ARG_NO_WEBUI (environment") for n in webui.notices)
+    webui = load_config(MODEL, {"LLAMA_ARG_NO_WEBUI": "1"})  # an older llama-server's name
+    assert webui.net.webui is False
+    assert load_config(MODEL, {}).net.webui is True
 
 
 @pytest.mark.parametrize(

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from service.cli_flags.spec import FlagSpec, accepted, refused
+from service.cli_flags import values as v
+from service.cli_flags.spec import FlagSpec, accepted, implemented, refused
 
 CPU = "CPU affinity and scheduling"
 WEB_UI = "Web UI"
@@ -30,7 +31,7 @@ AGENT = "Agent tools and MCP"
 OTHER = "Other"
 
 _CPU_WHY = "ggml's CPU threads run with default affinity, priority and polling here"
-_UI_WHY = "llama-grpc-server has no web UI"
+_UI_WHY = "the web page (rest_bridge/webui) has no settings to configure"
 _SPEC_WHY = "speculative decoding is not supported, so draft settings have no effect"
 _MEDIA_WHY = "multimodal input is not supported, so this setting has no effect"
 _DOWNLOAD_WHY = "llama-grpc-server never downloads models; pass a local GGUF with -m"
@@ -47,6 +48,22 @@ def _ref(names: tuple[str, ...], group: str, reason: str, **kw: Any) -> FlagSpec
     return refused(names, group, reason, **kw)
 
 
+def _static_path(path: str) -> str:
+    return path and v.parse_directory(path)  # llama-server's default, "", serves the page
+
+
+# The REST bridge serves them (rest_bridge/routes_webui.py): our own page, not llama-server's.
+WEB_UI_FLAGS: tuple[FlagSpec, ...] = (
+    implemented(("--ui", "--webui"), "webui", WEB_UI,
+                "serve the web page (a chat in the browser) at / on the HTTP port",
+                negative=("--no-ui", "--no-webui"), env=("LLAMA_ARG_UI",),
+                negative_env=("LLAMA_ARG_NO_WEBUI",), default=True),
+    implemented(("--path",), "static_path", WEB_UI,
+                "serve this directory's static files at / instead of the web page",
+                metavar="PATH", env=("LLAMA_ARG_STATIC_PATH",), convert=_static_path,
+                default="", default_text="none"),
+)
+
 ACCEPTED_FLAGS: tuple[FlagSpec, ...] = (
     _acc(("-C", "--cpu-mask"), CPU, _CPU_WHY, metavar="M"),
     _acc(("-Cr", "--cpu-range"), CPU, _CPU_WHY, metavar="lo-hi"),
@@ -60,10 +77,6 @@ ACCEPTED_FLAGS: tuple[FlagSpec, ...] = (
     _acc(("--poll-batch",), CPU, _CPU_WHY, metavar="<0|1>"),
     _acc(("--numa",), CPU, "NUMA strategies are not applied", metavar="TYPE",
          env=("LLAMA_ARG_NUMA",)),
-    _acc(("--ui", "--webui"), WEB_UI, _UI_WHY, negative=("--no-ui", "--no-webui"),
-         env=("LLAMA_ARG_UI",), negative_env=("LLAMA_ARG_NO_WEBUI",)),
-    _acc(("--path",), WEB_UI, "no static files are served", metavar="PATH",
-         env=("LLAMA_ARG_STATIC_PATH",)),
     _acc(("--ui-config", "--webui-config"), WEB_UI, _UI_WHY, metavar="JSON",
          env=("LLAMA_ARG_UI_CONFIG",)),
     _acc(("--ui-config-file", "--webui-config-file"), WEB_UI, _UI_WHY, metavar="PATH",
