@@ -155,6 +155,7 @@ def copy_final_fields(final: Any, out: Any) -> None:
     out.usage.CopyFrom(final.usage)
     out.timings.CopyFrom(final.timings)
     out.stop_type, out.stopping_word = final.stop_type, final.stopping_word
-    out.typed_stop_type = final.typed_stop_type
+    if final.HasField("typed_stop_type"):
+        out.typed_stop_type = final.typed_stop_type
     out.truncated, out.tokens_cached = final.truncated, final.tokens_cached
     out.tokens_evaluated = final.tokens_evaluated

@@ -32,15 +32,18 @@ ROLE_ENUMS = {
 def set_finish_reason(choice: Any, reason: str) -> None:
     """A ChatChoice's or OpenAICompletionChoice's finish_reason and typed_finish_reason."""
     choice.finish_reason = reason
-    choice.typed_finish_reason = FINISH_REASONS.get(reason, typed_pb2.FINISH_REASON_UNSPECIFIED)
+    if reason in FINISH_REASONS:  # optional, as the string: left unset, Envoy prints nothing
+        choice.typed_finish_reason = FINISH_REASONS[reason]
 
 
 def set_role(message: Any, role: str) -> None:
     """A ChatResponseMessage's role and typed_role."""
     message.role = role
-    message.typed_role = ROLE_ENUMS.get(role, typed_pb2.ROLE_UNSPECIFIED)
+    if role in ROLE_ENUMS:
+        message.typed_role = ROLE_ENUMS[role]
 
 
-def stop_type_enum(stop_type: str) -> int:
-    """The StopType of a stop_type string (UNSPECIFIED for one it does not know)."""
-    return int(STOP_TYPES.get(stop_type, typed_pb2.STOP_TYPE_UNSPECIFIED))
+def stop_type_enum(stop_type: str) -> int | None:
+    """The StopType of a stop_type string (None, i.e. unset, for one it does not know)."""
+    found = STOP_TYPES.get(stop_type)
+    return None if found is None else int(found)

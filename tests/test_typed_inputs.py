@@ -309,7 +309,7 @@ def test_openai_completion_finish_reason_has_its_enum(grpc_stub: Any) -> None:
     assert final.choices[0].finish_reason == "length"
     assert final.choices[0].typed_finish_reason == typed_pb2.FINISH_REASON_LENGTH
     assert final.typed_stop_type == typed_pb2.STOP_TYPE_LIMIT
-    assert all(not c.typed_finish_reason for m in msgs[:-1] for c in m.choices)
+    assert not any(c.HasField("typed_finish_reason") for m in msgs[:-1] for c in m.choices)
 
 
 @pytest.mark.parametrize("stream", [True, False])
@@ -323,8 +323,11 @@ def test_chat_role_finish_reason_and_stop_type_have_their_enums(grpc_stub: Any,
     assert choice.finish_reason == "length"
     assert choice.typed_finish_reason == FINISH_REASONS["length"]
     assert final.stop_type == "limit" and final.typed_stop_type == typed_pb2.STOP_TYPE_LIMIT
-    for m in msgs[1:]:
-        assert not m.choices[0].delta.typed_role
+    for m in msgs[1:]:  # unset, not UNSPECIFIED: a transcoder prints nothing for them
+        assert not m.choices[0].delta.HasField("typed_role")
+    for m in msgs[:-1]:
+        assert not m.HasField("typed_stop_type")
+        assert not m.choices[0].HasField("typed_finish_reason")
 
 
 def test_the_rest_bridge_writes_no_enum_companions(grpc_stub: Any) -> None:
