@@ -151,3 +151,13 @@ def test_refusals(fim_stub: Any, grpc_service: Any) -> None:
     _, code, details = _infill(grpc_service.stub(), input_prefix="a", input_suffix="b")
     assert code == grpc.StatusCode.UNIMPLEMENTED
     assert details.startswith("Infill is not supported by this model: prefix token is missing.")
+
+
+@pytest.mark.slow
+def test_spm_infill_puts_the_suffix_first() -> None:
+    with running_service(ensure_model("tiny-fim-repo"), "--spm-infill", ctx=512,
+                         parallel=1) as svc:
+        messages, code, details = _infill(svc.stub(), input_prefix="PRE", input_suffix="SUF",
+                                          n_predict=1)
+    assert code == grpc.StatusCode.OK, details
+    assert messages[-1].prompt == "<fim_suffix>SUF<fim_prefix>PRE<fim_middle>"

@@ -219,10 +219,10 @@ SERVER_FLAGS: tuple[FlagSpec, ...] = (
     implemented(
         ("-sp", "--special"), "special", ENDPOINTS, "output special tokens", default=False,
     ),
-    planned(
+    implemented(
         ("--spm-infill",), "spm_infill", ENDPOINTS,
         "use the Suffix/Prefix/Middle pattern for infill (some models prefer it)",
-        "infill (Infill, /infill) is not served yet", default=False, honoured_values=(False,),
+        default=False,
     ),
     implemented(
         ("--embd-normalize",), "embd_normalize", ENDPOINTS,
