@@ -132,7 +132,7 @@ def create_app(grpc_target: str, api_keys: Sequence[str] = (), *, api_prefix: st
         _add_cors(app, settings.cors)
     app.direct = DirectRoutes(
         {settings.api_prefix + path: endpoint
-         for module in (routes_completion, routes_openai)
+         for module in (routes_completion, routes_openai, routes_embedding)
          for path, endpoint in module.routes.endpoints.items()},
         keys, vary_origin=settings.cors is not None)
     return app

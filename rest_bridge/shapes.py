@@ -24,7 +24,9 @@ def timings_json(t: Any) -> dict[str, Json]:
 
 
 def progress_json(p: Any) -> dict[str, Json]:
-    return {"total": p.total, "cache": p.cache, "processed": p.processed, "time_ms": p.time_ms}
+    # llama-server writes whole milliseconds
+    return {"total": p.total, "cache": p.cache, "processed": p.processed,
+            "time_ms": int(p.time_ms)}
 
 
 def usage_json(u: Any) -> dict[str, Json]:

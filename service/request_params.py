@@ -22,7 +22,7 @@ from service.typed_inputs import logit_bias_of, schema_of, stop_of
 _SAMPLING_SHAPED = frozenset({"logit_bias", "samplers", "dry_sequence_breakers", "grammar"})
 # CompletionParams fields a request sets by name when present.
 _COMPLETION_FIELDS = ("n_indent", "n_keep", "id_slot", "cache_prompt", "ignore_eos", "n_probs",
-                      "t_max_predict_ms")
+                      "t_max_predict_ms", "n_discard")
 
 
 @dataclass(frozen=True)
@@ -135,6 +135,7 @@ def completion_params(req: Any, defaults: Defaults, vocab: Vocab) -> CompletionP
         c["stop"] = stop
     params = replace(d, sampling=sampling, post_sampling_probs=req.post_sampling_probs,
                      return_tokens=req.return_tokens, timings_per_token=req.timings_per_token,
+                     return_progress=req.return_progress and req.stream, streaming=req.stream,
                      **c)
     params.validate(defaults.n_slots)
     return params

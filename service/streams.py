@@ -16,7 +16,7 @@ from typing import Any
 
 from llama.v1 import chat_pb2, completion_pb2
 
-from service.engine.events import Chunk, Event, Failed, Finished, Started
+from service.engine.events import Chunk, Event, Failed, Finished, Progress, Started
 from service.errors import ServiceError
 from service.generation_request import GenerationRequest
 from service.messages import (
@@ -59,8 +59,17 @@ class CompletionStream:
             return None
         if isinstance(event, Started):
             self.slot_of[index] = event.slot_id
-            return (completion_pb2.CompletionChunk(id=req.id, index=index, id_slot=event.slot_id)
-                    if req.stream else None)
+            if not req.stream:
+                return None
+            msg = completion_pb2.CompletionChunk(id=req.id, index=index, id_slot=event.slot_id)
+            if req.params.return_progress:  # llama-server's first message is then the 0% one
+                _set_progress(msg, event.n_prompt, event.tokens_cached, event.tokens_cached, 0)
+            return msg
+        if isinstance(event, Progress):  # only sent to streams that asked (return_progress)
+            msg = completion_pb2.CompletionChunk(id=req.id, index=index,
+                                                 id_slot=self.slot_of.get(index, -1))
+            _set_progress(msg, event.total, event.cache, event.processed, event.time_ms)
+            return msg
         if isinstance(event, Finished):
             return self._final(index, event, prompt_text)
         if isinstance(event, Failed):
@@ -99,6 +108,11 @@ class CompletionStream:
         return [self.parts[i] for i in sorted(self.parts)]
 
 
+def _set_progress(msg: Any, total: int, cache: int, processed: int, time_ms: float) -> None:
+    p = msg.prompt_progress
+    p.total, p.cache, p.processed, p.time_ms = total, cache, processed, time_ms
+
+
 def _content_chunk(rt: Runtime, req: GenerationRequest, index: int, event: Chunk,
                    slot: int) -> Any:
     msg = completion_pb2.CompletionChunk(
@@ -117,6 +131,8 @@ def openai_chunk(msg: Any, created: int, model: str) -> Any:
         out.error.CopyFrom(msg.error)
         return out
     choice = out.choices.add(index=msg.index, text=msg.content, tokens=msg.tokens)
+    if msg.HasField("prompt_progress"):
+        out.prompt_progress.CopyFrom(msg.prompt_progress)
     if msg.stop:
         set_finish_reason(choice, FINISH_REASON.get(msg.stop_type, "stop"))
         copy_final_fields(msg, out)
@@ -138,10 +154,12 @@ def chat_chunk(msg: Any, created: int, model: str, stream: bool, first: bool) ->
     if not stream:
         set_role(choice.message, "assistant")
         choice.message.content = msg.content
-    elif first:
+    elif first or msg.HasField("prompt_progress"):  # as llama-server's
         set_role(choice.delta, "assistant")
     if stream and msg.content:
         choice.delta.content = msg.content
+    if msg.HasField("prompt_progress"):
+        out.prompt_progress.CopyFrom(msg.prompt_progress)
     if msg.completion_probabilities:
         choice.logprobs.content.extend(msg.completion_probabilities)
     if msg.stop:

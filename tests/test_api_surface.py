@@ -42,10 +42,7 @@ SERVICE = service_pb2.DESCRIPTOR.services_by_name["LlamaServer"]
 
 # RPCs the service does not serve yet: the generated base class answers them UNIMPLEMENTED.
 NOT_YET_SERVED: dict[str, str] = {
-    "SetProps": "POST /props (issue 19)",
-    "ListSlots": "GET /slots (issue 19)",
     "SlotAction": "slot save / restore / erase (issue 19)",
-    "GetMetrics": "GET /metrics (issue 19)",
     "ListLoraAdapters": "GET /lora-adapters (issue 19)",
     "SetLoraAdapters": "POST /lora-adapters (issue 19)",
 }
@@ -55,10 +52,8 @@ NOT_YET_SERVED: dict[str, str] = {
 _MEDIA = "multimodal input needs --mmproj, which is refused: to be refused per request too"
 _SPECULATIVE = "no speculative decoding (--spec-* / --model-draft are refused)"
 _GENERATION = {
-    "n_discard": "a context shift discards half of what follows n_keep (issue 19)",
     "n_cache_reuse": "no KV-shift cache reuse (--cache-reuse has no effect either)",
     "stream_options": "REST bridge only (include_usage); gRPC streams always carry usage",
-    "return_progress": "no prompt_progress messages yet (issue 19)",
     "response_fields": "REST bridge only: gRPC responses keep every field (issue 20)",
     "lora": "per-request LoRA scales: the start-up --lora scales apply (issue 19)",
     "image_data": _MEDIA,

@@ -22,8 +22,9 @@ from native import Context, LlamaError, Model
 from service.engine.arrival import ARRIVAL_WAIT_S, BURST_WINDOW_S, Arrival, ArrivalCounter
 from service.engine.chains import build_task_chain
 from service.engine.embedding import read_embedding
-from service.engine.events import Chunk, Event, Failed, Finished, Started, TokenProbs
+from service.engine.events import Chunk, Event, Failed, Finished, Progress, Started, TokenProbs
 from service.engine.executor import NO_TOKEN_SELECTED, Executor
+from service.engine.monitor import Monitor
 from service.engine.scheduler import Limits, Load, Plan, Scheduler
 from service.engine.slots import Slot
 from service.engine.task import EventSink, LoopSink, Task
@@ -81,6 +82,8 @@ class Engine:
             kv_shared=ctx.n_ctx_seq * ctx.n_seq_max > ctx.n_ctx,
             slot_prompt_similarity=self.settings.slot_prompt_similarity), self.slots)
         self.executor = Executor(ctx, self.settings.sampling_threads)
+        self.monitor = Monitor(self.slots, ctx.n_ctx)  # what /metrics and /slots read
+        self.monitor.publish(self.stats, self.scheduler)
         self.rules = StopRules(eog=self.eog, n_ctx_seq=ctx.n_ctx_seq,
                                can_shift=self.settings.context_shift and ctx.can_shift,
                                add_bos=self.vocab.add_bos)
@@ -178,6 +181,7 @@ class Engine:
                     self._fail(cast(Task, task), "internal", "internal error in the engine step")
             finally:
                 self._deliver()
+                self.monitor.publish(self.stats, self.scheduler)
         for task in list(self.scheduler.pending()):
             self._fail(cast(Task, task), "unavailable", "server is shutting down")
         self._deliver()
@@ -250,6 +254,7 @@ class Engine:
             return
         self.scheduler.advance(plan)
         self._account(plan, t0, time.perf_counter())
+        self._progress(plan)
         wanted = []
         for task in ready:
             if task.embedding:
@@ -264,12 +269,15 @@ class Engine:
                 self._fail(task, kind, f"sampling failed: {result}")
             else:
                 self._on_token(task, *result)
+        self.monitor.sampled(wanted, time.perf_counter())
 
     def _apply(self, plan: Plan) -> None:
         """A plan's cancellations, memory operations and admissions (their Started events
         are delivered at once)."""
         for task in plan.cancelled:
             self._end(cast(Task, task), Failed("cancelled", "generation cancelled"))
+        if plan.cancelled:
+            self.monitor.cancelled(len(plan.cancelled))
         self.executor.apply_memory(plan, self.scheduler)
         for adm in plan.admitted:
             self._start(cast(Task, adm.request))
@@ -316,6 +324,7 @@ class Engine:
                 return
         assert task.slot is not None
         self._emit(task, Started(task.id, task.slot.id, len(task.prompt), task.n_cached))
+        self.monitor.started(task)
 
     def _account(self, plan: Plan, t0: float, t1: float) -> None:
         n_gen = sum(1 for w in plan.work if w.request.generating)
@@ -326,6 +335,16 @@ class Engine:
         self.stats.prompt_tokens_total += n_prompt
         self.stats.prompt_seconds_total += dt * n_prompt / total
         self.stats.tokens_predicted_seconds_total += dt * n_gen / total
+
+    def _progress(self, plan: Plan) -> None:
+        """llama-server's prompt_progress after each decode of a prompt chunk, for requests
+        that asked for it (return_progress, streaming)."""
+        now = time.perf_counter()
+        for w in plan.work:
+            task = cast(Task, w.request)
+            if not task.generating and task.params.return_progress:
+                self._emit(task, Progress(task.n_prompt, task.n_cached, task.n_past,
+                                          (now - task.t_start) * 1e3))
 
     def _on_token(self, task: Task, token: int, probs: TokenProbs | None) -> None:
         accept(task, token, probs)
@@ -357,6 +376,7 @@ class Engine:
 
     def _end(self, task: Task, event: Event) -> None:
         self._emit(task, event)
+        self.monitor.ended(task, isinstance(event, Finished))
         task.release_chain()
         self.stats.requests_processing = len(self.scheduler.running)
 

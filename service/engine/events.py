@@ -52,6 +52,16 @@ class Started:
 
 
 @dataclass(frozen=True)
+class Progress:
+    """Prompt processing so far (llama-server's prompt_progress; return_progress)."""
+
+    total: int  # prompt tokens
+    cache: int  # of which reused from the slot's cache
+    processed: int  # in the cells now, cache included
+    time_ms: float  # since the request took its slot
+
+
+@dataclass(frozen=True)
 class Chunk:
     text: str
     tokens: tuple[int, ...]
@@ -86,4 +96,4 @@ class Embedded:
     n_tokens: int  # tokens evaluated
 
 
-Event = Started | Chunk | Finished | Failed | Embedded
+Event = Started | Progress | Chunk | Finished | Failed | Embedded

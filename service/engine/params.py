@@ -120,6 +120,9 @@ class CompletionParams:
     cache_prompt: bool = True
     return_tokens: bool = False
     timings_per_token: bool = False
+    return_progress: bool = False  # prompt_progress messages (streaming requests only)
+    n_discard: int = 0  # tokens a context shift drops after n_keep; 0: half of them
+    streaming: bool = True  # the request streams (reported by /slots as `stream`)
     sampling: SamplingParams = field(default_factory=SamplingParams)
 
     def validate(self, n_slots: int) -> None:
@@ -136,6 +139,8 @@ class CompletionParams:
                              field="id_slot")
         if any(not isinstance(s, str) for s in self.stop) or len(self.stop) > 64:
             raise ParamError("stop must be a string or a list of at most 64 strings")
+        if self.n_discard < 0:  # CVE-2026-21869: a negative one overflowed llama-server's heap
+            raise ParamError("n_discard must be >= 0 (0: half of the tokens after n_keep)")
         if self.n_indent < 0:
             raise ParamError("n_indent must be >= 0", field="n_indent")
         self.sampling.validate()

@@ -58,12 +58,15 @@ def stop_reason(task: Task, token: int, rules: StopRules) -> str | None:
 
 def shift_span(task: Task, rules: StopRules) -> tuple[int, int] | None:
     """For a full slot: (n_keep, n_discard) of llama-server's context shift, or None when the
-    context cannot shift (off, unsupported, or nothing left to discard)."""
+    context cannot shift (off, unsupported, or nothing left to discard). n_discard is the
+    request's when it gives one (at most all but one of the tokens after n_keep), else half."""
     if not rules.can_shift:
         return None
     n_keep = task.n_prompt if task.params.n_keep < 0 else task.params.n_keep
     n_keep = min(n_keep + (1 if rules.add_bos else 0), task.n_past - 2)
-    n_discard = (task.n_past - n_keep) // 2
+    n_left = task.n_past - n_keep
+    # The request's n_discard (validated >= 0), else half; never all that follows n_keep.
+    n_discard = min(task.params.n_discard or n_left // 2, max(n_left - 1, 0))
     if n_keep < 0 or n_discard <= 0:
         return None
     return n_keep, n_discard

@@ -1,0 +1,212 @@
+"""GET /metrics (GetMetrics): the engine's published snapshot as Prometheus text and typed fields.
+
+The `llamacpp:` names, types and meanings are the pinned llama-server's (tools/server:
+server_task_result_metrics::to_metrics), plus `kv_cache_usage_ratio` and `kv_cache_tokens`,
+which the spec documents. Two gauges are averages over the window since the previous scrape, as
+llama-server's: `prompt_tokens_seconds` (prompt tokens over the decode time spent on prompts)
+and `predicted_tokens_seconds` (over the requests that ended in the window: their tokens after
+the first over their generation time, a per-stream rate). `n_tokens_max` is written as a gauge:
+prometheus-client writes every counter's samples with a `_total` suffix, and the name is kept.
+
+Ours, under `llamagrpc:`: time to first token, the time between two tokens of a request (one
+engine step), queue wait (histograms, seconds), cancelled and finished requests, KV cells
+reserved vs used, decodes redone for a burst, and the memory llama.h lets us see (the model's
+weights, the KV cache computed from the model's shape and the cache types), plus the process's
+own memory and CPU (prometheus-client's process collector). Compute buffers and the split
+between host and device memory are not exposed by llama.h.
+
+Each server has its own CollectorRegistry (never the global one): several servers in one
+process (tests) do not share metrics.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+
+from llama.v1 import server_pb2
+from prometheus_client import CollectorRegistry, ProcessCollector, generate_latest
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.registry import Collector
+
+from service.engine.monitor import EngineSnapshot, Histogram
+
+CONTENT_TYPE = "text/plain; version=0.0.4"
+# Bytes per element of the KV cache types (ggml block sizes / elements per block).
+_KV_TYPE_BYTES = {"f32": 4.0, "f16": 2.0, "bf16": 2.0, "q8_0": 34 / 32, "q4_0": 18 / 32,
+                  "q4_1": 20 / 32, "iq4_nl": 18 / 32, "q5_0": 22 / 32, "q5_1": 24 / 32}
+
+
+@dataclass(frozen=True)
+class MemoryLedger:
+    """What llama.h tells about the memory in use (bytes; 0: not known)."""
+
+    model_weights: float
+    kv_cache: float
+
+
+def kv_cache_bytes(n_ctx: int, n_layer: int, n_embd: int, n_head: int, n_head_kv: int,
+                   type_k: str, type_v: str) -> float:
+    """The size of a full-attention KV cache of `n_ctx` cells (0 if a type is not known)."""
+    if n_head <= 0 or type_k not in _KV_TYPE_BYTES or type_v not in _KV_TYPE_BYTES:
+        return 0.0
+    per_layer = n_head_kv * (n_embd // n_head)
+    return float(n_ctx * n_layer * per_layer * (_KV_TYPE_BYTES[type_k] + _KV_TYPE_BYTES[type_v]))
+
+
+@dataclass
+class _Window:
+    """The cumulative values at the previous scrape (llama-server's buckets)."""
+
+    prompt_tokens: float = 0.0
+    prompt_seconds: float = 0.0
+    predicted_steps: float = 0.0
+    predicted_seconds: float = 0.0
+
+
+def _rate(count: float, seconds: float) -> float:
+    return count / seconds if seconds > 0 else 0.0
+
+
+class _SnapshotCollector(Collector):
+    """Yields the families made for the scrape in progress."""
+
+    def __init__(self) -> None:
+        self.families: list[Metric] = []
+
+    def collect(self) -> Iterable[Metric]:
+        return list(self.families)
+
+
+class Metrics:
+    """One per server: its registry, and the previous scrape for the windowed gauges."""
+
+    def __init__(self, memory: MemoryLedger) -> None:
+        self.memory = memory
+        self.registry = CollectorRegistry(auto_describe=False)
+        self._collector = _SnapshotCollector()
+        self.registry.register(self._collector)
+        ProcessCollector(namespace="llamagrpc", registry=self.registry)
+        self._window = _Window()
+        self._lock = threading.Lock()
+
+    def response(self, snap: EngineSnapshot) -> server_pb2.MetricsResponse:
+        """The typed metrics and their Prometheus text; starts a new averaging window."""
+        with self._lock:
+            s, c = snap.stats, snap.counters
+            w, now = self._window, _Window(s.prompt_tokens_total, s.prompt_seconds_total,
+                                           c.predicted_steps_total, c.predicted_seconds_total)
+            self._window = now
+            resp = server_pb2.MetricsResponse(
+                prompt_tokens_total=s.prompt_tokens_total,
+                prompt_seconds_total=s.prompt_seconds_total,
+                tokens_predicted_total=s.tokens_predicted_total,
+                tokens_predicted_seconds_total=c.predicted_seconds_total,
+                prompt_tokens_seconds=_rate(now.prompt_tokens - w.prompt_tokens,
+                                            now.prompt_seconds - w.prompt_seconds),
+                predicted_tokens_seconds=_rate(now.predicted_steps - w.predicted_steps,
+                                               now.predicted_seconds - w.predicted_seconds),
+                kv_cache_usage_ratio=_rate(snap.kv_cells_used, snap.kv_cells_total),
+                kv_cache_tokens=snap.kv_cells_used,
+                requests_processing=sum(1 for slot in snap.slots if slot.busy),
+                requests_deferred=snap.n_waiting,
+                n_decode_total=s.n_decode_total,
+                n_busy_slots_per_decode=s.n_busy_slots_total / max(s.n_decode_total, 1),
+                n_tokens_max=c.n_tokens_max)
+            self._collector.families = list(self._families(resp, snap))
+            resp.prometheus.content_type = CONTENT_TYPE
+            resp.prometheus.data = generate_latest(self.registry)
+            self._collector.families = []
+        return resp
+
+    def _families(self, r: server_pb2.MetricsResponse, snap: EngineSnapshot) -> Iterator[Metric]:
+        c = snap.counters
+        for name, doc, value in (
+                ("prompt_tokens", "Number of prompt tokens processed, excluding cached tokens",
+                 r.prompt_tokens_total),
+                ("prompt_tokens_cached", "Number of prompt tokens reused from the cache",
+                 c.prompt_tokens_cached_total),
+                ("prompt_seconds", "Total time spent processing prompts",
+                 r.prompt_seconds_total),
+                ("tokens_predicted", "Number of generation tokens processed",
+                 r.tokens_predicted_total),
+                ("tokens_predicted_seconds", "Total time spent generating tokens",
+                 r.tokens_predicted_seconds_total),
+                ("n_decode", "Total number of llama_decode() calls", r.n_decode_total),
+                ("spec_decode_num_draft_tokens", "Speculative: Total draft tokens generated",
+                 0),
+                ("spec_decode_num_accepted_tokens",
+                 "Speculative: Total draft tokens accepted by the target model", 0),
+                ("spec_decode_num_drafts",
+                 "Speculative: Total speculative decoding verification steps", 0)):
+            yield CounterMetricFamily(f"llamacpp:{name}", doc, value=value)
+        for name, doc, value in (
+                ("n_tokens_max", "Largest observed sequence length (prompt + generation)",
+                 r.n_tokens_max),
+                ("prompt_tokens_seconds", "Average prompt throughput in tokens/s",
+                 r.prompt_tokens_seconds),
+                ("predicted_tokens_seconds", "Average generation throughput in tokens/s",
+                 r.predicted_tokens_seconds),
+                ("kv_cache_usage_ratio", "KV-cache usage. 1 means 100 percent usage",
+                 r.kv_cache_usage_ratio),
+                ("kv_cache_tokens", "KV-cache tokens", r.kv_cache_tokens),
+                ("requests_processing", "Number of requests processing",
+                 r.requests_processing),
+                ("requests_deferred", "Number of requests deferred", r.requests_deferred),
+                ("n_busy_slots_per_decode",
+                 "Average number of busy slots per llama_decode() call",
+                 r.n_busy_slots_per_decode)):
+            yield GaugeMetricFamily(f"llamacpp:{name}", doc, value=value)
+        yield from self._ours(snap)
+
+    def _ours(self, snap: EngineSnapshot) -> Iterator[Metric]:
+        c = snap.counters
+        yield _histogram("time_to_first_token_seconds",
+                         "Time from a request's arrival to its first generated token",
+                         snap.ttft)
+        yield _histogram("inter_token_latency_seconds",
+                         "Time between two generated tokens of a request", snap.token_gap)
+        yield _histogram("queue_wait_seconds",
+                         "Time a request waited for a slot and its KV reservation",
+                         snap.queue_wait)
+        for name, doc, value in (
+                ("requests_cancelled", "Requests cancelled, waiting or running",
+                 c.requests_cancelled_total),
+                ("requests_finished", "Requests that ended with a stop (eos, word, limit)",
+                 c.requests_finished_total),
+                ("decodes_interrupted",
+                 "Prompt decodes interrupted and redone with a burst's newer requests",
+                 snap.stats.decodes_interrupted)):
+            yield CounterMetricFamily(f"llamagrpc:{name}", doc, value=value)
+        for name, doc, value in (
+                ("kv_cells_total", "KV cache cells of the context", snap.kv_cells_total),
+                ("kv_cells_used", "KV cells holding tokens (running and cached prompts)",
+                 snap.kv_cells_used),
+                ("kv_cells_reserved",
+                 "KV cells reserved by running requests (prompt + n_predict each)",
+                 snap.kv_cells_reserved),
+                ("requests_waiting", "Requests waiting for a slot or KV cells",
+                 snap.n_waiting),
+                ("slots_idle", "Slots with no request", snap.idle_slots)):
+            yield GaugeMetricFamily(f"llamagrpc:{name}", doc, value=value)
+        memory = GaugeMetricFamily(
+            "llamagrpc:memory_bytes", "Memory llama.cpp holds, by part, as far as llama.h "
+            "exposes it (the KV cache is computed from the model's shape)", labels=["part"])
+        memory.add_metric(["model_weights"], self.memory.model_weights)
+        memory.add_metric(["kv_cache"], self.memory.kv_cache)
+        yield memory
+
+
+def _histogram(name: str, doc: str, h: Histogram) -> Metric:
+    counts, total = h.read()
+    buckets, running = [], 0
+    for bound, n in zip((*h.bounds, float("inf")), counts, strict=True):
+        running += n
+        buckets.append(("+Inf" if bound == float("inf") else repr(bound), running))
+    return HistogramMetricFamily(f"llamagrpc:{name}", doc, buckets=buckets, sum_value=total)
