@@ -1,7 +1,7 @@
 """Server routes: GET /health (following gRPC health), GET/POST /props, GET /v1/models and
 /models, GET /slots, POST /slots/{id_slot}, GET /metrics, GET/POST /lora-adapters, and our
-GET /load and POST /cancel. Bare JSON arrays that the gRPC API wraps in a field are unwrapped
-here."""
+GET /load, GET /server-info and POST /cancel. Bare JSON arrays that the gRPC API wraps in a
+field are unwrapped here."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from typing import Any
 import grpc
 from fastapi import APIRouter, Request
 from grpc_health.v1 import health_pb2
-from llama.v1 import server_pb2
+from llama.v1 import server_info_pb2, server_pb2
 from starlette.responses import Response
 
 from rest_bridge.deps import Up, body_json, body_object, metadata
@@ -118,6 +118,13 @@ async def set_lora_adapters(request: Request, up: Up) -> Response:
 @router.get("/load")
 async def get_load(request: Request, up: Up) -> Response:
     resp = await up.llama.GetLoad(server_pb2.GetLoadRequest(), metadata=metadata(request))
+    return json_response(message_json(resp))
+
+
+@router.get("/server-info")
+async def get_server_info(request: Request, up: Up) -> Response:
+    resp = await up.llama.GetServerInfo(server_info_pb2.GetServerInfoRequest(),
+                                        metadata=metadata(request))
     return json_response(message_json(resp))
 
 

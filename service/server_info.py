@@ -1,15 +1,17 @@
-"""The server's own descriptions: /props, /v1/models and the engine's load, as llama.v1
-messages."""
+"""The server's own descriptions: /props, /v1/models, the engine's load and GetServerInfo, as
+llama.v1 messages."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from llama.v1 import server_pb2
+from llama.v1 import server_info_pb2, server_pb2
 
+from native.vocab import Vocab
 from service.engine.scheduler import Load
 from service.messages import generation_settings
 from service.runtime import Runtime
+from service.server_features import reranks
 
 
 def props_response(rt: Runtime, build_info: str) -> Any:
@@ -53,3 +55,44 @@ def load_response(load: Load) -> Any:
         kv_cells_reserved=load.kv_cells_reserved,
         slots=[server_pb2.SlotLoad(id=i, busy=busy, n_cells=n)
                for i, busy, n in load.slot_cells])
+
+
+API_VERSION = "llama.v1"
+# Nothing is parsed out of chat output yet (issue 18): text comes back as content.
+CHAT_FORMAT = "content-only"
+NO_PARSER = "none"
+_POOLING_NAMES = {-1: "unspecified", 0: "none", 1: "mean", 2: "cls", 3: "last", 4: "rank"}
+
+
+def server_info_response(rt: Runtime, build_info: str, features: list[str]) -> Any:
+    """GetServerInfo's answer. Walks the whole vocabulary once (the eog list): build it off
+    the event loop, once per runtime."""
+    ctx, cfg = rt.ctx, rt.config
+    resp = server_info_pb2.GetServerInfoResponse(
+        api_version=API_VERSION, features=features, build_info=build_info,
+        model=rt.model_name, n_vocab=rt.model.vocab.n_tokens)
+    resp.context.CopyFrom(server_info_pb2.ContextLimits(
+        n_ctx=ctx.n_ctx, n_ctx_slot=rt.engine.n_ctx_slot, n_ctx_train=rt.model.n_ctx_train,
+        total_slots=rt.n_slots, n_batch=ctx.n_batch, n_ubatch=ctx.n_ubatch,
+        max_queue=cfg.endpoints.max_queue))
+    resp.modalities.SetInParent()  # text only: --mmproj is refused
+    resp.embedding.CopyFrom(server_info_pb2.EmbeddingInfo(
+        embeddings=cfg.context.embeddings, reranking=reranks(rt),
+        pooling=_POOLING_NAMES.get(ctx.pooling, str(ctx.pooling)), n_embd=rt.model.n_embd))
+    caps = rt.templates.default.caps
+    resp.chat.CopyFrom(server_info_pb2.ChatInfo(
+        jinja=cfg.chat.use_jinja, chat_format=CHAT_FORMAT, tool_call_parser=NO_PARSER,
+        reasoning_parser=NO_PARSER, has_tool_use_template=rt.templates.tool_use is not None,
+        template_caps=server_info_pb2.ChatTemplateCaps(
+            **{f.name: getattr(caps, f.name)
+               for f in server_info_pb2.ChatTemplateCaps.DESCRIPTOR.fields})))
+    resp.special_tokens.CopyFrom(special_tokens(rt.model.vocab))
+    return resp
+
+
+def special_tokens(vocab: Vocab) -> Any:
+    fim = vocab.fim_tokens()
+    return server_info_pb2.SpecialTokens(
+        bos=vocab.bos, eos=vocab.eos, eot=vocab.eot, sep=vocab.sep, nl=vocab.nl, pad=vocab.pad,
+        eog=sorted(vocab.eog_tokens()), add_bos=vocab.add_bos, add_eos=vocab.add_eos,
+        **{f"fim_{name}": token for name, token in fim.items()})

@@ -142,6 +142,8 @@ CASES: dict[str, list[Case]] = {
     "GetProps": [Case("no input", server_pb2.GetPropsRequest(), OK, "", _one_slot)],
     "ListModels": [Case("no input", server_pb2.ListModelsRequest(), OK, "", _has_a_model)],
     "GetLoad": [Case("no input", _request_of("GetLoad"), OK, "", _one_slot)],
+    "GetServerInfo": [Case("no input", _request_of("GetServerInfo"), OK, "",
+                           lambda resp: _one_slot(resp.context))],
     **{rpc: [Case("not served yet", _request_of(rpc), UNIMPLEMENTED, "")] for rpc in UNSERVED},
 }
 

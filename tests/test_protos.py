@@ -62,6 +62,7 @@ EXPECTED_ROUTES = {
     ("GET", "/models"): "ListModels",
     ("POST", "/cancel"): "Cancel",
     ("GET", "/load"): "GetLoad",
+    ("GET", "/server-info"): "GetServerInfo",
 }
 
 
