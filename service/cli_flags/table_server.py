@@ -178,21 +178,20 @@ SERVER_FLAGS: tuple[FlagSpec, ...] = (
         "whether CORS allows credentials", negative=("--no-cors-credentials",),
         env=("LLAMA_ARG_CORS_CREDENTIALS",), default=True,
     ),
-    planned(
-        ("--metrics",), "metrics", ENDPOINTS, "enable the Prometheus metrics endpoint",
-        "the metrics endpoint (GetMetrics, /metrics) is not served yet",
-        env=("LLAMA_ARG_ENDPOINT_METRICS",), default=False, honoured_values=(False,),
+    implemented(
+        ("--metrics",), "metrics", ENDPOINTS,
+        "enable the Prometheus metrics endpoint (GetMetrics, GET /metrics)",
+        env=("LLAMA_ARG_ENDPOINT_METRICS",), default=False,
     ),
-    planned(
-        ("--slots",), "slots", ENDPOINTS, "expose the slots monitoring endpoint",
-        "the slots endpoint (ListSlots, /slots) is not served yet",
+    implemented(
+        ("--slots",), "slots", ENDPOINTS,
+        "expose the slots monitoring endpoint (ListSlots, GET /slots)",
         negative=("--no-slots",), env=("LLAMA_ARG_ENDPOINT_SLOTS",), default=True,
-        honoured_values=(False,),
     ),
-    planned(
-        ("--props",), "props", ENDPOINTS, "allow changing global properties via POST /props",
-        "changing properties (SetProps, POST /props) is not served yet",
-        env=("LLAMA_ARG_ENDPOINT_PROPS",), default=False, honoured_values=(False,),
+    implemented(
+        ("--props",), "props", ENDPOINTS,
+        "allow POST /props (SetProps; no property can be changed yet, as llama-server)",
+        env=("LLAMA_ARG_ENDPOINT_PROPS",), default=False,
     ),
     planned(
         ("--slot-save-path",), "slot_save_path", ENDPOINTS,
