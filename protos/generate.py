@@ -34,6 +34,8 @@ PROTO_ROOT = REPO_ROOT / "protos"
 PROTO_PACKAGE_DIR = Path("llama") / "v1"
 GEN_ROOT = REPO_ROOT / "gen"
 DESCRIPTOR_NAME = "llama_v1.pb"
+# In the descriptor set beside our protos (from googleapis-common-protos).
+EXTRA_DESCRIPTORS = ("google/rpc/error_details.proto",)
 
 
 @dataclass(frozen=True)
@@ -86,25 +88,28 @@ def include_dirs() -> list[Path]:
     return [PROTO_ROOT, well_known, googleapis_root]
 
 
+def _protoc(args: list[str]) -> None:
+    result = subprocess.run(args, capture_output=True, text=True, check=False)
+    diagnostics = (result.stdout + result.stderr).strip()
+    if result.returncode != 0 or diagnostics:
+        raise GenerationError(f"protoc exited {result.returncode}:\n{diagnostics}")
+
+
 def run_protoc(layout: OutputLayout) -> None:
     """Generate every output into ``layout``; raise on errors or warnings."""
     layout.python_dir.mkdir(parents=True, exist_ok=True)
     python_out = str(layout.python_dir)
     args = [sys.executable, "-m", "grpc_tools.protoc"]
     args += [f"--proto_path={path}" for path in include_dirs()]
-    args += [
-        f"--python_out={python_out}",
-        f"--pyi_out={python_out}",
-        f"--grpc_python_out={python_out}",
-        f"--descriptor_set_out={layout.descriptor}",
-        "--include_imports",
-        "--include_source_info",
-    ]
-    args += [str(path) for path in proto_sources()]
-    result = subprocess.run(args, capture_output=True, text=True, check=False)
-    diagnostics = (result.stdout + result.stderr).strip()
-    if result.returncode != 0 or diagnostics:
-        raise GenerationError(f"protoc exited {result.returncode}:\n{diagnostics}")
+    sources = [str(path) for path in proto_sources()]
+    _protoc([*args, f"--python_out={python_out}", f"--pyi_out={python_out}",
+             f"--grpc_python_out={python_out}", *sources])
+    # The descriptor set also holds the google.rpc error details our statuses carry: Envoy's
+    # transcoder (convert_grpc_status) prints them, and answers an empty body for a type it
+    # lacks. A run of its own, so that no Python is generated for them (gen/python would then
+    # shadow the installed google.rpc package).
+    _protoc([*args, f"--descriptor_set_out={layout.descriptor}", "--include_imports",
+             "--include_source_info", *sources, *EXTRA_DESCRIPTORS])
     package = layout.python_dir
     for part in PROTO_PACKAGE_DIR.parts:
         package = package / part

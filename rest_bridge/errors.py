@@ -2,7 +2,9 @@
 
 gRPC status codes map to HTTP status and error type through the table the service reports its
 errors with (api_common.errors.GRPC_TO_HTTP), so both sides agree; codes outside it are server
-errors.
+errors. The status's google.rpc details refine that (api_common.rich_status): the ErrorInfo
+reason CONTEXT_OVERFLOW is llama-server's 400 exceed_context_size_error with n_prompt_tokens
+and n_ctx, and a RetryInfo becomes a Retry-After header (whole seconds) on a 429 or 503.
 FastAPI's own failures (unknown route, wrong method, validation) get the same shape.
 """
 
@@ -10,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from typing import Any
 
 import grpc
@@ -18,7 +21,16 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
-from api_common.errors import GRPC_TO_HTTP
+from api_common import rich_status
+from api_common.errors import (
+    CONTEXT_OVERFLOW,
+    DOMAIN,
+    ERROR_KINDS,
+    GRPC_TO_HTTP,
+    NOT_SUPPORTED,
+    REASONS,
+    http_face,
+)
 
 _log = logging.getLogger(__name__)
 
@@ -34,15 +46,18 @@ _GRPC_STOCK_UNIMPLEMENTED = ("Method not implemented", "Method not found")
 
 
 class BridgeError(Exception):
-    """A failure to answer with llama-server's error object and this HTTP status."""
+    """A failure to answer with llama-server's error object and this HTTP status (`extra`:
+    more members of the error object; `headers`: of the response, e.g. Retry-After)."""
 
     def __init__(self, status: int, message: str, type_: str | None = None,
-                 extra: dict[str, Any] | None = None) -> None:
+                 extra: dict[str, Any] | None = None,
+                 headers: dict[str, str] | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
         self.type = type_ or _TYPE_OF_STATUS.get(status, "server_error")
         self.extra = extra or {}
+        self.headers = headers or {}
 
     @classmethod
     def invalid_request(cls, message: str) -> BridgeError:
@@ -50,12 +65,25 @@ class BridgeError(Exception):
 
     @classmethod
     def from_rpc(cls, e: grpc.aio.AioRpcError) -> BridgeError:
+        """From a failed call's status and its google.rpc details (the service's reason picks
+        llama-server's error type; RetryInfo becomes Retry-After)."""
         status, type_ = GRPC_TO_HTTP.get(e.code(), (500, "server_error"))
         message = e.details() or e.code().name
-        if e.code() == grpc.StatusCode.UNIMPLEMENTED and any(
-                stock in message for stock in _GRPC_STOCK_UNIMPLEMENTED):
+        details = rich_status.decode(e)
+        reason = REASONS.get(details.reason) if details.domain == DOMAIN else None
+        if reason is not None and ERROR_KINDS[reason.kind].grpc_code == e.code():
+            status, type_ = http_face(details.reason, reason.kind)
+        extra: dict[str, Any] = {}
+        if reason is not None and details.reason == CONTEXT_OVERFLOW:
+            extra = {k: _int(details.metadata.get(k)) for k in ("n_prompt_tokens", "n_ctx")}
+        if e.code() == grpc.StatusCode.UNIMPLEMENTED and (
+                any(stock in message for stock in _GRPC_STOCK_UNIMPLEMENTED)
+                or (details.reason == NOT_SUPPORTED and "method" in details.metadata)):
             message = "This server does not support this endpoint yet."
-        return cls(status, message, type_)
+        headers = {}
+        if details.retry_after is not None and status in (429, 503):
+            headers["Retry-After"] = str(max(1, math.ceil(details.retry_after)))
+        return cls(status, message, type_, extra, headers)
 
     @classmethod
     def from_info(cls, info: Any) -> BridgeError:
@@ -68,9 +96,16 @@ class BridgeError(Exception):
                           **self.extra}}
 
 
+def _int(value: str | None) -> int:
+    try:
+        return int(value or 0)
+    except ValueError:
+        return 0
+
+
 def error_response(err: BridgeError, headers: dict[str, str] | None = None) -> Response:
     body = json.dumps(err.body(), ensure_ascii=False, separators=(",", ":")).encode()
-    return Response(body, status_code=err.status, headers=headers,
+    return Response(body, status_code=err.status, headers={**err.headers, **(headers or {})},
                     media_type="application/json; charset=utf-8")
 
 
