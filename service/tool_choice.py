@@ -48,20 +48,22 @@ def tool_choice_of(request: Any) -> ToolChoice:
         names = {t.function.name for t in request.tools}
         if choice.function not in names:
             raise ParamError(f"tool_choice names the function {choice.function!r}, which is "
-                             "not one of the request's tools")
+                             "not one of the request's tools", field=_field(request))
     return choice
 
 
 def _typed(typed: Any) -> ToolChoice:
     mode = _TYPED_MODES.get(typed.mode)
     if mode is None:
-        raise ParamError(f"typed_tool_choice.mode: unknown value {typed.mode}")
+        raise ParamError(f"typed_tool_choice.mode: unknown value {typed.mode}",
+                         field="typed_tool_choice.mode")
     if not typed.HasField("function_name"):
         return ToolChoice(mode)
     if typed.mode not in (chat_pb2.TOOL_CHOICE_MODE_UNSPECIFIED,
                           chat_pb2.TOOL_CHOICE_MODE_REQUIRED):
         raise ParamError("typed_tool_choice.function_name is only allowed with "
-                         f"TOOL_CHOICE_MODE_REQUIRED, not with mode {mode!r}")
+                         f"TOOL_CHOICE_MODE_REQUIRED, not with mode {mode!r}",
+                         field="typed_tool_choice.function_name")
     return ToolChoice("required", typed.function_name)
 
 
@@ -70,7 +72,7 @@ def _from_json(value: Any) -> ToolChoice:
         return AUTO
     if isinstance(value, str):
         if value not in _MODES:
-            raise ParamError(f"Invalid tool_choice: {value}")
+            raise ParamError(f"Invalid tool_choice: {value}", field="tool_choice")
         return ToolChoice(value)
     if isinstance(value, dict):
         function = value.get("function")
@@ -78,4 +80,9 @@ def _from_json(value: Any) -> ToolChoice:
         if value.get("type") == "function" and isinstance(name, str) and name:
             return ToolChoice("required", name)
     raise ParamError('tool_choice must be "auto", "none", "required" or {"type": "function", '
-                     '"function": {"name": "..."}}')
+                     '"function": {"name": "..."}}', field="tool_choice")
+
+
+def _field(request: Any) -> str:
+    return ("typed_tool_choice.function_name" if request.HasField("typed_tool_choice")
+            else "tool_choice")

@@ -36,7 +36,7 @@ def stop_of(req: Any) -> tuple[str, ...]:
     """The stop strings of `stop` or `stop_sequences`."""
     if req.stop_sequences:
         if req.HasField("stop"):
-            raise ParamError("set either stop or stop_sequences, not both")
+            raise ParamError("set either stop or stop_sequences, not both", field="stop_sequences")
         return tuple(req.stop_sequences)
     return parse_stop(value_to_json(req, "stop"))
 
@@ -47,7 +47,8 @@ def logit_bias_of(req: Any, vocab: Vocab) -> tuple[tuple[int, float], ...]:
     if not req.typed_logit_bias:
         return parse_logit_bias(value_to_json(req, "logit_bias"), vocab)
     if req.HasField("logit_bias"):
-        raise ParamError("set either logit_bias or typed_logit_bias, not both")
+        raise ParamError("set either logit_bias or typed_logit_bias, not both",
+                         field="typed_logit_bias")
     out: dict[int, float] = {}
     for i, entry in enumerate(req.typed_logit_bias):
         bias = _typed_bias(entry, i)
@@ -60,13 +61,14 @@ def _typed_bias(entry: Any, i: int) -> float:
     effect = entry.WhichOneof("effect")
     if effect == "ban":
         if not entry.ban:
-            raise ParamError(f"typed_logit_bias[{i}]: ban must be true (to bias, set bias)")
+            raise ParamError(f"typed_logit_bias[{i}]: ban must be true (to bias, set bias)",
+                             field=f"typed_logit_bias[{i}].ban")
         return float("-inf")
     if effect != "bias":
-        raise ParamError(f"typed_logit_bias[{i}]: set bias or ban")
+        raise ParamError(f"typed_logit_bias[{i}]: set bias or ban", field=f"typed_logit_bias[{i}]")
     if not math.isfinite(entry.bias):
         raise ParamError(f"typed_logit_bias[{i}].bias must be a finite number (to ban the "
-                         "token, set ban)")
+                         "token, set ban)", field=f"typed_logit_bias[{i}].bias")
     return float(entry.bias)
 
 
@@ -75,10 +77,12 @@ def _typed_tokens(entry: Any, i: int, vocab: Vocab) -> list[int]:
     if target == "text":
         return vocab.tokenize(entry.text, add_special=False, parse_special=False)
     if target != "token":
-        raise ParamError(f"typed_logit_bias[{i}]: set token or text")
+        raise ParamError(f"typed_logit_bias[{i}]: set token or text",
+                         field=f"typed_logit_bias[{i}]")
     if not 0 <= entry.token < vocab.n_tokens:
         raise ParamError(f"typed_logit_bias[{i}].token: token id {entry.token} is outside "
-                         f"the vocabulary (0..{vocab.n_tokens - 1})")
+                         f"the vocabulary (0..{vocab.n_tokens - 1})",
+                         field=f"typed_logit_bias[{i}].token")
     return [entry.token]
 
 
@@ -87,9 +91,9 @@ def json_text(field: str, text: str) -> Json:
     try:
         return json.loads(text)
     except RecursionError:
-        raise ParamError(f"{field} is nested too deeply to parse") from None
+        raise ParamError(f"{field} is nested too deeply to parse", field=field) from None
     except ValueError as e:  # json.JSONDecodeError, and invalid UTF-8 surrogates
-        raise ParamError(f"{field} is not valid JSON: {e}") from None
+        raise ParamError(f"{field} is not valid JSON: {e}", field=field) from None
 
 
 def schema_of(msg: Any, text_field: str, struct_field: str) -> Json:
@@ -98,7 +102,8 @@ def schema_of(msg: Any, text_field: str, struct_field: str) -> Json:
     if msg.HasField(text_field):
         schema = json_text(text_field, getattr(msg, text_field))
         if not isinstance(schema, dict):
-            raise ParamError(f"{text_field} must hold a JSON object (a JSON schema)")
+            raise ParamError(f"{text_field} must hold a JSON object (a JSON schema)",
+                             field=text_field)
         return schema
     if msg.HasField(struct_field):
         return json_format.MessageToDict(getattr(msg, struct_field))
@@ -111,10 +116,11 @@ def role_of(message: Any) -> str:
         return str(message.role)
     role = ROLES.get(message.typed_role)
     if role is None:
-        raise ParamError(f"typed_role: unknown value {message.typed_role}")
+        raise ParamError(f"typed_role: unknown value {message.typed_role}", field="typed_role")
     if message.role and message.role != role:
         raise ParamError(f"a message's role {message.role!r} and typed_role "
-                         f"{typed_pb2.Role.Name(message.typed_role)} disagree")
+                         f"{typed_pb2.Role.Name(message.typed_role)} disagree",
+                         field="typed_role")
     return role
 
 

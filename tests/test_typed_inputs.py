@@ -10,9 +10,10 @@ from typing import Any
 import grpc
 import pytest
 from google.protobuf import json_format
-from grpc_harness import GREEDY, CompletionResult, chat_request, complete
+from grpc_harness import GREEDY, CompletionResult, chat_request, complete, completion_request
 from llama.v1 import chat_pb2, completion_pb2, typed_pb2
 
+from api_common import rich_status
 from rest_bridge.render_openai import ChatRenderer, TextCompletionRenderer
 from service.tool_choice import ToolChoice, tool_choice_of
 from service.typed_outputs import FINISH_REASONS, STOP_TYPES
@@ -119,6 +120,23 @@ def test_bad_typed_logit_bias_is_refused(grpc_stub: Any, entries: list[dict[str,
 def test_logit_bias_and_typed_logit_bias_together_are_refused(grpc_stub: Any) -> None:
     refused(run(grpc_stub, logit_bias=[[5, 1.0]], typed_logit_bias=[{"token": 5, "bias": 1.0}]),
             "logit_bias", "typed_logit_bias")
+
+
+@pytest.mark.parametrize(("fields", "field"), [
+    ({"stop": ["a"], "stop_sequences": ["b"]}, "stop_sequences"),
+    ({"typed_logit_bias": [{"token": 5, "ban": False}]}, "typed_logit_bias[0].ban"),
+    ({"typed_logit_bias": [{"token": -1, "bias": 1.0}]}, "typed_logit_bias[0].token"),
+    ({"json_schema_json": "{"}, "json_schema_json"),
+])
+def test_typed_input_errors_name_the_field(grpc_stub: Any, fields: dict[str, Any],
+                                           field: str) -> None:
+    """The status's BadRequest details name the field at fault (issue 25, item 2)."""
+    request = completion_request(prompt=PROMPT, n_predict=1, **fields)
+    with pytest.raises(grpc.RpcError) as info:
+        list(grpc_stub.Completion(request, timeout=30))
+    err: Any = info.value
+    assert err.code() == INVALID
+    assert rich_status.decode(err).field_violations == [(field, err.details())]
 
 
 # -- JSON schemas as JSON text ----------------------------------------------------------------
