@@ -45,4 +45,16 @@ if [ "${1:-}" = "--test" ] && [ -f tests/node/package.json ]; then
         (cd tests/node && npm install --no-audit --no-fund --silent)
     fi
 fi
+# The web page's browser tests drive Debian's chromium through Playwright (which downloads no
+# browser). Installed only when missing, so a second run costs one `command -v`.
+if [ "${1:-}" = "--test" ] && ! command -v chromium > /dev/null 2>&1; then
+    say "installing chromium (apt) for the web page's browser tests"
+    as_root=()
+    if [ "$(id -u)" -ne 0 ]; then as_root=(sudo); fi
+    export DEBIAN_FRONTEND=noninteractive
+    if ! "${as_root[@]}" apt-get install -y -q chromium > /dev/null 2>&1; then
+        "${as_root[@]}" apt-get update -q > /dev/null  # a fresh box has no package lists yet
+        "${as_root[@]}" apt-get install -y -q chromium > /dev/null
+    fi
+fi
 say "ready in $((SECONDS - started))s"

@@ -45,13 +45,16 @@ function link(href, parent) {
   return a;
 }
 
+const WORD = /[\p{L}\p{N}]/u;
+
 // The end of the span that `delim` opens at `from`, or -1: the next `delim` preceded by a
-// non-space (for a single `*`/`_`, not one half of a double).
+// non-space (for a single `*`/`_`, not one half of a double; for `_`, not inside a word).
 function closing(text, delim, from) {
   let j = text.indexOf(delim, from);
   while (j !== -1) {
     const doubled = delim.length === 1 && text[j + 1] === delim;
-    if (!doubled && !/\s/.test(text[j - 1])) return j;
+    const inWord = delim[0] === "_" && WORD.test(text[j + delim.length] || "");
+    if (!doubled && !inWord && !/\s/.test(text[j - 1])) return j;
     j = text.indexOf(delim, j + (doubled ? 2 : 1));
   }
   return -1;
@@ -65,7 +68,7 @@ function emphasisAt(text, i) {
   if (!delim || delim === "~") return null;
   const after = text[i + delim.length];
   if (after === undefined || /\s/.test(after)) return null;
-  if (delim[0] === "_" && i > 0 && /[\p{L}\p{N}]/u.test(text[i - 1])) return null;  // snake_case
+  if (delim[0] === "_" && i > 0 && WORD.test(text[i - 1])) return null;  // snake_case
   const end = closing(text, delim, i + delim.length);
   if (end === -1) return null;
   return { tag: EMPHASIS[delim], inner: text.slice(i + delim.length, end), next: end + delim.length };
