@@ -68,12 +68,14 @@ def max_abs_diff(a: Sequence[float], b: Sequence[float]) -> float:
     return max(abs(x - y) for x, y in zip(a, b, strict=True))
 
 
-def reference_outputs(model_path: Path, tokens: list[int], pooling: str) -> list[list[float]]:
-    """What llama.cpp gives for `tokens` alone, in one batch: the pooled vector (unnormalized;
+def reference_outputs(model_path: Path, tokens: list[int], pooling: str,
+                      n_ubatch: int = 0) -> list[list[float]]:
+    """What llama.cpp gives for `tokens` alone, in one batch (cut into ubatches of `n_ubatch`
+    if given: flash attention's results depend on that cut): the pooled vector (unnormalized;
     class scores for `rank`), or every token's vector for `none`."""
     model = native.Model(model_path)
-    n = max(len(tokens), 8)
-    params = native.ContextParams(n_ctx=max(n, 512), n_batch=max(n, 512), n_ubatch=max(n, 512),
+    n = max(len(tokens), 512)
+    params = native.ContextParams(n_ctx=n, n_batch=n, n_ubatch=n_ubatch or n,
                                   n_seq_max=1, embeddings=True, pooling=pooling, n_threads=2)
     try:
         with native.Context(model, params) as ctx:
