@@ -29,6 +29,14 @@ def props_response(rt: Runtime, build_info: str) -> Any:
         endpoint_metrics=rt.config.endpoints.metrics, is_sleeping=False)
     resp.default_generation_settings.n_ctx = rt.engine.n_ctx_slot
     resp.default_generation_settings.params.CopyFrom(settings)
+    # The rest of the spec's example slot, and what the templates say (llama-server's keys).
+    resp.default_generation_settings.id_task = -1
+    resp.default_generation_settings.next_token.CopyFrom(server_pb2.NextTokenInfo(
+        has_next_token=True, n_remain=rt.defaults.n_predict))
+    templates = rt.templates
+    resp.chat_template_caps.update((templates.tool_use or templates.default).caps.to_map())
+    if rt.config.chat.use_jinja and templates.tool_use is not None:
+        resp.chat_template_tool_use = templates.tool_use.source
     resp.modalities.SetInParent()
     return resp
 

@@ -1,0 +1,108 @@
+"""GET /slots (ListSlots) over real gRPC and the REST bridge: every documented field with the
+values in use while a request runs and after it ended, and `fail_on_no_slot` (UNAVAILABLE /
+HTTP 503 while the only slot is busy, an answer once it is idle). `--no-slots` is in
+tests/test_metrics.py with the other disabled endpoints."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import grpc
+import httpx
+import pytest
+from grpc_harness import complete, completion_request
+from llama.v1 import server_pb2
+from test_metrics import Server, start, wait_until
+
+SPEC_KEYS = {"id", "id_task", "n_ctx", "speculative", "is_processing", "params", "prompt",
+             "next_token"}
+NEXT_TOKEN_KEYS = {"has_next_token", "has_new_line", "n_remain", "n_decoded", "stopping_word"}
+
+
+@pytest.fixture(scope="module")
+def server(tiny_bpe_path: Path) -> Iterator[Server]:
+    s = start(tiny_bpe_path, "--context-shift", parallel=1)
+    yield s
+    s.svc.stop()
+
+
+def slots(stub: Any, fail_on_no_slot: str = "") -> Any:
+    return stub.ListSlots(server_pb2.ListSlotsRequest(fail_on_no_slot=fail_on_no_slot),
+                          timeout=30).slots
+
+
+def test_a_slot_never_used_shows_the_defaults(tiny_bpe_path: Path) -> None:
+    s = start(tiny_bpe_path, parallel=2, ctx=512)
+    try:
+        for i, slot in enumerate(slots(s.stub)):
+            assert (slot.id, slot.id_task, slot.n_ctx) == (i, -1, 256)
+            assert not slot.is_processing and not slot.speculative and slot.prompt == ""
+            assert slot.params.temperature == pytest.approx(0.8)  # llama-server's default
+            assert slot.next_token.n_remain == -1 and slot.next_token.n_decoded == 0
+    finally:
+        s.svc.stop()
+
+
+def test_slot_fields_while_running_and_after(server: Server, open_stream: Any) -> None:
+    prompt = "the slot shows this prompt"
+    reader = open_stream(server.stub.Completion(completion_request(
+        prompt=prompt, n_predict=-1, ignore_eos=True, temperature=0.0, top_k=7,
+        n_discard=5)))
+    first = reader.first()
+    wait_until(lambda: slots(server.stub)[0].next_token.n_decoded >= 2, "tokens generated")
+    (slot,) = slots(server.stub)
+    assert slot.id == 0 and slot.is_processing and slot.id_task >= 0 and slot.n_ctx == 1024
+    assert not slot.speculative
+    assert slot.params.top_k == 7 and slot.params.temperature == 0
+    assert slot.params.n_discard == 5 and slot.params.n_predict == -1
+    assert slot.params.stream
+    assert slot.prompt.endswith(prompt)
+    assert slot.next_token.has_next_token and slot.next_token.n_remain == -1
+    assert slot.n_prompt_tokens == slot.n_prompt_tokens_processed + slot.n_prompt_tokens_cache
+    assert slot.n_prompt_tokens > 0
+    assert first.id_slot == 0
+    # The only slot is busy: a load balancer's probe is turned away.
+    with pytest.raises(grpc.RpcError) as info:
+        slots(server.stub, fail_on_no_slot="1")
+    err: Any = info.value
+    assert err.code() == grpc.StatusCode.UNAVAILABLE and err.details() == "no slot available"
+    r = httpx.get(server.url + "/slots", params={"fail_on_no_slot": "1"}, timeout=30)
+    assert r.status_code == 503 and r.json()["error"]["type"] == "unavailable_error"
+
+    reader.cancel()
+    wait_until(lambda: not slots(server.stub)[0].is_processing, "the slot is idle")
+    (after,) = slots(server.stub)
+    assert after.id_task == slot.id_task  # the last request it ran
+    assert not after.next_token.has_next_token
+    assert after.next_token.n_decoded >= slot.next_token.n_decoded
+    assert after.prompt == slot.prompt
+    assert len(slots(server.stub, fail_on_no_slot="1")) == 1  # idle: answered
+
+
+def test_a_finished_request_leaves_its_counts(server: Server) -> None:
+    before = slots(server.stub)[0].id_task
+    r = complete(server.stub, prompt="count to five", n_predict=5, ignore_eos=True,
+                 temperature=0.0, stream=False)
+    assert r.code == grpc.StatusCode.OK, r.details
+    (slot,) = slots(server.stub)
+    assert slot.id_task > before
+    assert not slot.is_processing and not slot.params.stream
+    assert slot.next_token.n_decoded == 5 and slot.next_token.n_remain == 0
+    assert slot.n_prompt_tokens == r.final.tokens_evaluated
+    assert slot.n_prompt_tokens_cache == r.final.tokens_cached
+    assert slot.next_token.has_new_line == ("\n" in r.final.content)
+
+
+def test_slots_over_rest_is_the_spec_array(server: Server) -> None:
+    r = httpx.get(server.url + "/slots", timeout=30)
+    assert r.status_code == 200
+    body = r.json()
+    assert isinstance(body, list) and len(body) == 1
+    slot = body[0]
+    assert slot.keys() >= SPEC_KEYS
+    assert set(slot["next_token"]) == NEXT_TOKEN_KEYS
+    assert slot["params"].keys() >= {"n_predict", "temperature", "n_keep", "n_discard",
+                                     "samplers"}
+    assert isinstance(slot["id_task"], int) and slot["n_ctx"] == 1024
