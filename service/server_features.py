@@ -72,6 +72,16 @@ FEATURES: tuple[Feature, ...] = (
             ("CompletionRequest.request_id", "ChatCompletionRequest.request_id"), _generates),
     Feature("priority", ("Completion", "ChatCompletion"),
             ("CompletionRequest.priority", "ChatCompletionRequest.priority"), _generates),
+    # typed forms beside the polymorphic Value / Struct fields (docs/api.md); not
+    # typed_tool_choice, checked but without effect until tool calls are (issue 18)
+    Feature("typed_inputs", ("Completion", "ChatCompletion"),
+            ("CompletionRequest.stop_sequences", "CompletionRequest.typed_logit_bias",
+             "CompletionRequest.json_schema_json", "ChatCompletionRequest.stop_sequences",
+             "ChatCompletionRequest.typed_logit_bias", "ChatCompletionRequest.json_schema_json",
+             "ResponseFormat.schema_json",
+             "JsonSchemaFormat.schema_json", "FunctionDefinition.parameters_json"), _generates),
+    # google.rpc details (ErrorInfo, BadRequest, RetryInfo) on every non-OK status
+    Feature("rich_errors", ()),
 )
 
 

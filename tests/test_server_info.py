@@ -11,7 +11,9 @@ from typing import Any
 import grpc
 import pytest
 from google.protobuf import message_factory
-from grpc_harness import ServiceProcess, running_service
+from google.rpc import error_details_pb2
+from grpc_harness import ServiceProcess, completion_request, running_service
+from grpc_status import rpc_status
 from llama.v1 import server_info_pb2, server_pb2, service_pb2, tokenize_pb2
 from test_api_surface import (
     IGNORED_THOUGH_NAMED,
@@ -153,6 +155,20 @@ def test_embedding_mode_lists_no_generation(minilm_path: Path) -> None:
     assert not resp.embedding.reranking and "rerank" not in resp.features
     assert ("embeddings" in resp.features) == ("Embed" in SERVED)
     generation = {"completion", "openai_completion", "chat_completion", "infill", "request_id",
-                  "priority"}
+                  "priority", "typed_inputs"}
     assert not generation & set(resp.features), resp.features
     assert {"tokenize", "server_info", "get_load"} <= set(resp.features)
+
+
+@pytest.mark.slow
+def test_rich_errors_feature_means_error_details(grpc_stub: Any, info: Any) -> None:
+    assert "rich_errors" in info.features
+    with pytest.raises(grpc.RpcError) as raised:
+        list(grpc_stub.Completion(completion_request(prompt="x", top_p=2.0), timeout=30))
+    status = rpc_status.from_call(raised.value)
+    assert status is not None and status.code == grpc.StatusCode.INVALID_ARGUMENT.value[0]
+    infos = [d for d in status.details if d.Is(error_details_pb2.ErrorInfo.DESCRIPTOR)]
+    assert len(infos) == 1
+    error_info = error_details_pb2.ErrorInfo()
+    infos[0].Unpack(error_info)
+    assert error_info.domain == "llama.v1" and error_info.reason
