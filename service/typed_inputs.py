@@ -6,7 +6,8 @@ each read together with the field it stands for, so the rest of the service sees
 - JSON text (`json_schema_json`, `schema_json`, `parameters_json`) over a Struct: json.loads
   keeps integers (a Struct holds every number as a double: `minimum: 1` became `1.0` in the
   chat template) and key order (the grammar orders properties by it);
-- `typed_role` for a chat message's `role` (both set: they must agree).
+- `typed_role` for a chat message's `role`, `action_type` for a slot action's `action` (both
+  set: they must agree).
 """
 
 from __future__ import annotations
@@ -122,6 +123,29 @@ def role_of(message: Any) -> str:
                          f"{typed_pb2.Role.Name(message.typed_role)} disagree",
                          field="typed_role")
     return role
+
+
+SLOT_ACTIONS = {
+    typed_pb2.SLOT_ACTION_TYPE_SAVE: "save",
+    typed_pb2.SLOT_ACTION_TYPE_RESTORE: "restore",
+    typed_pb2.SLOT_ACTION_TYPE_ERASE: "erase",
+}
+
+
+def slot_action_of(request: Any) -> str:
+    """A SlotActionRequest's action from `action` or `action_type` (ParamError if they
+    disagree; "" when neither is set: the caller refuses that as llama-server does)."""
+    if not request.action_type:
+        return str(request.action)
+    action = SLOT_ACTIONS.get(request.action_type)
+    if action is None:
+        raise ParamError(f"action_type: unknown value {request.action_type}",
+                         field="action_type")
+    if request.action and request.action != action:
+        raise ParamError(f"action {request.action!r} and action_type "
+                         f"{typed_pb2.SlotActionType.Name(request.action_type)} disagree",
+                         field="action_type")
+    return action
 
 
 def tool_json(tool: Any) -> dict[str, Json]:

@@ -11,11 +11,13 @@ import grpc
 import pytest
 from google.protobuf import json_format
 from grpc_harness import GREEDY, CompletionResult, chat_request, complete, completion_request
-from llama.v1 import chat_pb2, completion_pb2, typed_pb2
+from llama.v1 import chat_pb2, completion_pb2, server_pb2, typed_pb2
 
 from api_common import rich_status
 from rest_bridge.render_openai import ChatRenderer, TextCompletionRenderer
+from service.engine.params import ParamError
 from service.tool_choice import ToolChoice, tool_choice_of
+from service.typed_inputs import slot_action_of
 from service.typed_outputs import FINISH_REASONS, STOP_TYPES
 
 PROMPT = "The quick brown fox"
@@ -301,6 +303,25 @@ def test_disagreeing_role_and_typed_role_are_refused(grpc_stub: Any) -> None:
     details = _template_error(grpc_stub, messages=[
         {"role": "user", "typed_role": "ROLE_ASSISTANT", "content": "Hi"}])
     assert "typed_role" in details and "ROLE_ASSISTANT" in details
+
+
+@pytest.mark.parametrize(("action", "action_type", "expected"), [
+    ("save", 0, "save"),
+    ("", typed_pb2.SLOT_ACTION_TYPE_RESTORE, "restore"),
+    ("erase", typed_pb2.SLOT_ACTION_TYPE_ERASE, "erase"),
+    ("", 0, ""),
+])
+def test_slot_action_of_reads_both_forms(action: str, action_type: int, expected: str) -> None:
+    """For SlotAction (not served yet): the string or its enum companion."""
+    request = server_pb2.SlotActionRequest(action=action, action_type=action_type)
+    assert slot_action_of(request) == expected
+
+
+def test_slot_action_and_action_type_must_agree() -> None:
+    request = server_pb2.SlotActionRequest(action="save",
+                                           action_type=typed_pb2.SLOT_ACTION_TYPE_ERASE)
+    with pytest.raises(ParamError, match="SLOT_ACTION_TYPE_ERASE disagree"):
+        slot_action_of(request)
 
 
 # -- enum companions in responses -------------------------------------------------------------
