@@ -349,6 +349,18 @@ def test_path_files_need_the_api_key_as_in_llama_server(server: RestServer,
         bridge.stop()
 
 
+def test_the_page_follows_the_api_prefix(server: RestServer, page: Page) -> None:
+    bridge = BridgeAlone(server.grpc_target, "--api-prefix", "/llama")
+    try:
+        wait_http(bridge, bridge.url + "/llama/health", {200}, 60)
+        assert httpx.get(bridge.url + "/").status_code == 404
+        with page.expect_request("**/llama/props"):
+            _open(page, bridge.url + "/llama")
+        expect(page.locator("#model")).to_have_text(Path(server_model(server)).name)
+    finally:
+        bridge.stop()
+
+
 def test_path_must_be_a_directory(server: RestServer, tmp_path: Path) -> None:
     bridge = BridgeAlone(server.grpc_target, "--path", str(tmp_path / "missing"))
     assert bridge.proc.wait(60) == 2
@@ -368,6 +380,7 @@ def test_screenshot(page: Page, server: RestServer, tmp_path: Path) -> None:
     events += [chunk({"content": reply[i:i + 6]}) for i in range(0, len(reply), 6)]
     events.append(chunk({}, "stop", {"cache_n": 0, "prompt_n": 41, "predicted_n": 74,
                                      "predicted_per_second": 48.2}))
+    page.set_viewport_size({"width": 960, "height": 560})
     _open(page, server.url)
     page.route(CHAT, lambda r: r.fulfill(status=200, content_type="text/event-stream",
                                          body=sse(events)))
