@@ -73,6 +73,8 @@ def _setting_value(name: str, value: Any) -> Any:
     if name == "logit_bias":  # bans (-inf) are not biases llama-server reports
         return [common_pb2.LogitBiasEntry(token=t, bias=b) for t, b in value
                 if b != float("-inf")]
+    if name == "lora":
+        return [common_pb2.LoraScale(id=i, scale=s) for i, s in value]
     return list(value) if isinstance(value, tuple) else value
 
 

@@ -8,7 +8,7 @@ name is read when it is set (proto3 presence), and the rest is derived from that
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
@@ -16,6 +16,7 @@ from native import Vocab
 from service.engine.params import CompletionParams, ParamError, SamplingParams
 from service.grammar_limits import check_grammar
 from service.json_schema_grammar import grammar_for_request_schema, json_object_grammar
+from service.lora import HasScale, request_adapters
 from service.typed_inputs import logit_bias_of, schema_of, stop_of
 
 # SamplingParams fields read in their own request shapes, not as optional scalars.
@@ -31,6 +32,7 @@ class Defaults:
 
     params: CompletionParams  # its n_predict is the server's -n, within which a request's applies
     n_slots: int
+    loras: Sequence[HasScale] = ()  # loaded LoRA adapters with their global scales
 
 
 def sampling_field_names() -> tuple[str, ...]:
@@ -136,7 +138,7 @@ def completion_params(req: Any, defaults: Defaults, vocab: Vocab) -> CompletionP
     params = replace(d, sampling=sampling, post_sampling_probs=req.post_sampling_probs,
                      return_tokens=req.return_tokens, timings_per_token=req.timings_per_token,
                      return_progress=req.return_progress and req.stream, streaming=req.stream,
-                     **c)
+                     lora=request_adapters(req, defaults.loras), **c)
     params.validate(defaults.n_slots)
     return params
 

@@ -55,7 +55,7 @@ class Runtime:
 
     @property
     def request_defaults(self) -> Defaults:
-        return Defaults(self.defaults, self.n_slots)
+        return Defaults(self.defaults, self.n_slots, self.loras)
 
     def close(self) -> None:
         self.engine.stop()
@@ -178,7 +178,7 @@ def load_runtime(config: ServerConfig) -> Runtime:
             special=config.endpoints.special,
             sampling_threads=config.context.n_threads_sampling,
             max_queue=config.endpoints.max_queue,
-        ))
+        ), [lora.adapter for lora in loras])
         engine.start()
         cleanup.pop_all()
     _log.info("model loaded in %.1fs: %s, %d slots of %d tokens", time.monotonic() - started,

@@ -35,6 +35,7 @@ from service.generation_request import (
     generation_id,
     make_tasks,
 )
+from service.rpc_adapters import AdapterRpcs
 from service.rpc_base import Context, ServicerBase
 from service.rpc_embedding import EmbeddingServicer
 from service.rpc_errors import abort, check_decoded, unary
@@ -53,7 +54,7 @@ _INLINE_DETOKENIZE = 2048
 
 
 # One base class per group of RPCs (service/rpc_base.py says how they fit together).
-class LlamaServicer(OperationsRpcs, EmbeddingServicer, ServerInfoRpcs, ServicerBase,
+class LlamaServicer(OperationsRpcs, AdapterRpcs, EmbeddingServicer, ServerInfoRpcs, ServicerBase,
                     service_pb2_grpc.LlamaServerServicer):  # type: ignore[misc]
 
     # -- generation -------------------------------------------------------------------------

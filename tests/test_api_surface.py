@@ -43,8 +43,6 @@ SERVICE = service_pb2.DESCRIPTOR.services_by_name["LlamaServer"]
 # RPCs the service does not serve yet: the generated base class answers them UNIMPLEMENTED.
 NOT_YET_SERVED: dict[str, str] = {
     "SlotAction": "slot save / restore / erase (issue 19)",
-    "ListLoraAdapters": "GET /lora-adapters (issue 19)",
-    "SetLoraAdapters": "POST /lora-adapters (issue 19)",
 }
 
 # Request fields the service does not read yet, by message: what they would do, and what
@@ -55,7 +53,6 @@ _GENERATION = {
     "n_cache_reuse": "no KV-shift cache reuse (--cache-reuse has no effect either)",
     "stream_options": "REST bridge only (include_usage); gRPC streams always carry usage",
     "response_fields": "REST bridge only: gRPC responses keep every field (issue 20)",
-    "lora": "per-request LoRA scales: the start-up --lora scales apply (issue 19)",
     "image_data": _MEDIA,
     "verbose": "no __verbose details yet, on gRPC or REST (issue 16)",
     "sse_ping_interval": "REST bridge only (SSE keep-alives)",

@@ -15,6 +15,7 @@ from pathlib import Path
 from native import paths
 from native.testmodels import bert_convert, bert_reranker, sources
 from native.testmodels.random_llama import LlamaSpec, write_random_llama
+from native.testmodels.random_lora import LoraSpec, write_random_lora
 
 GENERATOR_VERSION = 1
 
@@ -125,11 +126,28 @@ def _write_reranker(out: Path) -> None:
     bert_reranker.write_reranker(sources.minilm_dir(), out, n_embd=384)
 
 
+# A LoRA adapter for tiny-bpe (GET /lora-adapters, per-request `lora`).
+TINY_BPE_LORA = LoraSpec(base=TINY_BPE, rank=4, targets=("attn_q", "attn_v", "ffn_up", "ffn_down"),
+                         seed=4)
+
+
+def _lora_recipe(spec: LoraSpec) -> ModelRecipe:
+    def parameters() -> dict[str, object]:
+        return {
+            "generator": GENERATOR_VERSION,
+            "llama_cpp": paths.LLAMA_CPP_PYTHON_VERSION,
+            **spec.key_parameters(),
+        }
+
+    return ModelRecipe(parameters, lambda out: write_random_lora(spec, out))
+
+
 RECIPES: dict[str, ModelRecipe] = {
     "tiny-bpe": _llama_recipe(TINY_BPE),
     "tiny-spm": _llama_recipe(TINY_SPM),
     "bench": _llama_recipe(BENCH),
     "minilm": ModelRecipe(_minilm_parameters, _write_minilm),
+    "tiny-bpe-lora": _lora_recipe(TINY_BPE_LORA),
     "tiny-fim-repo": _llama_recipe(TINY_FIM_REPO),
     "tiny-fim": _llama_recipe(TINY_FIM),
     # MiniLM's encoder and WordPiece vocabulary with a random classifier head, rank pooling.

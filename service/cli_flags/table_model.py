@@ -50,12 +50,10 @@ MODEL_FLAGS: tuple[FlagSpec, ...] = (
         convert_tokens=v.parse_lora_scaled_tokens, nargs="+", repeat=True, default=(),
         default_text="none",
     ),
-    planned(
+    implemented(
         ("--lora-init-without-apply",), "lora_init_without_apply", MODEL,
         "load LoRA adapters without applying them (apply later via POST /lora-adapters)",
-        "the adapters are loaded unapplied (scale 0), but applying them later "
-        "(SetLoraAdapters, POST /lora-adapters) is not served yet",
-        default=False, honoured_values=(False,),
+        default=False,
     ),
     implemented(
         ("-ngl", "--gpu-layers", "--n-gpu-layers"), "n_gpu_layers", PLACEMENT,

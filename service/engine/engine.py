@@ -13,12 +13,12 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any, TypeVar, cast
 
-from native import Context, LlamaError, Model
+from native import Context, LlamaError, LoraAdapter, Model
 from service.engine.arrival import ARRIVAL_WAIT_S, BURST_WINDOW_S, Arrival, ArrivalCounter
 from service.engine.chains import build_task_chain
 from service.engine.embedding import read_embedding
@@ -70,7 +70,8 @@ class EngineStats:
 
 
 class Engine:
-    def __init__(self, model: Model, ctx: Context, settings: EngineSettings | None = None) -> None:
+    def __init__(self, model: Model, ctx: Context, settings: EngineSettings | None = None,
+                 adapters: Sequence[LoraAdapter] = ()) -> None:
         self.model, self.ctx, self.vocab = model, ctx, model.vocab
         self.settings = settings or EngineSettings()
         self.slots = [Slot(i) for i in range(ctx.n_seq_max)]
@@ -81,7 +82,7 @@ class Engine:
             n_batch=ctx.n_batch, n_ctx_seq=ctx.n_ctx_seq, kv_cells=ctx.n_ctx,
             kv_shared=ctx.n_ctx_seq * ctx.n_seq_max > ctx.n_ctx,
             slot_prompt_similarity=self.settings.slot_prompt_similarity), self.slots)
-        self.executor = Executor(ctx, self.settings.sampling_threads)
+        self.executor = Executor(ctx, self.settings.sampling_threads, adapters)
         self.monitor = Monitor(self.slots, ctx.n_ctx)  # what /metrics and /slots read
         self.monitor.publish(self.stats, self.scheduler)
         self.rules = StopRules(eog=self.eog, n_ctx_seq=ctx.n_ctx_seq,
@@ -293,6 +294,7 @@ class Engine:
         """Run the plan's decode; the tasks to sample, or None if nothing was decoded (an
         arrival came first or interrupted it, or the decode failed)."""
         ready = self.executor.build(plan)
+        self.executor.use_adapters(plan.adapters)
         interruptible = self._in_burst() and self._room_for_more()
         if interruptible:
             self.ctx.allow_interrupt(True)

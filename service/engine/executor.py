@@ -7,7 +7,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 
-from native import Batch, Context, LlamaError, SamplerChain
+from native import Batch, Context, LlamaError, LoraAdapter, SamplerChain
 from native.errors import DecodeAbortedError
 from native.sampler import NO_TOKEN, sample_parallel
 from service.engine.events import TokenProbs
@@ -21,10 +21,21 @@ Sampled = tuple[int, TokenProbs | None] | str  # a token (with probabilities if 
 
 
 class Executor:
-    def __init__(self, ctx: Context, sampling_threads: int = 1) -> None:
+    def __init__(self, ctx: Context, sampling_threads: int = 1,
+                 adapters: Sequence[LoraAdapter] = ()) -> None:
         self.ctx = ctx
         self.sampling_threads = sampling_threads
         self._batch = Batch(ctx.n_batch)
+        self.adapters = tuple(adapters)  # loaded LoRA adapters; an id is an index
+        self._active: tuple[tuple[int, float], ...] | None = None  # None: not set by us yet
+
+    def use_adapters(self, adapter_set: tuple[tuple[int, float], ...]) -> None:
+        """Make the context decode with this LoRA set: (adapter id, scale) pairs. A call per
+        decode; llama.cpp is called only when the set changes."""
+        if not self.adapters or adapter_set == self._active:
+            return
+        self.ctx.set_lora_adapters([(self.adapters[i], scale) for i, scale in adapter_set])
+        self._active = adapter_set
 
     def apply_memory(self, plan: Plan, scheduler: Scheduler) -> None:
         """Drop the cells the plan frees, and each admitted request's stale cached suffix."""

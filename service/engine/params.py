@@ -120,6 +120,9 @@ class CompletionParams:
     cache_prompt: bool = True
     return_tokens: bool = False
     timings_per_token: bool = False
+    # LoRA adapters as (id, scale), scales not 0, by id: the request's `lora` or the global
+    # scales when it has none (service.lora resolves it; the engine applies it per decode).
+    lora: tuple[tuple[int, float], ...] = ()
     return_progress: bool = False  # prompt_progress messages (streaming requests only)
     n_discard: int = 0  # tokens a context shift drops after n_keep; 0: half of them
     streaming: bool = True  # the request streams (reported by /slots as `stream`)

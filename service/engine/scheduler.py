@@ -104,6 +104,7 @@ class Plan:
     # decoded once for several choices (n > 1). None are planned yet.
     copies: tuple[tuple[int, int], ...] = ()
     work: tuple[Work, ...] = ()  # one decode, in sequence-id order
+    adapters: tuple[tuple[int, float], ...] = ()  # the LoRA set every request of `work` uses
 
     @property
     def n_tokens(self) -> int:
@@ -178,8 +179,9 @@ class Scheduler:
         self._tick += 1
         cancelled, cleared = self._reap()
         admitted, evicted = self._admit()
+        work, adapters = self._work()
         return Plan(cancelled=tuple(cancelled), cleared=tuple(cleared + evicted),
-                    admitted=tuple(admitted), work=tuple(self._work()))
+                    admitted=tuple(admitted), work=tuple(work), adapters=adapters)
 
     def advance(self, plan: Plan) -> None:
         """The plan's decode succeeded: its tokens are in the cells."""
@@ -242,6 +244,9 @@ class Scheduler:
 
     def _start(self, req: SeqRequest, slot: Slot, reserved: int) -> Admission:
         n_reuse = 0
+        if slot.adapters != req.adapters:  # cells computed with other adapters are stale
+            slot.cache_tokens = []
+            slot.adapters = req.adapters
         if req.cache_prompt:
             n_reuse = min(common_prefix_len(slot.cache_tokens, req.prompt), len(req.prompt) - 1)
         del slot.cache_tokens[n_reuse:]
@@ -250,9 +255,9 @@ class Scheduler:
         self.running.append(req)
         return Admission(req, slot.id, n_reuse)
 
-    def _work(self) -> list[Work]:
+    def _work(self) -> tuple[list[Work], tuple[tuple[int, float], ...]]:
         if not self.running:
-            return []
+            return [], ()
         # The oldest request's LoRA set runs; other sets wait for a later decode.
         group = min(self.running, key=_ORDER).adapters
         budget = self.limits.n_batch
@@ -282,7 +287,7 @@ class Scheduler:
             budget -= n
         # llama.cpp splits a batch whose sequence ids do not increase into several decodes.
         work.sort(key=_SEQ_ID)
-        return work
+        return work, group
 
     # -- what it holds ------------------------------------------------------------------------
     def load(self) -> Load:

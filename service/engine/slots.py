@@ -39,6 +39,7 @@ class Slot:
     cache_tokens: list[int] = field(default_factory=list)  # what the KV cells hold, in order
     last_used: float = 0.0
     task: Any = None  # the running generation, None when idle
+    adapters: tuple[tuple[int, float], ...] = ()  # the LoRA set its cells were computed with
 
     @property
     def idle(self) -> bool:

@@ -36,7 +36,8 @@ class Task(SeqRequest):
     def __init__(self, id: str, prompt: Sequence[int], params: CompletionParams,
                  sink: EventSink, priority: int = 0) -> None:
         super().__init__(id, prompt, n_predict=params.n_predict, id_slot=params.id_slot,
-                         cache_prompt=params.cache_prompt, priority=priority)
+                         cache_prompt=params.cache_prompt, priority=priority,
+                         adapters=params.lora)
         self.params = params
         self.sink = sink
         self.submitted = time.perf_counter()
