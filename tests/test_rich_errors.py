@@ -221,6 +221,21 @@ def test_a_full_queue_says_when_to_retry(served: Served, open_stream: Open) -> N
     wait_load(stub, lambda ld: ld.n_processing == ld.n_waiting == 0, "idle")
 
 
+def test_a_running_request_id_is_already_exists(served: Served, open_stream: Open) -> None:
+    stub = served.stub
+    a = open_stream(stub.Completion(completion_request(prompt="Mine", request_id="dup-1",
+                                                       **ENDLESS)))
+    assert a.first().id == "dup-1"
+    try:
+        req = completion_request(prompt="Again", request_id="dup-1", n_predict=1)
+        err, d = fails(lambda: stub.Completion(req, timeout=30))
+        assert err.code() == grpc.StatusCode.ALREADY_EXISTS
+        assert d.reason == "ALREADY_EXISTS" and d.metadata == {"request_id": "dup-1"}
+    finally:
+        assert stub.Cancel(server_pb2.CancelRequest(id="dup-1"), timeout=10).found
+    assert a.end() == grpc.StatusCode.CANCELLED
+
+
 # -- in-band errors -----------------------------------------------------------------------------
 def test_a_streams_last_message_mirrors_the_status(served: Served, open_stream: Open) -> None:
     stub = served.stub

@@ -6,6 +6,7 @@ built from the trailer the service sends). The end-to-end checks are in test_ric
 
 from __future__ import annotations
 
+import asyncio
 import re
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ from grpc.aio import AioRpcError, Metadata
 from api_common import rich_status
 from api_common.errors import CONTEXT_OVERFLOW, DOMAIN, ERROR_KINDS, REASONS
 from rest_bridge.errors import BridgeError, error_response
+from service.drain import DrainGate
 from service.errors import ServiceError, context_overflow
 from service.rpc_base import ServicerBase
 from service.rpc_errors import as_service_error, inband_error, not_served, status_of
@@ -144,3 +146,32 @@ def test_the_bridge_ignores_details_of_another_status() -> None:
     e = BridgeError.from_rpc(AioRpcError(grpc.StatusCode.INTERNAL, Metadata(),
                                          Metadata(*status.trailing_metadata), status.details))
     assert (e.status, e.type, e.extra) == (500, "server_error", {})
+
+
+async def _refused_while_draining() -> AioRpcError:
+    """A call to a real grpc.aio server (loopback) whose DrainGate is closed."""
+    gate = DrainGate()
+    server = grpc.aio.server(interceptors=[gate])
+
+    async def echo(request: bytes, _context: Any) -> bytes:
+        return request
+
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(
+        "t.T", {"Echo": grpc.unary_unary_rpc_method_handler(echo)}),))
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    try:
+        assert await gate.drain(1.0)
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            with pytest.raises(AioRpcError) as info:
+                await channel.unary_unary("/t.T/Echo")(b"x", timeout=10)
+        return info.value
+    finally:
+        await server.stop(0)
+
+
+def test_a_draining_server_says_retry_elsewhere() -> None:
+    err = asyncio.run(_refused_while_draining())
+    d = rich_status.decode(err)
+    assert err.code() == grpc.StatusCode.UNAVAILABLE
+    assert (d.reason, d.domain, d.retry_after) == ("SHUTTING_DOWN", DOMAIN, 1.0)
