@@ -296,13 +296,23 @@ def test_a_100000_character_answer_renders_incrementally(page: Page, server: Res
     draws = len(stats["draws"])
     assert draws >= 20, draws
     assert removed < total, (removed, total)
+    # What a page re-rendering the whole answer would pay on each frame at the end.
+    full_ms = page.evaluate("""async () => {
+        const {MarkdownView} = await import("./markdown.js");
+        const view = new MarkdownView(document.createElement("div"));
+        view.append(window.llamaWebui.answer.text);
+        const t0 = performance.now();
+        view.render(true);
+        return performance.now() - t0;
+    }""")
     start_ms, start_n = per_token_ms(stats, 0, total // 10)
     end_ms, end_n = per_token_ms(stats, total - total // 10, total + 1)
     print(f"\n[webui] {total} characters, {len(pieces)} tokens, {draws} frames drawn, "
           f"{len(stats['reads'])} reads; page time per token: first 10% {start_ms * 1000:.1f} us "
           f"({start_n} tokens), last 10% {end_ms * 1000:.1f} us ({end_n} tokens); "
           f"text removed while streaming {removed} chars; longest task over 50 ms: "
-          f"{page.evaluate('window.__longestTaskMs') or 'none'}")
+          f"{page.evaluate('window.__longestTaskMs') or 'none'}; one full render of the answer "
+          f"{full_ms:.1f} ms")
     assert start_n > 0 and end_n > 0
 
 
