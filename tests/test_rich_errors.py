@@ -31,6 +31,7 @@ from llama.v1 import server_pb2, service_pb2_grpc, tokenize_pb2
 
 from api_common import rich_status
 from api_common.errors import DOMAIN
+from service.server import HOLD_LOAD_ENV
 
 pytestmark = pytest.mark.slow
 KEY = "rich-errors-key"
@@ -92,12 +93,12 @@ def served(tiny_bpe_path: Path) -> Iterator[Served]:
         svc.stop()
 
 
-def _wait_http(svc: ServiceProcess, url: str, timeout: float = 60.0) -> None:
+def _wait_http(svc: ServiceProcess, url: str, timeout: float = 60.0, status: int = 200) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         assert svc.proc.poll() is None, svc.log()
         try:
-            if httpx.get(url, timeout=2.0).status_code == 200:
+            if httpx.get(url, timeout=2.0).status_code == status:
                 return
         except httpx.TransportError:
             pass
@@ -234,6 +235,30 @@ def test_a_running_request_id_is_already_exists(served: Served, open_stream: Ope
     finally:
         assert stub.Cancel(server_pb2.CancelRequest(id="dup-1"), timeout=10).found
     assert a.end() == grpc.StatusCode.CANCELLED
+
+
+def test_a_loading_model_says_when_to_retry(tiny_bpe_path: Path, tmp_path: Path) -> None:
+    hold = tmp_path / "hold"  # the model load waits while this file exists (HOLD_LOAD_ENV)
+    hold.touch()
+    http_port = free_port()
+    args = ["-m", str(tiny_bpe_path), "-c", str(N_CTX), "-np", "1", "--port", str(http_port)]
+    svc = ServiceProcess.launch(args, free_port(), service_env({HOLD_LOAD_ENV: str(hold)}),
+                                wait=False)
+    try:
+        _wait_http(svc, f"http://127.0.0.1:{http_port}/health", status=503)
+        stub = svc.stub()
+        err, d = fails(lambda: stub.Tokenize(tokenize_pb2.TokenizeRequest(content="hi"),
+                                             timeout=10))
+        assert err.code() == grpc.StatusCode.UNAVAILABLE and err.details() == "Loading model"
+        assert d.reason == "LOADING_MODEL" and d.retry_after == 1.0
+        r = httpx.post(f"http://127.0.0.1:{http_port}/tokenize", json={"content": "hi"},
+                       timeout=30)
+        assert r.status_code == 503 and r.headers["retry-after"] == "1", r.text
+        assert r.json() == {"error": {"code": 503, "message": "Loading model",
+                                      "type": "unavailable_error"}}
+    finally:
+        hold.unlink()
+        svc.stop()
 
 
 # -- in-band errors -----------------------------------------------------------------------------
