@@ -131,6 +131,8 @@ class NotServedGuard(grpc.aio.ServerInterceptor):  # type: ignore[misc]
 
     def __init__(self, base: type) -> None:
         self._base = base
+        # Per method: its refusal, or None when served (decided once: it is on every call).
+        self._refusals: dict[str, grpc.RpcMethodHandler | None] = {}
 
     async def intercept_service(
         self,
@@ -140,11 +142,16 @@ class NotServedGuard(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         handler = await continuation(details)
         if handler is None:
             return _refusal(not_served(details.method), False, None)
+        method = details.method
+        if method not in self._refusals:
+            self._refusals[method] = self._refusal_of(method, handler)
+        return self._refusals[method] or handler
+
+    def _refusal_of(self, method: str, handler: grpc.RpcMethodHandler) -> Any:
         if handler.request_streaming:
-            return handler
+            return None
         behavior = handler.unary_stream or handler.unary_unary
-        name = details.method.rpartition("/")[2]
-        generated = getattr(self._base, name, None)
+        generated = getattr(self._base, method.rpartition("/")[2], None)
         if generated is not None and getattr(behavior, "__func__", None) is generated:
-            return _refusal(not_served(details.method), handler.response_streaming, handler)
-        return handler
+            return _refusal(not_served(method), handler.response_streaming, handler)
+        return None
