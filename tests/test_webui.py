@@ -252,6 +252,69 @@ def test_model_output_is_shown_as_text(page: Page, server: RestServer) -> None:
     assert page.evaluate("window.__pwned") is None
 
 
+def test_errors_mid_stream_and_network_failures_are_readable(page: Page,
+                                                              server: RestServer) -> None:
+    _open(page, server.url)
+    body = sse([chunk({"role": "assistant", "content": None}), chunk({"content": "partial"})],
+               done=False)
+    body += ":\n\n" + 'data: {"error": {"code": 500, "message": "boom <i>x</i>", ' \
+        '"type": "server_error"}}\n\n'
+    page.route(CHAT, lambda r: r.fulfill(status=200, content_type="text/event-stream",
+                                         body=body))
+    _send(page, "one")
+    _answer_state(page, "error")
+    assert page.locator(".msg.assistant .content").last.inner_text() == "partial"
+    expect(page.locator(".msg.error").last).to_have_text(
+        "The server stopped the answer: boom <i>x</i>")
+    page.unroute(CHAT)
+    page.route(CHAT, lambda r: r.abort())
+    _send(page, "two")
+    expect(page.locator(".msg.error").last).to_contain_text("Could not reach the server")
+    expect(page.locator("#send")).to_be_visible()
+
+
+MARKDOWN_DOCS = [
+    "# Title\n\nSome *emphasis*, **strong**, ~~gone~~, `co*de*` and snake_case_name.\n",
+    "1. one\n2. two\n   more of two\n\n5. five\n- a\n- b\n\n> quoted\n> twice\n\n---\nend",
+    "```js\nconst a = `x`;\n\n// the blank line stays in the code\n```\nafter\n"
+    "~~~\nraw ``` inside\n~~~",
+    "See https://example.com/a_b, [doc](https://example.com/x) and [bad](javascript:alert(1)).",
+    "line one\nline two\n\n\n\nafter gap\n```\nunterminated <b>code",
+]
+
+
+def test_incremental_rendering_matches_one_pass(page: Page, server: RestServer) -> None:
+    """markdown.js fed in pieces of any size, drawn after each, ends as it renders in one pass;
+    a line longer than 2,048 characters is committed in parts and keeps its text."""
+    _open(page, server.url)
+    mismatches = page.evaluate("""async (docs) => {
+        const {MarkdownView} = await import("./markdown.js");
+        const draw = (text, size) => {
+            const view = new MarkdownView(document.createElement("div"));
+            for (let i = 0; size && i < text.length; i += size) {
+                view.append(text.slice(i, i + size));
+                view.render();
+            }
+            if (!size) view.append(text);
+            view.render(true);
+            return view.root;
+        };
+        const out = [];
+        for (const doc of docs) {
+            const whole = draw(doc, 0).innerHTML;
+            for (const size of [1, 2, 3, 7, 50]) {
+                const pieces = draw(doc, size).innerHTML;
+                if (pieces !== whole) out.push({doc, size, whole, pieces});
+            }
+        }
+        const long = Array.from({length: 1500}, (_, i) => "word" + i).join(" ");
+        const root = draw(long, 10);
+        if (root.textContent !== long || root.children.length !== 1) out.push({long: true});
+        return out;
+    }""", MARKDOWN_DOCS)
+    assert mismatches == []
+
+
 def _long_answer(target: int = 100_000) -> list[str]:
     """About `target` characters of Markdown (paragraphs, lists, code), cut in 4-character
     tokens."""

@@ -91,6 +91,7 @@ function onKey(event) {
   state.apiKey = $("key-input").value.trim();
   saveApiKey(state.apiKey);
   $("key-dialog").close();
+  if (!state.nCtx) loadProps();  // a server whose /props wants the key too
   if (state.unanswered && !state.controller) {  // the request the server refused: again
     state.messages.push(state.unanswered);
     state.unanswered = null;
@@ -145,6 +146,7 @@ async function loadProps() {
   } catch (e) {
     $("model").textContent = "model unknown";
     $("stats").textContent = e instanceof ApiError ? e.describe() : String(e);
+    if (e instanceof ApiError && e.status === 401) askForKey(e);
   }
 }
 

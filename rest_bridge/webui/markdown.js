@@ -279,7 +279,7 @@ export class MarkdownView {
       const p = el("p", this.root);
       this.block = { kind: "p", el: p, target: p };
     }
-    renderInline(line, this.block.target);
+    renderInline(line.trimStart(), this.block.target);  // indentation means nothing here
   }
 
   _showPending(rest) {
