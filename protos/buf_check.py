@@ -9,6 +9,7 @@ tests/node/package.json, installed by `scripts/setup.sh --test`), or LLAMA_GRPC_
     python protos/buf_check.py lint                  # STANDARD + COMMENTS
     python protos/buf_check.py breaking              # WIRE_JSON against the release snapshot
     python protos/buf_check.py snapshot --rev REV    # write protos/release/llama_v1.binpb
+    python protos/buf_check.py generate --out DIR    # client stubs (protos/buf.gen*.yaml)
 
 Each prints buf's output and exits with buf's status (1 when buf is missing).
 """
@@ -106,6 +107,19 @@ def breaking_image(image: Path, against: Path = RELEASE_IMAGE,
                    "--config", str(CONFIG), "--path", API_PATH, "--error-format", error_format)
 
 
+def generate(template: Path, out: Path) -> subprocess.CompletedProcess[str]:
+    """buf generate of llama/v1 (plus what the template includes) with a buf.gen.yaml; plugins
+    are looked up on PATH after tests/node's npm binaries."""
+    with tempfile.TemporaryDirectory(prefix="llama-buf-") as tmp:
+        image = Path(tmp) / "current.pb"
+        build_descriptor_set(PROTOS, image)
+        env = {**os.environ, "PATH": f"{NPM_BUF.parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+        return subprocess.run([str(buf_binary()), "generate", _image_ref(image), "--template",
+                               str(template.resolve()), "--path", API_PATH, "-o",
+                               str(out.resolve())], cwd=REPO_ROOT, capture_output=True,
+                              text=True, timeout=300, check=False, env=env)
+
+
 def snapshot(rev: str, out: Path = RELEASE_IMAGE) -> subprocess.CompletedProcess[str]:
     """Write the buf image of protos/ as committed at git revision rev (no comments)."""
     archive = subprocess.run(["git", "archive", "--format=tar", rev, "protos/llama"],
@@ -128,12 +142,17 @@ def main(argv: list[str] | None = None) -> int:
     snap = sub.add_parser("snapshot", help="write the release image of a git revision")
     snap.add_argument("--rev", required=True, help="git revision of the release")
     snap.add_argument("--out", type=Path, default=RELEASE_IMAGE)
+    stubs = sub.add_parser("generate", help="client stubs with a buf.gen.yaml template")
+    stubs.add_argument("--template", type=Path, default=PROTOS / "buf.gen.yaml")
+    stubs.add_argument("--out", type=Path, required=True, help="output folder")
     options = parser.parse_args(argv)
     try:
         if options.command == "lint":
             result = lint()
         elif options.command == "breaking":
             result = breaking(options.against)
+        elif options.command == "generate":
+            result = generate(options.template, options.out)
         else:
             result = snapshot(options.rev, options.out)
     except BufMissing as error:
