@@ -106,14 +106,25 @@ def _methods(path: Path) -> dict[str, descriptor_pb2.MethodDescriptorProto]:
             for s in f.service for m in s.method}
 
 
+# RPCs added since the release that may break the naming rules anyway: RPC name -> why. Empty
+# so far; an entry needs a reason as good as protos/buf.yaml's for the released names.
+NEW_RPC_NAME_EXCEPTIONS: dict[str, str] = {}
+
+
 def test_rpcs_added_since_the_release_follow_the_standard_names(tmp_path: Path) -> None:
     image = tmp_path / "current.pb"
     buf_check.build_descriptor_set(buf_check.PROTOS, image)
     current, released = _methods(image), _methods(buf_check.RELEASE_IMAGE)
     assert released.keys() <= current.keys(), "a released RPC is gone"
     types = [t for m in current.values() for t in (m.input_type, m.output_type)]
-    for name in current.keys() - released.keys():
+    wrong = []
+    for name in sorted(current.keys() - released.keys() - NEW_RPC_NAME_EXCEPTIONS.keys()):
         method = current[name]
-        assert method.input_type == f".llama.v1.{name}Request", name
-        assert method.output_type == f".llama.v1.{name}Response", name
-        assert types.count(method.input_type) == types.count(method.output_type) == 1, name
+        names = (method.input_type, method.output_type)
+        if (names != (f".llama.v1.{name}Request", f".llama.v1.{name}Response")
+                or types.count(method.input_type) + types.count(method.output_type) != 2):
+            wrong.append(f"{name}({method.input_type}) -> {method.output_type}")
+    assert not wrong, (
+        "RPCs added since the release take <Rpc>Request and return <Rpc>Response, each used by "
+        "that RPC only (buf's STANDARD rules, which protos/buf.yaml waives for released names; "
+        f"or justify an entry in NEW_RPC_NAME_EXCEPTIONS): {wrong}")
