@@ -118,7 +118,7 @@ class Metrics:
                 requests_deferred=snap.n_waiting,
                 n_decode_total=s.n_decode_total,
                 n_busy_slots_per_decode=s.n_busy_slots_total / max(s.n_decode_total, 1),
-                n_tokens_max=c.n_tokens_max)
+                n_tokens_max=snap.n_tokens_max)
             self._collector.families = list(self._families(resp, snap))
             resp.prometheus.content_type = CONTENT_TYPE
             resp.prometheus.data = generate_latest(self.registry)

@@ -77,7 +77,7 @@ def test_snapshot_follows_the_hooks() -> None:
     assert [s.busy for s in snap.slots] == [False, True] and snap.slots[1].task is task
     assert (snap.kv_cells_used, snap.kv_cells_reserved) == (10, 20)
     assert snap.counters.prompt_tokens_cached_total == 3
-    assert snap.counters.n_tokens_max == 10
+    assert snap.n_tokens_max == 10
     assert snap.queue_wait.read() == ((0,) * 5 + (1,) + (0,) * 9, 0.25)  # le="0.25"
     assert sum(snap.ttft.read()[0]) == 1 and snap.ttft.read()[1] == pytest.approx(0.75)
     assert sum(snap.token_gap.read()[0]) == 1

@@ -3,24 +3,25 @@
 The RPCs never call into the engine thread (GetMetrics and ListSlots do not wait for a step, and
 cannot delay one): the engine thread writes the counters and histograms here as it goes and, once
 per loop turn, publishes an `EngineSnapshot` (one attribute assignment, which other threads read
-whole). Publishing costs a copy of the counters and a sum over the slots, per step, not per token;
-the slot states are rebuilt only when a slot takes or ends a request. Histograms are bucket
-counts in preallocated lists: observing one allocates nothing.
+whole). Publishing costs two small copies (the counters), per loop turn, not per token and not
+per slot; what the slots hold is read when asked. Histograms are bucket counts in preallocated
+lists: observing one allocates nothing.
 
-A slot's running task is shared, not copied: its ints and lists are read from another thread
+Slots and their tasks are shared, not copied: their ints and lists are read from another thread
 (each read is atomic under the GIL), so a slot's fields may be one token apart from each other.
 """
 
 from __future__ import annotations
 
-import copy
 import time
 from bisect import bisect_left
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeVar
 
 from service.engine.slots import Slot
+
+T = TypeVar("T")
 
 # Seconds. Time to first token and queue wait go from milliseconds (a short prompt on a GPU) to
 # minutes (a long queue on a CPU); the gap between two tokens of one request is one decode step.
@@ -70,38 +71,69 @@ class MonitorCounters:
     n_tokens_max: int = 0  # the longest sequence (prompt + generated) seen in a slot
 
 
-@dataclass(frozen=True)
 class EngineSnapshot:
-    published: float  # time.time() of publication
-    stats: Any  # a copy of the engine's EngineStats
-    counters: MonitorCounters  # a copy
-    kv_cells_total: int
-    kv_cells_used: int
-    kv_cells_reserved: int
-    n_waiting: int
-    slots: tuple[SlotState, ...]
-    ttft: Histogram  # shared: read with Histogram.read()
-    token_gap: Histogram
-    queue_wait: Histogram
+    """What the RPCs read. The counters are copies made when it was published; the slots are
+    read when asked (`slots`, `kv_cells_*`, `n_tokens_max`), from the Slot objects and tasks
+    the engine owns: each such read is of one attribute, an int or a list's length, atomic
+    under the GIL. Publishing thus costs two small copies a loop turn, whatever the slots."""
+
+    __slots__ = ("_last_task", "_slots", "counters", "kv_cells_total", "n_waiting",
+                 "published", "queue_wait", "stats", "token_gap", "ttft")
+
+    def __init__(self, monitor: Monitor, stats: Any, n_waiting: int) -> None:
+        self.published = time.time()
+        self.stats = _copy(stats)  # the engine's EngineStats
+        self.counters: MonitorCounters = _copy(monitor.counters)
+        self.n_waiting = n_waiting
+        self.kv_cells_total = monitor.kv_cells_total
+        self.ttft, self.token_gap = monitor.ttft, monitor.token_gap  # shared: Histogram.read()
+        self.queue_wait = monitor.queue_wait
+        self._slots, self._last_task = monitor.slots, monitor.last_task
+
+    @property
+    def slots(self) -> tuple[SlotState, ...]:
+        out = []
+        for s in self._slots:
+            task = s.task  # one read: the running task or None
+            out.append(SlotState(s.id, task is not None, task or self._last_task[s.id]))
+        return tuple(out)
 
     @property
     def idle_slots(self) -> int:
-        return sum(1 for s in self.slots if not s.busy)
+        return sum(1 for s in self._slots if s.task is None)
+
+    @property
+    def kv_cells_used(self) -> int:
+        return sum(len(s.cache_tokens) for s in self._slots)
+
+    @property
+    def kv_cells_reserved(self) -> int:
+        return sum(s.task.reserved for s in self.slots if s.busy)
+
+    @property
+    def n_tokens_max(self) -> int:
+        running = [int(s.task.n_past) for s in self.slots if s.busy]
+        return max([self.counters.n_tokens_max, *running])
+
+
+def _copy(obj: T) -> T:
+    """A shallow copy of a plain object (copy.copy's protocol costs several times more)."""
+    out = object.__new__(type(obj))
+    out.__dict__.update(obj.__dict__)
+    return out
 
 
 class Monitor:
     """The engine's side: hooks called on the engine thread, and `publish`."""
 
     def __init__(self, slots: Sequence[Slot], kv_cells_total: int) -> None:
-        self._slots = slots
-        self._kv_cells_total = kv_cells_total
+        self.slots = slots
+        self.kv_cells_total = kv_cells_total
         self.counters = MonitorCounters()
         self.ttft = Histogram(TTFT_BUCKETS_S)
         self.token_gap = Histogram(TOKEN_BUCKETS_S)
         self.queue_wait = Histogram(TTFT_BUCKETS_S)
-        self._last_task: list[Any] = [None] * len(slots)
-        self._slot_states: tuple[SlotState, ...] = ()
-        self._dirty = True
+        self.last_task: list[Any] = [None] * len(slots)  # each slot's latest, by slot id
         self._last_sampled = 0.0
         self.snapshot: EngineSnapshot | None = None
 
@@ -110,8 +142,7 @@ class Monitor:
         """`task` took its slot (its prompt's cached part is known)."""
         self.queue_wait.observe(max(task.t_start - task.submitted, 0.0))
         self.counters.prompt_tokens_cached_total += task.n_cached
-        self._last_task[task.slot.id] = task
-        self._dirty = True
+        self.last_task[task.slot.id] = task
 
     def sampled(self, tasks: Sequence[Any], now: float) -> None:
         """A step sampled one token for each of `tasks`: a request's first token gives its time
@@ -132,7 +163,6 @@ class Monitor:
 
     def ended(self, task: Any, finished: bool) -> None:
         """`task` left its slot: `finished` normally, else failed or cancelled."""
-        self._dirty = True
         c = self.counters
         c.n_tokens_max = max(c.n_tokens_max, task.n_past)
         if not finished:
@@ -144,20 +174,4 @@ class Monitor:
 
     def publish(self, stats: Any, scheduler: Any) -> None:
         """Once per loop turn: the state other threads read."""
-        if self._dirty:
-            self._slot_states = tuple(
-                SlotState(s.id, s.task is not None, s.task or self._last_task[s.id])
-                for s in self._slots)
-            self._dirty = False
-        running = scheduler.running
-        c = self.counters
-        for r in running:
-            if r.n_past > c.n_tokens_max:
-                c.n_tokens_max = r.n_past
-        self.snapshot = EngineSnapshot(
-            published=time.time(), stats=copy.copy(stats), counters=copy.copy(c),
-            kv_cells_total=self._kv_cells_total,
-            kv_cells_used=sum(len(s.cache_tokens) for s in self._slots),
-            kv_cells_reserved=sum(r.reserved for r in running),
-            n_waiting=len(scheduler.waiting), slots=self._slot_states,
-            ttft=self.ttft, token_gap=self.token_gap, queue_wait=self.queue_wait)
+        self.snapshot = EngineSnapshot(self, stats, len(scheduler.waiting))
