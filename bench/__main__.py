@@ -89,6 +89,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    "busiest aggregate scenario (profile-*.txt in --out)")
     p.add_argument("--profile-gil", action="store_true",
                    help="profile only the thread holding the GIL (py-spy --gil)")
+    p.add_argument("--embeddings-only", action="store_true",
+                   help="run only the embedding and rerank scenarios (bench/embeddings.py)")
+    p.add_argument("--no-embeddings", action="store_true",
+                   help="skip the embedding and rerank scenarios")
     p.add_argument("--prepare-only", action="store_true",
                    help="build, compile and generate the model, then stop")
     p.add_argument("--out", type=Path, help="results directory (default: "
@@ -197,6 +201,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.prepare_only:
         say(f"prepared: llama-server {server_bin}, model {model}")
         return 0
+    if args.embeddings_only:
+        return _embeddings(args, server_bin, reps, out)
     agg_tokens = args.aggregate_tokens or (128 if args.cuda else 64)
     sizes = Sizes(gen_tokens=args.gen_tokens, agg_tokens=agg_tokens,
                   ttft_requests=args.ttft_requests,
@@ -228,8 +234,25 @@ def main(argv: list[str] | None = None) -> int:
     rows = [r for p, ph in zip(plan, phases, strict=True)
             for r in report.summarize(ph, p.scenarios)]
     print(write_outputs(out, meta, rows, phases, batched))
+    failed = any(ph.errors for ph in phases)
+    if not args.no_embeddings:
+        failed = _embeddings(args, server_bin, reps, out) != 0 or failed
     say(f"results in {out} ({time.monotonic() - started:.0f}s)")
-    return 1 if any(ph.errors for ph in phases) else 0
+    return 1 if failed else 0
+
+
+def _embeddings(args: argparse.Namespace, server_bin: Path | None, reps: int, out: Path) -> int:
+    """The embedding and rerank scenarios (bench/embeddings.py), with the main phase's threads
+    and offload; their table goes to results.md."""
+    from bench.embeddings import run_embedding_bench, write_results
+
+    settings = _settings(args, Path(), 4)
+    result = run_embedding_bench(server_bin, settings.threads, settings.gpu_layers, reps,
+                                 not args.no_bridge, out, settings.extra)
+    print(write_results(result, out))
+    for error in result.errors:
+        say(error)
+    return 1 if result.errors else 0
 
 
 if __name__ == "__main__":
