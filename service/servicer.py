@@ -40,6 +40,7 @@ from service.rpc_base import Context, ServicerBase
 from service.rpc_embedding import EmbeddingServicer
 from service.rpc_errors import abort, check_decoded, unary
 from service.rpc_server_info import ServerInfoRpcs
+from service.rpc_slot_files import SlotFileRpcs
 from service.rpc_operations import OperationsRpcs
 from service.runtime import Runtime
 from service.server_info import load_response, models_response, props_response
@@ -54,7 +55,8 @@ _INLINE_DETOKENIZE = 2048
 
 
 # One base class per group of RPCs (service/rpc_base.py says how they fit together).
-class LlamaServicer(OperationsRpcs, AdapterRpcs, EmbeddingServicer, ServerInfoRpcs, ServicerBase,
+class LlamaServicer(OperationsRpcs, AdapterRpcs, SlotFileRpcs,
+                    EmbeddingServicer, ServerInfoRpcs, ServicerBase,
                     service_pb2_grpc.LlamaServerServicer):  # type: ignore[misc]
 
     # -- generation -------------------------------------------------------------------------

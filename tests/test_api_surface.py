@@ -42,7 +42,6 @@ SERVICE = service_pb2.DESCRIPTOR.services_by_name["LlamaServer"]
 
 # RPCs the service does not serve yet: the generated base class answers them UNIMPLEMENTED.
 NOT_YET_SERVED: dict[str, str] = {
-    "SlotAction": "slot save / restore / erase (issue 19)",
 }
 
 # Request fields the service does not read yet, by message: what they would do, and what

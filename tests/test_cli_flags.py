@@ -193,8 +193,6 @@ def test_accepted_flags_log_a_notice(spec: FlagSpec, caplog: pytest.LogCaptureFi
 # it reaches, a value we already honour (no notice) or None, and an invalid value.
 PLANNED_EXAMPLES: dict[str, tuple[list[str], tuple[str, object], list[str] | None, list[str]]] = {
     "--tags": (["--tags", "chat,small"], ("model.tags", ("chat", "small")), None, []),
-    "--lora-init-without-apply": (["--lora-init-without-apply"],
-                                  ("model.lora_init_without_apply", True), None, []),
     "--timeout": (["--timeout", "60"], ("net.timeout", 60), None, ["--timeout", "-1"]),
     "--adaptive-target": (["--adaptive-target", "0.3"], ("sampling.adaptive_target", 0.3), None,
                           ["--adaptive-target", "2"]),
@@ -210,8 +208,6 @@ PLANNED_EXAMPLES: dict[str, tuple[list[str], tuple[str, object], list[str] | Non
                                    ("chat.reasoning_budget_message", "stop"), None, []),
     "--skip-chat-parsing": (["--no-skip-chat-parsing"], ("chat.skip_chat_parsing", False),
                             ["--skip-chat-parsing"], []),
-    "--slot-save-path": (["--slot-save-path", "/"], ("endpoints.slot_save_path", "/"), None,
-                         ["--slot-save-path", "/nonexistent/dir"]),
     "--spm-infill": (["--spm-infill"], ("endpoints.spm_infill", True), None, []),
     "--log-colors": (["--log-colors", "on"], ("log.colors", "on"), ["--log-colors", "off"],
                      ["--log-colors", "rainbow"]),

@@ -63,6 +63,8 @@ EXPECTED_ROUTES = {
     ("POST", "/cancel"): "Cancel",
     ("GET", "/load"): "GetLoad",
     ("GET", "/server-info"): "GetServerInfo",
+    ("GET", "/slots/{id_slot}/export"): "ExportSlot",
+    ("POST", "/slots/import"): "ImportSlot",
 }
 
 

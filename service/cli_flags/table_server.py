@@ -193,10 +193,9 @@ SERVER_FLAGS: tuple[FlagSpec, ...] = (
         "allow POST /props (SetProps; no property can be changed yet, as llama-server)",
         env=("LLAMA_ARG_ENDPOINT_PROPS",), default=False,
     ),
-    planned(
+    implemented(
         ("--slot-save-path",), "slot_save_path", ENDPOINTS,
-        "directory for saved slot KV caches (enables slot save/restore)",
-        "slot save/restore (SlotAction, POST /slots/{id}?action=save|restore) is not served yet",
+        "directory for saved slot KV caches (enables POST /slots/{id}?action=save|restore|erase)",
         metavar="PATH", convert=v.parse_directory, default=None, default_text="disabled",
     ),
     implemented(

@@ -226,6 +226,12 @@ class Scheduler:
             admitted.append(self._start(req, slot, need))
         return admitted, evicted
 
+    def make_room(self, need: int, keep: Slot) -> list[int] | None:
+        """Idle slots whose cached cells to drop so that `need` more cells fit besides the
+        running requests' reservations (None if they cannot); their caches are forgotten
+        here, the caller drops their cells. For slot restores; [] with a cache per slot."""
+        return self._make_room(need, keep) if self.limits.kv_shared else []
+
     def _make_room(self, need: int, keep: Slot) -> list[int] | None:
         """Idle slots to drop so that `need` more cells fit (None if they cannot)."""
         reserved = sum(r.reserved for r in self.running)
