@@ -42,7 +42,8 @@ def split_prompts(prompt: Json) -> list[Json]:
     if isinstance(prompt, str) or prompt is None:
         return [prompt or ""]
     if not isinstance(prompt, list):
-        raise ParamError("prompt must be a string, a list of tokens, or a list of prompts")
+        raise ParamError("prompt must be a string, a list of tokens, or a list of prompts",
+                         field="prompt")
     if not prompt:
         return [prompt]
     if all(_is_token(p) for p in prompt):
@@ -86,10 +87,11 @@ def parse_logit_bias(value: Json, vocab: Vocab) -> tuple[tuple[int, float], ...]
         items = []
         for pair in value:
             if not isinstance(pair, list | tuple) or len(pair) != 2:
-                raise ParamError("logit_bias entries must be [token or string, bias] pairs")
+                raise ParamError("logit_bias entries must be [token or string, bias] pairs",
+                                 field="logit_bias")
             items.append((pair[0], pair[1]))
     else:
-        raise ParamError("logit_bias must be a list of pairs or an object")
+        raise ParamError("logit_bias must be a list of pairs or an object", field="logit_bias")
     out: dict[int, float] = {}
     for key, bias in items:
         b = _bias_value(bias)
@@ -102,9 +104,9 @@ def _bias_value(bias: Json) -> float:
     if bias is False:
         return float("-inf")
     if isinstance(bias, bool) or not isinstance(bias, int | float):
-        raise ParamError("a logit_bias value must be a number or false")
+        raise ParamError("a logit_bias value must be a number or false", field="logit_bias")
     if math.isnan(bias):
-        raise ParamError("a logit_bias value must not be NaN")
+        raise ParamError("a logit_bias value must not be NaN", field="logit_bias")
     return float(bias)
 
 
@@ -118,7 +120,7 @@ def _bias_tokens(key: Json, vocab: Vocab) -> Sequence[int]:
             return vocab.tokenize(key, add_special=False, parse_special=False)
         # A numeric key is always an id: an unknown one is an error, not text to tokenize.
         return [_token_id(tok, vocab)]
-    raise ParamError("logit_bias keys must be token ids or strings")
+    raise ParamError("logit_bias keys must be token ids or strings", field="logit_bias")
 
 
 def parse_stop(value: Json) -> tuple[str, ...]:
@@ -128,4 +130,4 @@ def parse_stop(value: Json) -> tuple[str, ...]:
         return (value,)
     if isinstance(value, list) and all(isinstance(s, str) for s in value):
         return tuple(value)
-    raise ParamError("stop must be a string or a list of strings")
+    raise ParamError("stop must be a string or a list of strings", field="stop")
