@@ -97,12 +97,14 @@ class Metrics:
         self._lock = threading.Lock()
 
     def response(self, snap: EngineSnapshot) -> server_pb2.MetricsResponse:
-        """The typed metrics and their Prometheus text; starts a new averaging window."""
+        """The typed metrics and their Prometheus text, made from the same message; starts a
+        new averaging window."""
         with self._lock:
             s, c = snap.stats, snap.counters
             w, now = self._window, _Window(s.prompt_tokens_total, s.prompt_seconds_total,
                                            c.predicted_steps_total, c.predicted_seconds_total)
             self._window = now
+            kv_used = snap.kv_cells_used
             resp = server_pb2.MetricsResponse(
                 prompt_tokens_total=s.prompt_tokens_total,
                 prompt_seconds_total=s.prompt_seconds_total,
@@ -112,101 +114,114 @@ class Metrics:
                                             now.prompt_seconds - w.prompt_seconds),
                 predicted_tokens_seconds=_rate(now.predicted_steps - w.predicted_steps,
                                                now.predicted_seconds - w.predicted_seconds),
-                kv_cache_usage_ratio=_rate(snap.kv_cells_used, snap.kv_cells_total),
-                kv_cache_tokens=snap.kv_cells_used,
+                kv_cache_usage_ratio=_rate(kv_used, snap.kv_cells_total),
+                kv_cache_tokens=kv_used,
                 requests_processing=sum(1 for slot in snap.slots if slot.busy),
                 requests_deferred=snap.n_waiting,
                 n_decode_total=s.n_decode_total,
                 n_busy_slots_per_decode=s.n_busy_slots_total / max(s.n_decode_total, 1),
-                n_tokens_max=snap.n_tokens_max)
-            self._collector.families = list(self._families(resp, snap))
+                n_tokens_max=snap.n_tokens_max,
+                prompt_tokens_cached_total=c.prompt_tokens_cached_total,
+                requests_cancelled_total=c.requests_cancelled_total,
+                requests_finished_total=c.requests_finished_total,
+                decodes_interrupted_total=s.decodes_interrupted,
+                kv_cells_total=snap.kv_cells_total, kv_cells_used=kv_used,
+                kv_cells_reserved=snap.kv_cells_reserved, slots_idle=snap.idle_slots,
+                time_to_first_token=_histogram_msg(snap.ttft),
+                inter_token_latency=_histogram_msg(snap.token_gap),
+                queue_wait=_histogram_msg(snap.queue_wait),
+                memory=server_pb2.MemoryLedger(model_weights_bytes=self.memory.model_weights,
+                                               kv_cache_bytes=self.memory.kv_cache))
+            self._collector.families = list(_families(resp, snap.n_waiting))
             resp.prometheus.content_type = CONTENT_TYPE
             resp.prometheus.data = generate_latest(self.registry)
             self._collector.families = []
         return resp
 
-    def _families(self, r: server_pb2.MetricsResponse, snap: EngineSnapshot) -> Iterator[Metric]:
-        c = snap.counters
-        for name, doc, value in (
-                ("prompt_tokens", "Number of prompt tokens processed, excluding cached tokens",
-                 r.prompt_tokens_total),
-                ("prompt_tokens_cached", "Number of prompt tokens reused from the cache",
-                 c.prompt_tokens_cached_total),
-                ("prompt_seconds", "Total time spent processing prompts",
-                 r.prompt_seconds_total),
-                ("tokens_predicted", "Number of generation tokens processed",
-                 r.tokens_predicted_total),
-                ("tokens_predicted_seconds", "Total time spent generating tokens",
-                 r.tokens_predicted_seconds_total),
-                ("n_decode", "Total number of llama_decode() calls", r.n_decode_total),
-                ("spec_decode_num_draft_tokens", "Speculative: Total draft tokens generated",
-                 0),
-                ("spec_decode_num_accepted_tokens",
-                 "Speculative: Total draft tokens accepted by the target model", 0),
-                ("spec_decode_num_drafts",
-                 "Speculative: Total speculative decoding verification steps", 0)):
-            yield CounterMetricFamily(f"llamacpp:{name}", doc, value=value)
-        for name, doc, value in (
-                ("n_tokens_max", "Largest observed sequence length (prompt + generation)",
-                 r.n_tokens_max),
-                ("prompt_tokens_seconds", "Average prompt throughput in tokens/s",
-                 r.prompt_tokens_seconds),
-                ("predicted_tokens_seconds", "Average generation throughput in tokens/s",
-                 r.predicted_tokens_seconds),
-                ("kv_cache_usage_ratio", "KV-cache usage. 1 means 100 percent usage",
-                 r.kv_cache_usage_ratio),
-                ("kv_cache_tokens", "KV-cache tokens", r.kv_cache_tokens),
-                ("requests_processing", "Number of requests processing",
-                 r.requests_processing),
-                ("requests_deferred", "Number of requests deferred", r.requests_deferred),
-                ("n_busy_slots_per_decode",
-                 "Average number of busy slots per llama_decode() call",
-                 r.n_busy_slots_per_decode)):
-            yield GaugeMetricFamily(f"llamacpp:{name}", doc, value=value)
-        yield from self._ours(snap)
 
-    def _ours(self, snap: EngineSnapshot) -> Iterator[Metric]:
-        c = snap.counters
-        yield _histogram("time_to_first_token_seconds",
-                         "Time from a request's arrival to its first generated token",
-                         snap.ttft)
-        yield _histogram("inter_token_latency_seconds",
-                         "Time between two generated tokens of a request", snap.token_gap)
-        yield _histogram("queue_wait_seconds",
-                         "Time a request waited for a slot and its KV reservation",
-                         snap.queue_wait)
-        for name, doc, value in (
-                ("requests_cancelled", "Requests cancelled, waiting or running",
-                 c.requests_cancelled_total),
-                ("requests_finished", "Requests that ended with a stop (eos, word, limit)",
-                 c.requests_finished_total),
-                ("decodes_interrupted",
-                 "Prompt decodes interrupted and redone with a burst's newer requests",
-                 snap.stats.decodes_interrupted)):
-            yield CounterMetricFamily(f"llamagrpc:{name}", doc, value=value)
-        for name, doc, value in (
-                ("kv_cells_total", "KV cache cells of the context", snap.kv_cells_total),
-                ("kv_cells_used", "KV cells holding tokens (running and cached prompts)",
-                 snap.kv_cells_used),
-                ("kv_cells_reserved",
-                 "KV cells reserved by running requests (prompt + n_predict each)",
-                 snap.kv_cells_reserved),
-                ("requests_waiting", "Requests waiting for a slot or KV cells",
-                 snap.n_waiting),
-                ("slots_idle", "Slots with no request", snap.idle_slots)):
-            yield GaugeMetricFamily(f"llamagrpc:{name}", doc, value=value)
-        memory = GaugeMetricFamily(
-            "llamagrpc:memory_bytes", "Memory llama.cpp holds, by part, as far as llama.h "
-            "exposes it (the KV cache is computed from the model's shape)", labels=["part"])
-        memory.add_metric(["model_weights"], self.memory.model_weights)
-        memory.add_metric(["kv_cache"], self.memory.kv_cache)
-        yield memory
+def _families(r: server_pb2.MetricsResponse, n_waiting: int) -> Iterator[Metric]:
+    for name, doc, value in (
+            ("prompt_tokens", "Number of prompt tokens processed, excluding cached tokens",
+             r.prompt_tokens_total),
+            ("prompt_tokens_cached", "Number of prompt tokens reused from the cache",
+             r.prompt_tokens_cached_total),
+            ("prompt_seconds", "Total time spent processing prompts", r.prompt_seconds_total),
+            ("tokens_predicted", "Number of generation tokens processed",
+             r.tokens_predicted_total),
+            ("tokens_predicted_seconds", "Total time spent generating tokens",
+             r.tokens_predicted_seconds_total),
+            ("n_decode", "Total number of llama_decode() calls", r.n_decode_total),
+            ("spec_decode_num_draft_tokens", "Speculative: Total draft tokens generated", 0),
+            ("spec_decode_num_accepted_tokens",
+             "Speculative: Total draft tokens accepted by the target model", 0),
+            ("spec_decode_num_drafts",
+             "Speculative: Total speculative decoding verification steps", 0)):
+        yield CounterMetricFamily(f"llamacpp:{name}", doc, value=value)
+    for name, doc, value in (
+            ("n_tokens_max", "Largest observed sequence length (prompt + generation)",
+             r.n_tokens_max),
+            ("prompt_tokens_seconds", "Average prompt throughput in tokens/s",
+             r.prompt_tokens_seconds),
+            ("predicted_tokens_seconds", "Average generation throughput in tokens/s",
+             r.predicted_tokens_seconds),
+            ("kv_cache_usage_ratio", "KV-cache usage. 1 means 100 percent usage",
+             r.kv_cache_usage_ratio),
+            ("kv_cache_tokens", "KV-cache tokens", r.kv_cache_tokens),
+            ("requests_processing", "Number of requests processing", r.requests_processing),
+            ("requests_deferred", "Number of requests deferred", r.requests_deferred),
+            ("n_busy_slots_per_decode", "Average number of busy slots per llama_decode() call",
+             r.n_busy_slots_per_decode)):
+        yield GaugeMetricFamily(f"llamacpp:{name}", doc, value=value)
+    yield from _ours(r, n_waiting)
 
 
-def _histogram(name: str, doc: str, h: Histogram) -> Metric:
+def _ours(r: server_pb2.MetricsResponse, n_waiting: int) -> Iterator[Metric]:
+    yield _histogram("time_to_first_token_seconds",
+                     "Time from a request's arrival to its first generated token",
+                     r.time_to_first_token)
+    yield _histogram("inter_token_latency_seconds",
+                     "Time between two generated tokens of a request", r.inter_token_latency)
+    yield _histogram("queue_wait_seconds",
+                     "Time a request waited for a slot and its KV reservation", r.queue_wait)
+    for name, doc, value in (
+            ("requests_cancelled", "Requests cancelled, waiting or running",
+             r.requests_cancelled_total),
+            ("requests_finished", "Requests that ended with a stop (eos, word, limit)",
+             r.requests_finished_total),
+            ("decodes_interrupted",
+             "Prompt decodes interrupted and redone with a burst's newer requests",
+             r.decodes_interrupted_total)):
+        yield CounterMetricFamily(f"llamagrpc:{name}", doc, value=value)
+    for name, doc, value in (
+            ("kv_cells_total", "KV cache cells of the context", r.kv_cells_total),
+            ("kv_cells_used", "KV cells holding tokens (running and cached prompts)",
+             r.kv_cells_used),
+            ("kv_cells_reserved",
+             "KV cells reserved by running requests (prompt + n_predict each)",
+             r.kv_cells_reserved),
+            ("requests_waiting", "Requests waiting for a slot or KV cells", n_waiting),
+            ("slots_idle", "Slots with no request", r.slots_idle)):
+        yield GaugeMetricFamily(f"llamagrpc:{name}", doc, value=value)
+    memory = GaugeMetricFamily(
+        "llamagrpc:memory_bytes", "Memory llama.cpp holds, by part, as far as llama.h "
+        "exposes it (the KV cache is computed from the model's shape)", labels=["part"])
+    memory.add_metric(["model_weights"], r.memory.model_weights_bytes)
+    memory.add_metric(["kv_cache"], r.memory.kv_cache_bytes)
+    yield memory
+
+
+def _histogram_msg(h: Histogram) -> server_pb2.LatencyHistogram:
     counts, total = h.read()
-    buckets, running = [], 0
-    for bound, n in zip((*h.bounds, float("inf")), counts, strict=True):
+    cumulative, running = [], 0
+    for n in counts:
         running += n
-        buckets.append(("+Inf" if bound == float("inf") else repr(bound), running))
-    return HistogramMetricFamily(f"llamagrpc:{name}", doc, buckets=buckets, sum_value=total)
+        cumulative.append(float(running))
+    return server_pb2.LatencyHistogram(bounds=h.bounds, cumulative_counts=cumulative,
+                                       sum=total)
+
+
+def _histogram(name: str, doc: str, h: server_pb2.LatencyHistogram) -> Metric:
+    bounds = [repr(b) for b in h.bounds] + ["+Inf"]
+    return HistogramMetricFamily(f"llamagrpc:{name}", doc,
+                                 buckets=list(zip(bounds, h.cumulative_counts, strict=True)),
+                                 sum_value=h.sum)

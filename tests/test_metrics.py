@@ -109,6 +109,12 @@ def test_every_metric_is_there_and_parses(server: Server) -> None:
     # The typed fields are the text's numbers.
     assert resp.kv_cache_tokens == s["llamacpp:kv_cache_tokens"]
     assert resp.n_decode_total == s["llamacpp:n_decode_total"]
+    assert resp.requests_finished_total == s["llamagrpc:requests_finished_total"]
+    assert resp.kv_cells_total == 1024 and resp.memory.model_weights_bytes > 0
+    ttft = resp.time_to_first_token
+    assert len(ttft.cumulative_counts) == len(ttft.bounds) + 1
+    assert ttft.cumulative_counts[-1] == s["llamagrpc:time_to_first_token_seconds_count"]
+    assert ttft.sum == s["llamagrpc:time_to_first_token_seconds_sum"]
 
 
 def test_counters_move_after_a_request(server: Server) -> None:
