@@ -95,16 +95,21 @@ export async function streamChat(body, apiKey, signal, onChunk, onRead) {
     const t0 = performance.now();
     let payloads;
     [payloads, buffer] = sseEvents(buffer + decoder.decode(value, { stream: true }));
-    for (const payload of payloads) {
-      if (payload === "[DONE]") return;
-      const chunk = JSON.parse(payload);
-      if (chunk.error) {
-        const err = errorOf(chunk, -1, "");
-        err.status = -1;
-        throw err;
-      }
-      onChunk(chunk);
+    try {
+      if (handle(payloads, onChunk)) return;
+    } finally {
+      if (onRead) onRead(performance.now() - t0, payloads.length);
     }
-    if (onRead) onRead(performance.now() - t0, payloads.length);
   }
+}
+
+// Hand each chunk on; true at the end marker; an error event throws.
+function handle(payloads, onChunk) {
+  for (const payload of payloads) {
+    if (payload === "[DONE]") return true;
+    const chunk = JSON.parse(payload);
+    if (chunk.error) throw errorOf(chunk, -1, "");
+    onChunk(chunk);
+  }
+  return false;
 }
