@@ -187,6 +187,7 @@ def test_api_key_is_asked_for_and_a_wrong_one_shows_an_error(
         page: Page, keyed_server: RestServer) -> None:
     log = ConsoleLog(page)
     _open(page, keyed_server.url)  # the page and /props need no key
+    page.route(CHAT, _ignoring_eos)
     _send(page, "Hi")
     expect(page.locator("#key-dialog")).to_be_visible()
     expect(page.locator(".msg.error").last).to_contain_text("Invalid API Key (HTTP 401")
