@@ -99,7 +99,7 @@ export class AnswerView {
 
   _toolDelta(tc) {
     const i = Number.isInteger(tc.index) ? tc.index : this.calls.length;
-    if (!this.calls[i]) this.calls[i] = { name: "", args: "", node: null };
+    if (!this.calls[i]) this.calls[i] = { name: "", args: "", shown: 0, node: null };
     const call = this.calls[i];
     const f = tc.function || {};
     if (typeof f.name === "string") call.name += f.name;
@@ -139,11 +139,14 @@ export class AnswerView {
       call.argsNode = el("pre", call.node, "tool-args");
     }
     call.nameNode.textContent = "Tool call: " + (call.name || "(unnamed)");
-    let args = call.args;
+    // Arguments only grow while streaming: append what is new, as the answer's text is.
+    if (call.args.length > call.shown) call.argsNode.append(call.args.slice(call.shown));
+    call.shown = call.args.length;
     if (final) {
-      try { args = JSON.stringify(JSON.parse(args), null, 2); } catch { /* shown as sent */ }
+      try {
+        call.argsNode.textContent = JSON.stringify(JSON.parse(call.args), null, 2);
+      } catch { /* shown as sent */ }
     }
-    call.argsNode.textContent = args;
     call.dirty = false;
   }
 
