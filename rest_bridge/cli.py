@@ -35,7 +35,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--grpc-target", default=env("LLAMA_GRPC_TARGET"),
                    help="HOST:PORT of the llama.v1 gRPC service (env LLAMA_GRPC_TARGET)")
     p.add_argument("--host", default=env("LLAMA_ARG_HOST", "127.0.0.1"),
-                   help="address to listen on, or a UNIX socket path ending in .sock")
+                   help="addresses to listen on, comma-separated; a UNIX socket path ends in "
+                        ".sock")
     p.add_argument("--port", type=int, default=int(env("LLAMA_ARG_PORT", "8080")))
     p.add_argument("--api-key", action="append", default=[],
                    help="API key(s), comma-separated; repeatable (env LLAMA_API_KEY)")
@@ -123,18 +124,27 @@ def main(argv: Sequence[str] | None = None) -> int:
                      sse_ping_interval=args.sse_ping_interval, cors=cors,
                      grpc_credentials=_credentials(args), webui=args.webui,
                      static_path=args.static_path)
-    unix = args.host.endswith(".sock")
-    config = uvicorn.Config(
-        app, host="" if unix else args.host, port=args.port, uds=args.host if unix else None,
-        ssl_keyfile=args.ssl_key_file, ssl_certfile=args.ssl_cert_file, log_config=None,
-        access_log=args.verbose, lifespan="on", timeout_graceful_shutdown=5)
-    server = uvicorn.Server(config)
+    hosts = [h.strip() for h in args.host.split(",") if h.strip()] or ["127.0.0.1"]
+    configs = [uvicorn.Config(
+        app, host="" if h.endswith(".sock") else h, port=args.port,
+        uds=h if h.endswith(".sock") else None, ssl_keyfile=args.ssl_key_file,
+        ssl_certfile=args.ssl_cert_file, log_config=None, access_log=args.verbose,
+        lifespan="on", timeout_graceful_shutdown=5) for h in hosts]
+    server = uvicorn.Server(configs[0])
+    # Every --host, as llama-server: one server, a listening socket each (uvicorn logs why
+    # one cannot be bound and exits).
+    sockets = [c.bind_socket() for c in configs]
     if args.keys_from_parent:
         _exit_with_parent(server)
-    _log.info("REST on %s%s, gRPC service at %s%s", args.host,
-              "" if unix else f":{args.port}", args.grpc_target,
-              f", {len(keys)} API key(s)" if keys else "")
-    server.run()
+    _log.info("REST on %s, gRPC service at %s%s",
+              ", ".join(h if h.endswith(".sock") else f"{h}:{args.port}" for h in hosts),
+              args.grpc_target, f", {len(keys)} API key(s)" if keys else "")
+    try:
+        server.run(sockets=sockets)
+    finally:
+        for h in hosts[1:]:  # uvicorn removes the first one's socket file only
+            if h.endswith(".sock"):
+                Path(h).unlink(missing_ok=True)
     return 0 if server.started else 1
 
 

@@ -29,7 +29,7 @@ class NetSettings(Protocol):
     """The network settings the bridge needs (service.config.ServerNetConfig has them)."""
 
     @property
-    def host(self) -> str: ...
+    def hosts(self) -> tuple[str, ...]: ...
     @property
     def port(self) -> int: ...
     @property
@@ -66,11 +66,16 @@ def grpc_target_for(host: str, grpc_port: int, tls: bool) -> str:
     return f"{host}:{grpc_port}"
 
 
+def _tcp_host(hosts: tuple[str, ...]) -> str:
+    """The first --host that gRPC listens on (UNIX socket paths are the bridge's only)."""
+    return next((h for h in hosts if not h.endswith(".sock")), "127.0.0.1")
+
+
 def bridge_argv(net: NetSettings, grpc_port: int, verbose: bool = False) -> list[str]:
     tls = bool(net.ssl_key_file and net.ssl_cert_file)
     argv = [sys.executable, "-m", "rest_bridge.cli", "--keys-from-parent",
-            "--grpc-target", grpc_target_for(net.host, grpc_port, tls),
-            "--host", net.host, "--port", str(net.port), "--api-prefix", net.api_prefix,
+            "--grpc-target", grpc_target_for(_tcp_host(net.hosts), grpc_port, tls),
+            "--host", ",".join(net.hosts), "--port", str(net.port), "--api-prefix", net.api_prefix,
             "--sse-ping-interval", str(net.sse_ping_interval),
             "--cors-origins", net.cors_origins, "--cors-methods", net.cors_methods,
             "--cors-headers", net.cors_headers]
@@ -118,7 +123,8 @@ class BridgeProcess:
 
 
 async def start_bridge(net: NetSettings, grpc_port: int, verbose: bool = False) -> BridgeProcess:
-    """Start the REST bridge for a service on grpc_port; it serves net.host:net.port."""
+    """Start the REST bridge for a service on grpc_port; it serves every net.hosts at
+    net.port (a UNIX socket path: HTTP on that socket)."""
     # A session of its own: a terminal's Ctrl-C reaches only the server, which drains and then
     # closes the pipe, so REST streams in flight can finish during the drain.
     proc = await asyncio.create_subprocess_exec(*bridge_argv(net, grpc_port, verbose),

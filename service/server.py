@@ -96,17 +96,32 @@ async def start_server(config: ServerConfig, host: str | None = None,
     reflection.enable_server_reflection(
         (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
          reflection.SERVICE_NAME), server)
-    addr = f"{host or config.net.host}:{config.net.grpc_port if port is None else port}"
     creds = _credentials(config)
-    bound = server.add_secure_port(addr, creds) if creds else server.add_insecure_port(addr)
+    bound = config.net.grpc_port if port is None else port
+    hosts = (host,) if host else grpc_hosts(config.net.hosts)
+    for h in hosts:  # every --host: the first one picks the port when it is 0
+        addr = f"{_bracketed(h)}:{bound}"
+        bound = server.add_secure_port(addr, creds) if creds else server.add_insecure_port(addr)
     handle = ServerHandle(server, bound, health_servicer, gate=gate)
     handle_ref.append(handle)
     await handle.set_serving(False)
     await server.start()
-    _log.info("gRPC listening on %s (%s)", addr.rsplit(":", 1)[0] + f":{bound}",
+    _log.info("gRPC listening on %s (%s)", ", ".join(f"{_bracketed(h)}:{bound}" for h in hosts),
               "TLS" if creds else "plaintext")
     asyncio.get_running_loop().create_task(_load(handle, config))
     return handle
+
+
+def grpc_hosts(hosts: tuple[str, ...]) -> tuple[str, ...]:
+    """The addresses gRPC listens on: every --host but UNIX socket paths (those are the REST
+    bridge's, HTTP as in llama-server); loopback when only socket paths are given, so that the
+    bridge reaches the service."""
+    tcp = tuple(h for h in hosts if not h.endswith(".sock"))
+    return tcp or ("127.0.0.1",)
+
+
+def _bracketed(host: str) -> str:
+    return f"[{host}]" if ":" in host and not host.startswith("[") else host
 
 
 def _load_runtime_held(config: ServerConfig) -> Runtime:

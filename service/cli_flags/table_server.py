@@ -42,14 +42,12 @@ SERVER_FLAGS: tuple[FlagSpec, ...] = (
         metavar="STRING", env=("LLAMA_ARG_CHAT_TEMPLATE_KWARGS",), convert=v.parse_json_object,
         default=None, default_text="none",
     ),
-    planned(
+    implemented(
         ("--reasoning-format",), "reasoning_format", CHAT,
-        "how thoughts are returned: none, auto, deepseek or deepseek-legacy",
-        "thoughts are not separated from the content yet (no reasoning_content): the text comes "
-        "back as generated, as with 'none'",
+        "how thoughts are returned: none (in content), auto or deepseek (a leading <think> "
+        "block in reasoning_content), deepseek-legacy (in both)",
         metavar="FORMAT", env=("LLAMA_ARG_THINK",),
         convert=v.choice("none", "auto", "deepseek", "deepseek-legacy"), default="auto",
-        honoured_values=("none",),
     ),
     implemented(
         ("-rea", "--reasoning"), "reasoning", CHAT,
@@ -65,9 +63,10 @@ SERVER_FLAGS: tuple[FlagSpec, ...] = (
     planned(
         ("--reasoning-budget",), "reasoning_budget", CHAT,
         "token budget for thinking (-1 = unrestricted, 0 = end immediately)",
-        "thinking is not limited to a token budget yet",
+        "thinking is not limited to a token budget yet: 0 turns it off in the template "
+        "(enable_thinking false) and -1 is unlimited; other budgets are not enforced",
         metavar="N", env=("LLAMA_ARG_THINK_BUDGET",), convert=v.parse_int, default=-1,
-        minimum=-1, honoured_values=(-1,),
+        minimum=-1, honoured_values=(-1, 0),
     ),
     planned(
         ("--reasoning-budget-message",), "reasoning_budget_message", CHAT,
@@ -82,13 +81,11 @@ SERVER_FLAGS: tuple[FlagSpec, ...] = (
         negative=("--no-reasoning-preserve",), env=("LLAMA_ARG_REASONING_PRESERVE",),
         default=None, default_text="template default",
     ),
-    planned(
+    implemented(
         ("--skip-chat-parsing",), "skip_chat_parsing", CHAT,
         "return everything (reasoning, tool calls) as plain content",
-        "chat output is not parsed yet (no reasoning_content, no tool_calls): everything comes "
-        "back as plain content, as --skip-chat-parsing asks",
         negative=("--no-skip-chat-parsing",), env=("LLAMA_ARG_SKIP_CHAT_PARSING",),
-        default=False, honoured_values=(True,),
+        default=False,
     ),
     implemented(
         ("--prefill-assistant",), "prefill_assistant", CHAT,
@@ -98,9 +95,8 @@ SERVER_FLAGS: tuple[FlagSpec, ...] = (
     ),
     implemented(
         ("--host",), "hosts", NETWORK,
-        "address to listen on (llama-server takes a comma-separated list, and UNIX socket "
-        "paths ending in .sock: only the first address is used yet, and a .sock path fails to "
-        "bind the gRPC port)",
+        "addresses to listen on, comma-separated: gRPC (--grpc-port) and HTTP (--port) on each; "
+        "a path ending in .sock is a UNIX socket for HTTP only",
         metavar="HOST", env=("LLAMA_ARG_HOST",), convert=v.parse_host_list,
         default=("127.0.0.1",), default_text="127.0.0.1",
     ),
