@@ -84,13 +84,18 @@ class TextCompletionRenderer:
 
 
 def _tool_call(tc: Any, with_index: bool) -> dict[str, Json]:
-    out: dict[str, Json] = {"type": tc.type or "function",
-                            "function": {"name": tc.function.name,
-                                         "arguments": tc.function.arguments}}
+    """A tool call (with_index: a streamed delta of one, as OpenAI's: the first names the call,
+    with its id, type, name and arguments ""; later ones carry argument pieces only, since
+    clients such as the openai SDK concatenate every string they are sent)."""
+    if with_index and not tc.id and not tc.function.name:
+        out: dict[str, Json] = {"function": {"arguments": tc.function.arguments}}
+    else:
+        out = {"type": tc.type or "function",
+               "function": {"name": tc.function.name, "arguments": tc.function.arguments}}
     if tc.id:
         out["id"] = tc.id
     if with_index and tc.HasField("index"):
-        out["index"] = tc.index
+        out = {"index": tc.index, **out}
     return out
 
 

@@ -25,16 +25,18 @@ class ChatParseConfig:
     format: str = CONTENT_ONLY  # a chat_parse_formats name; CONTENT_ONLY: no tool calls
     reasoning: str = "none"  # the reasoning_format
     thinking_opened: bool = False  # the prompt ends inside a thinking block
+    max_calls: int = 0  # keep this many tool calls at most (0: all; parallel_tool_calls)
+    prefix: str = ""  # parsed before the answer, as its start (the request's generation_prompt)
 
     @property
     def active(self) -> bool:
-        return self.format != CONTENT_ONLY or self.reasoning != "none"
+        return self.format != CONTENT_ONLY or self.reasoning != "none" or bool(self.prefix)
 
 
 class ChatParser:
     def __init__(self, config: ChatParseConfig,
                  new_id: Callable[[], str] = new_call_id) -> None:
-        self.out = Out(new_id)
+        self.out = Out(new_id, config.max_calls)
         self.message = ParsedMessage()
         self.format = FormatParser(FORMATS[config.format], self.out)
         self.reasoning: ReasoningSplit | None = None
@@ -42,6 +44,8 @@ class ChatParser:
             self.reasoning = ReasoningSplit(
                 self.out, self.format.feed, reasoning_tags(config.format),
                 legacy=config.reasoning == "deepseek-legacy", opened=config.thinking_opened)
+        if config.prefix:
+            self.feed(config.prefix)
 
     def feed(self, text: str) -> ChatDelta:
         if self.reasoning is not None:

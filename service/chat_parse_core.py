@@ -70,9 +70,10 @@ def new_call_id() -> str:
 class Out:
     """Collects what a parser found since the last `take()`."""
 
-    def __init__(self, new_id: Callable[[], str] = new_call_id) -> None:
-        self.new_id = new_id
+    def __init__(self, new_id: Callable[[], str] = new_call_id, max_calls: int = 0) -> None:
+        self.new_id, self.max_calls = new_id, max_calls  # max_calls 0: any number
         self.n_calls = 0
+        self._skip = False  # a call past max_calls: dropped, arguments and all
         self._delta = ChatDelta()
 
     def text(self, s: str) -> None:
@@ -84,11 +85,14 @@ class Out:
             self._delta.reasoning += s
 
     def start_call(self, name: str) -> None:
+        self._skip = bool(self.max_calls) and self.n_calls >= self.max_calls
+        if self._skip:
+            return
         self._delta.tool_calls.append(ToolCallDelta(self.n_calls, self.new_id(), name))
         self.n_calls += 1
 
     def args(self, s: str) -> None:
-        if not s:
+        if not s or self._skip:
             return
         calls = self._delta.tool_calls
         if calls and calls[-1].index == self.n_calls - 1:

@@ -60,7 +60,8 @@ class FormatParser:
         self.fmt, self.out = fmt, out
         self.words = tuple(fmt.triggers)
         self.buf = ""  # content held back: it may be the start of a trigger word
-        self.strip_ws = True  # drop blank text at the start and after each call
+        # Drop blank text at the start and after each call (not in plain content's format).
+        self.strip_ws = bool(fmt.triggers or fmt.start)
         self.mode = "content"
         self.list_name = ""
         self.matchers: list[tuple[Matcher, Alt]] = []

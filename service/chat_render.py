@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from google.protobuf import json_format
@@ -33,9 +34,11 @@ def render_chat(rt: Runtime, request: Any) -> str:
     # llama-server's prefill: a trailing assistant message is continued, not closed.
     prefill = rt.config.chat.prefill_assistant and messages[-1].get("role") == "assistant"
     template = rt.templates.for_request(tools)
+    extra = {**dict(rt.config.chat.template_kwargs), **kwargs}
+    if tools and " functools[" in template.source:  # Firefunction v2 reads them as `functions`
+        extra.setdefault("functions", json.dumps(tools, indent=2))
     return template.render(messages, add_generation_prompt=add_gen and not prefill,
-                           continue_final_message=prefill, tools=tools,
-                           extra_context={**dict(rt.config.chat.template_kwargs), **kwargs})
+                           continue_final_message=prefill, tools=tools, extra_context=extra)
 
 
 def _message_json(raw: Any) -> dict[str, Json]:

@@ -393,6 +393,8 @@ def _chat(s: Settings) -> ChatConfig:
     # As llama-server does: the reasoning flags are template variables in the end.
     if reasoning != "auto":
         kwargs["enable_thinking"] = reasoning == "on"
+    if s.int_("reasoning_budget") == 0:  # as llama-server: no budget, no thinking
+        kwargs["enable_thinking"] = False
     if s.str_("reasoning_effort") != "default":
         kwargs["reasoning_effort"] = s.str_("reasoning_effort")
     preserve = s.opt_bool("reasoning_preserve")

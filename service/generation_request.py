@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from service.chat_render import render_chat
+from service.chat_sink import parsing_sink
 from service.engine.chains import build_task_chain
 from service.engine.params import CompletionParams, ParamError
 from service.engine.task import EventSink, Task
@@ -21,6 +22,8 @@ from service.prompt_values import prompt_json, token_prompts
 from service.prompts import split_prompts, tokenize_prompt
 from service.request_params import completion_params
 from service.runtime import Runtime
+from service.tool_calls import ChatSetup, chat_setup
+from service.typed_inputs import tool_json
 
 
 @dataclass(frozen=True)
@@ -30,6 +33,7 @@ class GenerationRequest:
     params: CompletionParams
     stream: bool
     priority: int = 0  # lower is admitted sooner (the scheduler's queue order)
+    chat: ChatSetup | None = None  # chat: how the answer is parsed (service.tool_calls)
 
 
 _REQUEST_ID = re.compile(r"[\x21-\x7e]{1,128}")
@@ -102,8 +106,21 @@ def build_chat(rt: Runtime, req: Any, gen_id: str) -> GenerationRequest:
     """For ChatCompletion: the messages rendered with the chat template, then tokenized as a
     text prompt (BOS as the model wants it)."""
     params = completion_params(req, rt.request_defaults, rt.model.vocab)
-    prompt = tokenize_prompt(render_chat(rt, req), rt.model.vocab)
-    return GenerationRequest(gen_id, _checked(rt, [prompt]), params, req.stream, _priority(req))
+    text = render_chat(rt, req)
+    prompt = tokenize_prompt(text, rt.model.vocab)
+    tools = [tool_json(t) for t in req.tools] or None
+    chat = chat_setup(req, tools, rt.templates.for_request(tools), text,
+                      rt.config.chat.reasoning_format, rt.config.chat.skip_chat_parsing,
+                      rt.model.vocab)
+    if chat.grammar:
+        if params.sampling.grammar:
+            raise ParamError("tool_choice asks for tool calls, which cannot be combined with "
+                             "grammar, json_schema or response_format", field="tool_choice")
+        params = replace(params, sampling=replace(params.sampling, grammar=chat.grammar))
+    if chat.preserved_tokens:
+        params = replace(params, preserved_tokens=chat.preserved_tokens)
+    return GenerationRequest(gen_id, _checked(rt, [prompt]), params, req.stream, _priority(req),
+                             chat)
 
 
 def make_tasks(rt: Runtime, gen: GenerationRequest,
@@ -116,8 +133,10 @@ def make_tasks(rt: Runtime, gen: GenerationRequest,
     take it back from a busy engine thread every time (measured with no-op decodes,
     bench.python_overhead: 64 streams ran 1.8 tokens a decode when the loop built them, 12-42
     when the engine does)."""
+    parse = gen.chat.parse if gen.chat is not None else None
     tasks = [Task(gen.id if len(gen.prompts) == 1 else f"{gen.id}-{i}", prompt, gen.params,
-                  sink_for(i), gen.priority) for i, prompt in enumerate(gen.prompts)]
+                  parsing_sink(sink_for(i), parse), gen.priority)
+             for i, prompt in enumerate(gen.prompts)]
     if not gen.params.sampling.grammar:
         return tasks
     try:

@@ -18,6 +18,7 @@ import grpc
 from llama.v1 import chat_pb2, server_pb2, service_pb2_grpc
 
 from service.chat_render import render_chat
+from service.chat_stream import chat_shaper, make_stream
 from service.embeddings import check_generation
 from service.engine.arrival import Arrival
 from service.engine.events import Finished
@@ -44,7 +45,7 @@ from service.rpc_slot_files import SlotFileRpcs
 from service.rpc_operations import OperationsRpcs
 from service.runtime import Runtime
 from service.server_info import load_response, models_response, props_response
-from service.streams import CompletionStream, chat_chunk, openai_chunk
+from service.streams import openai_chunk
 from service.tokens import detokenize, prompt_text, tokenize
 
 Builder = Callable[[Runtime, Any, str], GenerationRequest]
@@ -82,7 +83,7 @@ class LlamaServicer(OperationsRpcs, AdapterRpcs, SlotFileRpcs,
                 with running(rt.engine, self._registry, gen, arrival):
                     # The id before any message: a stream = false client can Cancel by it.
                     await context.send_initial_metadata(((REQUEST_ID_HEADER, gen.id),))
-                    stream, out = CompletionStream(rt, req), shape(rt, req)
+                    stream, out = make_stream(rt, req), shape(rt, req)
                     while not gen.done:
                         index, events = await gen.next_events()
                         for event in events:
@@ -115,7 +116,7 @@ class LlamaServicer(OperationsRpcs, AdapterRpcs, SlotFileRpcs,
         return self._generate(request, context, "cmpl", build_infill, _as_is)
 
     def ChatCompletion(self, request: Any, context: Context) -> AsyncIterator[Any]:
-        return self._generate(request, context, "chatcmpl", build_chat, _chat)
+        return self._generate(request, context, "chatcmpl", build_chat, chat_shaper)
 
     @unary
     async def ApplyTemplate(self, request: Any, context: Context) -> Any:
@@ -160,14 +161,3 @@ def _as_is(rt: Runtime, req: GenerationRequest) -> Callable[[Any], Any]:
 def _openai(rt: Runtime, req: GenerationRequest) -> Callable[[Any], Any]:
     created = int(time.time())
     return lambda msg: openai_chunk(msg, created, rt.model_name)
-
-
-def _chat(rt: Runtime, req: GenerationRequest) -> Callable[[Any], Any]:
-    created, first = int(time.time()), [True]
-
-    def shape(msg: Any) -> Any:
-        out = chat_chunk(msg, created, rt.model_name, req.stream, first[0])
-        first[0] = first[0] and msg.HasField("error")
-        return out
-
-    return shape

@@ -67,9 +67,6 @@ NOT_YET_SERVED_FIELDS: dict[str, dict[str, str]] = {
     "EmbedRequest": {"image_data": "refused when given: " + _MEDIA},
     "ChatCompletionRequest": {
         **_GENERATION,
-        "parallel_tool_calls": "tool calls are not parsed yet (issue 18)",
-        "parse_tool_calls": "tool calls are not parsed yet (issue 18)",
-        "reasoning_format": "reasoning is not separated from content yet (issue 18)",
         "reasoning_effort": "only --reasoning-effort / chat_template_kwargs reach the template",
         "reasoning_control": "reasoning cannot be ended early yet (issue 18)",
     },
@@ -85,10 +82,6 @@ IGNORED_THOUGH_NAMED: dict[str, dict[str, str]] = {
     "ChatCompletionRequest": {
         "model": "one model: selects nothing, responses carry the server's model name",
         "user": "OpenAI's end-user id, ignored as llama-server ignores it",
-        "generation_prompt": "chat output is not parsed yet (issue 18)",
-        # Read by service/tool_choice.py: checked, and "none" allows a grammar beside tools.
-        "tool_choice": "tool calls are not constrained nor parsed yet (issue 18)",
-        "typed_tool_choice": "tool calls are not constrained nor parsed yet (issue 18)",
     },
 }
 

@@ -199,15 +199,10 @@ PLANNED_EXAMPLES: dict[str, tuple[list[str], tuple[str, object], list[str] | Non
     "--adaptive-decay": (["--adaptive-decay", "0.5"], ("sampling.adaptive_decay", 0.5),
                          ["--adaptive-decay", "0.9"], ["--adaptive-decay", "1.5"]),
     "--jinja": (["--no-jinja"], ("chat.use_jinja", False), ["--jinja"], []),
-    "--reasoning-format": (["--reasoning-format", "deepseek"],
-                           ("chat.reasoning_format", "deepseek"), ["--reasoning-format", "none"],
-                           ["--reasoning-format", "think"]),
-    "--reasoning-budget": (["--reasoning-budget", "0"], ("chat.reasoning_budget", 0),
-                           ["--reasoning-budget", "-1"], ["--reasoning-budget", "-2"]),
+    "--reasoning-budget": (["--reasoning-budget", "100"], ("chat.reasoning_budget", 100),
+                           ["--reasoning-budget", "0"], ["--reasoning-budget", "-2"]),
     "--reasoning-budget-message": (["--reasoning-budget-message", "stop"],
                                    ("chat.reasoning_budget_message", "stop"), None, []),
-    "--skip-chat-parsing": (["--no-skip-chat-parsing"], ("chat.skip_chat_parsing", False),
-                            ["--skip-chat-parsing"], []),
     "--spm-infill": (["--spm-infill"], ("endpoints.spm_infill", True), None, []),
     "--log-colors": (["--log-colors", "on"], ("log.colors", "on"), ["--log-colors", "off"],
                      ["--log-colors", "rainbow"]),
@@ -245,12 +240,12 @@ def test_planned_flags_parse_and_say_what_is_missing(
 
 
 def test_planned_flag_from_environment_says_what_is_missing() -> None:
-    config = load_config(MODEL, {"LLAMA_ARG_THINK": "deepseek", "LLAMA_ARG_JINJA": "1"})
-    assert config.chat.reasoning_format == "deepseek"
+    config = load_config(MODEL, {"LLAMA_ARG_THINK_BUDGET": "100", "LLAMA_ARG_JINJA": "1"})
+    assert config.chat.reasoning_budget == 100
     assert config.notices == (
-        "LLAMA_ARG_THINK (environment variable for --reasoning-format): accepted but has no "
-        "effect yet: thoughts are not separated from the content yet (no reasoning_content): the "
-        "text comes back as generated, as with 'none'",
+        "LLAMA_ARG_THINK_BUDGET (environment variable for --reasoning-budget): accepted but has "
+        "no effect yet: thinking is not limited to a token budget yet: 0 turns it off in the "
+        "template (enable_thinking false) and -1 is unlimited; other budgets are not enforced",
     )
 
 

@@ -85,3 +85,13 @@ def test_unknown_reasoning_format_is_refused() -> None:
     with pytest.raises(ParamError, match="reasoning_format"):
         check_reasoning_format("bogus")
     assert ChatParseConfig(CONTENT_ONLY, "none").active is False
+
+
+def test_prefix_is_parsed_as_the_start_of_the_answer() -> None:
+    config = ChatParseConfig(reasoning="deepseek", prefix="<think>\n")
+    _all_splits(config, "plan</think>done", ParsedMessage("done", "plan"))
+    assert config.active and ChatParseConfig(prefix="Sure: ").active
+
+
+def test_plain_content_keeps_its_whitespace() -> None:
+    _all_splits(ChatParseConfig(reasoning="auto"), "\n  Hello ", ParsedMessage("\n  Hello "))

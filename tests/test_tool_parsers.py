@@ -137,3 +137,41 @@ def test_a_call_header_that_goes_wrong_is_content() -> None:
 def test_content_only_keeps_everything() -> None:
     text = "<think>x</think><tool_call>{}</tool_call>"
     assert parse_whole(ChatParseConfig(), text) == ParsedMessage(text)
+
+
+# The spec's table (llama-server README, "Tool call support") for the templates the pinned
+# llama.cpp ships, plus the formats it names whose templates ship there too.
+TEMPLATE_FORMATS = {
+    "CohereForAI-c4ai-command-r-plus-tool_use": GENERIC,
+    "NousResearch-Hermes-2-Pro-Llama-3-8B-tool_use": HERMES,
+    "NousResearch-Hermes-3-Llama-3.1-8B-tool_use": HERMES,
+    "Qwen-Qwen2.5-7B-Instruct": HERMES,
+    "deepseek-ai-DeepSeek-R1-Distill-Llama-8B": DEEPSEEK_R1,
+    "deepseek-ai-DeepSeek-R1-Distill-Qwen-32B": DEEPSEEK_R1,
+    "llama-cpp-deepseek-r1": DEEPSEEK_R1,
+    "google-gemma-2-2b-it": GENERIC,
+    "meetkai-functionary-medium-v3.1": FUNCTIONARY_V31,
+    "meetkai-functionary-medium-v3.2": FUNCTIONARY_V32,
+    "meta-llama-Llama-3.1-8B-Instruct": LLAMA3_BUILTIN,
+    "meta-llama-Llama-3.2-3B-Instruct": LLAMA3,
+    "meta-llama-Llama-3.3-70B-Instruct": LLAMA3_BUILTIN,
+    "microsoft-Phi-3.5-mini-instruct": GENERIC,
+    "mistralai-Mistral-Nemo-Instruct-2407": MISTRAL_NEMO,
+    "fireworks-ai-llama-3-firefunction-v2": FIREFUNCTION_V2,
+    "CohereForAI-c4ai-command-r7b-12-2024-tool_use": COMMAND_R7B,
+}
+
+
+@pytest.mark.parametrize(("stem", "fmt"), sorted(TEMPLATE_FORMATS.items()))
+def test_template_selects_the_documented_format(stem: str, fmt: str) -> None:
+    from native.testmodels.sources import chat_template
+    from service.chat_parse_formats import detect_format
+    assert detect_format(chat_template(stem)) == fmt
+
+
+def test_max_calls_keeps_the_first() -> None:
+    text = ('<tool_call>{"name": "a", "arguments": {"x": 1}}</tool_call>'
+            '<tool_call>{"name": "b", "arguments": {"y": 2}}</tool_call>')
+    config = ChatParseConfig(HERMES, max_calls=1)
+    assert parse_whole(config, text, ids()).tool_calls == calls(("a", '{"x": 1}'))
+    assert _by_pieces(config, list(text)).tool_calls == calls(("a", '{"x": 1}'))

@@ -70,7 +70,7 @@ class FlagSpec:
     # implemented one, and giving it logs `accepted but has no effect yet: <reason>`.
     planned: bool = False
     # For a planned flag: values (converted) asking for what llama-grpc-server already does
-    # (`--reasoning-format none`), which are taken without a notice.
+    # (`--reasoning-budget 0`), which are taken without a notice.
     honoured_values: tuple[object, ...] = ()
 
     @property

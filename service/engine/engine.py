@@ -353,7 +353,8 @@ class Engine:
         self.stats.tokens_predicted_total += 1
         text = ""
         if token not in self.eog or task.params.ignore_eos:
-            text = task.stream.push(self.vocab.token_to_piece(token, special=self.settings.special))
+            special = self.settings.special or token in task.params.preserved_tokens
+            text = task.stream.push(self.vocab.token_to_piece(token, special=special))
         reason = stop_reason(task, token, self.rules)
         if reason is not None:
             self._finish(task, reason, text)
@@ -415,6 +416,9 @@ class Engine:
         outbox, self._outbox = self._outbox, {}
         by_loop: dict[Any, list[tuple[LoopSink, list[Event]]]] = {}
         for sink, events in outbox.items():
+            transform = getattr(sink, "transform", None)  # a chat answer's parser (chat_sink)
+            if transform is not None:
+                events = transform(events)
             # Not isinstance(sink, LoopSink): a runtime protocol check costs ~15 us a call.
             if hasattr(sink, "deliver_local"):
                 loop_sink = cast(LoopSink, sink)

@@ -120,6 +120,9 @@ class CompletionParams:
     cache_prompt: bool = True
     return_tokens: bool = False
     timings_per_token: bool = False
+    # Special tokens rendered in the text all the same (a chat format's markers, llama-server's
+    # preserved tokens; service.tool_calls).
+    preserved_tokens: frozenset[int] = frozenset()
     # LoRA adapters as (id, scale), scales not 0, by id: the request's `lora` or the global
     # scales when it has none (service.lora resolves it; the engine applies it per decode).
     lora: tuple[tuple[int, float], ...] = ()
