@@ -177,18 +177,19 @@ def can_split(rt: Runtime) -> bool:
 
 # -- responses ------------------------------------------------------------------------------
 def normalized(vector: list[float], norm: int) -> list[float]:
-    """common_embd_normalize: -1 none, 0 max absolute (to int16 range), 2 Euclidean, else the
-    p-norm."""
+    """common_embd_normalize, rounding where it rounds (float32 squares summed in a double, a
+    float32 scale, float32 products), so that the JSON is llama-server's to the byte: -1 none,
+    0 max absolute (to the int16 range), 2 Euclidean, else the p-norm."""
     if norm == -1:
         total = 1.0
     elif norm == 0:
         total = max(map(abs, vector), default=0.0) / 32760.0
     elif norm == 2:
-        total = math.sqrt(math.fsum(v * v for v in vector))
+        total = math.sqrt(sum(array("f", [v * v for v in vector])))
     else:
-        total = math.fsum(abs(v) ** norm for v in vector) ** (1.0 / norm)
-    scale = 1.0 / total if total > 0 else 0.0
-    return [v * scale for v in vector]
+        total = sum(abs(v) ** norm for v in vector) ** (1.0 / norm)
+    scale = array("f", [1.0 / total if total > 0 else 0.0])[0]
+    return array("f", [v * scale for v in vector]).tolist()
 
 
 def _vectors(rt: Runtime, result: Embedded, norm: int) -> list[list[float]]:
