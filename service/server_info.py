@@ -8,15 +8,16 @@ from typing import Any
 from llama.v1 import server_info_pb2, server_pb2
 
 from native.vocab import Vocab
+from service.chat_parse_formats import CONTENT_ONLY, detect_format
 from service.engine.scheduler import Load
-from service.messages import generation_settings
+from service.messages import default_settings
 from service.runtime import Runtime
 from service.server_features import reranks
 
 
 def props_response(rt: Runtime, build_info: str) -> Any:
     vocab = rt.model.vocab
-    settings = generation_settings(rt.defaults, rt.engine.n_ctx_slot, rt.model_name)
+    settings = default_settings(rt)
     resp = server_pb2.PropsResponse(
         total_slots=rt.n_slots, model_path=rt.config.model.path,
         chat_template=rt.templates.default.source, build_info=build_info,
@@ -66,8 +67,6 @@ def load_response(load: Load) -> Any:
 
 
 API_VERSION = "llama.v1"
-# Nothing is parsed out of chat output yet (issue 18): text comes back as content.
-CHAT_FORMAT = "content-only"
 NO_PARSER = "none"
 _POOLING_NAMES = {-1: "unspecified", 0: "none", 1: "mean", 2: "cls", 3: "last", 4: "rank"}
 
@@ -87,13 +86,7 @@ def server_info_response(rt: Runtime, build_info: str, features: list[str]) -> A
     resp.embedding.CopyFrom(server_info_pb2.EmbeddingInfo(
         embeddings=cfg.context.embeddings, reranking=reranks(rt),
         pooling=_POOLING_NAMES.get(ctx.pooling, str(ctx.pooling)), n_embd=rt.model.n_embd))
-    caps = rt.templates.default.caps
-    resp.chat.CopyFrom(server_info_pb2.ChatInfo(
-        jinja=cfg.chat.use_jinja, chat_format=CHAT_FORMAT, tool_call_parser=NO_PARSER,
-        reasoning_parser=NO_PARSER, has_tool_use_template=rt.templates.tool_use is not None,
-        template_caps=server_info_pb2.ChatTemplateCaps(
-            **{f.name: getattr(caps, f.name)
-               for f in server_info_pb2.ChatTemplateCaps.DESCRIPTOR.fields})))
+    resp.chat.CopyFrom(chat_info(rt))
     resp.special_tokens.CopyFrom(special_tokens(rt.model.vocab))
     return resp
 
@@ -104,3 +97,19 @@ def special_tokens(vocab: Vocab) -> Any:
         bos=vocab.bos, eos=vocab.eos, eot=vocab.eot, sep=vocab.sep, nl=vocab.nl, pad=vocab.pad,
         eog=sorted(vocab.eog_tokens()), add_bos=vocab.add_bos, add_eos=vocab.add_eos,
         **{f"fim_{name}": token for name, token in fim.items()})
+
+
+def chat_info(rt: Runtime) -> Any:
+    """How chat output is parsed: the default template's format (service.tool_calls picks it
+    per request the same way) and the server's reasoning_format, unless --skip-chat-parsing."""
+    cfg, caps = rt.config.chat, rt.templates.default.caps
+    fmt = CONTENT_ONLY if cfg.skip_chat_parsing else detect_format(rt.templates.default.source)
+    parsed = not cfg.skip_chat_parsing
+    return server_info_pb2.ChatInfo(
+        jinja=cfg.use_jinja, chat_format=fmt,
+        tool_call_parser=fmt if parsed else NO_PARSER,
+        reasoning_parser=cfg.reasoning_format if parsed else NO_PARSER,
+        has_tool_use_template=rt.templates.tool_use is not None,
+        template_caps=server_info_pb2.ChatTemplateCaps(
+            **{f.name: getattr(caps, f.name)
+               for f in server_info_pb2.ChatTemplateCaps.DESCRIPTOR.fields}))

@@ -21,6 +21,7 @@ from test_api_surface import (
     names_read,
 )
 
+from service.chat_parse_formats import CONTENT_ONLY, detect_format
 from service.server_features import FEATURES, served_rpcs
 from service.servicer import LlamaServicer
 
@@ -58,11 +59,21 @@ def test_limits_agree_with_props_models_and_load(grpc_stub: Any, info: Any) -> N
     assert info.HasField("modalities") and not info.modalities.vision
 
 
+def _ignored(field: str) -> bool:
+    """Whether a ChatCompletionRequest field is listed as having no effect yet."""
+    return any(field in listed.get("ChatCompletionRequest", {})
+               for listed in (NOT_YET_SERVED_FIELDS, IGNORED_THOUGH_NAMED))
+
+
 @pytest.mark.slow
-def test_chat_info_says_nothing_is_parsed_yet(info: Any) -> None:
+def test_chat_info_names_the_parsers(grpc_stub: Any, info: Any) -> None:
     chat = info.chat
-    assert (chat.chat_format, chat.tool_call_parser, chat.reasoning_parser) == (
-        "content-only", "none", "none")
+    # Tied to the API surface's lists: the parsers are served, so they are named.
+    assert not _ignored("parse_tool_calls") and not _ignored("reasoning_format")
+    template = grpc_stub.GetProps(server_pb2.GetPropsRequest(), timeout=30).chat_template
+    assert chat.chat_format == detect_format(template) != CONTENT_ONLY
+    assert chat.tool_call_parser == chat.chat_format
+    assert chat.reasoning_parser == "auto"  # --reasoning-format's default
     # tiny-bpe carries Llama 3's template: string content, a system role, tools.
     caps = chat.template_caps
     assert caps.supports_string_content and caps.supports_system_role and caps.supports_tools
@@ -126,7 +137,7 @@ def test_feature_fields_exist_and_are_read() -> None:
 @pytest.fixture(scope="module")
 def keyed_service(tiny_bpe_path: Path) -> Iterator[ServiceProcess]:
     with running_service(tiny_bpe_path, "--api-key", API_KEY, "--metrics", "--max-queue", "3",
-                         ctx=512, parallel=1) as svc:
+                         "--skip-chat-parsing", ctx=512, parallel=1) as svc:
         yield svc
 
 
@@ -143,6 +154,9 @@ def test_needs_the_api_key_and_follows_the_flags(keyed_service: ServiceProcess) 
     # --metrics is on: listed once GetMetrics is served (not before).
     assert ("metrics" in resp.features) == ("GetMetrics" in SERVED)
     assert "slot_actions" not in resp.features  # no --slot-save-path
+    chat = resp.chat
+    assert (chat.chat_format, chat.tool_call_parser, chat.reasoning_parser) == (
+        CONTENT_ONLY, "none", "none")
 
 
 
