@@ -200,6 +200,7 @@ class EndpointConfig:
     special: bool
     spm_infill: bool
     embd_normalize: int
+    cache_reuse: int = 0  # --cache-reuse: requests' default n_cache_reuse
 
 
 @dataclass(frozen=True)
@@ -450,4 +451,5 @@ def _endpoints(s: Settings, context: ContextConfig) -> EndpointConfig:
         special=s.bool_("special"),
         spm_infill=s.bool_("spm_infill"),
         embd_normalize=s.int_("embd_normalize"),
+        cache_reuse=s.int_("cache_reuse"),
     )

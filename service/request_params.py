@@ -23,7 +23,7 @@ from service.typed_inputs import logit_bias_of, schema_of, stop_of
 _SAMPLING_SHAPED = frozenset({"logit_bias", "samplers", "dry_sequence_breakers", "grammar"})
 # CompletionParams fields a request sets by name when present.
 _COMPLETION_FIELDS = ("n_indent", "n_keep", "id_slot", "cache_prompt", "ignore_eos", "n_probs",
-                      "t_max_predict_ms", "n_discard")
+                      "t_max_predict_ms", "n_discard", "n_cache_reuse")
 
 
 @dataclass(frozen=True)

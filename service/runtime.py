@@ -76,6 +76,7 @@ def completion_defaults(config: ServerConfig) -> CompletionParams:
     return CompletionParams(n_predict=s.n_predict, n_keep=config.context.n_keep, stop=s.stop,
                             ignore_eos=s.ignore_eos,
                             cache_prompt=config.endpoints.cache_prompt,
+                            n_cache_reuse=config.endpoints.cache_reuse,
                             sampling=SamplingParams(**given))
 
 

@@ -49,7 +49,6 @@ NOT_YET_SERVED: dict[str, str] = {
 _MEDIA = "multimodal input needs --mmproj, which is refused: to be refused per request too"
 _SPECULATIVE = "no speculative decoding (--spec-* / --model-draft are refused)"
 _GENERATION = {
-    "n_cache_reuse": "no KV-shift cache reuse (--cache-reuse has no effect either)",
     "stream_options": "REST bridge only (include_usage); gRPC streams always carry usage",
     "response_fields": "REST bridge only: gRPC responses keep every field (issue 20)",
     "image_data": _MEDIA,

@@ -81,7 +81,8 @@ class Engine:
         self.scheduler = Scheduler(Limits(
             n_batch=ctx.n_batch, n_ctx_seq=ctx.n_ctx_seq, kv_cells=ctx.n_ctx,
             kv_shared=ctx.n_ctx_seq * ctx.n_seq_max > ctx.n_ctx,
-            slot_prompt_similarity=self.settings.slot_prompt_similarity), self.slots)
+            slot_prompt_similarity=self.settings.slot_prompt_similarity,
+            can_shift=ctx.can_shift), self.slots)
         self.executor = Executor(ctx, self.settings.sampling_threads, adapters)
         self.monitor = Monitor(self.slots, ctx.n_ctx)  # what /metrics and /slots read
         self.monitor.publish(self.stats, self.scheduler)

@@ -42,6 +42,9 @@ class Executor:
         for seq in plan.cleared:
             self.ctx.seq_rm(seq)
         for adm in plan.admitted:
+            for pos_p, pos_c, n in adm.shifts:  # cache reuse: runs moved back, in order
+                self.ctx.seq_rm(adm.slot, pos_p, pos_c)
+                self.ctx.seq_add(adm.slot, pos_c, pos_c + n, pos_p - pos_c)
             if not self.ctx.seq_rm(adm.slot, adm.n_reuse, -1):
                 self.ctx.seq_rm(adm.slot)  # this memory cannot drop a suffix: start over
                 scheduler.reset_cache(adm.request)

@@ -118,6 +118,7 @@ class CompletionParams:
     t_max_predict_ms: int = 0
     id_slot: int = -1
     cache_prompt: bool = True
+    n_cache_reuse: int = 0  # cached runs this long or longer are reused by KV shifting; 0: off
     return_tokens: bool = False
     timings_per_token: bool = False
     # Special tokens rendered in the text all the same (a chat format's markers, llama-server's
@@ -147,6 +148,8 @@ class CompletionParams:
             raise ParamError("stop must be a string or a list of at most 64 strings")
         if self.n_discard < 0:  # CVE-2026-21869: a negative one overflowed llama-server's heap
             raise ParamError("n_discard must be >= 0 (0: half of the tokens after n_keep)")
+        if self.n_cache_reuse < 0:
+            raise ParamError("n_cache_reuse must be >= 0 (0: no reuse by KV shifting)")
         if self.n_indent < 0:
             raise ParamError("n_indent must be >= 0", field="n_indent")
         self.sampling.validate()

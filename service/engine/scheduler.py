@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from operator import attrgetter
 from typing import NamedTuple
 
+from service.engine.cache_reuse import Shift, reuse_chunks
 from service.engine.slots import Slot, choose_slot, common_prefix_len
 
 
@@ -37,6 +38,7 @@ class Limits:
     kv_cells: int  # cells of the whole cache
     kv_shared: bool  # one cache for every slot (--kv-unified), else one per slot
     slot_prompt_similarity: float = 0.5
+    can_shift: bool = False  # the memory can move cells (cache reuse by KV shifting)
 
 
 @dataclass(eq=False)
@@ -51,6 +53,7 @@ class SeqRequest:
     n_predict: int = -1  # resolved limit, -1 for none
     id_slot: int = -1  # the slot the client asked for, -1 for any
     cache_prompt: bool = True
+    n_cache_reuse: int = 0  # shortest cached run reused by KV shifting; 0: off
     priority: int = 0  # lower runs sooner
     adapters: tuple[tuple[int, float], ...] = ()  # LoRA set: only equal sets share a decode
     cancelled: bool = False  # set by any thread; acted on at the next schedule()
@@ -82,6 +85,7 @@ class Admission(NamedTuple):
     request: SeqRequest
     slot: int
     n_reuse: int  # leading prompt tokens already in the slot's cells; the rest is dropped
+    shifts: tuple[Shift, ...] = ()  # cached runs moved into place first (cache_reuse)
 
 
 class Work(NamedTuple):
@@ -253,13 +257,19 @@ class Scheduler:
         if slot.adapters != req.adapters:  # cells computed with other adapters are stale
             slot.cache_tokens = []
             slot.adapters = req.adapters
+        shifts: tuple[Shift, ...] = ()
         if req.cache_prompt:
             n_reuse = min(common_prefix_len(slot.cache_tokens, req.prompt), len(req.prompt) - 1)
+            if self.limits.can_shift:
+                shifts, n_reuse = reuse_chunks(slot.cache_tokens, req.prompt, n_reuse,
+                                               req.n_cache_reuse)
+        if shifts:
+            slot.cache_tokens[:] = req.prompt[:n_reuse]
         del slot.cache_tokens[n_reuse:]
         slot.task, req.slot, req.reserved = req, slot, reserved
         req.n_past = req.n_cached = n_reuse
         self.running.append(req)
-        return Admission(req, slot.id, n_reuse)
+        return Admission(req, slot.id, n_reuse, shifts)
 
     def _work(self) -> tuple[list[Work], tuple[tuple[int, float], ...]]:
         if not self.running:

@@ -37,6 +37,7 @@ class Task(SeqRequest):
                  sink: EventSink, priority: int = 0) -> None:
         super().__init__(id, prompt, n_predict=params.n_predict, id_slot=params.id_slot,
                          cache_prompt=params.cache_prompt, priority=priority,
+                         n_cache_reuse=params.n_cache_reuse,
                          adapters=params.lora)
         self.params = params
         self.sink = sink
