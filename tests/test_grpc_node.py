@@ -107,15 +107,15 @@ def test_node_client_sends_its_own_request_id(grpc_service: ServiceProcess) -> N
 
 @pytest.mark.slow
 def test_node_client_decodes_the_error_details(grpc_service: ServiceProcess) -> None:
-    request = {"prompt": {"stringValue": "x"}, "top_p": 2, "stream": True}
+    request = {"prompt": {"stringValue": "x"}, "n_probs": -3, "stream": True}
     messages, status = run_node_client(grpc_service.address, request)
     assert status["code"] == grpc.StatusCode.INVALID_ARGUMENT.value[0]
-    assert "top_p" in status["details"] and messages == []
+    assert "n_probs" in status["details"] and messages == []
     details = {d["@type"]: d for d in status["error_details"]}
     info = details["google.rpc.ErrorInfo"]
     assert info["domain"] == "llama.v1" and info["reason"] == "INVALID_FIELD", info
     violations = details["google.rpc.BadRequest"]["field_violations"]
-    assert [v["field"] for v in violations] == ["top_p"], violations
+    assert [v["field"] for v in violations] == ["n_probs"], violations
 
 
 @pytest.mark.slow

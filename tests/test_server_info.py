@@ -178,7 +178,7 @@ def test_embedding_mode_lists_no_generation(minilm_path: Path) -> None:
 def test_rich_errors_feature_means_error_details(grpc_stub: Any, info: Any) -> None:
     assert "rich_errors" in info.features
     with pytest.raises(grpc.RpcError) as raised:
-        list(grpc_stub.Completion(completion_request(prompt="x", top_p=2.0), timeout=30))
+        list(grpc_stub.Completion(completion_request(prompt="x", n_probs=-3), timeout=30))
     status = rpc_status.from_call(raised.value)
     assert status is not None and status.code == grpc.StatusCode.INVALID_ARGUMENT.value[0]
     infos = [d for d in status.details if d.Is(error_details_pb2.ErrorInfo.DESCRIPTOR)]
