@@ -90,6 +90,10 @@ class Engine:
                                can_shift=self.settings.context_shift and ctx.can_shift,
                                add_bos=self.vocab.add_bos)
         self._inbox: queue.SimpleQueue[Task | Callable[[], None] | None] = queue.SimpleQueue()
+        # Tasks in the inbox, not yet in the scheduler's queue: what --max-queue counts beside
+        # it (the inbox also holds wake-ups and calls, GetLoad's among them, which it must not).
+        self._inbox_tasks = 0
+        self._inbox_lock = threading.Lock()
         self._outbox: dict[EventSink, list[Event]] = {}
         self._stopping = False
         self._arrivals = ArrivalCounter()
@@ -113,9 +117,11 @@ class Engine:
         request's, closes when the engine takes this task (give it with a request's last).
         Raises QueueFullError when --max-queue requests already wait."""
         limit = self.settings.max_queue
-        if limit and len(self.scheduler.waiting) + self._inbox.qsize() >= limit:
-            raise QueueFullError(f"the server is busy: {limit} requests are already waiting "
-                                 "(--max-queue); retry later")
+        with self._inbox_lock:
+            if limit and len(self.scheduler.waiting) + self._inbox_tasks >= limit:
+                raise QueueFullError(f"the server is busy: {limit} requests are already "
+                                     "waiting (--max-queue); retry later")
+            self._inbox_tasks += 1
         task.arrival = arrival
         self._inbox.put(task)
 
@@ -241,8 +247,10 @@ class Engine:
             refusal = self.scheduler.never_fits(item)
             if refusal:
                 self._fail(item, "invalid_argument", refusal)
-            else:
-                self.scheduler.add(item)
+            with self._inbox_lock:  # from the inbox to the queue at once: counted once
+                if not refusal:
+                    self.scheduler.add(item)
+                self._inbox_tasks -= 1
 
     # -- one step: schedule, execute, update -----------------------------------------------
     def _step(self) -> None:
