@@ -26,6 +26,9 @@ from webui_harness import (
 )
 
 pytestmark = pytest.mark.slow
+# Waits, not timings: `expect` polls for 5 s by default, which a loaded 2-core machine can pass
+# while a long answer is still streaming.
+expect.set_options(timeout=120_000)
 KEY = "webui-key-93d1"
 CHAT = "**/v1/chat/completions"
 
