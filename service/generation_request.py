@@ -20,7 +20,7 @@ from service.generation import new_request_id
 from service.infill import InfillBudget, check_fim_support, infill_inputs, infill_prompt
 from service.prompt_values import prompt_json, token_prompts
 from service.prompts import split_prompts, tokenize_prompt
-from service.request_params import completion_params
+from service.request_params import choices_of, completion_params
 from service.runtime import Runtime
 from service.tool_calls import ChatSetup, chat_setup
 from service.typed_inputs import tool_json
@@ -34,6 +34,11 @@ class GenerationRequest:
     stream: bool
     priority: int = 0  # lower is admitted sooner (the scheduler's queue order)
     chat: ChatSetup | None = None  # chat: how the answer is parsed (service.tool_calls)
+    n_choices: int = 1  # choices per prompt (n, n_cmpl): task i * n_choices + j is prompt i's
+
+    def prompt_of(self, index: int) -> list[int]:
+        """The prompt of the task (choice) at `index`."""
+        return self.prompts[index // self.n_choices]
 
 
 _REQUEST_ID = re.compile(r"[\x21-\x7e]{1,128}")
@@ -65,7 +70,8 @@ def build_completion(rt: Runtime, req: Any, gen_id: str) -> GenerationRequest:
     params = completion_params(req, rt.request_defaults, vocab)
     prompts = token_prompts(req, vocab.n_tokens) or [
         tokenize_prompt(p, vocab) for p in split_prompts(prompt_json(req))]
-    return GenerationRequest(gen_id, _checked(rt, prompts), params, req.stream, _priority(req))
+    return GenerationRequest(gen_id, _checked(rt, prompts), params, req.stream, _priority(req),
+                             n_choices=choices_of(req, rt.n_slots))
 
 
 def _priority(req: Any) -> int:
@@ -99,7 +105,8 @@ def build_infill(rt: Runtime, req: Any, gen_id: str) -> GenerationRequest:
                           rt.engine.n_ctx_slot, rt.config.endpoints.spm_infill)
     tokens = infill_prompt(vocab, prefix, suffix, extra,
                            vocab.tokenize(prompt, add_special=False, parse_special=True), budget)
-    return GenerationRequest(gen_id, _checked(rt, [tokens]), params, req.stream, _priority(req))
+    return GenerationRequest(gen_id, _checked(rt, [tokens]), params, req.stream, _priority(req),
+                             n_choices=choices_of(req, rt.n_slots))
 
 
 def build_chat(rt: Runtime, req: Any, gen_id: str) -> GenerationRequest:
@@ -120,7 +127,18 @@ def build_chat(rt: Runtime, req: Any, gen_id: str) -> GenerationRequest:
     if chat.preserved_tokens:
         params = replace(params, preserved_tokens=chat.preserved_tokens)
     return GenerationRequest(gen_id, _checked(rt, [prompt]), params, req.stream, _priority(req),
-                             chat)
+                             chat, choices_of(req, rt.n_slots))
+
+
+def _choice_params(params: CompletionParams, j: int) -> CompletionParams:
+    """Choice j's parameters: a fixed seed moves on by j (the choices differ, reproducibly;
+    greedy ones are the same), and only the first choice keeps a requested id_slot."""
+    if j == 0:
+        return params
+    seed = params.sampling.seed
+    sampling = params.sampling if seed < 0 else replace(params.sampling,
+                                                        seed=(seed + j) & 0xFFFFFFFF)
+    return replace(params, sampling=sampling, id_slot=-1)
 
 
 def make_tasks(rt: Runtime, gen: GenerationRequest,
@@ -134,9 +152,15 @@ def make_tasks(rt: Runtime, gen: GenerationRequest,
     bench.python_overhead: 64 streams ran 1.8 tokens a decode when the loop built them, 12-42
     when the engine does)."""
     parse = gen.chat.parse if gen.chat is not None else None
-    tasks = [Task(gen.id if len(gen.prompts) == 1 else f"{gen.id}-{i}", prompt, gen.params,
-                  parsing_sink(sink_for(i), parse), gen.priority)
-             for i, prompt in enumerate(gen.prompts)]
+    n, single = gen.n_choices, len(gen.prompts) * gen.n_choices == 1
+    tasks: list[Task] = []
+    for k in range(len(gen.prompts) * n):
+        task = Task(gen.id if single else f"{gen.id}-{k}", gen.prompt_of(k),
+                    _choice_params(gen.params, k % n), parsing_sink(sink_for(k), parse),
+                    gen.priority)
+        if k % n:  # another choice of the same prompt: shares the first one's prompt cells
+            task.copy_of = tasks[k - k % n]
+        tasks.append(task)
     if not gen.params.sampling.grammar:
         return tasks
     try:

@@ -122,7 +122,7 @@ def _n_probs(req: Any) -> int | None:
 
 def completion_params(req: Any, defaults: Defaults, vocab: Vocab) -> CompletionParams:
     """Every field of `req` that the engine uses, resolved against the server's defaults."""
-    refuse_unserved_choices(req)
+    choices_of(req, defaults.n_slots)
     d = defaults.params
     sampling = sampling_params(req, d.sampling, vocab)
     c: dict[str, Any] = {f: getattr(req, f) for f in _COMPLETION_FIELDS if req.HasField(f)}
@@ -143,10 +143,15 @@ def completion_params(req: Any, defaults: Defaults, vocab: Vocab) -> CompletionP
     return params
 
 
-def refuse_unserved_choices(req: Any) -> None:
-    """`n` / `n_cmpl` above 1 (several choices per prompt) are not served yet: refused rather
-    than silently answered with one choice."""
-    for name in ("n", "n_cmpl"):
-        if req.HasField(name) and getattr(req, name) != 1:
-            raise ParamError(f"{name} = {getattr(req, name)} is not supported yet: only one "
-                             "choice per prompt (n = 1)")
+def choices_of(req: Any, n_slots: int) -> int:
+    """`n_cmpl`, or OpenAI's `n`: choices per prompt, 1 to the server's slots (llama-server's
+    limit: each choice is a sequence of its own, and more than the slots could never run
+    side by side, its prompt decoded once and copied)."""
+    for name in ("n_cmpl", "n"):
+        if req.HasField(name):
+            n = int(getattr(req, name))
+            if not 1 <= n <= n_slots:
+                raise ParamError(f"{name} must be between 1 and {n_slots} (the server's slots, "
+                                 f"--parallel); got {n}", field=name)
+            return n
+    return 1

@@ -87,7 +87,7 @@ class LlamaServicer(OperationsRpcs, AdapterRpcs, SlotFileRpcs,
                     while not gen.done:
                         index, events = await gen.next_events()
                         for event in events:
-                            text = (await self._prompt_text(rt, req.prompts[index])
+                            text = (await self._prompt_text(rt, req.prompt_of(index))
                                     if isinstance(event, Finished) else "")
                             msg = stream.on_event(index, event, text)
                             if msg is not None:

@@ -48,8 +48,15 @@ class Executor:
             if not self.ctx.seq_rm(adm.slot, adm.n_reuse, -1):
                 self.ctx.seq_rm(adm.slot)  # this memory cannot drop a suffix: start over
                 scheduler.reset_cache(adm.request)
-        for src, dst in plan.copies:
+        for src, dst, end in plan.copies:
+            # Whole: a copy between two caches (one per slot) must be whole in libllama.
+            self.ctx.seq_rm(dst)
             self.ctx.seq_cp(src, dst)
+            if not self.ctx.seq_rm(dst, end, -1):  # this memory cannot drop a suffix
+                self.ctx.seq_rm(dst)
+                task = scheduler.slots[dst].task
+                if task is not None:
+                    scheduler.reset_cache(task)
 
     def drop(self, seq: int) -> None:
         if seq >= 0:

@@ -62,6 +62,9 @@ class SeqRequest:
     # without causal attention must see every token of a sequence in one ubatch).
     embedding: bool = False
     splittable: bool = True
+    # Another choice of the same prompt (n > 1), admitted before this one: this one's prompt
+    # cells are copied from it once it has decoded them, not decoded again (`_copied`).
+    copy_of: SeqRequest | None = None
 
     # State, written by the scheduler and the engine thread.
     order: int = -1  # arrival number (FIFO among equal priorities)
@@ -104,9 +107,10 @@ class Plan:
     cancelled: tuple[SeqRequest, ...] = ()  # left this step (queued or running)
     cleared: tuple[int, ...] = ()  # slots whose cells are all dropped (cancelled, evicted)
     admitted: tuple[Admission, ...] = ()
-    # (source, destination) sequences whose cells are shared before the decode: a prompt
-    # decoded once for several choices (n > 1). None are planned yet.
-    copies: tuple[tuple[int, int], ...] = ()
+    # (source, destination, end): positions [0, end) of the source sequence become the
+    # destination's (its own cells dropped) before the decode: a prompt decoded once for
+    # several choices (n > 1).
+    copies: tuple[tuple[int, int, int], ...] = ()
     work: tuple[Work, ...] = ()  # one decode, in sequence-id order
     adapters: tuple[tuple[int, float], ...] = ()  # the LoRA set every request of `work` uses
 
@@ -183,9 +187,11 @@ class Scheduler:
         self._tick += 1
         cancelled, cleared = self._reap()
         admitted, evicted = self._admit()
-        work, adapters = self._work()
+        copies: list[tuple[int, int, int]] = []
+        work, adapters = self._work(copies)
         return Plan(cancelled=tuple(cancelled), cleared=tuple(cleared + evicted),
-                    admitted=tuple(admitted), work=tuple(work), adapters=adapters)
+                    admitted=tuple(admitted), copies=tuple(copies), work=tuple(work),
+                    adapters=adapters)
 
     def advance(self, plan: Plan) -> None:
         """The plan's decode succeeded: its tokens are in the cells."""
@@ -271,7 +277,8 @@ class Scheduler:
         self.running.append(req)
         return Admission(req, slot.id, n_reuse, shifts)
 
-    def _work(self) -> tuple[list[Work], tuple[tuple[int, float], ...]]:
+    def _work(self, copies: list[tuple[int, int, int]]
+              ) -> tuple[list[Work], tuple[tuple[int, float], ...]]:
         if not self.running:
             return [], ()
         # The oldest request's LoRA set runs; other sets wait for a later decode.
@@ -291,6 +298,8 @@ class Scheduler:
         for r in prompts:
             if budget == 0:
                 break
+            if r.copy_of is not None and not self._copied(r, copies):
+                continue  # its sibling has not decoded the prompt yet
             n = min(len(r.prompt) - r.n_past, budget)
             if n <= 0:
                 continue
@@ -304,6 +313,23 @@ class Scheduler:
         # llama.cpp splits a batch whose sequence ids do not increase into several decodes.
         work.sort(key=_SEQ_ID)
         return work, group
+
+    def _copied(self, r: SeqRequest, copies: list[tuple[int, int, int]]) -> bool:
+        """Whether `r` may go on with its prompt: its sibling's cells of all but the prompt's
+        last token are planned to be copied (that token `r` decodes itself, for its own
+        logits), or the sibling is gone and `r` decodes its prompt itself; False: wait."""
+        src, end = r.copy_of, len(r.prompt) - 1
+        assert src is not None and r.slot is not None
+        if r.n_past >= end or src.slot is None or src.slot.task is not src or src.cancelled:
+            r.copy_of = None
+            return True
+        if src.n_past < end:
+            return False
+        copies.append((src.slot.id, r.slot.id, end))
+        r.slot.cache_tokens[:] = r.prompt[:end]
+        r.n_past = r.n_cached = end
+        r.copy_of = None
+        return True
 
     # -- what it holds ------------------------------------------------------------------------
     def load(self) -> Load:
