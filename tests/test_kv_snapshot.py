@@ -1,6 +1,6 @@
 """KV snapshots over gRPC (ExportSlot / ImportSlot) between two real server processes of the
 same model: the cache moves, and the next request on the second server reuses it
-(tokens_cached) and generates what the first one did. Refused: a snapshot of another model,
+(timings.cache_n) and generates what the first one did. Refused: a snapshot of another model,
 another format version, a corrupt or oversized one; both RPCs need the API key."""
 
 from __future__ import annotations
@@ -74,7 +74,7 @@ def test_a_cache_moves_to_another_server_and_is_reused(second: ServiceProcess,
     assert resp.timings.HasField("restore_ms")
     after = complete(stub, prompt=PROMPT, n_predict=6, id_slot=0, metadata=AUTH, **GREEDY)
     assert after.code == grpc.StatusCode.OK, after.details
-    assert after.final.tokens_cached == before.final.tokens_evaluated - 1
+    assert after.final.timings.cache_n == before.final.tokens_evaluated - 1
     assert after.tokens == before.tokens
 
 

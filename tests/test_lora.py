@@ -147,9 +147,9 @@ def test_a_slot_cache_made_with_other_adapters_is_not_reused(
     fields = {**GREEDY, "n_probs": 2, "repeat_penalty": 1.0, "ignore_eos": True, "id_slot": 3}
     first = _gen(stub, [{"id": 0, "scale": 1.0}], **fields)
     same = _gen(stub, [{"id": 0, "scale": 1.0}], **fields)
-    assert same.final.tokens_cached > 0 and same.tokens == first.tokens
+    assert same.final.timings.cache_n > 0 and same.tokens == first.tokens
     other = _gen(stub, [{"id": 0, "scale": 0.0}], **fields)
-    assert other.final.tokens_cached == 0
+    assert other.final.timings.cache_n == 0
     assert_same_generation(base, other)
 
 

@@ -2,7 +2,7 @@
 with --slot-save-path, over gRPC and through the REST bridge: the documented responses, file
 name safety (separators, '..', absolute paths, symlinks), atomic writes, files of another model
 or corrupt ones refused with the slot untouched, a busy slot refused, and a restored cache
-reused by the next request (tokens_cached)."""
+reused by the next request (timings.cache_n)."""
 
 from __future__ import annotations
 
@@ -99,7 +99,7 @@ def test_save_erase_restore_and_the_restored_cache_is_reused(stub: Any, save_dir
     assert [p.name for p in save_dir.iterdir() if p.name.startswith(".")] == []  # no temp left
 
     assert action(stub, 0, "erase").n_erased == n_cached
-    assert run(stub, 0).final.tokens_cached == 0  # erased: evaluated again
+    assert run(stub, 0).final.timings.cache_n == 0  # erased: evaluated again
     action(stub, 0, "erase")
 
     restored = action(stub, 1, "restore", "story.bin")
@@ -107,7 +107,7 @@ def test_save_erase_restore_and_the_restored_cache_is_reused(stub: Any, save_dir
                                                                           n_cached)
     assert restored.n_read == saved.n_written and restored.timings.HasField("restore_ms")
     again = run(stub, 1)
-    assert again.final.tokens_cached == first.final.tokens_evaluated - 1
+    assert again.final.timings.cache_n == first.final.tokens_evaluated - 1
     assert again.tokens == first.tokens  # the restored cells are the same computation
 
 
