@@ -203,7 +203,6 @@ PLANNED_EXAMPLES: dict[str, tuple[list[str], tuple[str, object], list[str] | Non
                            ["--reasoning-budget", "0"], ["--reasoning-budget", "-2"]),
     "--reasoning-budget-message": (["--reasoning-budget-message", "stop"],
                                    ("chat.reasoning_budget_message", "stop"), None, []),
-    "--spm-infill": (["--spm-infill"], ("endpoints.spm_infill", True), None, []),
     "--log-colors": (["--log-colors", "on"], ("log.colors", "on"), ["--log-colors", "off"],
                      ["--log-colors", "rainbow"]),
     "--log-prefix": (["--no-log-prefix"], ("log.prefix", False), ["--log-prefix"], []),
