@@ -103,14 +103,22 @@ async def respond(request: Request, up: Upstream, call: Any, renderer: Renderer,
             raise BridgeError.from_info(first.error)
         if not stream:
             msgs = await unless_disconnected(request, _collect(call, first))
-            return json_response(renderer.result(msgs))
+            return _with_id(json_response(renderer.result(msgs)), first)
     except ClientGone:
         cancel_call(call)
         return Response(status_code=499)  # nobody will read it
     except BridgeError as e:
         cancel_call(call)
         return error_response(e)
-    return SSEResponse(_sse(call, first, renderer), ping_interval(req, up))
+    return _with_id(SSEResponse(_sse(call, first, renderer), ping_interval(req, up)), first)
+
+
+def _with_id(response: Response, first: Any) -> Response:
+    """The generation's id as the X-Request-Id header (for POST /cancel): the native shape
+    has no key for it, and the header comes before a stream's first event."""
+    if first.id:
+        response.headers["x-request-id"] = first.id
+    return response
 
 
 async def _collect(call: Any, first: Any) -> list[Any]:

@@ -116,9 +116,19 @@ def parse_object(raw: bytes) -> dict[str, Json]:
     return body
 
 
+# llama.cpp's one-letter sampler codes (common_sampler_type_to_chr): llama-server reads a
+# `samplers` string as these; an unknown letter is left out, as it leaves it out.
+SAMPLER_LETTERS = {"e": "penalties", "d": "dry", "s": "top_n_sigma", "k": "top_k", "y": "typ_p",
+                   "p": "top_p", "m": "min_p", "x": "xtc", "t": "temperature", "i": "infill",
+                   "a": "adaptive_p"}
+
+
 def to_message(body: dict[str, Json], message: M) -> M:
     """Fill `message` from a JSON object. Unknown fields are ignored, as llama-server ignores
     them; a known field of the wrong type is a 400."""
+    if isinstance(body.get("samplers"), str):
+        body = {**body, "samplers": [SAMPLER_LETTERS[c] for c in body["samplers"]
+                                     if c in SAMPLER_LETTERS]}
     try:
         ids = _token_prompt(body, message)
         if ids is None or not _fill_with_typed_prompt(body, ids, message):
@@ -173,10 +183,16 @@ def integral(obj: dict[str, Json], *keys: str) -> dict[str, Json]:
     return obj
 
 
-_DOTTED = {"speculative_n_max": "speculative.n_max", "speculative_n_min": "speculative.n_min",
-           "speculative_p_min": "speculative.p_min"}
+_DOTTED = {"speculative_types": "speculative.types"}
+# Draft settings the pinned llama-server no longer writes (it reads none of them either).
+_UNWRITTEN = frozenset({"speculative_n_max", "speculative_n_min", "speculative_p_min"})
 
 
 def settings_json(settings: Message) -> dict[str, Json]:
-    """GenerationSettings as llama-server writes them (`speculative.n_max`, ...)."""
-    return {_DOTTED.get(k, k): v for k, v in message_json(settings).items()}
+    """GenerationSettings as llama-server writes them (`speculative.types`, ...)."""
+    out = {_DOTTED.get(k, k): v for k, v in message_json(settings).items()
+           if k not in _UNWRITTEN}
+    for entry in out.get("logit_bias", ()):
+        if isinstance(entry.get("bias"), str):  # a ban's -inf ("-Infinity"): null in JSON
+            entry["bias"] = None
+    return out

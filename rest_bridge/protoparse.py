@@ -1,5 +1,7 @@
 """A request body into a llama.v1 message, the way `json_format.ParseDict(...,
-ignore_unknown_fields=True)` does it, only cheaper for the fields nearly every request has.
+ignore_unknown_fields=True)` does it, only cheaper for the fields nearly every request has,
+and with one difference that llama-server has: a top-level integer field given a number with
+a fraction takes it truncated toward zero (1.5 -> 1), where ParseDict refuses it.
 
 ParseDict is pure Python and costs ~50 us for a plain /completion body, on the path to the
 first token. Top-level fields whose value needs no conversion (an int for an integer field, a
@@ -42,6 +44,22 @@ def _exact_setter(name: str, kind: type) -> Setter:
         if type(value) is not kind:
             return False
         setattr(message, name, value)
+        return True
+    return put
+
+
+def _int_setter(name: str) -> Setter:
+    """Sets ints, and numbers with a fraction truncated toward zero: llama-server reads an
+    integer field given 1.5 as 1 (nlohmann json's get<int>), where ParseDict refuses it."""
+    def put(message: Message, value: Any) -> bool:
+        kind = type(value)
+        if kind is float:
+            if not math.isfinite(value):
+                return False
+            value = int(value)
+        elif kind is not int:
+            return False
+        setattr(message, name, value)  # out of the field's range: ValueError, ParseDict's
         return True
     return put
 
@@ -89,7 +107,7 @@ def _setter(field: FieldDescriptor) -> Setter | None:
         return None
     cpp = field.cpp_type
     if cpp in _INT_TYPES:
-        return _exact_setter(field.name, int)
+        return _int_setter(field.name)
     if cpp == FieldDescriptor.CPPTYPE_DOUBLE:
         return _float_setter(field.name, math.inf)
     if cpp == FieldDescriptor.CPPTYPE_FLOAT:
@@ -115,10 +133,13 @@ class _Plan:
 
     def __init__(self, descriptor: Descriptor) -> None:
         self.keys: dict[str, tuple[int, str | None, Setter | None]] = {}
+        self.ints: set[str] = set()  # keys of singular integer fields
         for field in descriptor.fields:
             entry = (field.number, _real_oneof(field), _setter(field))
             self.keys[field.name] = entry
             self.keys[field.json_name] = entry
+            if field.cpp_type in _INT_TYPES and not field.is_repeated:
+                self.ints.update((field.name, field.json_name))
 
 
 _plans: dict[str, _Plan] = {}
@@ -134,7 +155,8 @@ def _plan(descriptor: Descriptor) -> _Plan:
 def parse_into(body: dict[str, Any], message: M) -> M:
     """Fill the fresh `message` from `body` as ParseDict(body, message,
     ignore_unknown_fields=True) would; raises what ParseDict raises."""
-    keys = _plan(message.DESCRIPTOR).keys
+    plan = _plan(message.DESCRIPTOR)
+    keys = plan.keys
     rest: dict[str, Any] = {}
     seen: set[int | str] = set()
     for key, value in body.items():
@@ -148,7 +170,8 @@ def parse_into(body: dict[str, Any], message: M) -> M:
         clash = number in seen or (oneof is not None and value is not None and oneof in seen)
         if clash:
             message.Clear()
-            json_format.ParseDict(body, message, ignore_unknown_fields=True)
+            json_format.ParseDict(truncated(body, plan.ints), message,
+                                  ignore_unknown_fields=True)
             return message
         seen.add(number)
         if oneof is not None and value is not None:
@@ -162,3 +185,10 @@ def parse_into(body: dict[str, Any], message: M) -> M:
     if rest:
         json_format.ParseDict(rest, message, ignore_unknown_fields=True)
     return message
+
+
+def truncated(body: dict[str, Any], int_keys: set[str]) -> dict[str, Any]:
+    """`body` with each finite number with a fraction under one of `int_keys` truncated
+    toward zero (what _int_setter does, for the bodies ParseDict reads whole)."""
+    return {k: int(v) if k in int_keys and type(v) is float and math.isfinite(v) else v
+            for k, v in body.items()}

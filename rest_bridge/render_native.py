@@ -4,8 +4,9 @@ CompletionChunk messages.
 Streaming: one event per message with text or tokens (`stop` false), then the final object.
 Not streaming: one final object per prompt with the whole `content` (`tokens` only with
 return_tokens, `completion_probabilities` when n_probs asked for them); several prompts give
-a JSON array. `response_fields` picks fields of the final object: `a/b` is the value at that
-path, kept under the literal key "a/b" (as the pinned llama-server keeps it).
+a JSON array. No `id` key (llama-server's objects have none): the generation's id is the
+response's X-Request-Id header. `response_fields` picks fields of the final object: `a/b` is
+the value at that path, kept under the literal key "a/b" (as the pinned llama-server keeps it).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ def partial_json(m: Any) -> dict[str, Json]:
     out: dict[str, Json] = {
         "index": m.index, "content": m.content, "tokens": list(m.tokens), "stop": False,
         "id_slot": m.id_slot, "tokens_predicted": m.tokens_predicted,
-        "tokens_evaluated": m.tokens_evaluated, "id": m.id,
+        "tokens_evaluated": m.tokens_evaluated,
     }
     if m.HasField("timings"):
         out["timings"] = timings_json(m.timings)
@@ -41,7 +42,7 @@ def final_json(m: Any, content: str, tokens: list[int], has_new_line: bool,
         "generation_settings": settings_json(m.generation_settings), "prompt": m.prompt,
         "has_new_line": m.has_new_line if m.HasField("has_new_line") else has_new_line,
         "truncated": m.truncated, "stop_type": m.stop_type, "stopping_word": m.stopping_word,
-        "tokens_cached": m.tokens_cached, "timings": timings_json(m.timings), "id": m.id,
+        "tokens_cached": m.tokens_cached, "timings": timings_json(m.timings),
     }
     if probs:
         out["completion_probabilities"] = probs

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import fields
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from llama.v1 import common_pb2, completion_pb2
 
@@ -13,6 +14,9 @@ from service.engine.params import CompletionParams, SamplingParams
 from service.engine.textstream import incomplete_utf8_tail
 from service.errors import ERROR_KINDS
 from service.typed_outputs import stop_type_enum
+
+if TYPE_CHECKING:
+    from service.runtime import Runtime
 
 
 def timings_msg(t: Timings, cache_n: int = 0) -> Any:
@@ -70,9 +74,8 @@ def probability_msg(vocab: Vocab, p: TokenProbs) -> Any:
 def _setting_value(name: str, value: Any) -> Any:
     if name == "seed":
         return value & 0xFFFFFFFF
-    if name == "logit_bias":  # bans (-inf) are not biases llama-server reports
-        return [common_pb2.LogitBiasEntry(token=t, bias=b) for t, b in value
-                if b != float("-inf")]
+    if name == "logit_bias":  # bans too, as -inf (JSON null, as llama-server writes them)
+        return [common_pb2.LogitBiasEntry(token=t, bias=b) for t, b in value]
     if name == "lora":
         return [common_pb2.LoraScale(id=i, scale=s) for i, s in value]
     return list(value) if isinstance(value, tuple) else value
@@ -84,15 +87,59 @@ _COMPLETION_SETTINGS = tuple(f.name for f in fields(CompletionParams)
                              if f.name in _SETTING_FIELDS)
 
 
-def generation_settings(params: CompletionParams, n_ctx: int, model: str,
-                        stream: bool = True) -> Any:
-    """llama-server's generation_settings: every parameter field of the same name, as used."""
-    values = {name: _setting_value(name, getattr(params.sampling, name))
-              for name in _SAMPLING_SETTINGS}
+# What the pinned llama-server reports for a request read as plain text (its chat parser's
+# format for /completion) and for a server started without --reasoning-format (its default is
+# DEEPSEEK, though its help says "auto").
+CONTENT_ONLY = "Content-only"
+# Adaptive-p's defaults (common_params_sampling); no request field sets them yet.
+ADAPTIVE_TARGET, ADAPTIVE_DECAY = -1.0, 0.9
+
+
+def reasoning_format_name(configured: str) -> str:
+    """The reasoning format llama-server echoes for the server's --reasoning-format value."""
+    return "deepseek" if configured in ("", "auto") else configured
+
+
+def generation_settings(params: CompletionParams, stream: bool = True,
+                        reasoning_format: str = "deepseek",
+                        chat_format: str = CONTENT_ONLY, eog: Sequence[int] = ()) -> Any:
+    """llama-server's generation_settings: every parameter field of the same name, as used
+    (task_params::to_json of the pinned build: no n_ctx or model, no draft settings). `eog`:
+    the vocabulary's end-of-generation tokens, which ignore_eos bans (listed after the
+    request's own biases, as llama-server lists them)."""
+    values: dict[str, Any] = {
+        "adaptive_target": ADAPTIVE_TARGET, "adaptive_decay": ADAPTIVE_DECAY,
+        "backend_sampling": False, "speculative_types": "none"}
+    values.update({name: _setting_value(name, getattr(params.sampling, name))
+                   for name in _SAMPLING_SETTINGS})
     values.update({name: _setting_value(name, getattr(params, name))
                    for name in _COMPLETION_SETTINGS})
-    return common_pb2.GenerationSettings(max_tokens=params.n_predict, stream=stream,
-                                         n_ctx=n_ctx, model=model, **values)
+    if params.ignore_eos:
+        values["logit_bias"] = [*values.get("logit_bias", ()), *(
+            common_pb2.LogitBiasEntry(token=t, bias=float("-inf")) for t in eog)]
+    return common_pb2.GenerationSettings(
+        max_tokens=params.n_predict, stream=stream, reasoning_format=reasoning_format,
+        chat_format=chat_format, **values)
+
+
+def request_settings(rt: Runtime, params: CompletionParams, stream: bool) -> Any:
+    """generation_settings of a request this server runs."""
+    return generation_settings(params, stream, reasoning_format_name(
+        rt.config.chat.reasoning_format), eog=sorted(rt.engine.eog))
+
+
+def default_settings(rt: Runtime) -> Any:
+    """The settings /props and an idle slot report: the server's defaults, before a request
+    sets its stream flag or its reasoning format (llama-server's slot defaults)."""
+    return generation_settings(rt.defaults, stream=False, reasoning_format="none",
+                               eog=sorted(rt.engine.eog))
+
+
+def cells_at_end(fin: Finished) -> int:
+    """llama-server's `tokens_cached`: the tokens its slot's cache holds when the generation
+    ends: the prompt and every generated token but the last, which was sampled and never
+    decoded. (After a context shift the cache holds fewer; the stream does not see shifts.)"""
+    return fin.tokens_evaluated + max(len(fin.tokens) - 1, 0)
 
 
 def final_completion_chunk(gen_id: str, index: int, fin: Finished, slot_id: int,
@@ -103,5 +150,5 @@ def final_completion_chunk(gen_id: str, index: int, fin: Finished, slot_id: int,
         timings=timings_msg(fin.timings, fin.tokens_cached), stop_type=fin.stop_type,
         typed_stop_type=stop_type_enum(fin.stop_type),
         stopping_word=fin.stopping_word, truncated=fin.truncated,
-        tokens_cached=fin.tokens_cached, model=model, prompt=prompt,
+        tokens_cached=cells_at_end(fin), model=model, prompt=prompt,
         generation_settings=settings, usage=usage_msg(fin))

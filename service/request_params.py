@@ -8,16 +8,25 @@ name is read when it is set (proto3 presence), and the rest is derived from that
 
 from __future__ import annotations
 
+import logging
+import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
 from native import Vocab
-from service.engine.params import CompletionParams, ParamError, SamplingParams
+from service.engine.params import (
+    CompletionParams,
+    ParamError,
+    SamplingParams,
+    canonical_sampler,
+)
 from service.grammar_limits import check_grammar
 from service.json_schema_grammar import grammar_for_request_schema, json_object_grammar
 from service.lora import HasScale, request_adapters
 from service.typed_inputs import logit_bias_of, schema_of, stop_of
+
+_log = logging.getLogger(__name__)
 
 # SamplingParams fields read in their own request shapes, not as optional scalars.
 _SAMPLING_SHAPED = frozenset({"logit_bias", "samplers", "dry_sequence_breakers", "grammar"})
@@ -46,12 +55,49 @@ def _scalar_sampling(req: Any) -> dict[str, Any]:
             if name in names and name not in _SAMPLING_SHAPED and req.HasField(name)}
 
 
+_INT32_MAX = 2**31 - 1
+# Request fields llama-server brings into range (its schema's soft limits): top_k -1 is 0.
+_CLAMPED: dict[str, tuple[float, float]] = {
+    "top_k": (0, _INT32_MAX), "top_p": (0.0, 1.0), "min_p": (0.0, 1.0),
+    "xtc_probability": (0.0, 1.0), "xtc_threshold": (0.0, 1.0), "temperature": (0.0, math.inf),
+    "mirostat": (0, 2)}
+# Request fields it refuses outside a range (its hard limits), under each name they have.
+_BOUNDED: dict[str, tuple[int, int]] = {
+    "n_predict": (-1, _INT32_MAX), "max_tokens": (-1, _INT32_MAX),
+    "max_completion_tokens": (-1, _INT32_MAX), "n_indent": (0, _INT32_MAX),
+    "n_keep": (-1, _INT32_MAX), "n_discard": (0, _INT32_MAX),
+    "t_max_predict_ms": (-1, 2**63 - 1), "repeat_last_n": (0, _INT32_MAX),
+    "dry_allowed_length": (0, _INT32_MAX), "dry_penalty_last_n": (0, _INT32_MAX),
+    "min_keep": (0, _INT32_MAX), "n_cache_reuse": (0, _INT32_MAX)}
+
+
+def check_bounds(req: Any) -> None:
+    """llama-server's hard limits: a set field outside its range is refused, in its words."""
+    present = {f.name for f in req.DESCRIPTOR.fields}
+    for name, (low, high) in _BOUNDED.items():
+        if name in present and req.HasField(name):
+            value = getattr(req, name)
+            if not low <= value <= high:
+                raise ParamError(f"Field '{name}': Value must be between {low} <= value <= "
+                                 f"{high}, but got {value}", field=name)
+
+
+def _clamped(s: dict[str, Any], defaults: SamplingParams) -> dict[str, Any]:
+    for name, (low, high) in _CLAMPED.items():
+        value = s.get(name)
+        if value is not None and not math.isnan(value):  # NaN: validate() refuses it
+            s[name] = type(value)(max(low, min(high, value)))
+    if s.get("dry_base", 1.0) < 1.0:  # llama-server: "replaced with the default value"
+        s["dry_base"] = defaults.dry_base
+    return s
+
+
 def sampling_params(req: Any, defaults: SamplingParams, vocab: Vocab) -> SamplingParams:
-    s = _scalar_sampling(req)
+    s = _clamped(_scalar_sampling(req), defaults)
     if req.dry_sequence_breakers:
         s["dry_sequence_breakers"] = tuple(req.dry_sequence_breakers)
     if req.samplers:
-        s["samplers"] = tuple(req.samplers)
+        s["samplers"] = known_samplers(req.samplers)
     bias = logit_bias_of(req, vocab)
     if bias:
         s["logit_bias"] = bias
@@ -66,6 +112,19 @@ def sampling_params(req: Any, defaults: SamplingParams, vocab: Vocab) -> Samplin
     if sampling.grammar:
         check_grammar(sampling.grammar)
     return sampling
+
+
+def known_samplers(names: Iterable[str]) -> tuple[str, ...]:
+    """The canonical names of a request's samplers. A name no sampler has is left out with a
+    warning in the log, as llama-server leaves it out (common_sampler_types_from_names): a
+    client written for another build's samplers still gets an answer."""
+    known = []
+    for name in names:
+        try:
+            known.append(canonical_sampler(name))
+        except ParamError:
+            _log.warning("unknown sampler %r left out of the request's samplers", name)
+    return tuple(known)
 
 
 def schema_grammar(req: Any) -> str | None:
@@ -123,9 +182,12 @@ def _n_probs(req: Any) -> int | None:
 def completion_params(req: Any, defaults: Defaults, vocab: Vocab) -> CompletionParams:
     """Every field of `req` that the engine uses, resolved against the server's defaults."""
     choices_of(req, defaults.n_slots)
+    check_bounds(req)
     d = defaults.params
     sampling = sampling_params(req, d.sampling, vocab)
     c: dict[str, Any] = {f: getattr(req, f) for f in _COMPLETION_FIELDS if req.HasField(f)}
+    if c.get("t_max_predict_ms") == -1:  # llama-server's lower bound; any value <= 0 is off
+        c["t_max_predict_ms"] = 0
     n_probs = _n_probs(req)
     if n_probs is not None:
         c["n_probs"] = n_probs

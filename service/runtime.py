@@ -71,19 +71,11 @@ def completion_defaults(config: ServerConfig) -> CompletionParams:
     s = config.sampling
     given = {f.name: getattr(s, f.name) for f in fields(SamplingParams) if hasattr(s, f.name)}
     given["logit_bias"] = tuple((b.token, b.bias) for b in s.logit_bias)
-    if _penalties_first(s.samplers):
-        given["samplers"] = tuple(n for n in s.samplers if n != "penalties")
     return CompletionParams(n_predict=s.n_predict, n_keep=config.context.n_keep, stop=s.stop,
                             ignore_eos=s.ignore_eos,
                             cache_prompt=config.endpoints.cache_prompt,
                             n_cache_reuse=config.endpoints.cache_reuse,
                             sampling=SamplingParams(**given))
-
-
-def _penalties_first(samplers: tuple[str, ...]) -> bool:
-    # The engine applies penalties before the listed samplers unless the list names them
-    # elsewhere; a list that starts with them means the same thing.
-    return bool(samplers) and samplers[0] == "penalties"
 
 
 def _progress_logger(path: Path) -> Callable[[float], bool]:

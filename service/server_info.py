@@ -10,14 +10,14 @@ from llama.v1 import server_info_pb2, server_pb2
 from native.vocab import Vocab
 from service.chat_parse_formats import CONTENT_ONLY, detect_format
 from service.engine.scheduler import Load
-from service.messages import generation_settings
+from service.messages import default_settings
 from service.runtime import Runtime
 from service.server_features import reranks
 
 
 def props_response(rt: Runtime, build_info: str) -> Any:
     vocab = rt.model.vocab
-    settings = generation_settings(rt.defaults, rt.engine.n_ctx_slot, rt.model_name)
+    settings = default_settings(rt)
     resp = server_pb2.PropsResponse(
         total_slots=rt.n_slots, model_path=rt.config.model.path,
         chat_template=rt.templates.default.source, build_info=build_info,

@@ -13,7 +13,7 @@ from typing import Any
 from llama.v1 import server_pb2
 
 from service.engine.monitor import EngineSnapshot, SlotState
-from service.messages import generation_settings
+from service.messages import default_settings, request_settings
 from service.runtime import Runtime
 from service.tokens import prompt_text
 
@@ -33,7 +33,7 @@ def slot_info(rt: Runtime, state: SlotState) -> Any:
                                is_processing=state.busy)
     task = state.task
     if task is None:
-        info.params.CopyFrom(generation_settings(rt.defaults, n_ctx, rt.model_name))
+        info.params.CopyFrom(default_settings(rt))
         info.next_token.CopyFrom(server_pb2.NextTokenInfo(
             has_next_token=True, n_remain=rt.defaults.n_predict))
         return info
@@ -44,8 +44,7 @@ def slot_info(rt: Runtime, state: SlotState) -> Any:
     stream = task.stream
     stopped = stream.stopped
     info.id_task = task.order
-    info.params.CopyFrom(generation_settings(task.params, n_ctx, rt.model_name,
-                                             task.params.streaming))
+    info.params.CopyFrom(request_settings(rt, task.params, task.params.streaming))
     info.prompt = prompt_text(rt.model.vocab, list(task.prompt))
     info.next_token.CopyFrom(server_pb2.NextTokenInfo(
         has_next_token=state.busy, has_new_line=b"\n" in stream.data,

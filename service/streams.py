@@ -21,8 +21,8 @@ from service.errors import ServiceError
 from service.generation_request import GenerationRequest
 from service.messages import (
     final_completion_chunk,
-    generation_settings,
     probability_msg,
+    request_settings,
     timings_msg,
 )
 from service.rpc_errors import inband_error
@@ -39,8 +39,7 @@ class CompletionStream:
 
     def __init__(self, rt: Runtime, req: GenerationRequest) -> None:
         self.rt, self.req = rt, req
-        self.settings = generation_settings(req.params, rt.engine.n_ctx_slot, rt.model_name,
-                                            req.stream)
+        self.settings = request_settings(rt, req.params, req.stream)
         self.parts: dict[int, Any] = {}  # stream = false: each prompt's message so far
         self.slot_of: dict[int, int] = {}
         self.failure: ServiceError | None = None  # the RPC's status after the messages

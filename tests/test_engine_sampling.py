@@ -64,3 +64,11 @@ def test_penalties_placed_after_top_k_do_not_matter(vocab: native.Vocab) -> None
 def test_a_top_k_as_large_as_the_vocabulary_is_not_preselected(vocab: native.Vocab) -> None:
     for k in (vocab.n_tokens, 2**31 - 1):  # the largest top_k a request can carry
         assert _preselected(vocab, replace(DEFAULTS, top_k=k))[0] == 0
+
+
+def test_penalties_apply_only_where_the_list_names_them(vocab: native.Vocab) -> None:
+    """As common/sampling.cpp of the pinned llama.cpp: a list without "penalties" has none,
+    so nothing before top-k changes the logits and the top-k may be preselected."""
+    p = replace(DEFAULTS, repeat_penalty=1.3, samplers=("top_k", "temperature"))
+    assert _preselected(vocab, p)[0] == 40
+    assert _preselected(vocab, replace(p, samplers=("penalties", "top_k")))[0] == 0

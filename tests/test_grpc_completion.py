@@ -48,11 +48,16 @@ def test_stream_order_and_final_stats(grpc_stub: Any) -> None:
     assert last.usage.completion_tokens == 16
     assert last.usage.prompt_tokens == last.tokens_evaluated
     assert last.usage.total_tokens == 16 + last.tokens_evaluated
-    assert last.generation_settings.n_ctx == 512
-    assert last.generation_settings.temperature == 0.0
+    # llama-server's settings echo: no n_ctx or model, no draft settings but their types.
+    gs = last.generation_settings
+    assert not gs.HasField("n_ctx") and not gs.HasField("model")
+    assert gs.speculative_types == "none" and gs.chat_format == "Content-only"
+    assert gs.temperature == 0.0
     t = last.timings
     assert t.predicted_n == 16
-    assert t.prompt_n + t.cache_n == last.tokens_evaluated and t.cache_n == last.tokens_cached
+    assert t.prompt_n + t.cache_n == last.tokens_evaluated
+    # What the slot's cache holds at the end: the prompt and every token but the last.
+    assert last.tokens_cached == last.tokens_evaluated + 16 - 1
     assert t.prompt_ms > 0 and t.predicted_ms > 0
     assert t.prompt_per_second == pytest.approx(1e3 * t.prompt_n / t.prompt_ms)
     assert t.predicted_per_second == pytest.approx(1e3 * t.predicted_n / t.predicted_ms)
@@ -206,10 +211,11 @@ def test_n_predict_zero_evaluates_the_prompt_only(grpc_stub: Any) -> None:
     fin = r.final
     assert fin.stop_type == "limit" and fin.tokens_predicted == 0
     assert r.content == "" and r.tokens == []
-    assert fin.tokens_cached == 0 and fin.tokens_evaluated == len(prompt)
+    assert fin.timings.cache_n == 0 and fin.tokens_evaluated == len(prompt)
+    assert fin.tokens_cached == len(prompt)  # the slot's cache holds the prompt
     assert fin.timings.prompt_n == len(prompt)
     again = complete(grpc_stub, prompt=prompt, n_predict=0, id_slot=2)
-    assert again.final.tokens_cached == len(prompt) - 1  # the last token is evaluated again
+    assert again.final.timings.cache_n == len(prompt) - 1  # the last token is evaluated again
     assert again.final.timings.prompt_n == 1
 
 
@@ -219,13 +225,13 @@ def test_shared_prefix_is_reused_and_only_the_rest_evaluated(grpc_stub: Any) -> 
     p1 = tokens_of(grpc_stub, prefix + " and then the first ending")
     p2 = tokens_of(grpc_stub, prefix + " but a second, different ending")
     shared = next(i for i, (a, b) in enumerate(zip(p1, p2, strict=False)) if a != b)
-    assert shared > 100 and first.final.tokens_cached <= 1
+    assert shared > 100 and first.final.timings.cache_n <= 1
     # No id_slot: slot choice by prompt similarity must find the slot holding the prefix.
     second = greedy(grpc_stub, prefix + " but a second, different ending", 2)
     fin = second.final
     assert fin.id_slot == first.final.id_slot
-    assert fin.tokens_cached == shared
     assert fin.timings.cache_n == shared
+    assert fin.tokens_cached == len(p2) + 1  # and the first of the 2 generated tokens
     assert fin.timings.prompt_n == len(p2) - shared
     assert fin.tokens_evaluated == len(p2)
     assert fin.usage.prompt_tokens_details.cached_tokens == shared
@@ -235,7 +241,7 @@ def test_cache_prompt_false_evaluates_everything(grpc_stub: Any) -> None:
     prompt = unique_text() + "evaluate me twice"
     greedy(grpc_stub, prompt, 1, id_slot=1)
     r = greedy(grpc_stub, prompt, 1, id_slot=1, cache_prompt=False)
-    assert r.final.tokens_cached == 0
+    assert r.final.timings.cache_n == 0
     assert r.final.timings.prompt_n == r.final.tokens_evaluated
 
 

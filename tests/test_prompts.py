@@ -306,7 +306,7 @@ def test_n_predict_wins_over_max_tokens(vocab: native.Vocab) -> None:
 
 
 @pytest.mark.parametrize(("asked", "cap", "used"), [
-    (None, -1, -1), (None, 7, 7), (3, 7, 3), (10, 7, 7), (-1, 7, 7), (10, -1, 10), (-2, 5, 5),
+    (None, -1, -1), (None, 7, 7), (3, 7, 3), (10, 7, 7), (-1, 7, 7), (10, -1, 10),
 ])
 def test_n_predict_is_resolved_within_the_servers_cap(vocab: native.Vocab, asked: int | None,
                                                      cap: int, used: int) -> None:
@@ -317,10 +317,37 @@ def test_n_predict_is_resolved_within_the_servers_cap(vocab: native.Vocab, asked
     assert p.n_predict == used
 
 
-def test_n_predict_below_minus_two_is_refused(vocab: native.Vocab) -> None:
-    with pytest.raises(ParamError, match="n_predict"):
-        completion_params(request(prompt="x", n_predict=-5), Defaults(CompletionParams(), 1),
+@pytest.mark.parametrize(("field", "value", "low"), [
+    ("n_predict", -2, -1), ("max_tokens", -5, -1), ("n_cache_reuse", -1, 0),
+    ("n_keep", -2, -1), ("n_indent", -1, 0), ("n_discard", -1, 0), ("t_max_predict_ms", -2, -1),
+    ("repeat_last_n", -1, 0), ("dry_penalty_last_n", -1, 0), ("dry_allowed_length", -1, 0),
+    ("min_keep", -1, 0),
+])
+def test_llama_servers_hard_limits_are_refused_in_its_words(vocab: native.Vocab, field: str,
+                                                            value: int, low: int) -> None:
+    with pytest.raises(ParamError, match=f"Field '{field}': Value must be between {low} <= "
+                                         f"value <= .*, but got {value}"):
+        completion_params(request(prompt="x", **{field: value}), Defaults(CompletionParams(), 1),
                           vocab)
+
+
+@pytest.mark.parametrize(("field", "value", "used"), [
+    ("top_k", -1, 0), ("top_p", 1.5, 1.0), ("top_p", -0.1, 0.0), ("min_p", -1.0, 0.0),
+    ("xtc_probability", 2.0, 1.0), ("xtc_threshold", -1.0, 0.0), ("temperature", -1.0, 0.0),
+    ("mirostat", 5, 2), ("typical_p", 0.0, 0.0), ("dry_base", 0.5, 1.75),
+    ("samplers", ["k", "top-k", "nonsense", "TEMP"], ("top_k", "temperature")),
+])
+def test_llama_servers_soft_limits_bring_values_into_range(vocab: native.Vocab, field: str,
+                                                           value: Any, used: Any) -> None:
+    p = completion_params(request(prompt="x", **{field: value}), Defaults(CompletionParams(), 1),
+                          vocab)
+    assert getattr(p.sampling, field) == used
+
+
+def test_t_max_predict_ms_minus_one_is_off(vocab: native.Vocab) -> None:
+    p = completion_params(request(prompt="x", t_max_predict_ms=-1),
+                          Defaults(CompletionParams(), 1), vocab)
+    assert p.t_max_predict_ms == 0
 
 
 @pytest.mark.parametrize("name", ["n", "n_cmpl"])
@@ -345,7 +372,7 @@ def test_json_schema_becomes_a_grammar(vocab: native.Vocab) -> None:
 # -- validation ------------------------------------------------------------------------------
 @pytest.mark.parametrize(("field", "value", "message"), [
     ("top_p", 2.0, "top_p"), ("min_p", -0.1, "min_p"), ("xtc_probability", 1.5, "xtc"),
-    ("typical_p", 0.0, "typical_p"), ("top_k", -5, "top_k"), ("repeat_last_n", -2, "repeat"),
+    ("top_k", -5, "top_k"), ("repeat_last_n", -2, "repeat"),
     ("dry_penalty_last_n", -3, "dry_penalty"), ("dry_allowed_length", -1, "dry_allowed"),
     ("repeat_penalty", -1.0, "repeat_penalty"), ("mirostat", 3, "mirostat"),
     ("min_keep", -1, "min_keep"), ("seed", -2, "seed"), ("seed", 1 << 33, "seed"),

@@ -91,7 +91,7 @@ def test_a_finished_request_leaves_its_counts(server: Server) -> None:
     assert not slot.is_processing and not slot.params.stream
     assert slot.next_token.n_decoded == 5 and slot.next_token.n_remain == 0
     assert slot.n_prompt_tokens == r.final.tokens_evaluated
-    assert slot.n_prompt_tokens_cache == r.final.tokens_cached
+    assert slot.n_prompt_tokens_cache == r.final.timings.cache_n
     assert slot.next_token.has_new_line == ("\n" in r.final.content)
 
 

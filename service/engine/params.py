@@ -23,7 +23,8 @@ SAMPLER_LETTERS = {"e": "penalties", "d": "dry", "s": "top_n_sigma", "k": "top_k
                    "p": "top_p", "m": "min_p", "x": "xtc", "t": "temperature", "i": "infill",
                    "a": "adaptive_p"}
 
-DEFAULT_SAMPLERS = ("dry", "top_k", "typ_p", "top_p", "min_p", "xtc", "temperature")
+DEFAULT_SAMPLERS = ("penalties", "dry", "top_n_sigma", "top_k", "typ_p", "top_p", "min_p", "xtc",
+                    "temperature")
 
 
 class ParamError(ValueError):
@@ -83,8 +84,6 @@ class SamplingParams:
         for name in ("top_p", "min_p", "xtc_probability"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ParamError(f"{name} must be between 0 and 1", field=name)
-        if self.typical_p <= 0 or self.typical_p > 1.0:
-            raise ParamError("typical_p must be in (0, 1]", field="typical_p")
         if self.repeat_last_n < -1:
             raise ParamError("repeat_last_n must be >= -1", field="repeat_last_n")
         if self.dry_penalty_last_n < -1:

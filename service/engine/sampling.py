@@ -1,7 +1,9 @@
 """Builds a request's libllama sampler chain, in llama-server's order, and reads probabilities.
 
 Chain: logit bias (user biases, plus every end-of-generation token when ignore_eos) -> grammar
--> penalties -> the `samplers` list in order -> dist (or mirostat 1/2 after temperature).
+-> the `samplers` list in order -> dist; or, with mirostat 1/2, temperature and mirostat alone.
+The repetition penalties run where the list names them ("penalties", first by default) and not
+at all when it does not, nor with mirostat (common/sampling.cpp of the pinned llama.cpp).
 """
 
 from __future__ import annotations
@@ -28,8 +30,6 @@ def build_chain(vocab: Vocab, p: SamplingParams, ban_tokens: Iterable[int] = (),
         min_keep = max(p.min_keep, 1)
         names = [canonical_sampler(s) for s in p.samplers]
         last_n = n_ctx if p.repeat_last_n == -1 else p.repeat_last_n
-        if "penalties" not in names:
-            chain.penalties(last_n, p.repeat_penalty, p.frequency_penalty, p.presence_penalty)
         if p.mirostat == 1:
             chain.temp(p.temperature).mirostat(p.mirostat_tau, p.mirostat_eta, 100, p.seed)
             return chain
@@ -67,8 +67,6 @@ def _top_k_comes_first(p: SamplingParams, names: list[str]) -> bool:
     if p.grammar or p.top_k <= 0 or "top_k" not in names:
         return False
     before = names[:names.index("top_k")]
-    if "penalties" not in names:
-        before.insert(0, "penalties")  # build_chain adds them ahead of the list
     for name in before:
         if name == "penalties" and not penalties_on(p):
             continue

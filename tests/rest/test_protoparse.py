@@ -1,18 +1,24 @@
 """rest_bridge.protoparse must fill a message exactly as json_format.ParseDict(...,
-ignore_unknown_fields=True) does, errors included: hand-picked bodies and a seeded fuzz."""
+ignore_unknown_fields=True) does, errors included, once a top-level integer field's number
+with a fraction is truncated (llama-server's reading of 1.5 as 1): hand-picked bodies and a
+seeded fuzz."""
 
 from __future__ import annotations
 
+import math
 import random
 from typing import Any
 
 import pytest
 from google.protobuf import json_format
+from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
 from llama.v1 import chat_pb2, completion_pb2, embedding_pb2, server_pb2, tokenize_pb2
 
 from rest_bridge.protoparse import parse_into
 
+_INT_TYPES = (FieldDescriptor.CPPTYPE_INT32, FieldDescriptor.CPPTYPE_INT64,
+              FieldDescriptor.CPPTYPE_UINT32, FieldDescriptor.CPPTYPE_UINT64)
 MESSAGES: list[type[Message]] = [
     completion_pb2.CompletionRequest, chat_pb2.ChatCompletionRequest,
     embedding_pb2.EmbedRequest, embedding_pb2.RerankRequest, tokenize_pb2.TokenizeRequest,
@@ -30,7 +36,22 @@ def _outcome(parse: Any, body: dict[str, Any], cls: type[Message]) -> tuple[str,
 
 
 def _reference(body: dict[str, Any], message: Message) -> None:
-    json_format.ParseDict(body, message, ignore_unknown_fields=True)
+    ints = {k for f in message.DESCRIPTOR.fields if not f.is_repeated
+            and f.cpp_type in _INT_TYPES for k in (f.name, f.json_name)}
+    fixed = {k: int(v) if k in ints and type(v) is float and math.isfinite(v) else v
+             for k, v in body.items()}
+    json_format.ParseDict(fixed, message, ignore_unknown_fields=True)
+
+
+def test_an_integer_field_takes_a_number_with_a_fraction_truncated() -> None:
+    message = completion_pb2.CompletionRequest()
+    parse_into({"top_k": 1.5, "n_predict": -2.7, "temperature": 0.5}, message)
+    assert (message.top_k, message.n_predict, message.temperature) == (1, -2, 0.5)
+    message = completion_pb2.CompletionRequest()  # a body that ParseDict reads whole
+    parse_into({"return_tokens": True, "returnTokens": True, "seed": 7.9}, message)
+    assert message.seed == 7
+    with pytest.raises(json_format.ParseError):
+        parse_into({"top_k": float("inf")}, completion_pb2.CompletionRequest())
 
 
 def _assert_same(body: dict[str, Any], cls: type[Message]) -> tuple[str, str]:

@@ -98,7 +98,7 @@ def test_closing_a_native_sse_stream_cancels_the_generation(http: httpx.Client,
         assert r.status_code == 200
         lines = r.iter_lines()
         event = next_event(lines)
-        assert event["stop"] is False and event["id"] and event["tokens"]
+        assert event["stop"] is False and r.headers["x-request-id"] and event["tokens"]
         load = get_load(stub)
         assert load.n_processing == 1 and slot(load, 0).busy
     # Leaving the block closes the response with its body unread: httpx drops the connection.

@@ -60,7 +60,10 @@ def test_completion_fields(http: httpx.Client) -> None:
     assert out["tokens_predicted"] <= 6
     settings = out["generation_settings"]
     assert settings["n_predict"] == 6 and settings["temperature"] == 0
-    assert "speculative.n_max" in settings and "n_ctx" in settings
+    # The pinned llama-server's keys: draft settings only as their types, no n_ctx or model.
+    assert settings["speculative.types"] == "none" and settings["samplers"][0] == "penalties"
+    assert not {"speculative.n_max", "n_ctx", "model"} & settings.keys()
+    assert "id" not in out
 
 
 def test_completion_alias_and_return_tokens(http: httpx.Client) -> None:

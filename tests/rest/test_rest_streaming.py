@@ -42,11 +42,11 @@ def test_disconnect_mid_stream_frees_the_slot(rest_server: RestServer) -> None:
     with httpx.Client(timeout=30) as client, client.stream(
             "POST", url + "/completion", json={**ENDLESS, "id_slot": 0, "stream": True}) as r:
         assert r.status_code == 200
+        gen_id = r.headers["x-request-id"]  # the native events have no id key (llama-server's)
         n = 0
         for line in r.iter_lines():
             if line.startswith("data: "):
                 event = json.loads(line[6:])
-                gen_id = event["id"]
                 assert event["stop"] is False
                 n += 1
                 if n == 5:
@@ -73,7 +73,7 @@ async def _stream_one(client: httpx.AsyncClient, i: int) -> tuple[str, list[int]
     assert objs[-1]["stop"] is True and all(not o["stop"] for o in objs[:-1])
     text = "".join(o["content"] for o in objs)
     tokens = [t for o in objs[:-1] for t in o["tokens"]]
-    return text, tokens, {o["id"] for o in objs}
+    return text, tokens, {r.headers["x-request-id"]}
 
 
 async def _run(url: str, indices: list[int], concurrent: bool) -> list[tuple[str, list[int],
@@ -92,7 +92,6 @@ def test_16_concurrent_sse_clients_get_their_own_outputs(rest_server: RestServer
     ids = set()
     for i, ((seq_text, seq_tokens, _), (text, tokens, gen_ids)) in enumerate(
             zip(sequential, concurrent, strict=True)):
-        assert len(gen_ids) == 1, f"client {i} got events of several generations"
         ids |= gen_ids
         assert tokens == seq_tokens, f"client {i}: concurrent output differs from sequential"
         assert text == seq_text
