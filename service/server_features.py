@@ -62,6 +62,7 @@ FEATURES: tuple[Feature, ...] = (
     Feature("slots", ("ListSlots",), enabled=lambda rt: rt.config.endpoints.slots),
     Feature("slot_actions", ("SlotAction",),
             enabled=lambda rt: rt.config.endpoints.slot_save_path is not None),
+    Feature("slot_snapshots", ("ExportSlot", "ImportSlot")),
     Feature("metrics", ("GetMetrics",), enabled=lambda rt: rt.config.endpoints.metrics),
     Feature("lora_adapters", ("ListLoraAdapters", "SetLoraAdapters")),
     Feature("models", ("ListModels",)),
