@@ -18,6 +18,7 @@ from rest_bridge import (
     routes_embedding,
     routes_openai,
     routes_server,
+    routes_slot_files,
     routes_tokenize,
     routes_webui,
 )
@@ -120,8 +121,9 @@ def create_app(grpc_target: str, api_keys: Sequence[str] = (), *, api_prefix: st
     app = BridgeApp(title="llama-grpc REST bridge", lifespan=lifespan, docs_url=None,
                   redoc_url=None, openapi_url=None, redirect_slashes=False)
     app.state.settings = settings
+    # routes_slot_files before routes_server: its POST /slots/import is not a slot id.
     for module in (routes_completion, routes_openai, routes_tokenize, routes_embedding,
-                   routes_server):
+                   routes_slot_files, routes_server):
         app.include_router(module.router, prefix=settings.api_prefix)
     install_error_handlers(app)
     public = public_routes(settings.api_prefix) | _add_webui(app, settings)
