@@ -69,7 +69,7 @@ def test_progress_counts_the_cached_prompt(server: Server) -> None:
                      return_progress=True)
     assert first.code == again.code == grpc.StatusCode.OK
     progress = progress_of(again.messages)
-    cached = again.final.tokens_cached
+    cached = again.final.timings.cache_n  # prompt tokens reused, not decoded
     assert cached > 0
     assert (progress[0].cache, progress[0].processed) == (cached, cached)
     assert progress[-1].processed == progress[-1].total == again.final.tokens_evaluated
