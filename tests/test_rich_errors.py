@@ -20,6 +20,7 @@ import grpc
 import httpx
 import pytest
 from cancel_harness import ENDLESS, StreamReader, wait_load
+from google.protobuf import message_factory
 from grpc_harness import (
     ServiceProcess,
     chat_request,
@@ -27,10 +28,10 @@ from grpc_harness import (
     free_port,
     service_env,
 )
-from llama.v1 import server_pb2, service_pb2_grpc, tokenize_pb2
+from llama.v1 import server_pb2, service_pb2, service_pb2_grpc, tokenize_pb2
 
 from api_common import rich_status
-from api_common.errors import DOMAIN
+from api_common.errors import DOMAIN, ERROR_KINDS, REASONS
 from service.server import HOLD_LOAD_ENV
 
 pytestmark = pytest.mark.slow
@@ -123,7 +124,7 @@ def fails(call: Callable[[], Any]) -> tuple[grpc.RpcError, rich_status.Details]:
 
 
 # -- invalid requests ---------------------------------------------------------------------------
-@pytest.mark.parametrize(("field", "value"), [("top_k", -5), ("n_probs", 101),
+@pytest.mark.parametrize(("field", "value"), [("n_keep", -5), ("n_probs", 101),
                                               ("request_id", "has space"), ("seed", -7),
                                               ("stop", 5), ("logit_bias", "x")])
 def test_an_invalid_field_is_named_by_bad_request(served: Served, field: str,
@@ -137,10 +138,11 @@ def test_an_invalid_field_is_named_by_bad_request(served: Served, field: str,
 
 
 def test_a_chat_field_is_named_too(served: Served) -> None:
-    req = chat_request(messages=[{"role": "user", "content": "Hi"}], top_p=2.0)
+    req = chat_request(messages=[{"role": "user", "content": "Hi"}], repeat_last_n=-5)
     err, d = fails(lambda: served.stub.ChatCompletion(req, timeout=30))
     assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert d.reason == "INVALID_FIELD" and d.field_violations == [("top_p", err.details())]
+    assert d.reason == "INVALID_FIELD"
+    assert d.field_violations == [("repeat_last_n", err.details())]
 
 
 def test_an_error_of_no_one_field_has_error_info_only(served: Served) -> None:
@@ -306,3 +308,30 @@ def test_an_rpc_not_served_says_so(served: Served, method: str) -> None:
                                 metadata=(("authorization", f"Bearer {KEY}"),)))
     assert err.code() == grpc.StatusCode.UNIMPLEMENTED and err.details()
     assert d.reason == "NOT_SUPPORTED" and d.metadata == {"method": method}
+
+
+def _rpcs() -> list[Any]:
+    """llama.v1's RPCs a unary request reaches (ImportSlot, client-streaming, takes a stream)."""
+    service = service_pb2.DESCRIPTOR.services_by_name["LlamaServer"]
+    return [m for m in service.methods if not m.client_streaming]
+
+
+@pytest.mark.parametrize("rpc", _rpcs(), ids=lambda m: m.name)
+def test_every_failure_of_every_rpc_carries_error_info(served: Served, rpc: Any) -> None:
+    """An empty request to each RPC: served, or refused with details of the status's kind."""
+    response = message_factory.GetMessageClass(rpc.output_type)
+    path = f"/llama.v1.LlamaServer/{rpc.name}"
+    kw = {"request_serializer": lambda r: r.SerializeToString(),
+          "response_deserializer": response.FromString}
+    request = message_factory.GetMessageClass(rpc.input_type)()
+    auth = (("authorization", f"Bearer {KEY}"),)
+    channel = served.svc.channel()
+    try:
+        if rpc.server_streaming:
+            list(channel.unary_stream(path, **kw)(request, timeout=30, metadata=auth))
+        else:
+            channel.unary_unary(path, **kw)(request, timeout=30, metadata=auth)
+    except grpc.RpcError as err:
+        d = rich_status.decode(err)
+        assert d.domain == DOMAIN and d.reason in REASONS, (err.code(), err.details(), d)
+        assert ERROR_KINDS[REASONS[d.reason].kind].grpc_code == err.code()
