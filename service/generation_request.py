@@ -119,13 +119,14 @@ def build_chat(rt: Runtime, req: Any, gen_id: str) -> GenerationRequest:
     chat = chat_setup(req, tools, rt.templates.for_request(tools), text,
                       rt.config.chat.reasoning_format, rt.config.chat.skip_chat_parsing,
                       rt.model.vocab)
-    if chat.grammar:
+    if chat.grammar and not (chat.grammar_triggers and params.sampling.grammar):
         if params.sampling.grammar:
             raise ParamError("tool_choice asks for tool calls, which cannot be combined with "
                              "grammar, json_schema or response_format", field="tool_choice")
-        params = replace(params, sampling=replace(params.sampling, grammar=chat.grammar))
+        params = replace(params, sampling=replace(params.sampling, grammar=chat.grammar,
+                                                  grammar_lazy_patterns=chat.grammar_triggers))
     if chat.preserved_tokens:
-        params = replace(params, preserved_tokens=chat.preserved_tokens)
+        params = replace(params, keep_special=chat.preserved_tokens)
     return GenerationRequest(gen_id, _checked(rt, [prompt]), params, req.stream, _priority(req),
                              chat, choices_of(req, rt.n_slots))
 

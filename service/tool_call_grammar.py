@@ -107,6 +107,30 @@ def _call(fmt: str, name: str, args: str) -> str:
     return f'"{{\\"name\\": " {n} ", \\"arguments\\": " {args} "}}"'
 
 
+# The words that start a call, per format, for a lazy grammar (tool_choice "auto"); a format
+# missing here gets none (Functionary v3.2 starts every answer with its recipient line, the
+# generic format's grammar is never lazy).
+_TRIGGERS = {
+    HERMES: "<tool_call>",
+    FUNCTIONARY_V31: "<function=",
+    MISTRAL_NEMO: "[TOOL_CALLS]",
+    FIREFUNCTION_V2: " functools[",
+    COMMAND_R7B: "<|START_ACTION|>",
+    DEEPSEEK_R1: _DS["tool_calls_begin"],
+}
+
+
+def trigger_patterns(fmt: str) -> tuple[str, ...]:
+    """Regexes (libllama's lazy grammar: a full match of the text so far, the grammar applied
+    from the first group) where a call in `fmt` starts; () if the format has none."""
+    if fmt in (LLAMA3, LLAMA3_BUILTIN):  # a JSON call is the whole answer
+        return (r"\s*(\{)[\s\S]*",)
+    word = _TRIGGERS.get(fmt)
+    if word is None:
+        return ()
+    return (r"[\s\S]*?(" + re.escape(word) + r")[\s\S]*",)
+
+
 # format -> (before the calls, between calls, after them)
 _FRAMES = {
     HERMES: ("", '"\\n"', ""),

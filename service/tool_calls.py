@@ -6,7 +6,9 @@ the text. Built once per request, off the event loop (with the rest of build_cha
   or a named function gets a grammar forcing one call (several with parallel_tool_calls) of
   the allowed tools in the template's format; "auto" parses calls the model chooses to make,
   except in the generic format, where a grammar keeps the answer a JSON object (calls or a
-  `response`), as llama-server does.
+  `response`), as llama-server does, and in the native formats a lazy grammar applies from
+  the words that start a call (`<tool_call>`, `[TOOL_CALLS]`...), so that a call's arguments
+  are valid for its tool's schema (not beside a json_schema or response_format, which win).
 - `parallel_tool_calls`: default, what the template can render; false keeps the first call.
 - `parse_tool_calls`: default, tools given and tool_choice not "none".
 - `reasoning_format`: the request's, else --reasoning-format; --skip-chat-parsing turns both
@@ -35,7 +37,7 @@ from service.chat_parse_formats import (
 from service.chat_template import ChatTemplate
 from service.engine.params import ParamError
 from service.reasoning import check_reasoning_format, opens_thinking
-from service.tool_call_grammar import tool_call_grammar, tool_defs
+from service.tool_call_grammar import tool_call_grammar, tool_defs, trigger_patterns
 from service.tool_choice import tool_choice_of
 
 
@@ -44,6 +46,7 @@ class ChatSetup:
     parse: ChatParseConfig
     grammar: str = ""  # forces tool calls ("": none)
     preserved_tokens: frozenset[int] = frozenset()  # special tokens the answer's text keeps
+    grammar_triggers: tuple[str, ...] = ()  # the grammar is lazy: where a call starts
 
 
 def chat_setup(req: Any, tools: Sequence[Mapping[str, Any]] | None, template: ChatTemplate,
@@ -76,16 +79,20 @@ def chat_setup(req: Any, tools: Sequence[Mapping[str, Any]] | None, template: Ch
                 else template.caps.supports_parallel_tool_calls)
     start, end = reasoning_tags(fmt)
     opened = opens_thinking(prompt, start, end)
-    grammar = ""
+    grammar, triggers = "", trigger_patterns(native_fmt)
     if wants_calls and (choice.mode == "required" or native_fmt == GENERIC):
         allowed = [d for d in defs if choice.function in (None, d.name)]
         grammar = tool_call_grammar(native_fmt, allowed, parallel,
                                     allow_response=choice.mode != "required",
                                     prefix=end + "\n\n" if opened else "")
+        triggers = ()
+    elif wants_calls and triggers and parse_calls:  # "auto": constrained once a call starts
+        grammar = tool_call_grammar(native_fmt, defs, parallel)
     prefix = req.generation_prompt if req.HasField("generation_prompt") else ""
     config = ChatParseConfig(fmt, reasoning, opened and reasoning != "none" and not prefix,
                              max_calls=0 if parallel else 1, prefix=prefix)
-    return ChatSetup(config, grammar, _preserved(vocab, fmt) if config.active else frozenset())
+    return ChatSetup(config, grammar, _preserved(vocab, fmt) if config.active else frozenset(),
+                     triggers if grammar else ())
 
 
 _PRESERVED: dict[tuple[int, str], frozenset[int]] = {}

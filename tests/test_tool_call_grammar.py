@@ -24,7 +24,7 @@ from service.chat_parse_formats import (
     MISTRAL_NEMO,
 )
 from service.engine.params import ParamError
-from service.tool_call_grammar import ToolDef, tool_call_grammar, tool_defs
+from service.tool_call_grammar import ToolDef, tool_call_grammar, tool_defs, trigger_patterns
 
 pytestmark = pytest.mark.slow  # llama.cpp replays each text token by token
 
@@ -102,3 +102,33 @@ def test_bad_schema_names_the_tool() -> None:
 def test_required_without_tools() -> None:
     with pytest.raises(ParamError, match="no tools"):
         tool_call_grammar(HERMES, [], parallel=False)
+
+
+def _accepts_lazy(runner: GrammarRunner, grammar: str, triggers: tuple[str, ...],
+                  text: str) -> bool:
+    """As GrammarRunner.accepts, with the grammar lazy (applied from a trigger pattern)."""
+    tokens = runner.vocab.tokenize(text, add_special=False)
+    for k, tok in enumerate([*tokens, runner.eog]):
+        with native.SamplerChain(runner.vocab) as chain:
+            chain.logit_bias({tok: 1e9}).grammar_lazy(grammar, triggers).greedy()
+            for t in tokens[:k]:
+                chain.accept(t)
+            if chain.sample(runner._match_ctx, runner._match_idx) != tok:
+                return False
+    return True
+
+
+@pytest.mark.parametrize("fmt", [HERMES, LLAMA3, MISTRAL_NEMO, DEEPSEEK_R1])
+def test_lazy_grammar_constrains_only_a_call(runner: GrammarRunner, fmt: str) -> None:
+    triggers = trigger_patterns(fmt)
+    assert triggers
+    grammar = tool_call_grammar(fmt, TOOLS, parallel=False)
+    lead = "" if fmt == LLAMA3 else "Let me check. "
+    assert _accepts_lazy(runner, grammar, triggers, lead + CALL_TEXT[fmt])
+    bad = CALL_TEXT[fmt].replace('"days": 3', '"days": 30')
+    assert not _accepts_lazy(runner, grammar, triggers, lead + bad)
+    assert _accepts_lazy(runner, grammar, triggers, "Plain text, no call: (x) [y] <z>.")
+
+
+def test_formats_without_a_lazy_trigger() -> None:
+    assert trigger_patterns(GENERIC) == trigger_patterns(FUNCTIONARY_V32) == ()

@@ -362,7 +362,7 @@ class Engine:
         self.stats.tokens_predicted_total += 1
         text = ""
         if token not in self.eog or task.params.ignore_eos:
-            special = self.settings.special or token in task.params.preserved_tokens
+            special = self.settings.special or token in task.params.keep_special
             text = task.stream.push(self.vocab.token_to_piece(token, special=special))
         reason = stop_reason(task, token, self.rules)
         if reason is not None:

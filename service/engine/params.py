@@ -73,6 +73,9 @@ class SamplingParams:
     logit_bias: tuple[tuple[int, float], ...] = ()  # -inf bans the token
     samplers: tuple[str, ...] = DEFAULT_SAMPLERS
     grammar: str = ""
+    # Non-empty: the grammar is lazy, applied from where one of these regexes first matches
+    # the generated text (its first group; a chat's tool call under tool_choice "auto").
+    grammar_lazy_patterns: tuple[str, ...] = ()
 
     def validate(self) -> None:
         finite = {k: v for k, v in self.__dict__.items() if isinstance(v, float)}
@@ -122,7 +125,7 @@ class CompletionParams:
     timings_per_token: bool = False
     # Special tokens rendered in the text all the same (a chat format's markers, llama-server's
     # preserved tokens; service.tool_calls).
-    preserved_tokens: frozenset[int] = frozenset()
+    keep_special: frozenset[int] = frozenset()
     # LoRA adapters as (id, scale), scales not 0, by id: the request's `lora` or the global
     # scales when it has none (service.lora resolves it; the engine applies it per decode).
     lora: tuple[tuple[int, float], ...] = ()

@@ -25,7 +25,9 @@ def build_chain(vocab: Vocab, p: SamplingParams, ban_tokens: Iterable[int] = (),
             bias[tok] = float("-inf")
         if bias:
             chain.logit_bias(bias)
-        if p.grammar:
+        if p.grammar and p.grammar_lazy_patterns:
+            chain.grammar_lazy(p.grammar, p.grammar_lazy_patterns)
+        elif p.grammar:
             chain.grammar(p.grammar)
         min_keep = max(p.min_keep, 1)
         names = [canonical_sampler(s) for s in p.samplers]
