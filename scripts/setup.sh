@@ -57,4 +57,11 @@ if [ "${1:-}" = "--test" ] && ! command -v chromium > /dev/null 2>&1; then
         "${as_root[@]}" apt-get install -y -q chromium > /dev/null
     fi
 fi
+# The differential tests (tests/differential) compare us with llama-server built from the same
+# pinned source: built once (minutes) and cached beside libllama, like the benchmark's.
+if [ "${1:-}" = "--test" ]; then
+    python -c 'import sys; from bench.llama_build import cached_server_build as c; sys.exit(c() is None)' \
+        || { say "building llama-server from the pinned source (once, cached)"; \
+             python -c 'from bench.llama_build import ensure_server_build as e; e()' > /dev/null; }
+fi
 say "ready in $((SECONDS - started))s"
