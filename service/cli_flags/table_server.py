@@ -95,9 +95,8 @@ SERVER_FLAGS: tuple[FlagSpec, ...] = (
     ),
     implemented(
         ("--host",), "hosts", NETWORK,
-        "address to listen on (llama-server takes a comma-separated list, and UNIX socket "
-        "paths ending in .sock: only the first address is used yet, and a .sock path fails to "
-        "bind the gRPC port)",
+        "addresses to listen on, comma-separated: gRPC (--grpc-port) and HTTP (--port) on each; "
+        "a path ending in .sock is a UNIX socket for HTTP only",
         metavar="HOST", env=("LLAMA_ARG_HOST",), convert=v.parse_host_list,
         default=("127.0.0.1",), default_text="127.0.0.1",
     ),
