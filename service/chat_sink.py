@@ -56,8 +56,15 @@ class ChatParsingSink:
         self.inner.deliver_local(events)
 
 
+_NAMES: dict[type, tuple[str, ...]] = {}
+
+
 def _fields(event: Any) -> dict[str, Any]:
-    return {f: getattr(event, f) for f in type(event).__dataclass_fields__}
+    """The event's fields by name (whatever fields another part of the engine adds)."""
+    names = _NAMES.get(type(event))
+    if names is None:
+        names = _NAMES[type(event)] = tuple(type(event).__dataclass_fields__)
+    return {f: getattr(event, f) for f in names}
 
 
 def parsing_sink(sink: Any, config: ChatParseConfig | None) -> Any:

@@ -124,7 +124,7 @@ def build_chat(rt: Runtime, req: Any, gen_id: str) -> GenerationRequest:
             raise ParamError("tool_choice asks for tool calls, which cannot be combined with "
                              "grammar, json_schema or response_format", field="tool_choice")
         params = replace(params, sampling=replace(params.sampling, grammar=chat.grammar,
-                                                  grammar_lazy_patterns=chat.grammar_triggers))
+                                                  grammar_lazy_tokens=chat.grammar_triggers))
     if chat.preserved_tokens:
         params = replace(params, keep_special=chat.preserved_tokens)
     return GenerationRequest(gen_id, _checked(rt, [prompt]), params, req.stream, _priority(req),

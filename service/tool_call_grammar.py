@@ -107,9 +107,9 @@ def _call(fmt: str, name: str, args: str) -> str:
     return f'"{{\\"name\\": " {n} ", \\"arguments\\": " {args} "}}"'
 
 
-# The words that start a call, per format, for a lazy grammar (tool_choice "auto"); a format
+# The word that starts a call, per format, for a lazy grammar (tool_choice "auto"). A format
 # missing here gets none (Functionary v3.2 starts every answer with its recipient line, the
-# generic format's grammar is never lazy).
+# generic format's grammar is never lazy, a Llama 3.x call is a bare JSON object).
 _TRIGGERS = {
     HERMES: "<tool_call>",
     FUNCTIONARY_V31: "<function=",
@@ -120,15 +120,17 @@ _TRIGGERS = {
 }
 
 
-def trigger_patterns(fmt: str) -> tuple[str, ...]:
-    """Regexes (libllama's lazy grammar: a full match of the text so far, the grammar applied
-    from the first group) where a call in `fmt` starts; () if the format has none."""
-    if fmt in (LLAMA3, LLAMA3_BUILTIN):  # a JSON call is the whole answer
-        return (r"\s*(\{)[\s\S]*",)
+def trigger_tokens(fmt: str, vocab: Any) -> tuple[int, ...]:
+    """The token that starts a call in `fmt`, when the model's vocabulary has its word as one
+    token (Qwen 2.5's <tool_call>, Mistral's [TOOL_CALLS]...); () otherwise, and then no lazy
+    grammar: libllama's text-pattern triggers replay the whole token that completed the match
+    into the grammar, and a token running past the word (`{$`) makes the grammar throw a C++
+    exception through the C API, which ends the process."""
     word = _TRIGGERS.get(fmt)
     if word is None:
         return ()
-    return (r"[\s\S]*?(" + re.escape(word) + r")[\s\S]*",)
+    tokens = vocab.tokenize(word, add_special=False, parse_special=True)
+    return (tokens[0],) if len(tokens) == 1 else ()
 
 
 # format -> (before the calls, between calls, after them)

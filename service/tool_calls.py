@@ -7,8 +7,9 @@ the text. Built once per request, off the event loop (with the rest of build_cha
   the allowed tools in the template's format; "auto" parses calls the model chooses to make,
   except in the generic format, where a grammar keeps the answer a JSON object (calls or a
   `response`), as llama-server does, and in the native formats a lazy grammar applies from
-  the words that start a call (`<tool_call>`, `[TOOL_CALLS]`...), so that a call's arguments
-  are valid for its tool's schema (not beside a json_schema or response_format, which win).
+  the token that starts a call (`<tool_call>`, `[TOOL_CALLS]`... where the vocabulary has the
+  word as one token), so that a call's arguments are valid for its tool's schema (not beside
+  a json_schema or response_format, which win).
 - `parallel_tool_calls`: default, what the template can render; false keeps the first call.
 - `parse_tool_calls`: default, tools given and tool_choice not "none".
 - `reasoning_format`: the request's, else --reasoning-format; --skip-chat-parsing turns both
@@ -37,7 +38,7 @@ from service.chat_parse_formats import (
 from service.chat_template import ChatTemplate
 from service.engine.params import ParamError
 from service.reasoning import check_reasoning_format, opens_thinking
-from service.tool_call_grammar import tool_call_grammar, tool_defs, trigger_patterns
+from service.tool_call_grammar import tool_call_grammar, tool_defs, trigger_tokens
 from service.tool_choice import tool_choice_of
 
 
@@ -46,7 +47,7 @@ class ChatSetup:
     parse: ChatParseConfig
     grammar: str = ""  # forces tool calls ("": none)
     preserved_tokens: frozenset[int] = frozenset()  # special tokens the answer's text keeps
-    grammar_triggers: tuple[str, ...] = ()  # the grammar is lazy: where a call starts
+    grammar_triggers: tuple[int, ...] = ()  # the grammar is lazy: the token starting a call
 
 
 def chat_setup(req: Any, tools: Sequence[Mapping[str, Any]] | None, template: ChatTemplate,
@@ -79,7 +80,7 @@ def chat_setup(req: Any, tools: Sequence[Mapping[str, Any]] | None, template: Ch
                 else template.caps.supports_parallel_tool_calls)
     start, end = reasoning_tags(fmt)
     opened = opens_thinking(prompt, start, end)
-    grammar, triggers = "", trigger_patterns(native_fmt)
+    grammar, triggers = "", trigger_tokens(native_fmt, vocab) if wants_calls else ()
     if wants_calls and (choice.mode == "required" or native_fmt == GENERIC):
         allowed = [d for d in defs if choice.function in (None, d.name)]
         grammar = tool_call_grammar(native_fmt, allowed, parallel,

@@ -73,3 +73,14 @@ def test_template_that_cannot_render_tools(tiny_bpe_path: Path) -> None:
         assert not setup.grammar
     finally:
         model.close()
+
+
+@pytest.mark.slow
+def test_long_auto_answers_with_tools_keep_the_server_up(grpc_stub: Any) -> None:
+    """A regression: a lazy grammar on a text trigger made libllama throw through its C API
+    when the token that completed the trigger ran past it (`{$`), ending the process."""
+    for seed in range(3):
+        msgs = list(grpc_stub.ChatCompletion(chat_request(
+            messages=MESSAGES, tools=[TOOL], n_predict=300, ignore_eos=True, seed=seed,
+            temperature=1.0), timeout=120))
+        assert msgs[-1].choices[0].finish_reason in ("length", "tool_calls")

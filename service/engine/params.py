@@ -73,9 +73,9 @@ class SamplingParams:
     logit_bias: tuple[tuple[int, float], ...] = ()  # -inf bans the token
     samplers: tuple[str, ...] = DEFAULT_SAMPLERS
     grammar: str = ""
-    # Non-empty: the grammar is lazy, applied from where one of these regexes first matches
-    # the generated text (its first group; a chat's tool call under tool_choice "auto").
-    grammar_lazy_patterns: tuple[str, ...] = ()
+    # Non-empty: the grammar is lazy, applied from the first of these tokens generated (a
+    # chat's tool call under tool_choice "auto"; service.tool_call_grammar says why tokens).
+    grammar_lazy_tokens: tuple[int, ...] = ()
 
     def validate(self) -> None:
         finite = {k: v for k, v in self.__dict__.items() if isinstance(v, float)}

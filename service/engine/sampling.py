@@ -25,8 +25,8 @@ def build_chain(vocab: Vocab, p: SamplingParams, ban_tokens: Iterable[int] = (),
             bias[tok] = float("-inf")
         if bias:
             chain.logit_bias(bias)
-        if p.grammar and p.grammar_lazy_patterns:
-            chain.grammar_lazy(p.grammar, p.grammar_lazy_patterns)
+        if p.grammar and p.grammar_lazy_tokens:
+            chain.grammar_lazy(p.grammar, (), p.grammar_lazy_tokens)
         elif p.grammar:
             chain.grammar(p.grammar)
         min_keep = max(p.min_keep, 1)
