@@ -13,13 +13,9 @@ from __future__ import annotations
 import json
 import logging
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
-from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
-from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.responses import Response
 
 from api_common import rich_status
 from api_common.errors import (
@@ -31,6 +27,13 @@ from api_common.errors import (
     REASONS,
     http_face,
 )
+
+# The web framework only where a response or the app is at hand: BridgeError and its JSON are
+# shared with the service (service/rpc_http.py, through jsonio), which must not load FastAPI.
+if TYPE_CHECKING:
+    from fastapi import FastAPI, Request
+    from fastapi.exceptions import RequestValidationError
+    from starlette.responses import Response
 
 _log = logging.getLogger(__name__)
 
@@ -71,10 +74,12 @@ class BridgeError(Exception):
         message = e.details() or e.code().name
         details = rich_status.decode(e)
         reason = REASONS.get(details.reason) if details.domain == DOMAIN else None
-        if reason is not None and ERROR_KINDS[reason.kind].grpc_code == e.code():
+        if reason is None or ERROR_KINDS[reason.kind].grpc_code != e.code():
+            details = rich_status.Details()  # not ours, or not this status's: the code decides
+        else:
             status, type_ = http_face(details.reason, reason.kind)
         extra: dict[str, Any] = {}
-        if reason is not None and details.reason == CONTEXT_OVERFLOW:
+        if details.reason == CONTEXT_OVERFLOW:
             extra = {k: _int(details.metadata.get(k)) for k in ("n_prompt_tokens", "n_ctx")}
         if e.code() == grpc.StatusCode.UNIMPLEMENTED and (
                 any(stock in message for stock in _GRPC_STOCK_UNIMPLEMENTED)
@@ -104,6 +109,8 @@ def _int(value: str | None) -> int:
 
 
 def error_response(err: BridgeError, headers: dict[str, str] | None = None) -> Response:
+    from starlette.responses import Response  # see the imports
+
     body = json.dumps(err.body(), ensure_ascii=False, separators=(",", ":")).encode()
     return Response(body, status_code=err.status, headers={**err.headers, **(headers or {})},
                     media_type="application/json; charset=utf-8")
@@ -129,6 +136,8 @@ def _validation_message(exc: RequestValidationError) -> str:
 
 def install_error_handlers(app: FastAPI) -> None:
     """Every error the app can produce leaves in llama-server's shape."""
+    from fastapi.exceptions import RequestValidationError  # see the imports
+    from starlette.exceptions import HTTPException as StarletteHTTPException
 
     async def on_route_error(_req: Request, exc: Exception) -> Response:
         return error_response(as_bridge_error(exc))
