@@ -1,7 +1,7 @@
 """One map from exceptions to error kinds, applied in one place to every RPC, and the statuses
 built from them (with their google.rpc details, AIP-193).
 
-`error_kind` classifies an exception: what the client got wrong is INVALID_ARGUMENT (every
+`as_service_error` classifies an exception: what the client got wrong is INVALID_ARGUMENT (every
 ValueError: our parameter, template, schema and grammar errors, and libllama's refusals of an
 input, which the binding raises as ValueErrors); a full queue is RESOURCE_EXHAUSTED; anything
 else is a bug, INTERNAL, and logged. The `unary` decorator wraps each unary servicer method, and
