@@ -15,6 +15,7 @@ changes.
 from __future__ import annotations
 
 import math
+import struct
 from collections.abc import Iterable, Sequence
 from typing import Any, Protocol
 
@@ -49,7 +50,14 @@ def checked_scales(entries: Iterable[Any], n_adapters: int, what: str) -> dict[i
 
 
 def adapter_set(scales: dict[int, float]) -> AdapterSet:
-    return tuple(sorted((i, s) for i, s in scales.items() if s != 0.0))
+    # Scales as float32, what llama.cpp applies and what a request's LoraScale carries: a
+    # --lora-scaled 0.1 (a double) and a request's 0.1 are then one set, sharing decodes and
+    # cached prompts.
+    return tuple(sorted((i, _f32(s)) for i, s in scales.items() if s != 0.0))
+
+
+def _f32(value: float) -> float:
+    return float(struct.unpack("<f", struct.pack("<f", value))[0])
 
 
 def request_adapters(req: Any, loras: Sequence[HasScale]) -> AdapterSet:

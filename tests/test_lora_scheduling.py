@@ -63,3 +63,13 @@ def test_an_admission_carries_the_cache_reuse_moves() -> None:
     adm = run.step().admitted[0]
     assert adm.shifts == ((10, 30, 40),) and adm.n_reuse == 50 == second.n_cached
     assert run.sched.slots[0].cache_tokens[:50] == [*head, *tail]
+
+
+def test_a_start_up_scale_and_a_request_scale_of_the_same_value_are_one_set() -> None:
+    from llama.v1 import common_pb2
+
+    from service.lora import adapter_set, checked_scales
+
+    request_scale = common_pb2.LoraScale(id=0, scale=0.1)  # a float32 on the wire
+    assert request_scale.scale != 0.1
+    assert adapter_set({0: 0.1}) == adapter_set(checked_scales([request_scale], 1, "lora"))
