@@ -106,13 +106,16 @@ def _too_deep() -> BridgeError:
         f"the request body nests JSON arrays and objects deeper than {MAX_JSON_DEPTH} levels")
 
 
+NOT_AN_OBJECT = "the request body must be a JSON object"
+
+
 def parse_object(raw: bytes) -> dict[str, Json]:
     """The request body as a JSON object (an empty body counts as `{}`)."""
     if not raw.strip():
         return {}
     body = parse_json(raw)
     if not isinstance(body, dict):
-        raise BridgeError.invalid_request("the request body must be a JSON object")
+        raise BridgeError.invalid_request(NOT_AN_OBJECT)
     return body
 
 
@@ -126,6 +129,10 @@ SAMPLER_LETTERS = {"e": "penalties", "d": "dry", "s": "top_n_sigma", "k": "top_k
 def to_message(body: dict[str, Json], message: M) -> M:
     """Fill `message` from a JSON object. Unknown fields are ignored, as llama-server ignores
     them; a known field of the wrong type is a 400."""
+    if body.get("dry_sequence_breakers") == []:  # the message cannot tell [] from absent
+        raise BridgeError.invalid_request("Field 'dry_sequence_breakers': Error: "
+                                          "dry_sequence_breakers must be a non-empty array "
+                                          "of strings")
     if isinstance(body.get("samplers"), str):
         body = {**body, "samplers": [SAMPLER_LETTERS[c] for c in body["samplers"]
                                      if c in SAMPLER_LETTERS]}

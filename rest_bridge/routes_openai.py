@@ -8,7 +8,9 @@ from llama.v1 import chat_pb2, completion_pb2
 from starlette.responses import Response
 
 from rest_bridge.deps import PlainPosts
+from rest_bridge.errors import BridgeError
 from rest_bridge.generation import generate
+from rest_bridge.jsonio import NOT_AN_OBJECT
 from rest_bridge.render_openai import ChatRenderer, TextCompletionRenderer
 
 routes = PlainPosts()
@@ -23,5 +25,11 @@ async def completions(request: Request) -> Response:
 
 @routes.post("/v1/chat/completions", "/chat/completions")
 async def chat_completions(request: Request) -> Response:
-    return await generate(request, chat_pb2.ChatCompletionRequest(), "ChatCompletion",
-                          ChatRenderer)
+    try:
+        return await generate(request, chat_pb2.ChatCompletionRequest(), "ChatCompletion",
+                              ChatRenderer)
+    except BridgeError as e:
+        if e.message != NOT_AN_OBJECT:
+            raise
+        # llama-server's words for a body that is not an object ([], "x", null)
+        raise BridgeError.invalid_request(f"'messages' is required ({NOT_AN_OBJECT})") from e

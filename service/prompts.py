@@ -1,8 +1,9 @@
 """llama-server's polymorphic request inputs, as plain JSON values, turned into token lists.
 
-A prompt may be a string, a list of token ids, a mix of both ([12, 34, "text", 56]), or a list of
-such prompts (several completions). logit_bias may be [[token|string, bias|false], ...] or an
-OpenAI-style {"token id": bias} map. Works on JSON values so the gRPC and REST paths share it.
+A prompt may be a string, a list of token ids, a mix of both ([12, 34, "text", 56]), an object
+{"prompt_string": ...}, or a list of such prompts (several completions). logit_bias may be
+[[token|string, bias|false], ...] or an OpenAI-style {"token id": bias} map. Works on JSON
+values so the gRPC and REST paths share it.
 """
 
 from __future__ import annotations
@@ -37,18 +38,25 @@ def _token_ids(ids: list[int], vocab: Vocab) -> list[int]:
     return ids
 
 
+_SHAPES = ('"prompt" elements must be a string, a list of tokens, a JSON object containing a '
+           'prompt string, or a list of mixed strings & tokens')
+
+
 def split_prompts(prompt: Json) -> list[Json]:
-    """The individual prompts of a request: one unless it is a list of strings/lists."""
+    """The individual prompts of a request: one unless it is a list of strings/lists/objects.
+    An object is llama-server's {"prompt_string": ...} form (multimodal_data is refused)."""
     if isinstance(prompt, str) or prompt is None:
         return [prompt or ""]
+    if isinstance(prompt, dict):
+        return [prompt]
     if not isinstance(prompt, list):
-        raise ParamError("prompt must be a string, a list of tokens, or a list of prompts",
-                         field="prompt")
+        raise ParamError(_SHAPES, field="prompt")
     if not prompt:
         return [prompt]
     if all(_is_token(p) for p in prompt):
         return [prompt]
-    several = any(isinstance(p, list) for p in prompt) or all(isinstance(p, str) for p in prompt)
+    several = any(isinstance(p, list | dict) for p in prompt) \
+        or all(isinstance(p, str) for p in prompt)
     if several and (len(prompt) > 1 or isinstance(prompt[0], list)):
         return list(prompt)
     return [prompt]  # a mix of tokens and strings is one prompt
@@ -58,6 +66,8 @@ def tokenize_prompt(prompt: Json, vocab: Vocab, add_special: bool = True,
                     parse_special: bool = True) -> list[int]:
     """One prompt as tokens. BOS is added (if the model wants it) when the prompt is a string or
     a list whose first element is a string, as llama-server does."""
+    if isinstance(prompt, dict):
+        prompt = _prompt_string(prompt)
     if isinstance(prompt, str):
         return vocab.tokenize(prompt, add_special=add_special, parse_special=parse_special)
     if not isinstance(prompt, list):
@@ -74,6 +84,21 @@ def tokenize_prompt(prompt: Json, vocab: Vocab, add_special: bool = True,
         else:
             raise ParamError(f"prompt elements must be token ids or strings, got {part!r}")
     return out
+
+
+def _prompt_string(obj: dict[str, Json]) -> Json:
+    """The prompt of llama-server's object form: its `prompt_string` (text, or tokens and
+    text mixed). Its `multimodal_data` needs a multimodal model, which this server has not."""
+    if "prompt_string" not in obj:
+        raise ParamError(_SHAPES, field="prompt")
+    if "multimodal_data" in obj:
+        raise ParamError("Multimodal data provided, but model does not support multimodal "
+                         "requests.", field="prompt")
+    inner = obj["prompt_string"]
+    if not isinstance(inner, str | list) or (isinstance(inner, list) and not all(
+            isinstance(p, str) or _is_token(p) for p in inner)):
+        raise ParamError(_SHAPES, field="prompt")
+    return inner
 
 
 def parse_logit_bias(value: Json, vocab: Vocab) -> tuple[tuple[int, float], ...]:
@@ -128,6 +153,10 @@ def parse_stop(value: Json) -> tuple[str, ...]:
         return ()
     if isinstance(value, str):
         return (value,)
-    if isinstance(value, list) and all(isinstance(s, str) for s in value):
-        return tuple(value)
-    raise ParamError("stop must be a string or a list of strings", field="stop")
+    if isinstance(value, list):
+        if all(isinstance(s, str) for s in value):
+            return tuple(value)
+        raise ParamError("stop must be a string or a list of strings", field="stop")
+    # llama-server reads only a string or a list and leaves other values (5, {}) out: the
+    # server's default stop strings apply, as when the request has none.
+    return ()

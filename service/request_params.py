@@ -22,6 +22,7 @@ from service.engine.params import (
     canonical_sampler,
 )
 from service.grammar_limits import check_grammar
+from service.json_schema_errors import SchemaError
 from service.json_schema_grammar import grammar_for_request_schema, json_object_grammar
 from service.lora import HasScale, request_adapters
 from service.typed_inputs import logit_bias_of, schema_of, stop_of
@@ -133,7 +134,11 @@ def schema_grammar(req: Any) -> str | None:
     json_schema.schema); each schema's JSON text form wins over its Struct."""
     schema = schema_of(req, "json_schema_json", "json_schema")
     if schema is not None:
-        return grammar_for_request_schema(schema)
+        try:
+            return grammar_for_request_schema(schema)
+        except SchemaError as e:  # in llama-server's words, which name the field
+            raise ParamError(f'"json_schema": JSON schema conversion failed: {e}',
+                             field="json_schema") from e
     fmt = getattr(req, "response_format", None)
     if fmt is None or not req.HasField("response_format") or fmt.type in ("", "text"):
         return None
@@ -192,7 +197,7 @@ def completion_params(req: Any, defaults: Defaults, vocab: Vocab) -> CompletionP
     if n_probs is not None:
         c["n_probs"] = n_probs
     c["n_predict"] = resolve_n_predict(
-        _first_set(req, ("n_predict", "max_tokens", "max_completion_tokens")),
+        _first_set(req, ("n_predict", "max_completion_tokens", "max_tokens")),
         d.n_predict)
     stop = stop_of(req)
     if stop:

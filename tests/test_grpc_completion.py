@@ -94,6 +94,19 @@ def test_timings_per_token(grpc_stub: Any) -> None:
     assert [m.timings.predicted_n for m in content] == list(range(1, len(content) + 1))
 
 
+def test_the_last_message_before_a_stop_string_ending_carries_the_timings(
+        grpc_stub: Any) -> None:
+    """As llama-server: the partial of the token that completes a stop string has timings
+    (it is known to be the last); no other partial has them without timings_per_token."""
+    free = greedy(grpc_stub, "Timings at the stop", 24)
+    stop = next(c for c in free.content[1:] if c.strip())  # a character it will generate
+    r = greedy(grpc_stub, "Timings at the stop", 24, stop=[stop])
+    assert r.final.stop_type == "word" and r.final.stopping_word == stop
+    content = [m for m in r.chunks if m.tokens]
+    assert content[-1].HasField("timings")
+    assert not any(m.HasField("timings") for m in content[:-1])
+
+
 def test_typed_prompt_equals_json_prompt(grpc_stub: Any) -> None:
     ids = tokens_of(grpc_stub, " brown fox", add_special=False)
     typed = {"prompts": [{"pieces": [{"text": "The quick"}, {"tokens": {"ids": ids}}]}]}

@@ -14,7 +14,7 @@ import pytest
 from google.protobuf import json_format, struct_pb2
 from hypothesis import given
 from hypothesis import strategies as st
-from llama.v1 import completion_pb2
+from llama.v1 import chat_pb2, completion_pb2
 
 import native
 from service.engine.params import (
@@ -55,10 +55,23 @@ def test_split_prompts(prompt: Any, expected: list[Any]) -> None:
     assert split_prompts(prompt) == expected
 
 
-@pytest.mark.parametrize("bad", [{"prompt_string": "x"}, 3, True])
+@pytest.mark.parametrize("bad", [3, True])
 def test_split_prompts_rejects_other_shapes(bad: Any) -> None:
-    with pytest.raises(ParamError):
+    with pytest.raises(ParamError, match="prompt"):
         split_prompts(bad)
+
+
+def test_the_object_form_is_its_prompt_string(vocab: native.Vocab) -> None:
+    """llama-server's {"prompt_string": ...} prompt, alone or among other prompts."""
+    assert split_prompts({"prompt_string": "Hi"}) == [{"prompt_string": "Hi"}]
+    assert split_prompts(["a", {"prompt_string": "b"}]) == ["a", {"prompt_string": "b"}]
+    assert tokenize_prompt({"prompt_string": "Hi"}, vocab) == tokenize_prompt("Hi", vocab)
+    assert tokenize_prompt({"prompt_string": [15, "x"]}, vocab) == \
+        tokenize_prompt([15, "x"], vocab)
+    for bad, message in (({"text": "x"}, "prompt string"), ({"prompt_string": 5}, "prompt"),
+                         ({"prompt_string": "x", "multimodal_data": ["AAAA"]}, "Multimodal")):
+        with pytest.raises(ParamError, match=message):
+            tokenize_prompt(bad, vocab)
 
 
 def test_tokenize_string_prompt_adds_bos(vocab: native.Vocab) -> None:
@@ -271,8 +284,8 @@ def test_parse_stop() -> None:
     assert parse_stop(["a", "b"]) == ("a", "b")
     with pytest.raises(ParamError):
         parse_stop([1])
-    with pytest.raises(ParamError):
-        parse_stop({"a": 1})
+    # Neither a string nor a list: left out, as llama-server leaves it out.
+    assert parse_stop({"a": 1}) == () and parse_stop(5) == ()
 
 
 # -- request -> parameters -------------------------------------------------------------------
@@ -303,6 +316,13 @@ def test_n_predict_wins_over_max_tokens(vocab: native.Vocab) -> None:
     both = completion_params(request(prompt="x", n_predict=3, max_tokens=9), none, vocab)
     only_max = completion_params(request(prompt="x", max_tokens=9), none, vocab)
     assert (both.n_predict, only_max.n_predict) == (3, 9)
+
+
+def test_max_completion_tokens_wins_over_max_tokens(vocab: native.Vocab) -> None:
+    """llama-server's alias order: n_predict, then max_completion_tokens, then max_tokens."""
+    req = json_format.ParseDict({"messages": [], "max_tokens": 4, "max_completion_tokens": 2},
+                                chat_pb2.ChatCompletionRequest())
+    assert completion_params(req, Defaults(CompletionParams(), 1), vocab).n_predict == 2
 
 
 @pytest.mark.parametrize(("asked", "cap", "used"), [

@@ -379,8 +379,9 @@ class Engine:
     def _emit(self, task: Task, event: Event) -> None:
         self._outbox.setdefault(task.sink, []).append(event)
 
-    def _emit_chunk(self, task: Task, text: str) -> None:
-        timings = task.timings(time.perf_counter()) if task.params.timings_per_token else None
+    def _emit_chunk(self, task: Task, text: str, timed: bool = False) -> None:
+        timed = timed or task.params.timings_per_token
+        timings = task.timings(time.perf_counter()) if timed else None
         self._emit(task, Chunk(text, tuple(task.pending_tokens), tuple(task.pending_probs),
                                timings))
         task.pending_tokens.clear()
@@ -395,7 +396,9 @@ class Engine:
     def _finish(self, task: Task, stop_type: str, text: str = "") -> None:
         text += task.stream.flush()
         if text or task.pending_tokens:
-            self._emit_chunk(task, text)
+            # llama-server's last partial of a stop-string ending carries the timings (it knows
+            # it is the last one); of other endings it does not.
+            self._emit_chunk(task, text, timed=stop_type == "word")
         stopped = task.stream.stopped
         self.scheduler.finish(task)
         self._end(task, Finished(
