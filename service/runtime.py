@@ -174,6 +174,8 @@ def load_runtime(config: ServerConfig) -> Runtime:
         ), [lora.adapter for lora in loras])
         engine.start()
         cleanup.pop_all()
+    if config.endpoints.cache_reuse and not ctx.can_shift:  # as llama-server warns
+        _log.warning("--cache-reuse has no effect: this context cannot shift its KV cells")
     _log.info("model loaded in %.1fs: %s, %d slots of %d tokens", time.monotonic() - started,
               model.description(), len(engine.slots), ctx.n_ctx_seq)
     return Runtime(config, model, ctx, engine, templates, completion_defaults(config),
