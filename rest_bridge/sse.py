@@ -19,20 +19,11 @@ from typing import Any
 from starlette.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
-from rest_bridge.jsonio import Json, dumps
+from rest_bridge.sse_frames import DONE, KEEP_ALIVE, frame, frames
+
+__all__ = ["DONE", "KEEP_ALIVE", "SSEResponse", "frame", "frames", "wait_disconnect"]
 
 _log = logging.getLogger(__name__)
-
-DONE = b"data: [DONE]\n\n"
-KEEP_ALIVE = b":\n\n"
-
-
-def frame(event: Json) -> bytes:
-    return b"data: " + dumps(event) + b"\n\n"
-
-
-def frames(events: list[Json]) -> bytes:
-    return b"".join(b"data: " + dumps(e) + b"\n\n" for e in events)
 
 
 async def wait_disconnect(receive: Receive) -> None:

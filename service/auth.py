@@ -25,6 +25,11 @@ PUBLIC_METHODS = frozenset({
 })
 
 
+# llama.v1.LlamaServerHttp checks the key itself, as the REST bridge does (Bearer or
+# X-Api-Key), and refuses with llama-server's 401 body (service/rpc_http.py).
+HTTP_SERVICE_PREFIX = "/llama.v1.LlamaServerHttp/"
+
+
 def bearer_token(metadata: Sequence[tuple[str, Any]] | None) -> str | None:
     for k, v in metadata or ():
         if k.lower() == "authorization":
@@ -69,7 +74,7 @@ class ApiKeyInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
     ) -> grpc.RpcMethodHandler:
         method = details.method
         if not self._keys or method in PUBLIC_METHODS or method.startswith(
-                "/grpc.reflection."):
+                ("/grpc.reflection.", HTTP_SERVICE_PREFIX)):
             return await continuation(details)
         token = bearer_token(details.invocation_metadata)
         if token is not None and key_matches(token, self._keys):

@@ -15,18 +15,20 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
-from llama.v1 import service_pb2, service_pb2_grpc
+from llama.v1 import http_pb2, http_pb2_grpc, service_pb2, service_pb2_grpc
 
 from service.auth import ApiKeyInterceptor
 from service.config import ServerConfig
 from service.decode_guard import DecodeGuard
 from service.drain import DrainGate
 from service.rpc_errors import NotServedGuard
+from service.rpc_http import LlamaHttpServicer
 from service.runtime import Runtime, load_runtime
 from service.servicer import LlamaServicer
 
 _log = logging.getLogger(__name__)
 SERVICE_NAME = "llama.v1.LlamaServer"
+HTTP_SERVICE_NAME = http_pb2.DESCRIPTOR.services_by_name["LlamaServerHttp"].full_name
 HOLD_LOAD_ENV = "LLAMA_GRPC_TEST_HOLD_LOAD_WHILE"
 # Long generations stream many messages; allow large prompts and embeddings.
 _OPTIONS = [("grpc.max_receive_message_length", 64 << 20),
@@ -92,10 +94,13 @@ async def start_server(config: ServerConfig, host: str | None = None,
     handle_ref: list[ServerHandle] = []
     servicer = LlamaServicer(lambda: handle_ref[0].runtime if handle_ref else None, build_info)
     service_pb2_grpc.add_LlamaServerServicer_to_server(servicer, server)
+    http_pb2_grpc.add_LlamaServerHttpServicer_to_server(
+        LlamaHttpServicer(servicer, config.net.api_keys, config.net.sse_ping_interval), server)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
-        (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-         reflection.SERVICE_NAME), server)
+        (SERVICE_NAME, HTTP_SERVICE_NAME,
+         health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
+        server)
     creds = _credentials(config)
     bound = config.net.grpc_port if port is None else port
     hosts = (host,) if host else grpc_hosts(config.net.hosts)
