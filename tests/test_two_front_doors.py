@@ -95,7 +95,8 @@ def same(doors: Doors, method: str, path: str, body: Any = None, **kw: Any) -> A
 
 # No cache reuse: the second door would find the first one's prompt cached (prompt_n).
 GREEDY = {"temperature": 0, "seed": 7, "cache_prompt": False}
-CHAT = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hello!"}]
+CHAT: list[Any] = [{"role": "system", "content": "Be brief."},
+                   {"role": "user", "content": "Hello!"}]
 
 GENERATION = [
     ("/completion", {"prompt": "The sky is", "n_predict": 6}),
@@ -140,7 +141,7 @@ def test_unary(doors: Doors, method: str, path: str, body: Any) -> None:
     assert same(doors, method, path, body).status == 200
 
 
-ERRORS = [
+ERRORS: list[tuple[str, str, Any, bytes | None]] = [
     ("POST", "/completion", {"prompt": "x", "temperature": "hot"}, None),
     ("POST", "/completion", None, b"[1"),
     ("POST", "/completion", None, b"[1, 2]"),
@@ -186,7 +187,7 @@ def _sdk(base: str) -> openai.OpenAI:
 def test_openai_sdk_chat(doors: Doors) -> None:
     texts = []
     for base in (doors.bridge, doors.envoy):
-        client = _sdk(base)
+        client: Any = _sdk(base)  # the SDK's overloads do not type a stream's chunks
         plain = client.chat.completions.create(model="m", messages=CHAT, max_tokens=6,
                                                temperature=0, seed=7)
         streamed = "".join(chunk.choices[0].delta.content or ""
