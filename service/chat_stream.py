@@ -62,14 +62,17 @@ class ChatStream(CompletionStream):
 
 def chat_shaper(rt: Runtime, req: GenerationRequest) -> Callable[[Any], Any]:
     """The ChatCompletion RPC's message for each of ChatStream's (or CompletionStream's)."""
-    created, first = int(time.time()), [True]
+    created = int(time.time())
+    started: set[int] = set()  # the choices whose role was sent
 
     def shape(part: Any) -> Any:
         if not isinstance(part, ChatPart):
             part = ChatPart(part)
         msg = part.msg
-        out = chat_chunk(msg, created, rt.model_name, req.stream, first[0])
-        first[0] = first[0] and msg.HasField("error")
+        # Each choice's first delta carries the role (OpenAI's, for every index of n).
+        out = chat_chunk(msg, created, rt.model_name, req.stream, msg.index not in started)
+        if not msg.HasField("error"):
+            started.add(msg.index)
         if out.HasField("error") or req.chat is None or not req.chat.parse.active:
             return out
         choice = out.choices[0]

@@ -143,6 +143,8 @@ def test_bridge_and_openai_sdk(server: RestServer) -> None:
         r = http.post("/v1/chat/completions", json={**body, "stream": True})
         events = [json.loads(e) for e in sse_events(r.text) if e != "[DONE]"]
         assert {c["index"] for e in events for c in e["choices"]} == {0, 1, 2}
+        roles = [c["index"] for e in events for c in e["choices"] if "role" in c["delta"]]
+        assert sorted(roles) == [0, 1, 2]  # each choice's first delta has the role
         r = http.post("/v1/chat/completions", json={**body, "n": 99})
         assert r.status_code == 400 and "between 1 and" in r.text
     with openai.OpenAI(base_url=server.url + "/v1", api_key="x", max_retries=0,
