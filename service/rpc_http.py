@@ -24,12 +24,18 @@ from typing import Any
 
 import grpc
 from google.api.httpbody_pb2 import HttpBody
-from llama.v1 import chat_pb2, completion_pb2, http_pb2_grpc, tokenize_pb2
+from llama.v1 import chat_pb2, completion_pb2, embedding_pb2, http_pb2_grpc, tokenize_pb2
 
 from api_common.auth import key_matches
 from rest_bridge.errors import BridgeError
 from rest_bridge.input_checks import check_input_extra
 from rest_bridge.jsonio import Json, dumps, parse_object, to_message
+from rest_bridge.render_embedding import (
+    native_json,
+    openai_embed_json,
+    rerank_json,
+    wants_native,
+)
 from rest_bridge.render_native import NativeRenderer
 from rest_bridge.render_openai import ChatRenderer, TextCompletionRenderer
 from rest_bridge.sse_frames import DONE, KEEP_ALIVE, frame, frames
@@ -219,19 +225,37 @@ class LlamaHttpServicer(http_pb2_grpc.LlamaServerHttpServicer):  # type: ignore[
 
     # -- unary routes -----------------------------------------------------------------------
     async def _unary(self, request: Any, context: Context, message: Any, rpc: str,
-                     render: Callable[[Any, Any, dict[str, Json]], Json]) -> HttpBody:
-        """Parse the body into `message`, call the typed `rpc`, answer render(response,
-        request, body) as JSON; errors in llama-server's shape."""
+                     render: Callable[[Any, Any, dict[str, Json]], Json],
+                     rpc_of: Callable[[dict[str, Json]], str] | None = None) -> HttpBody:
+        """Parse the body into `message`, call the typed `rpc` (or the one rpc_of(body)
+        names), answer render(response, request, body) as JSON; errors in llama-server's
+        shape."""
         try:
             self._admit(context)
             body = parse_object(_body(request))
             req = to_message(body, message)
+            if rpc_of is not None:
+                rpc = rpc_of(body)
             resp = await getattr(self._typed, rpc)(req, InnerContext(context))
             out = render(resp, req, body)
         except (BridgeError, grpc.aio.AioRpcError) as e:
             return await _error(context, _bridge_error(e))
         await _head(context, 200, {})
         return HttpBody(content_type=JSON, data=dumps(out))
+
+    async def Embed(self, request: Any, context: Context) -> HttpBody:
+        return await self._unary(request, context, embedding_pb2.EmbedRequest(), "Embed",
+                                 lambda r, _q, _b: native_json(r))
+
+    async def OpenAIEmbed(self, request: Any, context: Context) -> HttpBody:
+        return await self._unary(
+            request, context, embedding_pb2.EmbedRequest(), "OpenAIEmbed",
+            lambda r, _q, b: native_json(r) if wants_native(b) else openai_embed_json(r),
+            lambda b: "Embed" if wants_native(b) else "OpenAIEmbed")
+
+    async def Rerank(self, request: Any, context: Context) -> HttpBody:
+        return await self._unary(request, context, embedding_pb2.RerankRequest(), "Rerank",
+                                 lambda r, _q, b: rerank_json(r, b))
 
     async def Tokenize(self, request: Any, context: Context) -> HttpBody:
         return await self._unary(request, context, tokenize_pb2.TokenizeRequest(), "Tokenize",

@@ -18,8 +18,11 @@ from typing import Any
 import httpx
 import openai
 import pytest
+from embeddings_harness import embed_server
 from envoy_harness import EnvoyProcess
 from rest.rest_harness import API_KEY, RestServer
+
+from native.testmodels import ensure_model
 
 pytestmark = pytest.mark.slow
 
@@ -219,3 +222,38 @@ def test_openai_sdk_error(doors: Doors) -> None:
             _sdk(base).chat.completions.create(model="m", messages=[], max_tokens=2)
         assert e.value.status_code == 400
         assert e.value.body is not None
+
+
+# -- embeddings and rerank ---------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def embed_doors(minilm_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Doors]:
+    with embed_server(minilm_path, "--embedding", parallel=2) as srv, \
+            EnvoyProcess.start([srv.svc.address], tmp_path_factory.mktemp("envoy-emb")) as env:
+        yield Doors(srv.url, env.base_url)
+
+
+@pytest.mark.parametrize(("path", "body"), [
+    ("/embedding", {"content": "a red car"}),
+    ("/embeddings", {"content": ["a red car", "the sea"]}),
+    ("/v1/embeddings", {"input": ["a red car", "the sea"]}),
+    ("/v1/embeddings", {"input": "a red car", "encoding_format": "base64"}),
+    ("/v1/embeddings", {"content": "a red car"}),
+    ("/v1/embeddings", {"input": []}),
+    ("/embedding", {"content": 5}),
+    ("/rerank", {"query": "x", "documents": ["y"]}),
+])
+def test_embeddings(embed_doors: Doors, path: str, body: Any) -> None:
+    same(embed_doors, "POST", path, body)
+
+
+def test_rerank(tmp_path: Path) -> None:
+    docs = ["pandas eat bamboo", "paris", "a bear from china"]
+    with embed_server(ensure_model("minilm-reranker"), "--reranking", parallel=1) as srv, \
+            EnvoyProcess.start([srv.svc.address], tmp_path) as envoy:
+        doors = Doors(srv.url, envoy.base_url)
+        for path in ("/reranking", "/rerank", "/v1/rerank", "/v1/reranking"):
+            assert same(doors, "POST", path, {"query": "panda", "documents": docs}).status == 200
+        tei = same(doors, "POST", "/rerank", {"query": "panda", "texts": docs,
+                                              "return_text": True})
+        assert json.loads(tei.body)[0]["text"] in docs
+        assert same(doors, "POST", "/rerank", {"query": "panda", "documents": []}).status == 400
