@@ -36,10 +36,20 @@ async def health(up: Up) -> Response:
     return error_response(BridgeError(503, "Loading model", "unavailable_error"))
 
 
+# Settings llama-server leaves out of /slots' and /props' params (task_params::to_json's
+# only_metrics form): the sampling inputs that are not numbers.
+_NOT_METRICS = frozenset({"stop", "logit_bias", "grammar", "grammar_lazy", "grammar_triggers",
+                          "preserved_tokens", "dry_sequence_breakers"})
+
+
+def _metrics_params(params: Any) -> dict[str, Json]:
+    return {k: v for k, v in settings_json(params).items() if k not in _NOT_METRICS}
+
+
 def _slot_json(slot: Any) -> dict[str, Json]:
     out = message_json(slot)
     if slot.HasField("params"):
-        out["params"] = settings_json(slot.params)
+        out["params"] = _metrics_params(slot.params)
     return out
 
 
@@ -48,7 +58,15 @@ async def get_props(request: Request, up: Up) -> Response:
     resp = await up.llama.GetProps(server_pb2.GetPropsRequest(), metadata=metadata(request))
     out = message_json(resp)
     if resp.HasField("default_generation_settings"):
-        out["default_generation_settings"] = _slot_json(resp.default_generation_settings)
+        # llama-server's /props has the defaults' params and the slot context only (the rest
+        # of a slot is in GetProps' SlotInfo, and in /slots).
+        dgs = resp.default_generation_settings
+        out["default_generation_settings"] = {"params": _metrics_params(dgs.params),
+                                              "n_ctx": dgs.n_ctx}
+    # What the bridge itself serves: its web page (off with --no-webui), no CORS proxy.
+    out["ui"] = bool(request.app.state.settings.webui)
+    out["ui_settings"] = {}
+    out["cors_proxy_enabled"] = False
     return json_response(out)
 
 
@@ -68,7 +86,7 @@ async def list_models(request: Request, up: Up) -> Response:
     for model in out.get("data", []):
         if "meta" in model:
             integral(model["meta"], "n_params", "size")
-    return json_response(out)
+    return json_response(out)  # (message_json writes `models` before `data`; order is free)
 
 
 @router.get("/slots")

@@ -38,9 +38,9 @@ _COMPLETION_FIELDS = ("n_indent", "n_keep", "id_slot", "cache_prompt", "ignore_e
 
 @dataclass(frozen=True)
 class Defaults:
-    """What the server fills in: its flags' sampling defaults, its -n cap, and its limits."""
+    """What the server fills in: its flags' sampling defaults, its -n, and its limits."""
 
-    params: CompletionParams  # its n_predict is the server's -n, within which a request's applies
+    params: CompletionParams  # its n_predict is the server's -n, for requests that set none
     n_slots: int
     loras: Sequence[HasScale] = ()  # loaded LoRA adapters with their global scales
 
@@ -160,14 +160,15 @@ def _first_set(req: Any, names: Iterable[str]) -> int | None:
     return None
 
 
-def resolve_n_predict(requested: int | None, cap: int) -> int:
-    """The request's n_predict within the server's -n (negative on either side: no limit
-    there; llama-server's -2, "until the context is full", is no limit here too)."""
-    if requested is not None and requested < -2:
-        raise ParamError("n_predict must be >= -1 (-1: no limit)")
+def resolve_n_predict(requested: int | None, default: int) -> int:
+    """The request's n_predict, else (unset or -1) the server's -n: the pinned llama-server
+    lets the request's limit take priority over the global one, above it too."""
+    if requested is not None and requested < -1:
+        raise ParamError(f"Field 'n_predict': Value must be between -1 <= value <= "
+                         f"{_INT32_MAX}, but got {requested}", field="n_predict")
     if requested is None or requested < 0:
-        return cap
-    return requested if cap < 0 else min(requested, cap)
+        return default
+    return requested
 
 
 def _n_probs(req: Any) -> int | None:

@@ -67,7 +67,8 @@ class Runtime:
 
 def completion_defaults(config: ServerConfig) -> CompletionParams:
     """The server's request defaults: every SamplingParams field its flags set (same names),
-    the rest llama-server's; n_predict is the server's -n, the cap of every request's."""
+    the rest llama-server's; n_predict is the server's -n, the n_predict of every request that
+    sets none (or -1)."""
     s = config.sampling
     given = {f.name: getattr(s, f.name) for f in fields(SamplingParams) if hasattr(s, f.name)}
     given["logit_bias"] = tuple((b.token, b.bias) for b in s.logit_bias)

@@ -27,7 +27,8 @@ def props_response(rt: Runtime, build_info: str) -> Any:
         eos_token=vocab.token_to_piece(vocab.eos).decode("utf-8", "replace")
         if vocab.eos >= 0 else "",
         endpoint_slots=rt.config.endpoints.slots, endpoint_props=rt.config.endpoints.props,
-        endpoint_metrics=rt.config.endpoints.metrics, is_sleeping=False)
+        endpoint_metrics=rt.config.endpoints.metrics, is_sleeping=False,
+        model_ftype=rt.model.ftype_name(), media_marker=MEDIA_MARKER)
     resp.default_generation_settings.n_ctx = rt.engine.n_ctx_slot
     resp.default_generation_settings.params.CopyFrom(settings)
     # The rest of the spec's example slot, and what the templates say (llama-server's keys).
@@ -44,15 +45,23 @@ def props_response(rt: Runtime, build_info: str) -> Any:
 
 def models_response(rt: Runtime) -> Any:
     m = rt.model
+    # llama-server's aliases are a sorted set, holding the model path when --alias is not given
     info = server_pb2.ModelInfo(id=rt.model_name, object="model", created=rt.created,
-                                owned_by="llamacpp", aliases=list(rt.config.model.aliases))
+                                owned_by="llamacpp",
+                                aliases=sorted(rt.config.model.served_names))
     info.meta.vocab_type = m.vocab.type
     info.meta.n_vocab = m.vocab.n_tokens
     info.meta.n_ctx_train = m.n_ctx_train
     info.meta.n_embd = m.n_embd
     info.meta.n_params = m.n_params
     info.meta.size = m.size
-    return server_pb2.ListModelsResponse(object="list", data=[info])
+    info.meta.n_ctx = rt.engine.n_ctx_slot
+    info.meta.ftype = m.ftype_name()
+    listing = server_pb2.ModelListing(
+        name=rt.model_name, model=rt.model_name, type="model", tags=[""],
+        capabilities=["completion"],
+        details=server_pb2.ModelListingDetails(format="gguf", families=[""]))
+    return server_pb2.ListModelsResponse(object="list", data=[info], models=[listing])
 
 
 def load_response(load: Load) -> Any:
@@ -67,6 +76,9 @@ def load_response(load: Load) -> Any:
 
 
 API_VERSION = "llama.v1"
+# libmtmd's default marker (llama-server draws a random one per process); no model served here
+# takes media, so nothing reads it.
+MEDIA_MARKER = "<__media__>"
 NO_PARSER = "none"
 _POOLING_NAMES = {-1: "unspecified", 0: "none", 1: "mean", 2: "cls", 3: "last", 4: "rank"}
 

@@ -1,8 +1,9 @@
 """Admission through the real service (issue 15): a shared KV cache admits a request only when
 its reservation (prompt + n_predict, capped at a slot's context) fits beside the running ones,
 so an admitted request is never failed for lack of cells; --max-queue bounds the waiting queue
-(RESOURCE_EXHAUSTED beyond it); the server's -n caps every request and generation_settings
-reports the value used. Every wait is on a GetLoad state or a message, bounded by a deadline.
+(RESOURCE_EXHAUSTED beyond it); the server's -n is the n_predict of requests that set none and
+generation_settings reports the value used. Every wait is on a GetLoad state or a message,
+bounded by a deadline.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ def shared(tiny_bpe_path: Path) -> Iterator[ServiceProcess]:
         yield svc
 
 
-def test_the_servers_n_predict_caps_requests_and_is_reported(shared: ServiceProcess) -> None:
+def test_the_servers_n_predict_is_the_default_and_is_reported(shared: ServiceProcess) -> None:
     stub = shared.stub()
     props = stub.GetProps(server_pb2.GetPropsRequest(), timeout=10)
     assert props.default_generation_settings.params.n_predict == N_PREDICT_CAP

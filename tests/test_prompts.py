@@ -326,12 +326,12 @@ def test_max_completion_tokens_wins_over_max_tokens(vocab: native.Vocab) -> None
 
 
 @pytest.mark.parametrize(("asked", "cap", "used"), [
-    (None, -1, -1), (None, 7, 7), (3, 7, 3), (10, 7, 7), (-1, 7, 7), (10, -1, 10),
+    (None, -1, -1), (None, 7, 7), (3, 7, 3), (10, 7, 10), (-1, 7, 7), (10, -1, 10),
 ])
-def test_n_predict_is_resolved_within_the_servers_cap(vocab: native.Vocab, asked: int | None,
-                                                     cap: int, used: int) -> None:
-    """The request's n_predict applies within the server's -n; generation_settings reports
-    the value used."""
+def test_n_predict_is_the_requests_else_the_servers(vocab: native.Vocab, asked: int | None,
+                                                    cap: int, used: int) -> None:
+    """The request's n_predict takes priority over the server's -n, above it too (the pinned
+    llama-server's rule); unset or -1, -n applies. generation_settings reports the value used."""
     body = {"prompt": "x"} if asked is None else {"prompt": "x", "n_predict": asked}
     p = completion_params(request(**body), Defaults(CompletionParams(n_predict=cap), 1), vocab)
     assert p.n_predict == used

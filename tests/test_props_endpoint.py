@@ -60,9 +60,11 @@ def test_get_props_fills_every_field(server: Server) -> None:
     assert props["total_slots"] == 2 and props["model_path"].endswith(".gguf")
     assert props["chat_template"] and props["build_info"]
     assert set(props["chat_template_caps"]) == CAPS
+    # The pinned llama-server's shape: the defaults' params (numbers only) and the slot context.
     dgs = props["default_generation_settings"]
-    assert dgs["id_task"] == -1 and dgs["n_ctx"] == 512 and dgs["is_processing"] is False
-    assert dgs["next_token"]["has_next_token"] is True
-    assert dgs["next_token"]["n_remain"] == 77
+    assert set(dgs) == {"params", "n_ctx"} and dgs["n_ctx"] == 512
     assert dgs["params"]["temperature"] == pytest.approx(0.3)  # the server's --temp
     assert dgs["params"]["n_predict"] == 77  # its -n
+    assert dgs["params"]["stream"] is False and "stop" not in dgs["params"]
+    assert props["model_ftype"] == "F16" and props["ui"] is True
+    assert props["ui_settings"] == {} and props["cors_proxy_enabled"] is False
