@@ -256,3 +256,47 @@ def test_the_scheduler_check_passes_a_clean_scheduler(tmp_path: Path) -> None:
         # Not imported by the scheduler: its imports do not count.
         "service/engine/engine.py": "import native, grpc, asyncio\n"})
     assert forbidden_chains(SCHEDULER, root, SCHEDULER_MUST_NOT_IMPORT) == []
+
+
+# -- the service's use of the bridge's pure modules (issue 24) ---------------------------------
+# llama.v1.LlamaServerHttp (service/rpc_http.py) parses and renders with the bridge's code, so
+# Envoy's REST answers are the bridge's bytes; it may use only these modules, which import no
+# web framework at run time.
+SERVICE_MAY_IMPORT_FROM_BRIDGE = frozenset({
+    "rest_bridge", "rest_bridge.errors", "rest_bridge.jsonio", "rest_bridge.protoparse",
+    "rest_bridge.shapes", "rest_bridge.render_native", "rest_bridge.render_openai",
+    "rest_bridge.render_embedding", "rest_bridge.sse_frames", "rest_bridge.input_checks"})
+WEB_FRAMEWORKS = frozenset({"fastapi", "starlette", "uvicorn"})
+# service/cli.py also starts the bridge as a child process and sets up grpc as it needs.
+CLI_MAY_IMPORT_FROM_BRIDGE = frozenset({"rest_bridge.launcher", "rest_bridge.grpc_polling"})
+
+
+def _bridge_modules_named(imported: set[str]) -> set[str]:
+    """The bridge modules among `imported` (`from rest_bridge.x import name` gives
+    rest_bridge.x and rest_bridge.x.name; the latter is a name, not a module)."""
+    return {m for m in imported if top(m) == "rest_bridge" and (
+        source_of(m, REPO) is not None or m == "rest_bridge")}
+
+
+@pytest.mark.parametrize("path", python_files(REPO / "service"), ids=lambda p: p.name)
+def test_service_imports_only_the_pure_bridge_modules(path: Path) -> None:
+    name = module_name(path, REPO)
+    may = SERVICE_MAY_IMPORT_FROM_BRIDGE | (
+        CLI_MAY_IMPORT_FROM_BRIDGE if name == "service.cli" else frozenset())
+    used = _bridge_modules_named(imports_of(path, name))
+    assert used <= may, f"{path.name} imports {sorted(used - may)}"
+
+
+def test_the_pure_bridge_modules_import_only_each_other() -> None:
+    for name in sorted(SERVICE_MAY_IMPORT_FROM_BRIDGE):
+        path = source_of(name, REPO)
+        assert path is not None, name
+        used = _bridge_modules_named(imports_of(path, name))
+        assert used <= SERVICE_MAY_IMPORT_FROM_BRIDGE, \
+            f"{name} imports {sorted(used - SERVICE_MAY_IMPORT_FROM_BRIDGE)}"
+
+
+def test_the_service_loads_no_web_framework() -> None:
+    loaded = loaded_after_importing(["service.server", "service.rpc_http"])
+    assert "rest_bridge.render_openai" in loaded
+    assert sorted(m for m in loaded if top(m) in WEB_FRAMEWORKS) == []
