@@ -176,12 +176,17 @@ def _n_probs(req: Any) -> int | None:
     `top_logprobs` on chat)."""
     if req.HasField("n_probs"):
         return int(req.n_probs)
+    chat = isinstance(req.logprobs, bool)
+    if chat and req.HasField("top_logprobs") and not req.logprobs:
+        raise ParamError("top_logprobs requires logprobs to be set to true",
+                         field="top_logprobs")
     if not req.HasField("logprobs"):
         return None
-    if isinstance(req.logprobs, bool):
+    if chat:
         if not req.logprobs:
             return None
-        return max(req.top_logprobs, 1) if req.HasField("top_logprobs") else 1
+        # llama-server's count when top_logprobs is not given
+        return req.top_logprobs if req.HasField("top_logprobs") else 20
     return int(req.logprobs)
 
 

@@ -318,6 +318,19 @@ def test_n_predict_wins_over_max_tokens(vocab: native.Vocab) -> None:
     assert (both.n_predict, only_max.n_predict) == (3, 9)
 
 
+def test_chat_logprobs_counts_as_llama_server(vocab: native.Vocab) -> None:
+    def n_probs(**body: Any) -> int:
+        req = json_format.ParseDict({"messages": [], **body}, chat_pb2.ChatCompletionRequest())
+        return completion_params(req, Defaults(CompletionParams(), 1), vocab).n_probs
+
+    assert n_probs(logprobs=True, top_logprobs=3) == 3
+    assert n_probs(logprobs=True) == 20  # its default count
+    assert n_probs(logprobs=False) == 0 and n_probs() == 0
+    for body in ({"top_logprobs": 2}, {"logprobs": False, "top_logprobs": 2}):
+        with pytest.raises(ParamError, match="top_logprobs requires logprobs"):
+            n_probs(**body)
+
+
 def test_max_completion_tokens_wins_over_max_tokens(vocab: native.Vocab) -> None:
     """llama-server's alias order: n_predict, then max_completion_tokens, then max_tokens."""
     req = json_format.ParseDict({"messages": [], "max_tokens": 4, "max_completion_tokens": 2},
