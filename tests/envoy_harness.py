@@ -161,10 +161,11 @@ class EnvoyProcess:
 
 # -- reading transcoded answers -----------------------------------------------------------------
 def sse_events(body: str) -> list[Any]:
-    """The JSON payloads of `data: {...}` events, in order; anything else in the body fails."""
+    """The JSON payloads of `data: {...}` events, in order (keep-alive `:` comments and the
+    OpenAI routes' `data: [DONE]` skipped); anything else in the body fails."""
     events = []
     for block in body.split("\n\n"):
-        if not block.strip():
+        if not block.strip() or block in (":", "data: [DONE]"):
             continue
         assert block.startswith("data: "), f"not an SSE data event: {block[:200]!r}"
         events.append(json.loads(block[len("data: "):]))

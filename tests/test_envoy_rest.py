@@ -1,5 +1,6 @@
 """llama-server's REST API through a real Envoy (grpc_json_transcoder) in front of the service:
-the sidecar layout, one replica. Answers are checked against the same calls made over gRPC."""
+the sidecar layout, one replica. Answers are checked against the same calls made over gRPC;
+tests/test_two_front_doors.py compares them with the REST bridge's byte for byte."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from typing import Any
 import grpc
 import httpx
 import pytest
-from envoy_harness import EnvoyProcess, completed, post_sse, wait_until
+from envoy_harness import EnvoyProcess, completed, post_sse, sse_events, wait_until
 from grpc_harness import ServiceProcess, greedy, running_service
 from llama.v1 import service_pb2_grpc, tokenize_pb2
 
@@ -49,48 +50,53 @@ def test_health_is_llama_servers(client: httpx.Client) -> None:
         assert response.json() == {"status": "ok"}
 
 
-def test_completion_plain_is_one_event(client: httpx.Client, stub: Any) -> None:
+def test_completion_plain_is_one_json_body(client: httpx.Client, stub: Any) -> None:
     expected = greedy(stub, "The sky is", 8)
-    response, events = post_sse(client, "/completion", {
+    response = client.post("/completion", json={
         "prompt": "The sky is", "n_predict": 8, "temperature": 0, "cache_prompt": True,
         "return_tokens": True})
     assert response.status_code == 200
-    assert response.headers["content-type"] == "text/event-stream"
-    assert len(events) == 1
-    (final,) = events
+    assert response.headers["content-type"] == "application/json; charset=utf-8"
+    assert response.headers["x-request-id"].startswith("cmpl-")  # for POST /cancel
+    final = response.json()
     assert final["content"] == expected.content
     assert final["tokens"] == expected.tokens  # only with return_tokens, as llama-server
     assert final["stop"] is True and final["stop_type"] == "limit"
     assert final["tokens_predicted"] == 8
-    assert final["id"].startswith("cmpl-")
-    # snake_case keys as llama-server writes them, nested messages included
+    assert "id" not in final  # llama-server's native objects have none
     assert final["timings"]["predicted_n"] == 8
     assert final["generation_settings"]["n_predict"] == 8
-    assert final["usage"] == {"completion_tokens": 8, "prompt_tokens": final["tokens_evaluated"],
-                              "total_tokens": 8 + final["tokens_evaluated"],
-                              "prompt_tokens_details": {"cached_tokens": final["tokens_cached"]}}
+    # no helper or gRPC headers reach the client
+    assert not {"x-http-status", "grpc-status", "grpc-message"} & set(response.headers)
 
 
 def test_completion_streaming_events(client: httpx.Client, stub: Any) -> None:
     expected = greedy(stub, "Once upon a time", 6)
     response, events = post_sse(client, "/completion", {
-        "prompt": "Once upon a time", "n_predict": 6, "temperature": 0, "stream": True})
+        "prompt": "Once upon a time", "n_predict": 6, "temperature": 0, "stream": True,
+        "return_tokens": True})
     assert response.status_code == 200
-    assert response.headers["content-type"] == "text/event-stream"
-    first, *chunks, final = events
-    # the contract: an id first, the same id on every event, one final event with stop info
-    assert first["content"] == "" and first["stop"] is False
-    assert {e["id"] for e in events} == {first["id"]}
+    assert response.headers["content-type"] == "text/event-stream; charset=utf-8"
+    *chunks, final = events
     assert all(e["stop"] is False for e in chunks)
     assert completed(events) and final["stop_type"] == "limit"
     assert "".join(e["content"] for e in events) == expected.content
     assert [t for e in events for t in e["tokens"]] == expected.tokens
-    # fields llama-server always writes are printed even at their zero value
-    assert all("tokens_predicted" in e and "id_slot" in e for e in chunks)
+    assert not response.text.endswith("data: [DONE]\n\n")  # native streams have none
+
+
+def test_chat_stream_ends_with_done(client: httpx.Client) -> None:
+    response = client.post("/v1/chat/completions", json={
+        "messages": [{"role": "user", "content": "hi"}], "max_tokens": 3, "stream": True})
+    assert response.status_code == 200
+    assert response.text.endswith("\n\ndata: [DONE]\n\n")
+    first, *_ = sse_events(response.text)
+    assert first["choices"][0]["delta"] == {"role": "assistant", "content": None}
 
 
 def test_completions_alias_path(client: httpx.Client) -> None:
-    response, events = post_sse(client, "/completions", {"prompt": "a", "n_predict": 2})
+    response, events = post_sse(client, "/completions", {"prompt": "a", "n_predict": 2,
+                                                         "stream": True})
     assert response.status_code == 200 and completed(events)
 
 
@@ -99,7 +105,7 @@ def test_tokenize_detokenize(client: httpx.Client, stub: Any) -> None:
     expected = stub.Tokenize(tokenize_pb2.TokenizeRequest(content=text), timeout=10)
     response = client.post("/tokenize", json={"content": text})
     assert response.status_code == 200
-    assert response.headers["content-type"] == "application/json"
+    assert response.headers["content-type"] == "application/json; charset=utf-8"
     body = response.json()
     assert body["tokens"] == list(expected.tokens) and body["tokens"]
     response = client.post("/detokenize", json={"tokens": body["tokens"]})
@@ -121,16 +127,17 @@ def test_models(client: httpx.Client, sidecar: tuple[ServiceProcess, EnvoyProces
 
 
 def test_invalid_request_is_http_400(client: httpx.Client) -> None:
-    # rejected by the service before any message: INVALID_ARGUMENT becomes 400 + google.rpc.Status
+    # refused by the service before any event: llama-server's status and error body
     response = client.post("/completion", json={"prompt": "a", "n_probs": -5, "stream": True})
     assert response.status_code == 400
-    body = response.json()
-    assert body["code"] == grpc.StatusCode.INVALID_ARGUMENT.value[0]
-    assert "n_probs" in body["message"]
+    assert response.headers["content-type"] == "application/json; charset=utf-8"
+    error = response.json()["error"]
+    assert error["code"] == 400 and error["type"] == "invalid_request_error"
+    assert "n_probs" in error["message"]
 
 
 def test_unparsable_body_is_http_400(client: httpx.Client) -> None:
-    # rejected by Envoy itself while transcoding, answered in llama-server's error shape
+    # the body reaches the service as it came; the bridge's parser words the error
     response = client.post("/completion", json={"prompt": "a", "temperature": "hot"})
     assert response.status_code == 400
     error = response.json()["error"]
@@ -162,12 +169,15 @@ def test_api_key_reaches_the_service(tiny_bpe_path: Path, tmp_path: Path) -> Non
                             headers={"Authorization": "Bearer nope"})
         right = client.post("/tokenize", json={"content": "hi"},
                             headers={"Authorization": "Bearer sesame"})
-        stream, events = post_sse(client, "/completion", {"prompt": "hi", "n_predict": 2},
+        stream, events = post_sse(client, "/completion", {"prompt": "hi", "n_predict": 2,
+                                                          "stream": True},
                                   headers={"Authorization": "Bearer sesame"})
         denied_stream = client.post("/completion", json={"prompt": "hi", "n_predict": 2})
         assert (missing.status_code, wrong.status_code) == (401, 401)
-        assert missing.json()["message"] == "Missing API key"
-        assert wrong.json()["message"] == "Invalid API Key"
+        # the bridge's words (llama-server's): one message for a missing or a wrong key
+        for refused in (missing, wrong):
+            assert refused.json() == {"error": {"code": 401, "message": "Invalid API Key",
+                                                "type": "authentication_error"}}
         assert right.status_code == 200 and right.json()["tokens"]
         assert stream.status_code == 200 and completed(events)
         assert denied_stream.status_code == 401
