@@ -2,8 +2,11 @@
 `Format` for service.chat_parse_machine, and how a chat template selects one.
 
 The syntax of each is what its template teaches the model (the templates are in llama.cpp's
-models/templates/); the selection follows llama-server's markers in the template source, the
-generic format (a JSON object with `tool_calls` or `response`) being the fallback.
+models/templates/). The selection looks for the markers in the template source that the
+llama-server of the spec's README looked for, so each template of its table gets the format the
+table names (tests/test_tool_parsers.py); the generic format (a JSON object with `tool_calls`
+or `response`) is the fallback. The pinned llama.cpp derives a parser from any template by
+rendering it differently (its "autoparser"); that is not reproduced here.
 """
 
 from __future__ import annotations
