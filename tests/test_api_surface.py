@@ -53,7 +53,6 @@ _GENERATION = {
     "response_fields": "REST bridge only: gRPC responses keep every field (issue 20)",
     "image_data": _MEDIA,
     "verbose": "no __verbose details yet, on gRPC or REST (issue 16)",
-    "sse_ping_interval": "REST bridge only (SSE keep-alives)",
     "speculative_n_max": _SPECULATIVE,
     "speculative_n_min": _SPECULATIVE,
     "speculative_p_min": _SPECULATIVE,
