@@ -96,8 +96,6 @@ OPEN: dict[str, str] = {
         "status 200 (llama-server: 500)",
     "GET /completion (wrong method)":
         "status 405 (llama-server: 404)",
-    "GET /models":
-        "$.models: missing (llama-server: [{\"name\": \"/root/.cache/llama-grpc/models/tiny-bpe-52e9502b005dd1e6.gguf\", \"m...)",
     "GET /slots":
         "$[0].prompt: extra (\"<|begin_of_text|><|start_header_id|>system<|end_header_id|>\\n\\nEnvironment: ...)",
     "GET /slots?fail_on_no_slot=1":
@@ -114,20 +112,10 @@ OPEN: dict[str, str] = {
         "$[0].prompt: extra (\"<|begin_of_text|>x\")",
     "auth GET /slots x-api-key":
         "$[0].prompt: extra (\"<|begin_of_text|>x\")",
-    "auth GET /v1/models good key":
-        "$.models: missing (llama-server: [{\"name\": \"/root/.cache/llama-grpc/models/tiny-bpe-52e9502b005dd1e6.gguf\", \"m...)",
-    "auth GET /v1/models x-api-key":
-        "$.models: missing (llama-server: [{\"name\": \"/root/.cache/llama-grpc/models/tiny-bpe-52e9502b005dd1e6.gguf\", \"m...)",
-    "chat [n-predict]":
-        "$.choices[0].message.content: \" JR\u0e04\u0e23\u0e32\u0e21 \u0627\u0644\u0645\u0639\" (llama-server: \" JR\u0e04\u0e23\u0e32\u0e21 \u0627\u0644\u0645\u0639(next\")",
     "chat continue final":
         "status 200 (llama-server: 400)",
-    "chat max_completion_tokens":
-        "$.choices[0].message.content: \" JR\u0e04\u0e23\u0e32\u0e21 \u0627\u0644\u0645\u0639(next\" (llama-server: \" JR\u0e04\u0e23\u0e32\u0e21\")",
     "chat max_tokens 0":
         "$.choices[0].message.content: \"\" (llama-server: \" JR\")",
-    "chat max_tokens negative":
-        "$.error.message: \"n_predict must be >= -1 (-1: no limit)\" (llama-server: \"Field 'max_tokens': Value must be between -1 <= value <= 2147483647, but got",
     "chat messages assistant last":
         "$.choices[0].message.content: \"delay {}),\\noreferrer IDirect\" (llama-server: \"Hidelay {}),\\noreferrer IDirect\")",
     "chat messages message not object":
@@ -142,60 +130,22 @@ OPEN: dict[str, str] = {
         "$.choices[0].finish_reason: \"length\" (llama-server: \"stop\")",
     "chat response_format json_schema":
         "$.choices[0].message.content: \"{\\\"a\\\":-61032683187229\" (llama-server: \"{\\\"\")",
-    "chat stream [n-predict]":
-        "streamed text \" JR\u0e04\u0e23\u0e32\u0e21 \u0627\u0644\u0645\u0639\" (llama-server: \" JR\u0e04\u0e23\u0e32\u0e21 \u0627\u0644\u0645\u0639(next\")",
     "chat timings_per_token":
         "stream event keys [['choices', 'created', 'id', 'model', 'object', 'system_fingerprint']] (llama-server: [['choices', 'created', 'id', 'model', 'objec",
     "chat tool_choice required":
         "$.choices[0].message.tool_calls: extra ([{\"type\": \"function\", \"function\": {\"name\": \"get_weather\", \"arguments\": \"{\\\"ci...)",
-    "chat top_logprobs alone":
-        "status 200 (llama-server: 400)",
-    "chat typical_p=0.0":
-        "status 400 (llama-server: 200)",
-    "completion bad json_schema":
-        "$.error.message: \"#: unknown type 'nonsense'\" (llama-server: \"Field 'json_schema': \\\"json_schema\\\": JSON schema conversion failed:\\nJSON s...)",
     "completion both":
         "status 400 (llama-server: 200)",
     "completion context fills up":
         "$.content: \" \u0431\u043e\u0440\u043e\u0442\u044cremeremeremeremeremeremeremeremeremeremeremereme\" (llama-server: \" \u0431\u043e\u0440\u043e\u0442\u044cremeremeremeremeremeremeremeremeremeremereme\")",
-    "completion dry_penalty_last_n=-1":
-        "status 200 (llama-server: 400)",
-    "completion ignore_eos=True":
-        "$.generation_settings.logit_bias[0].bias: type str (llama-server: null: null)",
     "completion logit_bias bad shape":
         "status 400 (llama-server: 200)",
     "completion logit_bias bad token":
         "status 400 (llama-server: 200)",
-    "completion logit_bias ban":
-        "$.generation_settings.logit_bias[0].bias: type str (llama-server: null: null)",
-    "completion logit_bias object ban":
-        "$.generation_settings.logit_bias[0].bias: type str (llama-server: null: null)",
     "completion logit_bias string":
         "status 400 (llama-server: 200)",
-    "completion min_p=-1.0":
-        "status 400 (llama-server: 200)",
-    "completion n_predict=-2":
-        "status 200 (llama-server: 400)",
     "completion n_predict=0":
         "$.content: \"\" (llama-server: \" glasses\")",
-    "completion prompt object":
-        "status 400 (llama-server: 200)",
-    "completion repeat_last_n=-1":
-        "status 200 (llama-server: 400)",
-    "completion stop number":
-        "status 400 (llama-server: 200)",
-    "completion stream=True stop":
-        "stream event keys [['content', 'id_slot', 'index', 'stop', 'tokens', 'tokens_evaluated', 'tokens_predicted']] (llama-server: [['content', 'id_slot', '",
-    "completion temperature=-1.0":
-        "$.generation_settings.temperature: -1.0 (llama-server: 0.0)",
-    "completion top_k=-1":
-        "$.generation_settings.top_k: -1 (llama-server: 0)",
-    "completion top_p=-0.1":
-        "status 400 (llama-server: 200)",
-    "completion top_p=1.5":
-        "status 400 (llama-server: 200)",
-    "completion typical_p=0.0":
-        "status 400 (llama-server: 200)",
     "props [chatml]":
         "$.media_marker: missing (llama-server: \"<__media_ardLuLOZo6sYHkZxuOR2uXGGdtm8TADN__>\")",
     "props [default]":
@@ -220,22 +170,4 @@ OPEN: dict[str, str] = {
         "status 400 (llama-server: 200)",
     "v1/completions suffix":
         "status 400 (llama-server: 200)",
-    "v1/completions typical_p=0.0":
-        "status 400 (llama-server: 200)",
-    "v1/models [chatml]":
-        "$.models: missing (llama-server: [{\"name\": \"/root/.cache/llama-grpc/models/tiny-bpe-52e9502b005dd1e6.gguf\", \"m...)",
-    "v1/models [default]":
-        "$.models: missing (llama-server: [{\"name\": \"/root/.cache/llama-grpc/models/tiny-bpe-52e9502b005dd1e6.gguf\", \"m...)",
-    "v1/models [fim]":
-        "$.models: missing (llama-server: [{\"name\": \"/root/.cache/llama-grpc/models/tiny-fim-repo-8a910173b7f00ddc.gguf...)",
-    "v1/models [metrics-props]":
-        "$.models: missing (llama-server: [{\"name\": \"/root/.cache/llama-grpc/models/tiny-bpe-52e9502b005dd1e6.gguf\", \"m...)",
-    "v1/models [n-predict]":
-        "$.models: missing (llama-server: [{\"name\": \"diff-model\", \"model\": \"diff-model\", \"modified_at\": \"\", \"size\": \"\",...)",
-    "v1/models [no-slots]":
-        "$.models: missing (llama-server: [{\"name\": \"/root/.cache/llama-grpc/models/tiny-bpe-52e9502b005dd1e6.gguf\", \"m...)",
-    "v1/models [reasoning-none]":
-        "$.models: missing (llama-server: [{\"name\": \"/root/.cache/llama-grpc/models/tiny-bpe-52e9502b005dd1e6.gguf\", \"m...)",
-    "v1/models [spm]":
-        "$.models: missing (llama-server: [{\"name\": \"/root/.cache/llama-grpc/models/tiny-spm-c9a670b82614873c.gguf\", \"m...)",
 }
