@@ -132,6 +132,8 @@ def openai_chunk(msg: Any, created: int, model: str) -> Any:
     choice = out.choices.add(index=msg.index, text=msg.content, tokens=msg.tokens)
     if msg.HasField("prompt_progress"):
         out.prompt_progress.CopyFrom(msg.prompt_progress)
+    if msg.HasField("timings"):  # timings_per_token (the final message's: copy_final_fields)
+        out.timings.CopyFrom(msg.timings)
     if msg.stop:
         set_finish_reason(choice, FINISH_REASON.get(msg.stop_type, "stop"))
         copy_final_fields(msg, out)
@@ -159,6 +161,8 @@ def chat_chunk(msg: Any, created: int, model: str, stream: bool, first: bool) ->
         choice.delta.content = msg.content
     if msg.HasField("prompt_progress"):
         out.prompt_progress.CopyFrom(msg.prompt_progress)
+    if msg.HasField("timings"):  # as in openai_chunk
+        out.timings.CopyFrom(msg.timings)
     if msg.completion_probabilities:
         choice.logprobs.content.extend(msg.completion_probabilities)
     if msg.stop:

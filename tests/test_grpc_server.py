@@ -87,6 +87,16 @@ def test_chat_logprobs(grpc_stub: Any) -> None:
     assert len(content) == 4 and all(len(c.top_logprobs) == 3 for c in content)
 
 
+def test_chat_timings_per_token_reach_every_chunk(grpc_stub: Any) -> None:
+    """As llama-server: with timings_per_token each streamed chat chunk has timings."""
+    msgs = list(grpc_stub.ChatCompletion(chat_request(
+        messages=USER_HELLO, temperature=0.0, max_completion_tokens=4, timings_per_token=True,
+        stream=True), timeout=60))
+    content = [m for m in msgs if m.choices and m.choices[0].tokens]
+    assert content and all(m.HasField("timings") for m in content)
+    assert [m.timings.predicted_n for m in content] == list(range(1, len(content) + 1))
+
+
 # -- tokens ---------------------------------------------------------------------------------
 def test_tokenize_detokenize_round_trip(grpc_stub: Any) -> None:
     text = "Hello, wörld! 日本語 🙂 tabs\tand\nnewlines"

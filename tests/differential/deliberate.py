@@ -130,8 +130,6 @@ OPEN: dict[str, str] = {
         "$.choices[0].finish_reason: \"length\" (llama-server: \"stop\")",
     "chat response_format json_schema":
         "$.choices[0].message.content: \"{\\\"a\\\":-61032683187229\" (llama-server: \"{\\\"\")",
-    "chat timings_per_token":
-        "stream event keys [['choices', 'created', 'id', 'model', 'object', 'system_fingerprint']] (llama-server: [['choices', 'created', 'id', 'model', 'objec",
     "chat tool_choice required":
         "$.choices[0].message.tool_calls: extra ([{\"type\": \"function\", \"function\": {\"name\": \"get_weather\", \"arguments\": \"{\\\"ci...)",
     "completion both":
