@@ -20,7 +20,7 @@ def props_response(rt: Runtime, build_info: str) -> Any:
     settings = default_settings(rt)
     resp = server_pb2.PropsResponse(
         total_slots=rt.n_slots, model_path=rt.config.model.path,
-        chat_template=rt.templates.default.source, build_info=build_info,
+        chat_template=_as_lexed(rt.templates.default.source), build_info=build_info,
         model_alias=rt.model_name,
         bos_token=vocab.token_to_piece(vocab.bos).decode("utf-8", "replace")
         if vocab.bos >= 0 else "",
@@ -38,9 +38,15 @@ def props_response(rt: Runtime, build_info: str) -> Any:
     templates = rt.templates
     resp.chat_template_caps.update((templates.tool_use or templates.default).caps.to_map())
     if rt.config.chat.use_jinja and templates.tool_use is not None:
-        resp.chat_template_tool_use = templates.tool_use.source
+        resp.chat_template_tool_use = _as_lexed(templates.tool_use.source)
     resp.modalities.SetInParent()
     return resp
+
+
+def _as_lexed(source: str) -> str:
+    """A template's source as llama-server reports it: its Jinja lexer's copy, which drops one
+    final newline (Jinja's keep_trailing_newline off)."""
+    return source[:-1] if source.endswith("\n") else source
 
 
 def models_response(rt: Runtime) -> Any:

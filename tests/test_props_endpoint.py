@@ -59,6 +59,8 @@ def test_get_props_fills_every_field(server: Server) -> None:
     assert props["endpoint_slots"] is True
     assert props["total_slots"] == 2 and props["model_path"].endswith(".gguf")
     assert props["chat_template"] and props["build_info"]
+    # As llama-server's Jinja lexer keeps it: the model's template less its final newline.
+    assert props["chat_template"].endswith("{%- endif %}")
     assert set(props["chat_template_caps"]) == CAPS
     # The pinned llama-server's shape: the defaults' params (numbers only) and the slot context.
     dgs = props["default_generation_settings"]
