@@ -58,17 +58,32 @@ def as_service_error(exc: BaseException) -> ServiceError:
     return ServiceError("internal", f"internal error: {type(exc).__name__}: {exc}")
 
 
+# A message echoing the input (a 20 KB regex, say) travels in grpc-message and twice in the
+# details trailer: past the clients' 16 KiB metadata limit the whole status was lost and the
+# call read as UNAVAILABLE ("metadata size exceeds hard limit"). Found by issue 22's tests.
+MAX_MESSAGE_CHARS = 1024
+
+
+def bounded_message(message: str) -> str:
+    """`message`, cut to MAX_MESSAGE_CHARS characters, saying how much was cut."""
+    if len(message) <= MAX_MESSAGE_CHARS:
+        return message
+    cut = len(message) - MAX_MESSAGE_CHARS
+    return f"{message[:MAX_MESSAGE_CHARS]}... ({cut} more characters)"
+
+
 def status_of(err: ServiceError) -> Any:
     """The grpc.Status (code, details, trailing metadata with the google.rpc details)."""
-    return rich_status.encode(err.kind, err.message, err.reason, err.metadata, err.field,
-                              err.retry_after)
+    return rich_status.encode(err.kind, bounded_message(err.message), err.reason, err.metadata,
+                              err.field, err.retry_after)
 
 
 def inband_error(err: ServiceError) -> Any:
     """The llama.v1 ErrorInfo a stream's last message carries: llama-server's error object for
     `err` (its HTTP code and type), plus the reason of the status that follows."""
     code, type_ = err.http
-    msg = common_pb2.ErrorInfo(code=code, message=err.message, type=type_, reason=err.reason)
+    msg = common_pb2.ErrorInfo(code=code, message=bounded_message(err.message), type=type_,
+                               reason=err.reason)
     for name in ("n_prompt_tokens", "n_ctx"):
         if name in err.metadata:
             setattr(msg, name, int(err.metadata[name]))
