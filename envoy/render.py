@@ -23,6 +23,7 @@ from string import Template
 
 HERE = Path(__file__).resolve().parent
 TEMPLATE = HERE / "llama-envoy.yaml.in"
+LUA_FILTER = HERE / "filter.lua"
 DEFAULT_DESCRIPTOR = HERE.parent / "gen" / "llama_v1.pb"
 
 _OUTLIER_DETECTION = """\
@@ -101,6 +102,7 @@ class EnvoyParams:
     access_log: str
     outlier_detection: str
     endpoints: str
+    lua_source: str
 
 
 def duration(seconds: float) -> str:
@@ -117,6 +119,51 @@ def descriptor_field(path: Path, embed: bool) -> str:
     if embed:
         return f"proto_descriptor_bin: {base64.b64encode(path.read_bytes()).decode()}"
     return f"proto_descriptor: {json.dumps(str(path))}"
+
+
+# The REST bridge's CORS defaults (rest_bridge.app.CorsSettings), and the origins its
+# "localhost" setting allows (its _LOCAL_ORIGIN), as Lua patterns.
+CORS_METHODS = "GET, POST, DELETE, OPTIONS"
+SAFELISTED_HEADERS = ("Accept", "Accept-Language", "Content-Language", "Content-Type")
+_LOCAL_PATTERNS = tuple(f"^https?://{host}{port}$" for host in ("localhost", "127%.0%.0%.1",
+                                                                  "%[::1%]")
+                        for port in ("", ":%d+"))
+_NOT_FOUND = '{"error":{"code":404,"message":"File Not Found","type":"not_found_error"}}'
+
+
+def _csv(text: str) -> list[str]:
+    return [s.strip() for s in text.split(",") if s.strip()]
+
+
+def _lua(value: object) -> str:
+    """A Lua literal: booleans, strings (JSON's escapes are Lua's), sets of strings."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return json.dumps(value, ensure_ascii=False)
+    assert isinstance(value, (set, frozenset, tuple, list))
+    if isinstance(value, (set, frozenset)):
+        return "{" + ", ".join(f"[{json.dumps(v)}] = true" for v in sorted(value)) + "}"
+    return "{" + ", ".join(json.dumps(v) for v in value) + "}"
+
+
+def lua_source(cors: bool, origins: str, methods: str, headers: str, credentials: bool,
+               api_prefix: str) -> str:
+    """envoy/filter.lua after its settings, indented for the template's block scalar."""
+    origin_list, header_list = _csv(origins), _csv(headers)
+    allow_headers = sorted(set(SAFELISTED_HEADERS) | set(header_list))
+    settings = {
+        "CORS": cors, "ALLOW_ALL_ORIGINS": "*" in origin_list,
+        "LOCAL_ONLY": origin_list == ["localhost"], "ORIGINS": set(origin_list),
+        "LOCAL_PATTERNS": _LOCAL_PATTERNS, "METHODS": ", ".join(_csv(methods)),
+        "METHOD_SET": set(_csv(methods)), "ALLOW_ALL_HEADERS": "*" in header_list,
+        "HEADERS": ", ".join(allow_headers),
+        "HEADER_SET": {h.lower() for h in allow_headers}, "CREDENTIALS": credentials,
+        "PREFIX": api_prefix.rstrip("/"), "NOT_FOUND": _NOT_FOUND,
+    }
+    lines = [f"{name} = {_lua(value)}" for name, value in settings.items()]
+    text = "\n".join(lines) + "\n\n" + LUA_FILTER.read_text()
+    return "\n".join(" " * 18 + line if line else "" for line in text.splitlines())
 
 
 def render(params: EnvoyParams, template: Path = TEMPLATE) -> str:
@@ -155,6 +202,17 @@ def build_parser() -> argparse.ArgumentParser:
                    help="eject failing replicas (default: on with more than one --upstream)")
     p.add_argument("--access-log", metavar="PATH",
                    help="write an access log line per request here (e.g. /dev/stdout)")
+    p.add_argument("--api-prefix", default="", metavar="PREFIX",
+                   help="serve the REST routes under this prefix, e.g. /llama (llama-server's "
+                        "--api-prefix; default none)")
+    p.add_argument("--cors-origins", default="*",
+                   help='allowed origins, comma-separated; "localhost" allows local ones only '
+                        "(default *)")
+    p.add_argument("--cors-methods", default=CORS_METHODS, help=f"default {CORS_METHODS!r}")
+    p.add_argument("--cors-headers", default="*", help="allowed request headers (default *)")
+    p.add_argument("--cors-credentials", action=argparse.BooleanOptionalAction, default=True,
+                   help="allow credentials (default on)")
+    p.add_argument("--no-cors", action="store_true", help="no CORS headers at all")
     p.add_argument("-o", "--output", type=Path, help="write here instead of stdout")
     return p
 
@@ -164,6 +222,8 @@ def params_from_args(args: argparse.Namespace) -> EnvoyParams:
     outlier = args.outlier_detection
     if outlier is None:
         outlier = len(upstreams) > 1
+    if args.api_prefix and not args.api_prefix.startswith("/"):
+        raise argparse.ArgumentTypeError("--api-prefix must start with /")
     for name in ("listen_port", "admin_port"):
         if not 0 <= getattr(args, name) < 65536:
             raise argparse.ArgumentTypeError(f"--{name.replace('_', '-')} out of range")
@@ -181,6 +241,8 @@ def params_from_args(args: argparse.Namespace) -> EnvoyParams:
         access_log=access_log(args.access_log) if args.access_log else "",
         outlier_detection=_OUTLIER_DETECTION if outlier else "",
         endpoints="\n".join(u.yaml() for u in upstreams),
+        lua_source=lua_source(not args.no_cors, args.cors_origins, args.cors_methods,
+                              args.cors_headers, args.cors_credentials, args.api_prefix),
     )
 
 

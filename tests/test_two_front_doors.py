@@ -20,7 +20,7 @@ import openai
 import pytest
 from embeddings_harness import embed_server
 from envoy_harness import EnvoyProcess
-from rest.rest_harness import API_KEY, RestServer
+from rest.rest_harness import API_KEY, RestServer, wait_http
 
 from native.testmodels import ensure_model
 
@@ -34,7 +34,10 @@ VOLATILE = ("id", "created", "prompt_ms", "prompt_per_token_ms", "prompt_per_sec
 _VOLATILE_RE = re.compile(rb'"(' + b"|".join(k.encode() for k in VOLATILE)
                           + rb')":(-?[0-9][0-9.eE+-]*|"[^"]*"|null)')
 # Headers whose value must be the same at both doors (x-request-id: present at both or none).
-SAME_HEADERS = ("content-type", "cache-control", "retry-after")
+SAME_HEADERS = ("content-type", "cache-control", "retry-after", "vary",
+                "access-control-allow-origin", "access-control-allow-credentials",
+                "access-control-allow-methods", "access-control-allow-headers",
+                "access-control-max-age")
 
 
 @dataclass(frozen=True)
@@ -69,10 +72,15 @@ class Doors:
         return answers[0], answers[1]
 
 
-def _doors(server: RestServer, tmp: Path) -> Iterator[Doors]:
+class PrefixedServer(RestServer):
+    def wait_ready(self, timeout: float = 90.0) -> None:
+        wait_http(self, self.url + PREFIX + "/health", {200}, timeout)
+
+
+def _doors(server: RestServer, tmp: Path, *render_args: str) -> Iterator[Doors]:
     try:
         server.wait_ready()
-        with EnvoyProcess.start([server.grpc_target], tmp) as envoy:
+        with EnvoyProcess.start([server.grpc_target], tmp, *render_args) as envoy:
             yield Doors(server.url, envoy.base_url)
     finally:
         server.stop()
@@ -82,6 +90,12 @@ def _doors(server: RestServer, tmp: Path) -> Iterator[Doors]:
 def doors(tiny_bpe_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Doors]:
     yield from _doors(RestServer(tiny_bpe_path, ctx=2048, parallel=2),
                       tmp_path_factory.mktemp("envoy"))
+
+
+@pytest.fixture(scope="module")
+def prefixed(tiny_bpe_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Doors]:
+    server = PrefixedServer(tiny_bpe_path, "--api-prefix", PREFIX, ctx=1024, parallel=1)
+    yield from _doors(server, tmp_path_factory.mktemp("envoy-prefixed"), "--api-prefix", PREFIX)
 
 
 @pytest.fixture(scope="module")
@@ -180,6 +194,59 @@ def test_errors(doors: Doors, method: str, path: str, body: Any, raw: bytes | No
 def test_api_key(keyed: Doors, path: str, body: Any, headers: dict[str, str]) -> None:
     answer = same(keyed, "POST", path, body, headers=headers)
     assert (answer.status == 200) == (API_KEY in "".join(headers.values()))
+
+
+# -- CORS, the API prefix ----------------------------------------------------------------------
+ORIGIN = {"origin": "http://example.com"}
+PREFIX = "/llama"
+
+
+@pytest.mark.parametrize(("method", "path", "body", "headers"), [
+    ("POST", "/tokenize", {"content": "a"}, ORIGIN),
+    ("POST", "/completion", {"prompt": "a", "n_predict": 1, **GREEDY}, ORIGIN),
+    ("POST", "/v1/chat/completions", {"messages": CHAT, "max_tokens": 1, "stream": True,
+                                      **GREEDY}, ORIGIN),
+    ("POST", "/completion", {"prompt": "a", "n_probs": -1}, ORIGIN),
+    ("GET", "/no/such/path", None, ORIGIN),
+    ("GET", "/health", None, ORIGIN),
+    ("GET", "/health", None, {}),
+    ("OPTIONS", "/v1/chat/completions", None, {
+        **ORIGIN, "access-control-request-method": "POST",
+        "access-control-request-headers": "content-type,authorization"}),
+    ("OPTIONS", "/completion", None, {**ORIGIN, "access-control-request-method": "PUT"}),
+])
+def test_cors(doors: Doors, method: str, path: str, body: Any,
+              headers: dict[str, str]) -> None:
+    answer = same(doors, method, path, body, headers=headers)
+    assert answer.headers  # every answer has its content type at least
+
+
+def test_cors_headers_are_the_bridges(doors: Doors) -> None:
+    bridge, envoy = (httpx.options(base + "/completion", headers={
+        **ORIGIN, "access-control-request-method": "POST"}) for base in (doors.bridge,
+                                                                       doors.envoy))
+    names = ("access-control-allow-origin", "access-control-allow-methods",
+             "access-control-allow-credentials", "access-control-max-age", "vary")
+    assert {k: envoy.headers.get(k) for k in names} == {k: bridge.headers.get(k) for k in names}
+    assert bridge.headers["access-control-allow-origin"] == ORIGIN["origin"]
+    simple = [httpx.post(base + "/tokenize", json={"content": "a"}, headers=ORIGIN)
+              for base in (doors.bridge, doors.envoy)]
+    assert [{k: r.headers.get(k) for k in names} for r in simple] == \
+        [{k: simple[0].headers.get(k) for k in names}] * 2
+
+
+@pytest.mark.parametrize(("method", "path", "body"), [
+    ("POST", PREFIX + "/completion", {"prompt": "a", "n_predict": 2, **GREEDY}),
+    ("POST", PREFIX + "/v1/chat/completions", {"messages": CHAT, "max_tokens": 2,
+                                               "stream": True, **GREEDY}),
+    ("POST", PREFIX + "/tokenize", {"content": "a"}),
+    ("GET", PREFIX + "/health", None),
+    ("POST", "/completion", {"prompt": "a", "n_predict": 2}),
+    ("POST", PREFIX + "x/completion", {"prompt": "a", "n_predict": 2}),
+])
+def test_api_prefix(prefixed: Doors, method: str, path: str, body: Any) -> None:
+    answer = same(prefixed, method, path, body)
+    assert (answer.status == 200) == path.startswith(PREFIX + "/")
 
 
 # -- the openai SDK through both doors ------------------------------------------------------
