@@ -1,4 +1,5 @@
-"""`python -m bench`: llama-grpc (gRPC and REST bridge) against llama-server, in one run.
+"""`python -m bench`: llama-grpc (gRPC, REST bridge, REST through Envoy) against llama-server,
+in one run.
 
     python -m bench                 # CPU: builds llama-server (cached), runs every scenario
     python -m bench --cuda          # GPU: CUDA builds, all layers offloaded, plus 32/64 streams
@@ -83,6 +84,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--no-llama-server", action="store_true",
                    help="ours only: do not build or run llama-server (no ratios)")
     p.add_argument("--no-bridge", action="store_true", help="skip the REST bridge path")
+    p.add_argument("--no-envoy", action="store_true",
+                   help="skip the REST-through-Envoy path (bench/envoy_path.py)")
     p.add_argument("--no-batched-bench", action="store_true")
     p.add_argument("--profile", type=float, default=0.0, metavar="SECONDS",
                    help="after each phase, py-spy our server for SECONDS per path under the "
@@ -219,7 +222,7 @@ def main(argv: list[str] | None = None) -> int:
             say(f"phase {p.name}: {len(p.scenarios)} scenarios x {reps} runs per path")
             phases.append(run_phase(p.name, p.settings, p.scenarios, sizes, reps, server_bin,
                                     not args.no_bridge, runner, out, args.profile,
-                                    args.profile_gil))
+                                    args.profile_gil, envoy=not args.no_envoy))
     finally:
         runner.close()
     machine = machine_info(plan[0].settings.threads)

@@ -7,7 +7,8 @@ from pathlib import Path
 
 from bench.batched_bench import BatchedPoint
 
-_LABELS = {"grpc": "ours, gRPC", "rest": "ours, REST bridge", "llama-server": "llama-server"}
+_LABELS = {"grpc": "ours, gRPC", "rest": "ours, REST bridge", "envoy": "ours, REST via Envoy",
+           "llama-server": "llama-server"}
 
 
 def plot_aggregate(points: dict[tuple[str, str], dict[int, float]],

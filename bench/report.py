@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from bench.batched_bench import BatchedPoint
-from bench.runner import GRPC, LLAMA_SERVER, PATHS, REST, PhaseResult
+from bench.runner import ENVOY, GRPC, LLAMA_SERVER, PATHS, REST, PhaseResult
 from bench.scenarios import Scenario, aggregate_streams
 
 
@@ -41,8 +41,9 @@ class Row:
     values: dict[str, float]  # path -> summary value
     n: int  # values behind each summary (per path, the smallest)
 
-    def ratio(self, path: str) -> float:
-        ours, theirs = self.values.get(path, math.nan), self.values.get(LLAMA_SERVER, math.nan)
+    def ratio(self, path: str, base: str = LLAMA_SERVER) -> float:
+        """`path` against `base`, > 1 where `path` does better."""
+        ours, theirs = self.values.get(path, math.nan), self.values.get(base, math.nan)
         if self.unit == "tokens" or not (ours > 0 and theirs > 0):
             return math.nan
         return ours / theirs if self.higher else theirs / ours
@@ -80,15 +81,16 @@ def _fmt(x: float, unit: str = "") -> str:
 
 
 def results_table(rows: Sequence[Row], skipped: dict[str, str]) -> str:
-    head = ("| phase | scenario | metric | gRPC | REST bridge | llama-server "
-            "| gRPC / llama-server | REST / llama-server |")
-    lines = [head, "|" + " --- |" * 8]
+    head = ("| phase | scenario | metric | gRPC | REST bridge | REST via Envoy | llama-server "
+            "| gRPC / llama-server | REST / llama-server | Envoy / REST bridge |")
+    lines = [head, "|" + " --- |" * 10]
     for r in rows:
         label = f"{r.metric} {r.stat}" if r.stat != "median" else r.metric
         cells = [_fmt(r.values.get(p, math.nan)) for p in PATHS]
         lines.append(f"| {r.phase} | {r.title} (n={r.n}) | {label} ({r.unit}) | "
                      + " | ".join(cells) + f" | {_fmt(r.ratio(GRPC), 'ratio')} | "
-                     f"{_fmt(r.ratio(REST), 'ratio')} |")
+                     f"{_fmt(r.ratio(REST), 'ratio')} | "
+                     f"{_fmt(r.ratio(ENVOY, REST), 'ratio')} |")
     for path, why in skipped.items():
         lines.append(f"\n*{path} skipped: {why}.*")
     return "\n".join(lines)
@@ -109,8 +111,8 @@ def limit_table(rows: Sequence[Row], batched: dict[int, BatchedPoint],
                 parallel_of: dict[str, int]) -> str:
     """Each path's aggregate throughput as a fraction of llama-batched-bench's at the same
     number of sequences (at most the phase's --parallel: more streams than slots just wait)."""
-    lines = ["| phase | streams | batched-bench tok/s | gRPC | REST bridge | llama-server |",
-             "|" + " --- |" * 6]
+    lines = ["| phase | streams | batched-bench tok/s | gRPC | REST bridge | REST via Envoy "
+             "| llama-server |", "|" + " --- |" * 7]
     for r in rows:
         n = aggregate_streams(r.scenario)
         if r.metric != "aggregate" or n is None:

