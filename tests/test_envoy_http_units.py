@@ -1,0 +1,98 @@
+"""Units of service/rpc_http.py's pure parts: the key as the bridge reads it, the SSE loop's
+keep-alives and endings (a stand-in async generator plays the typed RPC's messages; the
+rendering is the bridge's own renderer), and the typed RPC's abort read as the bridge reads a
+status off the wire."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import grpc
+import pytest
+from llama.v1 import common_pb2, completion_pb2
+
+from rest_bridge.errors import BridgeError
+from rest_bridge.render_native import NativeRenderer
+from service.rpc_http import InnerContext, LlamaHttpServicer, presented_key
+
+
+@pytest.mark.parametrize(("metadata", "key"), [
+    ((("authorization", "Bearer k1"),), "k1"),
+    ((("authorization", "bearer  k1 "),), "k1"),
+    ((("authorization", "k1"),), "k1"),
+    ((("x-api-key", "k1"),), "k1"),
+    ((("authorization", "Bearer "),), None),
+    ((), None),
+    ((("other", "x"),), None),
+])
+def test_presented_key_reads_as_the_bridge(metadata: Any, key: str | None) -> None:
+    assert presented_key(metadata) == key
+
+
+async def _messages(*items: Any, pause: float = 0.0) -> AsyncIterator[Any]:
+    for item in items:
+        if pause:
+            await asyncio.sleep(pause)
+        if isinstance(item, BaseException):
+            raise item
+        yield item
+
+
+def _chunk(content: str, stop: bool = False) -> Any:
+    return completion_pb2.CompletionChunk(content=content, stop=stop, tokens=[1] if content else [])
+
+
+async def _sse(call: Any, ping: float) -> list[bytes]:
+    servicer = LlamaHttpServicer(typed=None)
+    first = await anext(call)
+    renderer = NativeRenderer(completion_pb2.CompletionRequest())
+    return [c async for c in servicer._sse(call, first, renderer, ping)]
+
+
+def test_silence_gets_keep_alives_and_the_events_stay_in_order() -> None:
+    call = _messages(_chunk(""), _chunk("a"), _chunk("b", stop=True), pause=0.25)
+    chunks = asyncio.run(_sse(call, ping=0.05))
+    events = [c for c in chunks if c != b":\n\n"]
+    assert len(chunks) > len(events)  # keep-alives went out while the messages were late
+    assert [json.loads(e[len(b"data: "):])["content"] for e in events] == ["a", "b"]
+    assert not any(c == b"data: [DONE]\n\n" for c in chunks)  # native: no [DONE]
+
+
+def test_no_keep_alives_when_disabled() -> None:
+    call = _messages(_chunk(""), _chunk("a", stop=True), pause=0.1)
+    assert b":\n\n" not in asyncio.run(_sse(call, ping=0.0))
+
+
+def test_an_in_band_error_is_the_last_event() -> None:
+    error = common_pb2.ErrorInfo(code=500, message="boom", type="server_error")
+    call = _messages(_chunk(""), _chunk("a"),
+                     completion_pb2.CompletionChunk(error=error), _chunk("never"))
+    chunks = asyncio.run(_sse(call, ping=0.0))
+    assert json.loads(chunks[-1][len(b"data: "):]) == {
+        "error": {"code": 500, "message": "boom", "type": "server_error"}}
+    assert len(chunks) == 2
+
+
+def test_an_abort_mid_stream_is_the_last_event() -> None:
+    async def run() -> list[bytes]:
+        inner = InnerContext(outer=None)
+        try:
+            await inner.abort(grpc.StatusCode.INVALID_ARGUMENT, "bad field")
+        except grpc.aio.AioRpcError as e:
+            aborted = e
+        return await _sse(_messages(_chunk(""), _chunk("a"), aborted), ping=0.0)
+
+    chunks = asyncio.run(run())
+    last = json.loads(chunks[-1][len(b"data: "):])
+    assert last["error"]["code"] == 400 and last["error"]["message"] == "bad field"
+
+
+def test_initial_metadata_is_kept_for_the_headers() -> None:
+    inner = InnerContext(outer=None)
+    asyncio.run(inner.send_initial_metadata((("x-request-id", "cmpl-1"),)))
+    assert inner.initial == {"x-request-id": "cmpl-1"}
+    assert BridgeError(401, "Invalid API Key", "authentication_error").body()["error"][
+        "type"] == "authentication_error"
