@@ -8,6 +8,7 @@ from typing import Any
 from google.protobuf import json_format
 
 from service.engine.params import ParamError
+from service.prompt_values import value_to_json
 from service.prompts import Json
 from service.runtime import Runtime
 from service.tool_choice import tool_choice_of
@@ -31,14 +32,37 @@ def render_chat(rt: Runtime, request: Any) -> str:
         "add_generation_prompt") else True
     if not messages:
         raise ParamError("messages must not be empty")
+    continued = _continuation(request, messages, add_gen)
     # llama-server's prefill: a trailing assistant message is continued, not closed.
-    prefill = rt.config.chat.prefill_assistant and messages[-1].get("role") == "assistant"
+    prefill = continued or (rt.config.chat.prefill_assistant
+                            and messages[-1].get("role") == "assistant")
     template = rt.templates.for_request(tools)
     extra = {**dict(rt.config.chat.template_kwargs), **kwargs}
     if tools and " functools[" in template.source:  # Firefunction v2 reads them as `functions`
         extra.setdefault("functions", json.dumps(tools, indent=2))
     return template.render(messages, add_generation_prompt=add_gen and not prefill,
                            continue_final_message=prefill, tools=tools, extra_context=extra)
+
+
+def _continuation(request: Any, messages: list[dict[str, Json]], add_gen: bool) -> bool:
+    """Whether the request's continue_final_message asks to continue the last message, with
+    llama-server's checks (common_chat_continuation_parse and the OpenAI chat parser)."""
+    if not request.HasField("continue_final_message"):
+        return False
+    value = value_to_json(request, "continue_final_message")
+    if value == "reasoning_content":
+        raise ParamError('continue_final_message "reasoning_content" is not supported yet: '
+                         'continue the answer (true or "content")',
+                         field="continue_final_message")
+    if value is not True and value != "content":
+        return False  # llama-server reads any other value as no continuation
+    if add_gen:
+        raise ParamError("Cannot set both add_generation_prompt and continue_final_message "
+                         "to true.", field="continue_final_message")
+    if messages[-1].get("role") == "assistant" and messages[-1].get("tool_calls"):
+        raise ParamError("Cannot continue an assistant message that contains tool calls.",
+                         field="continue_final_message")
+    return True
 
 
 def _message_json(raw: Any) -> dict[str, Json]:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import grpc
 import pytest
+from google.protobuf import json_format
 from llama.v1 import chat_pb2, service_pb2_grpc
 
 from service.config import load_config
@@ -47,3 +48,44 @@ def test_trailing_assistant_message(tiny_bpe_path: Path, prefill: bool) -> None:
     else:
         assert not continued.endswith("Hello, I am")
         assert "Hello, I am<|eot_id|>" in continued
+
+
+@pytest.mark.slow
+def test_continue_final_message(tiny_bpe_path: Path) -> None:
+    """llama-server's continue_final_message: the last message continued even without the
+    prefill flag; with add_generation_prompt left true, or asking to continue the thinking, a
+    clear INVALID_ARGUMENT."""
+    config = load_config(["-m", str(tiny_bpe_path), "-c", "512", "-np", "1", "--no-warmup",
+                          "--no-prefill-assistant"], env={})
+
+    def request(value: object, add_gen: bool | None) -> chat_pb2.ChatCompletionRequest:
+        req = _request(("user", "Hi"), ("assistant", "Hello, I am"))
+        json_format.ParseDict({"continue_final_message": value}, req)
+        if add_gen is not None:
+            req.add_generation_prompt = add_gen
+        return req
+
+    async def scenario() -> tuple[list[str], list[tuple[grpc.StatusCode, str]]]:
+        handle = await start_server(config, host="127.0.0.1", port=0)
+        try:
+            await asyncio.wait_for(handle.loaded.wait(), 60)
+            async with grpc.aio.insecure_channel(f"127.0.0.1:{handle.port}") as ch:
+                stub = service_pb2_grpc.LlamaServerStub(ch)
+                ok = [(await stub.ApplyTemplate(request(v, False), timeout=10)).prompt
+                      for v in (True, "content", False)]
+                errors = []
+                for v, add_gen in ((True, None), ("reasoning_content", False)):
+                    try:
+                        await stub.ApplyTemplate(request(v, add_gen), timeout=10)
+                    except grpc.aio.AioRpcError as e:
+                        errors.append((e.code(), e.details() or ""))
+                return ok, errors
+        finally:
+            await handle.stop(0)
+
+    (as_true, as_content, off), errors = asyncio.run(scenario())
+    assert as_true == as_content and as_true.endswith("Hello, I am")
+    assert "Hello, I am<|eot_id|>" in off  # false: no continuation, the turn is closed
+    assert [code for code, _ in errors] == [grpc.StatusCode.INVALID_ARGUMENT] * 2
+    assert "Cannot set both add_generation_prompt" in errors[0][1]
+    assert "reasoning_content" in errors[1][1]

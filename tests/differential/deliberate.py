@@ -112,8 +112,6 @@ OPEN: dict[str, str] = {
         "$[0].prompt: extra (\"<|begin_of_text|>x\")",
     "auth GET /slots x-api-key":
         "$[0].prompt: extra (\"<|begin_of_text|>x\")",
-    "chat continue final":
-        "status 200 (llama-server: 400)",
     "chat max_tokens 0":
         "$.choices[0].message.content: \"\" (llama-server: \" JR\")",
     "chat messages assistant last":
