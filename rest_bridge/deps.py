@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Path, Request
 from starlette.responses import Response
 
 from rest_bridge.auth import grpc_metadata
@@ -14,6 +14,8 @@ from rest_bridge.jsonio import Json, parse_json, parse_object
 from rest_bridge.upstream import Upstream, upstream
 
 Up = Annotated[Upstream, Depends(upstream)]
+# A slot id in a path: the proto's int32 (a larger number is a 400, as llama-server's stoi).
+SlotId = Annotated[int, Path(ge=-(2**31), le=2**31 - 1)]
 Endpoint = Callable[[Request], Awaitable[Response]]
 
 

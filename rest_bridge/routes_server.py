@@ -13,7 +13,7 @@ from grpc_health.v1 import health_pb2
 from llama.v1 import server_info_pb2, server_pb2
 from starlette.responses import Response
 
-from rest_bridge.deps import Up, body_json, body_object, metadata
+from rest_bridge.deps import SlotId, Up, body_json, body_object, metadata
 from rest_bridge.errors import BridgeError, error_response
 from rest_bridge.generation import json_response
 from rest_bridge.jsonio import Json, integral, message_json, settings_json, to_message
@@ -98,7 +98,7 @@ async def list_slots(request: Request, up: Up) -> Response:
 
 
 @router.post("/slots/{id_slot}")
-async def slot_action(id_slot: int, request: Request, up: Up) -> Response:
+async def slot_action(id_slot: SlotId, request: Request, up: Up) -> Response:
     body = await body_object(request)
     req = to_message({"options": body}, server_pb2.SlotActionRequest())
     req.id_slot = id_slot

@@ -14,7 +14,7 @@ from fastapi import APIRouter, Request
 from llama.v1 import slot_state_pb2
 from starlette.responses import Response, StreamingResponse
 
-from rest_bridge.deps import Up, metadata
+from rest_bridge.deps import SlotId, Up, metadata
 from rest_bridge.errors import BridgeError
 from rest_bridge.generation import json_response
 from rest_bridge.jsonio import integral, message_json
@@ -24,7 +24,7 @@ _OCTETS = "application/octet-stream"
 
 
 @router.get("/slots/{id_slot}/export")
-async def export_slot(id_slot: int, request: Request, up: Up) -> Response:
+async def export_slot(id_slot: SlotId, request: Request, up: Up) -> Response:
     call = up.llama.ExportSlot(slot_state_pb2.ExportSlotRequest(id_slot=id_slot),
                                metadata=metadata(request))
     first = await call.read()  # before answering: a refusal is an HTTP error, not a cut body
