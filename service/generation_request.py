@@ -118,7 +118,8 @@ def build_chat(rt: Runtime, req: Any, gen_id: str) -> GenerationRequest:
     tools = [tool_json(t) for t in req.tools] or None
     chat = chat_setup(req, tools, rt.templates.for_request(tools), text,
                       rt.config.chat.reasoning_format, rt.config.chat.skip_chat_parsing,
-                      rt.model.vocab)
+                      rt.model.vocab, rt.config.chat.reasoning_budget,
+                      rt.config.chat.reasoning_budget_message)
     if chat.grammar and not (chat.grammar_triggers and params.sampling.grammar):
         if params.sampling.grammar:
             raise ParamError("tool_choice asks for tool calls, which cannot be combined with "
@@ -127,6 +128,10 @@ def build_chat(rt: Runtime, req: Any, gen_id: str) -> GenerationRequest:
                                                   grammar_lazy_tokens=chat.grammar_triggers))
     if chat.preserved_tokens:
         params = replace(params, keep_special=chat.preserved_tokens)
+    if chat.budget is not None and params.sampling.grammar:
+        # a grammar (even a lazy one, once triggered) could refuse a forced end tag, and
+        # libllama ends the process then: the grammar rules the answer, with no budget
+        chat = replace(chat, budget=None)
     return GenerationRequest(gen_id, _checked(rt, [prompt]), params, req.stream, _priority(req),
                              chat, choices_of(req, rt.n_slots))
 
@@ -159,6 +164,8 @@ def make_tasks(rt: Runtime, gen: GenerationRequest,
         task = Task(gen.id if single else f"{gen.id}-{k}", gen.prompt_of(k),
                     _choice_params(gen.params, k % n), parsing_sink(sink_for(k), parse),
                     gen.priority)
+        if gen.chat is not None and gen.chat.budget is not None:
+            task.budget = gen.chat.budget.state()
         if k % n:  # another choice of the same prompt: shares the first one's prompt cells
             task.copy_of = tasks[k - k % n]
         tasks.append(task)

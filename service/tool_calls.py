@@ -38,6 +38,7 @@ from service.chat_parse_formats import (
 from service.chat_template import ChatTemplate
 from service.engine.params import ParamError
 from service.reasoning import check_reasoning_format, opens_thinking
+from service.reasoning_budget import BudgetSpec, budget_spec
 from service.tool_call_grammar import tool_call_grammar, tool_defs, trigger_tokens
 from service.tool_choice import tool_choice_of
 
@@ -48,11 +49,12 @@ class ChatSetup:
     grammar: str = ""  # forces tool calls ("": none)
     preserved_tokens: frozenset[int] = frozenset()  # special tokens the answer's text keeps
     grammar_triggers: tuple[int, ...] = ()  # the grammar is lazy: the token starting a call
+    budget: BudgetSpec | None = None  # the thinking budget (service.reasoning_budget)
 
 
 def chat_setup(req: Any, tools: Sequence[Mapping[str, Any]] | None, template: ChatTemplate,
                prompt: str, server_reasoning: str, skip_parsing: bool,
-               vocab: Vocab) -> ChatSetup:
+               vocab: Vocab, budget: int = -1, budget_message: str | None = None) -> ChatSetup:
     """The setup for a ChatCompletionRequest whose prompt `template` rendered as `prompt`;
     ParamError for a request that cannot be served (a bad tool schema, "required" without
     tools, tools the template cannot render...)."""
@@ -93,7 +95,25 @@ def chat_setup(req: Any, tools: Sequence[Mapping[str, Any]] | None, template: Ch
     config = ChatParseConfig(fmt, reasoning, opened and reasoning != "none" and not prefix,
                              max_calls=0 if parallel else 1, prefix=prefix)
     return ChatSetup(config, grammar, _preserved(vocab, fmt) if config.active else frozenset(),
-                     triggers if grammar else ())
+                     triggers if grammar else (),
+                     _budget(req, template, vocab, native_fmt, opened, budget, budget_message,
+                             forcing_grammar=bool(grammar) and not triggers))
+
+
+def _budget(req: Any, template: ChatTemplate, vocab: Vocab, fmt: str, opened: bool,
+            budget: int, message: str | None, forcing_grammar: bool) -> BudgetSpec | None:
+    """The thinking budget, for a template that has a thinking block (it writes the start tag
+    or opened the block). A grammar forcing tool calls already skips the block, and forcing the
+    end tag against it would break it: no budget then."""
+    tags = reasoning_tags(fmt)
+    if forcing_grammar or not (opened or tags[0] in template.source):
+        return None
+
+    def tokenize(text: str) -> list[int]:
+        return vocab.tokenize(text, add_special=False, parse_special=True)
+
+    return budget_spec(tokenize, vocab.token_to_piece, tags, opened, budget, message,
+                       req.reasoning_control)
 
 
 _PRESERVED: dict[tuple[int, str], frozenset[int]] = {}

@@ -199,10 +199,6 @@ PLANNED_EXAMPLES: dict[str, tuple[list[str], tuple[str, object], list[str] | Non
     "--adaptive-decay": (["--adaptive-decay", "0.5"], ("sampling.adaptive_decay", 0.5),
                          ["--adaptive-decay", "0.9"], ["--adaptive-decay", "1.5"]),
     "--jinja": (["--no-jinja"], ("chat.use_jinja", False), ["--jinja"], []),
-    "--reasoning-budget": (["--reasoning-budget", "100"], ("chat.reasoning_budget", 100),
-                           ["--reasoning-budget", "0"], ["--reasoning-budget", "-2"]),
-    "--reasoning-budget-message": (["--reasoning-budget-message", "stop"],
-                                   ("chat.reasoning_budget_message", "stop"), None, []),
     "--log-colors": (["--log-colors", "on"], ("log.colors", "on"), ["--log-colors", "off"],
                      ["--log-colors", "rainbow"]),
     "--log-prefix": (["--no-log-prefix"], ("log.prefix", False), ["--log-prefix"], []),
@@ -239,12 +235,11 @@ def test_planned_flags_parse_and_say_what_is_missing(
 
 
 def test_planned_flag_from_environment_says_what_is_missing() -> None:
-    config = load_config(MODEL, {"LLAMA_ARG_THINK_BUDGET": "100", "LLAMA_ARG_JINJA": "1"})
-    assert config.chat.reasoning_budget == 100
+    config = load_config(MODEL, {"LLAMA_ARG_TIMEOUT": "60", "LLAMA_ARG_JINJA": "1"})
+    assert config.net.timeout == 60
     assert config.notices == (
-        "LLAMA_ARG_THINK_BUDGET (environment variable for --reasoning-budget): accepted but has "
-        "no effect yet: thinking is not limited to a token budget yet: 0 turns it off in the "
-        "template (enable_thinking false) and -1 is unlimited; other budgets are not enforced",
+        "LLAMA_ARG_TIMEOUT (environment variable for --timeout): accepted but has no effect "
+        "yet: neither the gRPC service nor the REST bridge enforces a read/write timeout yet",
     )
 
 

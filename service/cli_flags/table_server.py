@@ -60,18 +60,17 @@ SERVER_FLAGS: tuple[FlagSpec, ...] = (
         "reasoning effort given to the template ('default' keeps the template's)",
         metavar="LEVEL", env=("LLAMA_ARG_REASONING_EFFORT",), default="default",
     ),
-    planned(
+    implemented(
         ("--reasoning-budget",), "reasoning_budget", CHAT,
-        "token budget for thinking (-1 = unrestricted, 0 = end immediately)",
-        "thinking is not limited to a token budget yet: 0 turns it off in the template "
-        "(enable_thinking false) and -1 is unlimited; other budgets are not enforced",
+        "token budget for thinking (-1 = unrestricted, 0 = end immediately): after N tokens "
+        "of thinking the end-of-thinking tag is forced and the answer goes on (not with a "
+        "grammar, json_schema or tools)",
         metavar="N", env=("LLAMA_ARG_THINK_BUDGET",), convert=v.parse_int, default=-1,
-        minimum=-1, honoured_values=(-1, 0),
+        minimum=-1,
     ),
-    planned(
+    implemented(
         ("--reasoning-budget-message",), "reasoning_budget_message", CHAT,
         "message injected before the end-of-thinking tag when the budget is exhausted",
-        "there is no thinking budget yet (see --reasoning-budget)",
         metavar="MESSAGE", env=("LLAMA_ARG_THINK_BUDGET_MESSAGE",), default=None,
         default_text="none",
     ),

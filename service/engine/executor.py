@@ -122,7 +122,9 @@ class Executor:
         over a large vocabulary it costs more than the decode itself once many slots are busy.
         Requests for probabilities take the slower path, one by one.
         """
-        plain = [t for t in tasks if not t.params.n_probs]
+        forced = {id(t): tok for t in tasks if t.budget is not None
+                  and (tok := t.budget.forced()) is not None}
+        plain = [t for t in tasks if not t.params.n_probs and id(t) not in forced]
         work = [(_chain(t), t.out_index) for t in plain]
         try:
             tokens: list[int | str] = list(
@@ -133,13 +135,33 @@ class Executor:
         out: list[Sampled] = []
         for task in tasks:
             token = by_task.get(id(task))
-            if token is None:
+            if id(task) in forced:
+                out.append(self._forced(task, forced[id(task)]))
+            elif token is None:
                 out.append(self._sample_with_probs(task))
             elif token == NO_TOKEN:
                 out.append(NO_TOKEN_SELECTED)
             else:
                 out.append(token if isinstance(token, str) else (token, None))
+        for task, result in zip(tasks, out, strict=True):
+            if task.budget is not None and not isinstance(result, str):
+                task.budget.accept(result[0])
         return out
+
+    def _forced(self, task: Task, token: int) -> Sampled:
+        """A token the thinking budget forces in place of sampling (service.reasoning_budget);
+        the chain takes it as if sampled. Probabilities: the model's, or after sampling 1."""
+        chain = _chain(task)
+        try:
+            chain.accept(token)
+            if not task.params.n_probs or task.params.post_sampling_probs:
+                probs = TokenProbs(token, 1.0, ((token, 1.0),), True)
+                return token, probs if task.params.n_probs else None
+            top_list, lse = top_probs(self.ctx.logits_ith(task.out_index), task.params.n_probs)
+            value = float(self.ctx.logits_ith(task.out_index)[token]) - lse
+        except LlamaError as e:
+            return str(e)
+        return token, TokenProbs(token, value, tuple((t.id, t.p) for t in top_list), False)
 
     def _sample_with_probs(self, task: Task) -> Sampled:
         chain, n_probs = _chain(task), task.params.n_probs

@@ -51,6 +51,7 @@ class Task(SeqRequest):
         self.pending_probs: list[TokenProbs] = []
         self.truncated = False
         self.out_index = -1  # this step: batch index of the logits to sample, -1 if none
+        self.budget: Any = None  # a chat's thinking budget (service.reasoning_budget)
         self.t_start = 0.0
         self.t_first = 0.0
 
