@@ -13,6 +13,7 @@ import logging
 import signal
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from native import paths  # first: `native` loads libllama before numpy or grpc (see there)
 from rest_bridge import grpc_polling  # noqa: F401  before grpc loads; the bridge inherits it
@@ -23,6 +24,8 @@ from service.config import LogConfig, ServerConfig, parse_args
 from service.server import ServerHandle, start_server
 
 _log = logging.getLogger("llama-grpc-server")
+# EX_SOFTWARE: the engine thread failed; not 0, so that a supervisor restarts the server.
+ENGINE_FAILED_EXIT = 70
 
 
 def setup_logging(cfg: LogConfig) -> None:
@@ -66,11 +69,39 @@ async def _serve_until_stopped(config: ServerConfig, handle: ServerHandle) -> in
         return 1
     if not stop.is_set():
         _log.info("server is ready: gRPC on port %d", handle.port)
-        await waiter
+        engine_failed = _watch_engine(handle, loop)
+        either: list[asyncio.Future[Any]] = [waiter, engine_failed]
+        await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
+        if engine_failed.done():
+            _log.critical("exiting with status %d: the engine thread stopped (its requests "
+                          "failed); a supervisor should restart the server", ENGINE_FAILED_EXIT)
+            loaded.cancel()
+            await handle.stop(grace=1.0)
+            return ENGINE_FAILED_EXIT
+        engine_failed.cancel()
     _log.info("shutting down: NOT_SERVING, draining for at most %gs", config.net.drain_timeout)
     loaded.cancel()
     await handle.drain(config.net.drain_timeout)
     return 0
+
+
+def _watch_engine(handle: ServerHandle, loop: asyncio.AbstractEventLoop) -> asyncio.Future[None]:
+    """Done when the engine thread stops after an unexpected error (Engine.on_fatal)."""
+    failed: asyncio.Future[None] = loop.create_future()
+
+    def on_fatal(_exc: BaseException) -> None:
+        def settle() -> None:
+            if not failed.done():
+                failed.set_result(None)
+
+        loop.call_soon_threadsafe(settle)
+
+    engine = handle.runtime.engine if handle.runtime is not None else None
+    if engine is not None:
+        engine.on_fatal = on_fatal
+        if engine.fatal is not None:  # it died before the hook was in place
+            on_fatal(engine.fatal)
+    return failed
 
 
 def main(argv: Sequence[str] | None = None) -> int:

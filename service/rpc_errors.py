@@ -28,7 +28,7 @@ from llama.v1 import common_pb2
 from api_common import rich_status
 from api_common.errors import NOT_SUPPORTED, UNDECODABLE_REQUEST
 from service.decode_guard import UndecodableRequest
-from service.engine.engine import QueueFullError
+from service.engine.engine import EngineStoppedError, QueueFullError
 from service.errors import ServiceError
 
 _log = logging.getLogger(__name__)
@@ -37,6 +37,7 @@ R = TypeVar("R")
 # Checked in order; the first match decides.
 ERROR_MAP: tuple[tuple[type[BaseException], str], ...] = (
     (QueueFullError, "resource_exhausted"),
+    (EngineStoppedError, "unavailable"),
     (ValueError, "invalid_argument"),
     (RecursionError, "invalid_argument"),  # an input nested too deeply for our own parsers
 )

@@ -10,6 +10,7 @@ its step's events in one hand-off. Native calls never run on the asyncio event l
 from __future__ import annotations
 
 import logging
+import os
 import queue
 import threading
 import time
@@ -37,8 +38,17 @@ T = TypeVar("T")
 # grammar (service/grammar_limits.py bounds the depth; this leaves a wide margin).
 ENGINE_STACK_BYTES = 64 << 20
 
+# Test hook (tests/test_faults.py): the Nth step of the loop raises, as a bug in it would. Unset
+# in deployments.
+FAULT_AT_STEP_ENV = "LLAMA_GRPC_TEST_ENGINE_FAULT_AT_STEP"
+
 __all__ = ["ARRIVAL_WAIT_S", "BURST_WINDOW_S", "Arrival", "Engine", "EngineSettings",
-           "QueueFullError"]
+           "EngineStoppedError", "QueueFullError"]
+
+
+class EngineStoppedError(Exception):
+    """The engine thread stopped after an unexpected error; the process is exiting so that a
+    supervisor restarts it (UNAVAILABLE / HTTP 503: another replica can take the request)."""
 
 
 class QueueFullError(Exception):
@@ -97,6 +107,11 @@ class Engine:
         self._outbox: dict[EventSink, list[Event]] = {}
         self._stopping = False
         self._arrivals = ArrivalCounter()
+        # Set once, by the engine thread, when its loop raised: what every later request gets.
+        self.fatal: BaseException | None = None
+        self.on_fatal: Callable[[BaseException], None] | None = None
+        self._fault_at_step = int(os.environ.get(FAULT_AT_STEP_ENV) or 0)
+        self._n_steps = 0
         previous = threading.stack_size(ENGINE_STACK_BYTES)
         try:
             self._thread = threading.Thread(target=self._run, name="llama-engine", daemon=True)
@@ -121,9 +136,13 @@ class Engine:
             if limit and len(self.scheduler.waiting) + self._inbox_tasks >= limit:
                 raise QueueFullError(f"the server is busy: {limit} requests are already "
                                      "waiting (--max-queue); retry later")
+            if self.fatal is not None:
+                raise self._stopped_error()
             self._inbox_tasks += 1
-        task.arrival = arrival
-        self._inbox.put(task)
+            task.arrival = arrival
+            # Under the lock: a dying engine drains the inbox after setting `fatal` under it,
+            # so no task is left behind in it.
+            self._inbox.put(task)
 
     def cancel(self, task: Task) -> None:
         """Stop a generation wherever it is: queued (it never takes a slot), running (it leaves
@@ -138,11 +157,17 @@ class Engine:
         def job() -> None:
             if fut.set_running_or_notify_cancel():
                 try:
+                    if self.fatal is not None:  # never run on the state a failed loop left
+                        raise self._stopped_error()
                     fut.set_result(fn())
                 except BaseException as e:  # handed to the caller, not raised here
                     fut.set_exception(e)
 
-        self._inbox.put(job)
+        with self._inbox_lock:
+            if self.fatal is not None:
+                job()
+            else:
+                self._inbox.put(job)
         return fut
 
     def load(self) -> Future[Load]:
@@ -174,6 +199,19 @@ class Engine:
 
     # -- the loop ---------------------------------------------------------------------------
     def _run(self) -> None:
+        try:
+            self._loop()
+        except BaseException as e:  # whatever it was, the engine is gone
+            self._die(e)
+            return
+        for task in list(self.scheduler.pending()):
+            self._fail(cast(Task, task), "unavailable", "server is shutting down")
+        self._deliver()
+
+    def _loop(self) -> None:
+        # An exception here is a bug, and the context and slots may no longer agree after it
+        # (a decode half done, cells not freed): going on could serve wrong text, so it ends
+        # the loop (_die), and the process exits for a supervisor to restart it.
         while not self._stopping:
             try:
                 idle = not self.scheduler.running and not self.scheduler.waiting
@@ -183,16 +221,46 @@ class Engine:
                 self._gather(wait_for_arrivals=self._in_burst())
                 if self.scheduler.running or self.scheduler.waiting:
                     self._step()
-            except Exception:  # a bug must not kill the loop: fail what is running, go on
-                _log.exception("engine step failed")
-                for task in list(self.scheduler.running):
-                    self._fail(cast(Task, task), "internal", "internal error in the engine step")
             finally:
                 self._deliver()
                 self.monitor.publish(self.stats, self.scheduler)
-        for task in list(self.scheduler.pending()):
-            self._fail(cast(Task, task), "unavailable", "server is shutting down")
-        self._deliver()
+
+    def _stopped_error(self) -> EngineStoppedError:
+        e = self.fatal
+        return EngineStoppedError(f"the engine stopped after an internal error "
+                                  f"({type(e).__name__}: {e}); the server is restarting")
+
+    def _die(self, exc: BaseException) -> None:
+        """Fail every request the engine holds or will be handed, then tell the server."""
+        _log.critical("the engine thread stopped: %s: %s", type(exc).__name__, exc,
+                      exc_info=exc)
+        with self._inbox_lock:
+            self.fatal = exc
+        message = str(self._stopped_error())
+        running = {id(t) for t in self.scheduler.running}
+        doomed: list[Task] = [cast(Task, t) for t in self.scheduler.pending()]
+        while True:
+            try:
+                item = self._inbox.get_nowait()
+            except queue.Empty:
+                break
+            if isinstance(item, Task):
+                doomed.append(item)
+            elif item is not None:
+                item()  # a call: its future gets the EngineStoppedError
+        for task in doomed:
+            # What ran in the failed step had streamed part of its answer: INTERNAL; what
+            # waited may be retried elsewhere as it is: UNAVAILABLE.
+            code = "internal" if id(task) in running else "unavailable"
+            try:
+                self._end(task, Failed(code, message))
+            except Exception:  # the state is broken: the event matters
+                self._emit(task, Failed(code, message))
+        try:
+            self._deliver()
+        finally:
+            if self.on_fatal is not None:
+                self.on_fatal(exc)
 
     def _in_burst(self) -> bool:
         """Within BURST_WINDOW_S of leaving idle, with no request generating yet: requests
@@ -254,6 +322,9 @@ class Engine:
 
     # -- one step: schedule, execute, update -----------------------------------------------
     def _step(self) -> None:
+        self._n_steps += 1
+        if self._n_steps == self._fault_at_step:
+            raise RuntimeError(f"fault injected at step {self._n_steps} ({FAULT_AT_STEP_ENV})")
         plan = self.scheduler.schedule()
         self._apply(plan)
         if not plan.work:

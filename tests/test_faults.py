@@ -1,0 +1,84 @@
+"""Issue 22, item 6: faults. The engine thread raising unexpectedly fails its requests with a
+clear error and the process exits non-zero (so that a supervisor restarts it), never a silent
+hang; SIGTERM drains a stream running through the REST bridge as it drains gRPC's
+(tests/test_graceful_shutdown.py), while new requests are refused. SIGKILL of a replica behind
+Envoy: tests/test_envoy_replicas.py.
+
+The engine fault is injected with the test hook LLAMA_GRPC_TEST_ENGINE_FAULT_AT_STEP=N
+(service/engine/engine.py: the Nth step of the engine loop raises RuntimeError)."""
+
+from __future__ import annotations
+
+import json
+import signal
+import threading
+from pathlib import Path
+from typing import Any
+
+import grpc
+import httpx
+import pytest
+from envoy_harness import wait_until
+from grpc_harness import ServiceProcess, complete, completion_request
+from rest.rest_harness import RestServer
+
+from service.cli import ENGINE_FAILED_EXIT
+from service.engine.engine import FAULT_AT_STEP_ENV
+
+pytestmark = pytest.mark.slow
+EXIT_TIMEOUT_S = 60.0
+FAULT_STEP = 300  # well after the first stream's first tokens, so that a second one waits
+
+
+def test_engine_fault_fails_requests_and_exits_non_zero(tiny_bpe_path: Path) -> None:
+    svc = ServiceProcess.start(tiny_bpe_path, parallel=1, env={FAULT_AT_STEP_ENV: str(FAULT_STEP)})
+    try:
+        stub = svc.stub()
+        running = stub.Completion(completion_request(
+            prompt="fault", n_predict=2_000, ignore_eos=True, temperature=0), timeout=60)
+        stream = iter(running)
+        next(stream)  # it holds the only slot
+        waiting: dict[str, Any] = {}
+        second = threading.Thread(target=lambda: waiting.update(r=complete(
+            stub, prompt="queued", n_predict=4)))
+        second.start()
+        with pytest.raises(grpc.RpcError) as failed:
+            list(stream)
+        assert failed.value.code() == grpc.StatusCode.INTERNAL
+        assert "engine stopped after an internal error" in (failed.value.details() or "")
+        assert "fault injected" in (failed.value.details() or "")
+        second.join(EXIT_TIMEOUT_S)
+        assert waiting["r"].code == grpc.StatusCode.UNAVAILABLE, waiting["r"].details
+        assert svc.proc.wait(EXIT_TIMEOUT_S) == ENGINE_FAILED_EXIT
+        log = svc.log()
+        assert "the engine thread stopped: RuntimeError" in log
+        assert f"exiting with status {ENGINE_FAILED_EXIT}" in log
+    finally:
+        svc.stop()
+
+
+def test_sigterm_drains_a_bridge_stream_and_refuses_new_requests(tiny_bpe_path: Path) -> None:
+    srv = RestServer(tiny_bpe_path, "--drain-timeout", "60", ctx=4096, parallel=1)
+    try:
+        srv.wait_ready()
+        timeout = httpx.Timeout(60.0, connect=5.0)
+        with httpx.Client(base_url=srv.url, timeout=timeout) as client, \
+                client.stream("POST", "/completion", json={
+                    "prompt": "drain", "n_predict": 300, "ignore_eos": True, "stream": True,
+                    "temperature": 0}) as response:
+            lines = response.iter_lines()
+            first = next(line for line in lines if line.startswith("data: "))
+            srv.proc.send_signal(signal.SIGTERM)
+            # NOT_SERVING first: the bridge's /health reports it, then new requests are refused.
+            wait_until(lambda: httpx.get(srv.url + "/health", timeout=timeout).status_code
+                       == 503, 30.0, "the bridge's /health to say 503")
+            late = httpx.post(srv.url + "/completion", json={"prompt": "late", "n_predict": 1},
+                              timeout=timeout)
+            assert late.status_code == 503, late.text
+            events = [json.loads(first[6:])]
+            events += [json.loads(line[6:]) for line in lines if line.startswith("data: ")]
+        assert events[-1]["stop"] is True and events[-1]["stop_type"] == "limit"
+        assert events[-1]["tokens_predicted"] == 300
+        assert srv.proc.wait(EXIT_TIMEOUT_S) == 0
+    finally:
+        srv.stop()
