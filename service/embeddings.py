@@ -73,6 +73,9 @@ def embed_job(rt: Runtime, request: Any) -> EmbedJob:
         raise ParamError("The format to return the embeddings in. Can be either float or base64")
     normalize = (request.embd_normalize if request.HasField("embd_normalize")
                  else rt.config.endpoints.embd_normalize)
+    if normalize < -1:  # a negative p-norm would divide by a zero component
+        raise ParamError("embd_normalize must be -1 (none), 0 (max absolute), 1 (taxicab), "
+                         "2 (Euclidean) or a larger p-norm")
     return EmbedJob(_inputs(rt, request), normalize, fmt == "base64")
 
 

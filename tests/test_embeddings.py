@@ -165,6 +165,9 @@ def test_concurrent_requests_each_get_their_own_vectors(server: EmbedServer) -> 
     ({"input": "x", "encoding_format": "hex"}, "Can be either float or base64"),
     ({"model": "m"}, '"input" or "content" must be provided'),
     ({"input": "word " * 600}, "--ubatch-size"),
+    ({"input": "x", "embd_normalize": -2}, "embd_normalize must be -1"),
+    ({"input": [-1]}, "outside the vocabulary"),
+    ({"input": 7}, "\"input\" must be a string"),
 ])
 def test_bad_input_is_a_400_and_the_server_serves_on(server: EmbedServer, body: dict[str, Any],
                                                      message: str) -> None:
