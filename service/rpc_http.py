@@ -24,12 +24,28 @@ from typing import Any
 
 import grpc
 from google.api.httpbody_pb2 import HttpBody
-from llama.v1 import chat_pb2, completion_pb2, embedding_pb2, http_pb2_grpc, tokenize_pb2
+from llama.v1 import (
+    chat_pb2,
+    completion_pb2,
+    embedding_pb2,
+    http_pb2_grpc,
+    server_info_pb2,
+    server_pb2,
+    tokenize_pb2,
+)
 
 from api_common.auth import key_matches
 from rest_bridge.errors import BridgeError
 from rest_bridge.input_checks import check_input_extra
-from rest_bridge.jsonio import Json, dumps, parse_object, to_message
+from rest_bridge.jsonio import (
+    Json,
+    dumps,
+    integral,
+    message_json,
+    parse_json,
+    parse_object,
+    to_message,
+)
 from rest_bridge.render_embedding import (
     native_json,
     openai_embed_json,
@@ -225,15 +241,17 @@ class LlamaHttpServicer(http_pb2_grpc.LlamaServerHttpServicer):  # type: ignore[
 
     # -- unary routes -----------------------------------------------------------------------
     async def _unary(self, request: Any, context: Context, message: Any, rpc: str,
-                     render: Callable[[Any, Any, dict[str, Json]], Json],
-                     rpc_of: Callable[[dict[str, Json]], str] | None = None) -> HttpBody:
-        """Parse the body into `message`, call the typed `rpc` (or the one rpc_of(body)
-        names), answer render(response, request, body) as JSON; errors in llama-server's
-        shape."""
+                     render: Callable[[Any, Any, Json], Json],
+                     rpc_of: Callable[[Json], str] | None = None,
+                     body_of: Callable[[bytes], Json] = parse_object,
+                     wrap: Callable[[Json], dict[str, Json]] | None = None) -> HttpBody:
+        """Parse the body (body_of; wrap(body) is what fills `message`), call the typed `rpc`
+        (or the one rpc_of(body) names), answer render(response, request, body): JSON, or an
+        HttpBody as it is; errors in llama-server's shape."""
         try:
             self._admit(context)
-            body = parse_object(_body(request))
-            req = to_message(body, message)
+            body = body_of(_body(request))
+            req = to_message(wrap(body) if wrap is not None else body, message)
             if rpc_of is not None:
                 rpc = rpc_of(body)
             resp = await getattr(self._typed, rpc)(req, InnerContext(context))
@@ -241,7 +259,47 @@ class LlamaHttpServicer(http_pb2_grpc.LlamaServerHttpServicer):  # type: ignore[
         except (BridgeError, grpc.aio.AioRpcError) as e:
             return await _error(context, _bridge_error(e))
         await _head(context, 200, {})
+        if isinstance(out, HttpBody):
+            return out
         return HttpBody(content_type=JSON, data=dumps(out))
+
+    # -- server routes (the bridge's rest_bridge/routes_server.py) ----------------------------
+    async def SetProps(self, request: Any, context: Context) -> HttpBody:
+        return await self._unary(request, context, server_pb2.SetPropsRequest(), "SetProps",
+                                 _success, wrap=lambda b: {"props": b})
+
+    async def GetMetrics(self, request: Any, context: Context) -> HttpBody:
+        return await self._unary(request, context, server_pb2.GetMetricsRequest(),
+                                 "GetMetrics", lambda r, _q, _b: _text(r.prometheus),
+                                 body_of=_ignored)
+
+    async def ListLoraAdapters(self, request: Any, context: Context) -> HttpBody:
+        return await self._unary(
+            request, context, server_pb2.ListLoraAdaptersRequest(), "ListLoraAdapters",
+            lambda r, _q, _b: [message_json(a) for a in r.adapters], body_of=_ignored)
+
+    async def SetLoraAdapters(self, request: Any, context: Context) -> HttpBody:
+        return await self._unary(request, context, server_pb2.SetLoraAdaptersRequest(),
+                                 "SetLoraAdapters", _success, body_of=_adapters,
+                                 wrap=lambda b: {"adapters": b})
+
+    async def ListModels(self, request: Any, context: Context) -> HttpBody:
+        return await self._unary(request, context, server_pb2.ListModelsRequest(),
+                                 "ListModels", lambda r, _q, _b: _models_json(r),
+                                 body_of=_ignored)
+
+    async def GetLoad(self, request: Any, context: Context) -> HttpBody:
+        return await self._unary(request, context, server_pb2.GetLoadRequest(), "GetLoad",
+                                 lambda r, _q, _b: message_json(r), body_of=_ignored)
+
+    async def GetServerInfo(self, request: Any, context: Context) -> HttpBody:
+        return await self._unary(request, context, server_info_pb2.GetServerInfoRequest(),
+                                 "GetServerInfo", lambda r, _q, _b: message_json(r),
+                                 body_of=_ignored)
+
+    async def Cancel(self, request: Any, context: Context) -> HttpBody:
+        return await self._unary(request, context, server_pb2.CancelRequest(), "Cancel",
+                                 lambda r, _q, _b: {"found": r.found})
 
     async def Embed(self, request: Any, context: Context) -> HttpBody:
         return await self._unary(request, context, embedding_pb2.EmbedRequest(), "Embed",
@@ -268,6 +326,39 @@ class LlamaHttpServicer(http_pb2_grpc.LlamaServerHttpServicer):  # type: ignore[
     async def ApplyTemplate(self, request: Any, context: Context) -> HttpBody:
         return await self._unary(request, context, chat_pb2.ChatCompletionRequest(),
                                  "ApplyTemplate", lambda r, _q, _b: {"prompt": r.prompt})
+
+
+def _ignored(_raw: bytes) -> Json:
+    """A GET route's body: the bridge does not read it."""
+    return {}
+
+
+def _adapters(raw: bytes) -> Json:
+    body = parse_json(raw)
+    if not isinstance(body, list):
+        raise BridgeError.invalid_request("the request body must be a JSON array of "
+                                          '{"id", "scale"} objects')
+    return body
+
+
+def _success(resp: Any, _req: Any, _body: Json) -> Json:
+    return {"success": resp.success}
+
+
+def _models_json(resp: Any) -> Json:
+    out = message_json(resp)
+    for model in out.get("data", []):
+        if "meta" in model:
+            integral(model["meta"], "n_params", "size")
+    return out
+
+
+def _text(body: Any) -> HttpBody:
+    """The bridge's plain Response: Starlette labels a text/* type with charset=utf-8."""
+    content_type = body.content_type or "text/plain; version=0.0.4"
+    if content_type.startswith("text/") and "charset=" not in content_type:
+        content_type += "; charset=utf-8"
+    return HttpBody(content_type=content_type, data=body.data)
 
 
 def _tokenize_json(resp: Any, req: Any, _body: dict[str, Json]) -> Json:

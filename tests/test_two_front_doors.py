@@ -100,7 +100,8 @@ def prefixed(tiny_bpe_path: Path, tmp_path_factory: pytest.TempPathFactory) -> I
 
 @pytest.fixture(scope="module")
 def keyed(tiny_bpe_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Doors]:
-    yield from _doors(RestServer(tiny_bpe_path, "--api-key", API_KEY, ctx=1024, parallel=1),
+    yield from _doors(RestServer(tiny_bpe_path, "--api-key", API_KEY, "--metrics", "--props",
+                                 ctx=1024, parallel=1),
                       tmp_path_factory.mktemp("envoy-keyed"))
 
 
@@ -150,12 +151,20 @@ UNARY = [
                            "parse_special": True}),
     ("POST", "/detokenize", {"tokens": [6151, 1917]}),
     ("POST", "/apply-template", {"messages": CHAT}),
+    ("GET", "/v1/models", None),
+    ("GET", "/models", None),
+    ("GET", "/load", None),
+    ("GET", "/server-info", None),
+    ("GET", "/lora-adapters", None),
+    ("POST", "/lora-adapters", []),
+    ("POST", "/cancel", {"id": "cmpl-none"}),
 ]
 
 
 @pytest.mark.parametrize(("method", "path", "body"), UNARY)
 def test_unary(doors: Doors, method: str, path: str, body: Any) -> None:
-    assert same(doors, method, path, body).status == 200
+    answer = same(doors, method, path, body)
+    assert answer.status == 200, answer
 
 
 ERRORS: list[tuple[str, str, Any, bytes | None]] = [
@@ -174,6 +183,11 @@ ERRORS: list[tuple[str, str, Any, bytes | None]] = [
     ("POST", "/tokenize", {"content": 5}, None),
     ("POST", "/detokenize", {"tokens": [10 ** 9]}, None),
     ("POST", "/apply-template", {"messages": "no"}, None),
+    ("GET", "/metrics", None, None),  # not enabled (--metrics)
+    ("POST", "/props", {"n_ctx": 1}, None),  # not enabled (--props)
+    ("POST", "/lora-adapters", {"id": 0}, None),
+    ("POST", "/lora-adapters", [{"id": 7, "scale": 1.0}], None),
+    ("POST", "/cancel", {"id": 5}, None),
 ]
 
 
@@ -247,6 +261,15 @@ def test_cors_headers_are_the_bridges(doors: Doors) -> None:
 def test_api_prefix(prefixed: Doors, method: str, path: str, body: Any) -> None:
     answer = same(prefixed, method, path, body)
     assert (answer.status == 200) == path.startswith(PREFIX + "/")
+
+
+def test_metrics_and_props_when_enabled(keyed: Doors) -> None:
+    auth = {"authorization": f"Bearer {API_KEY}"}
+    assert same(keyed, "POST", "/props", {}, headers=auth).status == 200
+    # the counters move between the two requests: status and type compared, not the text
+    bridge, envoy = keyed.both("GET", "/metrics", headers=auth)
+    assert (envoy.status, envoy.headers) == (bridge.status, bridge.headers)
+    assert bridge.status == 200 and b"llamacpp:" in envoy.body
 
 
 # -- the openai SDK through both doors ------------------------------------------------------
