@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import json
 import struct
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -24,7 +25,7 @@ from embeddings_harness import (
     reference_outputs,
 )
 from google.protobuf import json_format
-from llama.v1 import completion_pb2, embedding_pb2
+from llama.v1 import completion_pb2, embedding_pb2, server_pb2
 
 import native
 
@@ -208,3 +209,18 @@ def test_a_generation_server_refuses_embeddings(grpc_service: Any) -> None:
     assert e.value.details() == ("This server does not support embeddings. Start it with "
                                  "`--embeddings`")
 
+
+
+def test_a_request_that_goes_away_leaves_nothing_queued(server: EmbedServer) -> None:
+    with pytest.raises(grpc.RpcError) as e:
+        server.stub.OpenAIEmbed(embed_request(input=[f"input {i}" for i in range(2000)]),
+                                timeout=0.3)
+    assert e.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    load = None
+    for _ in range(200):  # the cancellation reaches the engine within a decode or two
+        load = server.stub.GetLoad(server_pb2.GetLoadRequest(), timeout=10)
+        if load.n_processing == 0 and load.n_waiting == 0:
+            break
+        time.sleep(0.05)
+    assert load is not None and load.n_processing == load.n_waiting == 0
+    assert server.post("/v1/embeddings", {"input": "after"}).status_code == 200
