@@ -1,22 +1,21 @@
 """Server routes: GET /health (following gRPC health), GET/POST /props, GET /v1/models and
-/models, GET /slots, POST /slots/{id_slot}, GET /metrics, GET/POST /lora-adapters, and our
-GET /load, GET /server-info and POST /cancel. Bare JSON arrays that the gRPC API wraps in a
-field are unwrapped here."""
+/models, GET /slots, POST /slots/{id_slot}, GET /metrics, GET/POST /lora-adapters, POST
+/v1/chat/completions/control, and our GET /load, GET /server-info and POST /cancel. Bare JSON
+arrays that the gRPC API wraps in a field are unwrapped here."""
 
 from __future__ import annotations
-
-from typing import Any
 
 import grpc
 from fastapi import APIRouter, Request
 from grpc_health.v1 import health_pb2
-from llama.v1 import server_info_pb2, server_pb2
+from llama.v1 import chat_pb2, server_info_pb2, server_pb2
 from starlette.responses import Response
 
 from rest_bridge.deps import SlotId, Up, body_json, body_object, metadata
 from rest_bridge.errors import BridgeError, error_response
 from rest_bridge.generation import json_response
-from rest_bridge.jsonio import Json, integral, message_json, settings_json, to_message
+from rest_bridge.jsonio import Json, integral, message_json, to_message
+from rest_bridge.render_server import models_json, props_json, slots_json
 
 router = APIRouter()
 _HEALTH_TIMEOUT_S = 5.0
@@ -36,38 +35,11 @@ async def health(up: Up) -> Response:
     return error_response(BridgeError(503, "Loading model", "unavailable_error"))
 
 
-# Settings llama-server leaves out of /slots' and /props' params (task_params::to_json's
-# only_metrics form): the sampling inputs that are not numbers.
-_NOT_METRICS = frozenset({"stop", "logit_bias", "grammar", "grammar_lazy", "grammar_triggers",
-                          "preserved_tokens", "dry_sequence_breakers"})
-
-
-def _metrics_params(params: Any) -> dict[str, Json]:
-    return {k: v for k, v in settings_json(params).items() if k not in _NOT_METRICS}
-
-
-def _slot_json(slot: Any) -> dict[str, Json]:
-    out = message_json(slot)
-    if slot.HasField("params"):
-        out["params"] = _metrics_params(slot.params)
-    return out
-
-
 @router.get("/props")
 async def get_props(request: Request, up: Up) -> Response:
     resp = await up.llama.GetProps(server_pb2.GetPropsRequest(), metadata=metadata(request))
-    out = message_json(resp)
-    if resp.HasField("default_generation_settings"):
-        # llama-server's /props has the defaults' params and the slot context only (the rest
-        # of a slot is in GetProps' SlotInfo, and in /slots).
-        dgs = resp.default_generation_settings
-        out["default_generation_settings"] = {"params": _metrics_params(dgs.params),
-                                              "n_ctx": dgs.n_ctx}
-    # What the bridge itself serves: its web page (off with --no-webui), no CORS proxy.
-    out["ui"] = bool(request.app.state.settings.webui)
-    out["ui_settings"] = {}
-    out["cors_proxy_enabled"] = False
-    return json_response(out)
+    # `ui`: the bridge serves its web page (off with --no-webui)
+    return json_response(props_json(resp, bool(request.app.state.settings.webui)))
 
 
 @router.post("/props")
@@ -82,11 +54,7 @@ async def set_props(request: Request, up: Up) -> Response:
 async def list_models(request: Request, up: Up) -> Response:
     resp = await up.llama.ListModels(server_pb2.ListModelsRequest(),
                                      metadata=metadata(request))
-    out = message_json(resp)
-    for model in out.get("data", []):
-        if "meta" in model:
-            integral(model["meta"], "n_params", "size")
-    return json_response(out)  # (message_json writes `models` before `data`; order is free)
+    return json_response(models_json(resp))
 
 
 @router.get("/slots")
@@ -94,7 +62,7 @@ async def list_slots(request: Request, up: Up) -> Response:
     req = server_pb2.ListSlotsRequest(
         fail_on_no_slot=request.query_params.get("fail_on_no_slot", ""))
     resp = await up.llama.ListSlots(req, metadata=metadata(request))
-    return json_response([_slot_json(s) for s in resp.slots])
+    return json_response(slots_json(resp))
 
 
 @router.post("/slots/{id_slot}")
@@ -151,3 +119,14 @@ async def cancel(request: Request, up: Up) -> Response:
     req = to_message(await body_object(request), server_pb2.CancelRequest())
     resp = await up.llama.Cancel(req, metadata=metadata(request))
     return json_response({"found": resp.found})
+
+
+@router.post("/v1/chat/completions/control")
+async def chat_control(request: Request, up: Up) -> Response:
+    """llama-server's control of a running chat completion (reasoning_end)."""
+    req = to_message(await body_object(request), chat_pb2.ChatControlRequest())
+    resp = await up.llama.ControlChatCompletion(req, metadata=metadata(request))
+    body: dict[str, Json] = {"success": resp.success}
+    if resp.HasField("message"):
+        body["message"] = resp.message
+    return json_response(body)

@@ -66,7 +66,6 @@ NOT_YET_SERVED_FIELDS: dict[str, dict[str, str]] = {
     "ChatCompletionRequest": {
         **_GENERATION,
         "reasoning_effort": "only --reasoning-effort / chat_template_kwargs reach the template",
-        "reasoning_control": "reasoning cannot be ended early yet (issue 18)",
     },
     "JsonSchemaFormat": {"strict": "OpenAI's strict flag: the schema is always enforced"},
 }
@@ -80,6 +79,9 @@ IGNORED_THOUGH_NAMED: dict[str, dict[str, str]] = {
     "ChatCompletionRequest": {
         "model": "one model: selects nothing, responses carry the server's model name",
         "user": "OpenAI's end-user id, ignored as llama-server ignores it",
+    },
+    "ChatControlRequest": {
+        "model": "llama-server's router mode picks the model by it; one model here",
     },
 }
 

@@ -41,6 +41,7 @@ EXPECTED_ROUTES = {
     ("POST", "/infill"): "Infill",
     ("POST", "/v1/chat/completions"): "ChatCompletion",
     ("POST", "/chat/completions"): "ChatCompletion",
+    ("POST", "/v1/chat/completions/control"): "ControlChatCompletion",
     ("POST", "/apply-template"): "ApplyTemplate",
     ("POST", "/tokenize"): "Tokenize",
     ("POST", "/detokenize"): "Detokenize",

@@ -16,11 +16,12 @@ import grpc
 import httpx
 import pytest
 from grpc_harness import chat_request, completion_request
-from llama.v1 import service_pb2_grpc, tokenize_pb2
+from llama.v1 import chat_pb2, service_pb2_grpc, tokenize_pb2
 from rest.rest_harness import RestServer, sse_events
 
 from native.testmodels.sources import llama_cpp_models_dir
 from service.reasoning_budget import COUNTING, DONE, FORCING, IDLE, BudgetSpec, budget_spec
+from service.rpc_chat_control import NO_COMPLETION, NOT_ARMED
 
 START, END, MSG = (1, 2), (3,), (7, 8)
 
@@ -165,3 +166,72 @@ def test_a_grammar_rules_without_a_budget(stub: Any) -> None:
     """json_schema: the grammar decides the answer; no forced end tag breaks it."""
     choice = _chat(stub, reasoning_format="none", json_schema={"type": "string"})
     assert choice.message.content.startswith('"') and "</think>" not in choice.message.content
+
+
+# -- reasoning_control: ControlChatCompletion ends the block at run time ----------------------
+@pytest.fixture(scope="module")
+def free_server(tiny_bpe_path: Path) -> Iterator[RestServer]:
+    """No budget: the thinking block runs until something ends it."""
+    path = llama_cpp_models_dir() / "templates" / "deepseek-ai-DeepSeek-R1-Distill-Qwen-32B.jinja"
+    srv = RestServer(tiny_bpe_path, "--chat-template-file", str(path), ctx=4096, parallel=2)
+    try:
+        srv.wait_ready()
+        yield srv
+    finally:
+        srv.stop()
+
+
+def _endless(stub: Any, **fields: Any) -> Any:
+    """A streamed chat that only the context's end would stop (cancelled by the test)."""
+    return stub.ChatCompletion(chat_request(messages=MESSAGES, temperature=0, n_predict=-1,
+                                            **fields), timeout=120)
+
+
+@pytest.mark.slow
+def test_reasoning_end_moves_the_answer_on(free_server: RestServer) -> None:
+    with grpc.insecure_channel(free_server.grpc_target) as channel:
+        stub = service_pb2_grpc.LlamaServerStub(channel)
+        call = _endless(stub, reasoning_control=True)
+        first = next(m for m in call if any(c.delta.reasoning_content for c in m.choices))
+        done = stub.ControlChatCompletion(chat_pb2.ChatControlRequest(
+            id=first.id, action="reasoning_end"))
+        assert done.success and not done.HasField("message")
+        content = ""
+        for msg in call:
+            assert not msg.HasField("error")
+            content += "".join(c.delta.content for c in msg.choices)
+            if content:
+                break
+        call.cancel()
+        assert content  # the block ended: the answer goes on as content
+
+
+@pytest.mark.slow
+def test_control_refusals(free_server: RestServer) -> None:
+    with grpc.insecure_channel(free_server.grpc_target) as channel:
+        stub = service_pb2_grpc.LlamaServerStub(channel)
+        call = _endless(stub)  # not armed
+        first = next(iter(call))
+        out = stub.ControlChatCompletion(chat_pb2.ChatControlRequest(
+            id=first.id, action="reasoning_end"))
+        call.cancel()
+        assert (out.success, out.message) == (False, NOT_ARMED)
+        out = stub.ControlChatCompletion(chat_pb2.ChatControlRequest(
+            id="chatcmpl-none", action="reasoning_end"))
+        assert (out.success, out.message) == (False, NO_COMPLETION)
+        for request, words in ((chat_pb2.ChatControlRequest(action="reasoning_end"),
+                                "missing completion id"),
+                               (chat_pb2.ChatControlRequest(id="x", action="stop"),
+                                "unknown control action")):
+            with pytest.raises(grpc.RpcError) as err:
+                stub.ControlChatCompletion(request)
+            assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+            assert words in str(err.value.details())
+    with httpx.Client(base_url=free_server.url, timeout=60) as http:
+        r = http.post("/v1/chat/completions/control",
+                      json={"id": "chatcmpl-none", "action": "reasoning_end"})
+        assert r.status_code == 200
+        assert r.json() == {"success": False, "message": NO_COMPLETION}
+        r = http.post("/v1/chat/completions/control", json={"id": "x", "action": "stop"})
+        assert r.status_code == 400
+        assert r.json()["error"]["message"] == "unknown control action"
