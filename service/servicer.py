@@ -38,6 +38,7 @@ from service.generation_request import (
 )
 from service.rpc_adapters import AdapterRpcs
 from service.rpc_base import Context, ServicerBase
+from service.rpc_chat_control import ChatControlRpcs
 from service.rpc_embedding import EmbeddingServicer
 from service.rpc_errors import abort, check_decoded, unary
 from service.rpc_server_info import ServerInfoRpcs
@@ -56,7 +57,7 @@ _INLINE_DETOKENIZE = 2048
 
 
 # One base class per group of RPCs (service/rpc_base.py says how they fit together).
-class LlamaServicer(OperationsRpcs, AdapterRpcs, SlotFileRpcs,
+class LlamaServicer(ChatControlRpcs, OperationsRpcs, AdapterRpcs, SlotFileRpcs,
                     EmbeddingServicer, ServerInfoRpcs, ServicerBase,
                     service_pb2_grpc.LlamaServerServicer):  # type: ignore[misc]
 
