@@ -24,7 +24,8 @@ GEN_TOKENS = 8
 MINIMAL = ["--reps", "1", "--concurrency", "1,2", "--gen-tokens", str(GEN_TOKENS),
            "--aggregate-tokens", str(GEN_TOKENS),
            "--ttft-requests", "2", "--load-requests", "2", "--parallel", "2",
-           "--ctx-per-slot", "1536", "--threads", "1"]
+           "--ctx-per-slot", "1536", "--threads", "1",
+           "--no-embeddings"]  # their own smoke test: tests/test_embeddings_bench.py
 SCENARIOS = {"single", "prompt", "aggregate_1", "aggregate_2", "ttft_idle", "ttft_load", "prefix"}
 
 
