@@ -103,6 +103,28 @@ class EnvoyParams:
     outlier_detection: str
     endpoints: str
     lua_source: str
+    listener_tls: str = ""  # the listener's transport_socket (HTTPS and gRPC over TLS)
+
+
+_TLS_CONTEXT = ("type.googleapis.com/envoy.extensions.transport_sockets.tls.v3."
+                "DownstreamTlsContext")
+
+
+def listener_tls(cert_file: Path, key_file: Path) -> str:
+    """The listener's TLS (llama-server's --ssl-cert-file / --ssl-key-file): HTTP/1.1 and h2
+    offered by ALPN, so that REST and gRPC clients share the one port as they do in plain."""
+    for f in (cert_file, key_file):
+        if not f.is_file():
+            raise FileNotFoundError(f"no such file: {f}")
+    return f"""      transport_socket:
+        name: envoy.transport_sockets.tls
+        typed_config:
+          "@type": {_TLS_CONTEXT}
+          common_tls_context:
+            alpn_protocols: ["h2", "http/1.1"]
+            tls_certificates:
+            - certificate_chain: {{filename: {json.dumps(str(cert_file.resolve()))}}}
+              private_key: {{filename: {json.dumps(str(key_file.resolve()))}}}"""
 
 
 def duration(seconds: float) -> str:
@@ -213,6 +235,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cors-credentials", action=argparse.BooleanOptionalAction, default=True,
                    help="allow credentials (default on)")
     p.add_argument("--no-cors", action="store_true", help="no CORS headers at all")
+    p.add_argument("--ssl-cert-file", type=Path, metavar="PEM",
+                   help="serve the listener over TLS with this certificate (with --ssl-key-file)")
+    p.add_argument("--ssl-key-file", type=Path, metavar="PEM", help="the certificate's key")
     p.add_argument("-o", "--output", type=Path, help="write here instead of stdout")
     return p
 
@@ -224,6 +249,8 @@ def params_from_args(args: argparse.Namespace) -> EnvoyParams:
         outlier = len(upstreams) > 1
     if args.api_prefix and not args.api_prefix.startswith("/"):
         raise argparse.ArgumentTypeError("--api-prefix must start with /")
+    if bool(args.ssl_cert_file) != bool(args.ssl_key_file):
+        raise argparse.ArgumentTypeError("--ssl-cert-file and --ssl-key-file go together")
     for name in ("listen_port", "admin_port"):
         if not 0 <= getattr(args, name) < 65536:
             raise argparse.ArgumentTypeError(f"--{name.replace('_', '-')} out of range")
@@ -243,6 +270,8 @@ def params_from_args(args: argparse.Namespace) -> EnvoyParams:
         endpoints="\n".join(u.yaml() for u in upstreams),
         lua_source=lua_source(not args.no_cors, args.cors_origins, args.cors_methods,
                               args.cors_headers, args.cors_credentials, args.api_prefix),
+        listener_tls=listener_tls(args.ssl_cert_file, args.ssl_key_file)
+        if args.ssl_cert_file else "",
     )
 
 
