@@ -20,7 +20,7 @@ import grpc
 import pytest
 from google.protobuf import message_factory
 from grpc_harness import ServiceProcess, chat_request, complete, completion_request, running_service
-from llama.v1 import server_pb2, service_pb2, tokenize_pb2
+from llama.v1 import chat_pb2, server_pb2, service_pb2, tokenize_pb2
 
 SERVICE = service_pb2.DESCRIPTOR.services_by_name["LlamaServer"]
 CTX = 256  # one slot of 256 tokens: a prompt of 300 words does not fit
@@ -47,6 +47,10 @@ def cmpl(**fields: Any) -> Any:
 def chat(**fields: Any) -> Any:
     return chat_request(**{"messages": [{"role": "user", "content": "Hello"}],
                            "n_predict": 2, **fields})
+
+
+def _control_refused(resp: Any) -> None:
+    assert not resp.success and resp.message == "no active completion for this id"
 
 
 def _request_of(rpc: str) -> Any:
@@ -134,6 +138,14 @@ CASES: dict[str, list[Case]] = {
              tokenize_pb2.DetokenizeRequest(tokens=[1, OUTSIDE_VOCAB]), INVALID, "vocabulary"),
         Case("negative token id", tokenize_pb2.DetokenizeRequest(tokens=[1, -1]), INVALID,
              "vocabulary"),
+    ],
+    "ControlChatCompletion": [
+        Case("missing id", chat_pb2.ChatControlRequest(action="reasoning_end"), INVALID,
+             "missing completion id"),
+        Case("unknown action", chat_pb2.ChatControlRequest(id="chatcmpl-x", action="stop"),
+             INVALID, "unknown control action"),
+        Case("unknown id", chat_pb2.ChatControlRequest(id="chatcmpl-x", action="reasoning_end"),
+             OK, "", _control_refused),
     ],
     "Cancel": [
         Case("unknown id", server_pb2.CancelRequest(id="cmpl-no-such-generation"), OK, "",
