@@ -28,6 +28,7 @@ from llama.v1 import (
     chat_pb2,
     completion_pb2,
     embedding_pb2,
+    http_pb2,
     http_pb2_grpc,
     server_info_pb2,
     server_pb2,
@@ -40,7 +41,6 @@ from rest_bridge.input_checks import check_input_extra
 from rest_bridge.jsonio import (
     Json,
     dumps,
-    integral,
     message_json,
     parse_json,
     parse_object,
@@ -54,6 +54,7 @@ from rest_bridge.render_embedding import (
 )
 from rest_bridge.render_native import NativeRenderer
 from rest_bridge.render_openai import ChatRenderer, TextCompletionRenderer
+from rest_bridge.render_server import models_json, props_json, slots_json
 from rest_bridge.sse_frames import DONE, KEEP_ALIVE, frame, frames
 from service.rpc_base import Context
 
@@ -244,12 +245,14 @@ class LlamaHttpServicer(http_pb2_grpc.LlamaServerHttpServicer):  # type: ignore[
                      render: Callable[[Any, Any, Json], Json],
                      rpc_of: Callable[[Json], str] | None = None,
                      body_of: Callable[[bytes], Json] = parse_object,
-                     wrap: Callable[[Json], dict[str, Json]] | None = None) -> HttpBody:
+                     wrap: Callable[[Json], dict[str, Json]] | None = None,
+                     public: bool = False) -> HttpBody:
         """Parse the body (body_of; wrap(body) is what fills `message`), call the typed `rpc`
         (or the one rpc_of(body) names), answer render(response, request, body): JSON, or an
         HttpBody as it is; errors in llama-server's shape."""
         try:
-            self._admit(context)
+            if not public:
+                self._admit(context)
             body = body_of(_body(request))
             req = to_message(wrap(body) if wrap is not None else body, message)
             if rpc_of is not None:
@@ -285,7 +288,7 @@ class LlamaHttpServicer(http_pb2_grpc.LlamaServerHttpServicer):  # type: ignore[
 
     async def ListModels(self, request: Any, context: Context) -> HttpBody:
         return await self._unary(request, context, server_pb2.ListModelsRequest(),
-                                 "ListModels", lambda r, _q, _b: _models_json(r),
+                                 "ListModels", lambda r, _q, _b: models_json(r),
                                  body_of=_ignored)
 
     async def GetLoad(self, request: Any, context: Context) -> HttpBody:
@@ -295,6 +298,19 @@ class LlamaHttpServicer(http_pb2_grpc.LlamaServerHttpServicer):  # type: ignore[
     async def GetServerInfo(self, request: Any, context: Context) -> HttpBody:
         return await self._unary(request, context, server_info_pb2.GetServerInfoRequest(),
                                  "GetServerInfo", lambda r, _q, _b: message_json(r),
+                                 body_of=_ignored)
+
+    async def GetProps(self, request: Any, context: Context) -> HttpBody:
+        # `ui`: false, Envoy serves no web page (the bridge does)
+        return await self._unary(request, context, server_pb2.GetPropsRequest(), "GetProps",
+                                 lambda r, _q, _b: props_json(r, webui=False),
+                                 body_of=_ignored, public=True)
+
+    async def ListSlots(self, request: Any, context: Context) -> HttpBody:
+        query = request.fail_on_no_slot if isinstance(request, http_pb2.ListSlotsQuery) else ""
+        return await self._unary(HttpBody(), context,
+                                 server_pb2.ListSlotsRequest(fail_on_no_slot=query),
+                                 "ListSlots", lambda r, _q, _b: slots_json(r),
                                  body_of=_ignored)
 
     async def Cancel(self, request: Any, context: Context) -> HttpBody:
@@ -343,14 +359,6 @@ def _adapters(raw: bytes) -> Json:
 
 def _success(resp: Any, _req: Any, _body: Json) -> Json:
     return {"success": resp.success}
-
-
-def _models_json(resp: Any) -> Json:
-    out = message_json(resp)
-    for model in out.get("data", []):
-        if "meta" in model:
-            integral(model["meta"], "n_params", "size")
-    return out
 
 
 def _text(body: Any) -> HttpBody:

@@ -88,7 +88,8 @@ def _doors(server: RestServer, tmp: Path, *render_args: str) -> Iterator[Doors]:
 
 @pytest.fixture(scope="module")
 def doors(tiny_bpe_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Doors]:
-    yield from _doors(RestServer(tiny_bpe_path, ctx=2048, parallel=2),
+    # --no-webui: /props' `ui` is then false at both doors (Envoy serves no web page)
+    yield from _doors(RestServer(tiny_bpe_path, "--no-webui", ctx=2048, parallel=2),
                       tmp_path_factory.mktemp("envoy"))
 
 
@@ -101,6 +102,7 @@ def prefixed(tiny_bpe_path: Path, tmp_path_factory: pytest.TempPathFactory) -> I
 @pytest.fixture(scope="module")
 def keyed(tiny_bpe_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Doors]:
     yield from _doors(RestServer(tiny_bpe_path, "--api-key", API_KEY, "--metrics", "--props",
+                                 "--no-webui",
                                  ctx=1024, parallel=1),
                       tmp_path_factory.mktemp("envoy-keyed"))
 
@@ -158,6 +160,9 @@ UNARY = [
     ("GET", "/lora-adapters", None),
     ("POST", "/lora-adapters", []),
     ("POST", "/cancel", {"id": "cmpl-none"}),
+    ("GET", "/props", None),
+    ("GET", "/slots", None),
+    ("GET", "/slots?fail_on_no_slot=1", None),
 ]
 
 
@@ -266,6 +271,7 @@ def test_api_prefix(prefixed: Doors, method: str, path: str, body: Any) -> None:
 def test_metrics_and_props_when_enabled(keyed: Doors) -> None:
     auth = {"authorization": f"Bearer {API_KEY}"}
     assert same(keyed, "POST", "/props", {}, headers=auth).status == 200
+    assert same(keyed, "GET", "/props").status == 200  # public, as in llama-server
     # the counters move between the two requests: status and type compared, not the text
     bridge, envoy = keyed.both("GET", "/metrics", headers=auth)
     assert (envoy.status, envoy.headers) == (bridge.status, bridge.headers)
