@@ -60,3 +60,11 @@ def models_json(resp: Any) -> dict[str, Json]:
         if "meta" in model:
             integral(model["meta"], "n_params", "size")
     return out
+
+
+def control_json(resp: Any) -> dict[str, Json]:
+    """POST /v1/chat/completions/control: `success`, and llama-server's reason when not."""
+    body: dict[str, Json] = {"success": resp.success}
+    if resp.HasField("message"):
+        body["message"] = resp.message
+    return body

@@ -14,8 +14,8 @@ from starlette.responses import Response
 from rest_bridge.deps import SlotId, Up, body_json, body_object, metadata
 from rest_bridge.errors import BridgeError, error_response
 from rest_bridge.generation import json_response
-from rest_bridge.jsonio import Json, integral, message_json, to_message
-from rest_bridge.render_server import models_json, props_json, slots_json
+from rest_bridge.jsonio import integral, message_json, to_message
+from rest_bridge.render_server import control_json, models_json, props_json, slots_json
 
 router = APIRouter()
 _HEALTH_TIMEOUT_S = 5.0
@@ -126,7 +126,4 @@ async def chat_control(request: Request, up: Up) -> Response:
     """llama-server's control of a running chat completion (reasoning_end)."""
     req = to_message(await body_object(request), chat_pb2.ChatControlRequest())
     resp = await up.llama.ControlChatCompletion(req, metadata=metadata(request))
-    body: dict[str, Json] = {"success": resp.success}
-    if resp.HasField("message"):
-        body["message"] = resp.message
-    return json_response(body)
+    return json_response(control_json(resp))

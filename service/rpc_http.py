@@ -54,7 +54,7 @@ from rest_bridge.render_embedding import (
 )
 from rest_bridge.render_native import NativeRenderer
 from rest_bridge.render_openai import ChatRenderer, TextCompletionRenderer
-from rest_bridge.render_server import models_json, props_json, slots_json
+from rest_bridge.render_server import control_json, models_json, props_json, slots_json
 from rest_bridge.sse_frames import DONE, KEEP_ALIVE, frame, frames
 from service.rpc_base import Context
 
@@ -299,6 +299,10 @@ class LlamaHttpServicer(http_pb2_grpc.LlamaServerHttpServicer):  # type: ignore[
         return await self._unary(request, context, server_info_pb2.GetServerInfoRequest(),
                                  "GetServerInfo", lambda r, _q, _b: message_json(r),
                                  body_of=_ignored)
+
+    async def ControlChatCompletion(self, request: Any, context: Context) -> HttpBody:
+        return await self._unary(request, context, chat_pb2.ChatControlRequest(),
+                                 "ControlChatCompletion", lambda r, _q, _b: control_json(r))
 
     async def GetProps(self, request: Any, context: Context) -> HttpBody:
         # `ui`: false, Envoy serves no web page (the bridge does)

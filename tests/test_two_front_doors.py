@@ -160,6 +160,8 @@ UNARY = [
     ("GET", "/lora-adapters", None),
     ("POST", "/lora-adapters", []),
     ("POST", "/cancel", {"id": "cmpl-none"}),
+    ("POST", "/v1/chat/completions/control", {"id": "chatcmpl-none",
+                                              "action": "reasoning_end"}),
     ("GET", "/props", None),
     ("GET", "/slots", None),
     ("GET", "/slots?fail_on_no_slot=1", None),
@@ -193,6 +195,7 @@ ERRORS: list[tuple[str, str, Any, bytes | None]] = [
     ("POST", "/lora-adapters", {"id": 0}, None),
     ("POST", "/lora-adapters", [{"id": 7, "scale": 1.0}], None),
     ("POST", "/cancel", {"id": 5}, None),
+    ("POST", "/v1/chat/completions/control", {"action": "reasoning_end"}, None),
 ]
 
 
