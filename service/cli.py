@@ -20,6 +20,7 @@ from rest_bridge import grpc_polling  # noqa: F401  before grpc loads; the bridg
 
 # isort: split
 from rest_bridge.launcher import start_bridge
+from service import soak_probe
 from service.config import LogConfig, ServerConfig, parse_args
 from service.server import ServerHandle, start_server
 
@@ -107,6 +108,7 @@ def _watch_engine(handle: ServerHandle, loop: asyncio.AbstractEventLoop) -> asyn
 def main(argv: Sequence[str] | None = None) -> int:
     config = parse_args(argv)
     setup_logging(config.log)
+    soak_probe.start_from_env()  # bench/soak.py's sampler; nothing unless its variable is set
     if not config.model.path:
         print("llama-grpc-server: error: no model given; pass -m path/to/model.gguf",
               file=sys.stderr)
