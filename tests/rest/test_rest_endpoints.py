@@ -66,6 +66,20 @@ def test_completion_fields(http: httpx.Client) -> None:
     assert "id" not in out
 
 
+def test_completion_reads_values_as_llama_server(http: httpx.Client) -> None:
+    """A samplers string is llama.cpp's one-letter codes, an unknown name is left out, an
+    integer given a fraction is truncated, and the generation's id is a header."""
+    r = http.post("/completion", json={"prompt": "Hello", "n_predict": 2, "samplers": "kxt?",
+                                       "top_k": 3.7, **GREEDY})
+    assert r.status_code == 200, r.text
+    settings = r.json()["generation_settings"]
+    assert settings["samplers"] == ["top_k", "xtc", "temperature"] and settings["top_k"] == 3
+    assert r.headers["x-request-id"].startswith("cmpl-")
+    out = post_json(http, "/completion", {"prompt": "Hello", "n_predict": 2,
+                                          "samplers": ["top-k", "warp_drive"], **GREEDY})
+    assert out["generation_settings"]["samplers"] == ["top_k"]
+
+
 def test_completion_alias_and_return_tokens(http: httpx.Client) -> None:
     body = {"prompt": "Hello", "n_predict": 5, "return_tokens": True, **GREEDY}
     a = post_json(http, "/completion", body)
