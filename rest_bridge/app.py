@@ -23,6 +23,7 @@ from rest_bridge import (
     routes_webui,
 )
 from rest_bridge.auth import ApiKeyMiddleware, ApiKeys, public_routes
+from rest_bridge.deps import DEFAULT_MAX_BODY_BYTES
 from rest_bridge.direct import DirectRoutes
 from rest_bridge.errors import install_error_handlers
 from rest_bridge.upstream import open_upstream
@@ -55,6 +56,7 @@ class BridgeSettings:
     grpc_credentials: grpc.ChannelCredentials | None = None  # None: plaintext channel
     webui: bool = True  # the page at `/` (routes_webui); False: `/` is 404, as --no-webui
     static_path: str | None = None  # --path: this directory's files at `/` instead
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES  # a larger request body is a 413 (deps)
 
 
 def _split(csv: str) -> list[str]:
@@ -102,10 +104,12 @@ class BridgeApp(FastAPI):
 def create_app(grpc_target: str, api_keys: Sequence[str] = (), *, api_prefix: str = "",
                sse_ping_interval: float = 30.0, cors: CorsSettings | None = CorsSettings(),
                grpc_credentials: grpc.ChannelCredentials | None = None, webui: bool = True,
-               static_path: str | None = None) -> BridgeApp:
+               static_path: str | None = None,
+               max_body_bytes: int = DEFAULT_MAX_BODY_BYTES) -> BridgeApp:
     """A FastAPI app serving llama-server's HTTP API through the gRPC service at grpc_target."""
     settings = BridgeSettings(grpc_target, tuple(api_keys), api_prefix.rstrip("/"),
-                              sse_ping_interval, cors, grpc_credentials, webui, static_path)
+                              sse_ping_interval, cors, grpc_credentials, webui, static_path,
+                              max_body_bytes)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

@@ -25,6 +25,7 @@ import grpc
 import uvicorn
 
 from rest_bridge.app import CorsSettings, create_app
+from rest_bridge.deps import DEFAULT_MAX_BODY_BYTES
 
 _log = logging.getLogger("llama-rest-bridge")
 
@@ -60,6 +61,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--path", dest="static_path", default=env("LLAMA_ARG_STATIC_PATH"),
                    help="serve this directory's static files at / instead of the web page")
     p.add_argument("--verbose", action="store_true", help="log every request")
+    p.add_argument("--max-body-bytes", type=int, default=DEFAULT_MAX_BODY_BYTES,
+                   help="largest request body read; a larger one is a 413 (ours)")
     p.add_argument("--keys-from-parent", action="store_true", help=argparse.SUPPRESS)
     return p
 
@@ -123,7 +126,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     app = create_app(args.grpc_target, keys, api_prefix=args.api_prefix,
                      sse_ping_interval=args.sse_ping_interval, cors=cors,
                      grpc_credentials=_credentials(args), webui=args.webui,
-                     static_path=args.static_path)
+                     static_path=args.static_path, max_body_bytes=args.max_body_bytes)
     hosts = [h.strip() for h in args.host.split(",") if h.strip()] or ["127.0.0.1"]
     configs = [uvicorn.Config(
         app, host="" if h.endswith(".sock") else h, port=args.port,

@@ -71,7 +71,8 @@ def _tcp_host(hosts: tuple[str, ...]) -> str:
     return next((h for h in hosts if not h.endswith(".sock")), "127.0.0.1")
 
 
-def bridge_argv(net: NetSettings, grpc_port: int, verbose: bool = False) -> list[str]:
+def bridge_argv(net: NetSettings, grpc_port: int, verbose: bool = False,
+                max_body_bytes: int | None = None) -> list[str]:
     tls = bool(net.ssl_key_file and net.ssl_cert_file)
     argv = [sys.executable, "-m", "rest_bridge.cli", "--keys-from-parent",
             "--grpc-target", grpc_target_for(_tcp_host(net.hosts), grpc_port, tls),
@@ -91,6 +92,8 @@ def bridge_argv(net: NetSettings, grpc_port: int, verbose: bool = False) -> list
                  "--grpc-ca-file", net.ssl_cert_file]
     if verbose:
         argv.append("--verbose")
+    if max_body_bytes is not None:
+        argv += ["--max-body-bytes", str(max_body_bytes)]
     return argv
 
 
@@ -122,12 +125,14 @@ class BridgeProcess:
             _log.error("the REST bridge exited with code %d; gRPC keeps serving", code)
 
 
-async def start_bridge(net: NetSettings, grpc_port: int, verbose: bool = False) -> BridgeProcess:
+async def start_bridge(net: NetSettings, grpc_port: int, verbose: bool = False,
+                       max_body_bytes: int | None = None) -> BridgeProcess:
     """Start the REST bridge for a service on grpc_port; it serves every net.hosts at
     net.port (a UNIX socket path: HTTP on that socket)."""
     # A session of its own: a terminal's Ctrl-C reaches only the server, which drains and then
     # closes the pipe, so REST streams in flight can finish during the drain.
-    proc = await asyncio.create_subprocess_exec(*bridge_argv(net, grpc_port, verbose),
+    proc = await asyncio.create_subprocess_exec(*bridge_argv(net, grpc_port, verbose,
+                                                             max_body_bytes),
                                                 stdin=asyncio.subprocess.PIPE,
                                                 start_new_session=True)
     assert proc.stdin is not None

@@ -50,7 +50,8 @@ async def serve(config: ServerConfig) -> int:
     build_info = f"llama.cpp from llama-cpp-python {paths.LLAMA_CPP_PYTHON_VERSION}"
     handle = await start_server(config, build_info=build_info)
     # REST runs in its own process, away from the engine thread's GIL (docs/rest.md).
-    bridge = await start_bridge(config.net, handle.port, verbose=config.log.verbosity >= 4)
+    bridge = await start_bridge(config.net, handle.port, verbose=config.log.verbosity >= 4,
+                                max_body_bytes=config.limits.max_body_bytes)
     try:
         return await _serve_until_stopped(config, handle)
     finally:

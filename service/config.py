@@ -11,11 +11,12 @@ from __future__ import annotations
 import logging
 import sys
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import MappingProxyType
 
 from service.cli_flags import ALL_FLAGS, ConfigError, resolve
 from service.cli_flags.parser import PROG, ResolvedFlags
+from service.cli_flags.table_limits import limits_of
 from service.config_derive import (
     Settings,
     derive_load_mode,
@@ -23,6 +24,7 @@ from service.config_derive import (
     usable_cpu_count,
     version_string,
 )
+from service.limits import RequestLimits
 
 logger = logging.getLogger("service.config")
 
@@ -224,6 +226,7 @@ class ServerConfig:
     log: LogConfig
     notices: tuple[str, ...]
     """What parsing had to tell the user (accepted no-op flags, overridden variables)."""
+    limits: RequestLimits = field(default_factory=RequestLimits)  # ours: service.limits
 
 
 def parse_args(
@@ -281,6 +284,7 @@ def assemble(s: Settings, notices: tuple[str, ...] = ()) -> ServerConfig:
             prefix=s.bool_("log_prefix"),
         ),
         notices=notices + tuple(s.notices),
+        limits=limits_of(s),
     )
 
 

@@ -35,6 +35,8 @@ from __future__ import annotations
 
 import re
 
+from service import limits
+
 # Measured with the pinned libllama on x86-64, parsing on a Python threading.Thread (whose
 # stack is RLIMIT_STACK's size: 8 MiB here, 2 MiB when the limit is unlimited, unless
 # threading.stack_size() says otherwise): nested groups overflowed at 18,700 on an 8 MiB stack,
@@ -100,13 +102,15 @@ def check_grammar(text: str) -> None:
     `*` in a row take 1.4 s to refuse (7 us each).
     """
     size = len(text.encode("utf-8", "surrogatepass"))
-    if size > MAX_GRAMMAR_BYTES:
-        raise GrammarLimitError(f"grammar is {size} bytes; the limit is {MAX_GRAMMAR_BYTES}")
+    max_bytes = min(MAX_GRAMMAR_BYTES, limits.current().max_grammar_bytes)
+    if size > max_bytes:
+        raise GrammarLimitError(f"grammar is {size} bytes; the limit is {max_bytes}")
     model = _RuleModel()
     model.read(text)
-    if model.max_depth > MAX_NESTING_DEPTH:
+    max_depth = min(MAX_NESTING_DEPTH, limits.current().max_grammar_depth)
+    if model.max_depth > max_depth:
         raise GrammarLimitError(f"grammar nests groups ( ... ) {model.max_depth} deep; the "
-                                f"limit is {MAX_NESTING_DEPTH}")
+                                f"limit is {max_depth}")
     chain = model.longest_left_chain()
     if chain > MAX_RULE_CHAIN:
         raise GrammarLimitError(

@@ -29,7 +29,7 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import unquote
 
-from service import gbnf
+from service import gbnf, limits
 from service.grammar_limits import GrammarLimitError, check_grammar
 from service.json_schema_containers import array_body, child_name, count, object_body
 from service.json_schema_errors import SchemaError
@@ -138,8 +138,9 @@ class _Converter:
     # -- schemas -------------------------------------------------------------------------
     def body(self, schema: Any, name: str, where: str) -> str:
         """The GBNF expression for `schema`; `name` prefixes the rules it needs."""
-        if self.nesting >= MAX_SCHEMA_DEPTH:
-            raise SchemaError(f"{where}: the schema nests more than {MAX_SCHEMA_DEPTH} levels "
+        max_depth = min(MAX_SCHEMA_DEPTH, limits.current().max_schema_depth)
+        if self.nesting >= max_depth:
+            raise SchemaError(f"{where}: the schema nests more than {max_depth} levels "
                               "deep (properties, items, anyOf alternatives and $ref targets "
                               "each count one)")
         self.nesting += 1

@@ -14,6 +14,7 @@ from typing import Any
 
 from native import Vocab
 from service.engine.params import ParamError
+from service.limits import check_prompt_text
 
 Json = Any
 
@@ -69,11 +70,13 @@ def tokenize_prompt(prompt: Json, vocab: Vocab, add_special: bool = True,
     if isinstance(prompt, dict):
         prompt = _prompt_string(prompt)
     if isinstance(prompt, str):
+        check_prompt_text(prompt)
         return vocab.tokenize(prompt, add_special=add_special, parse_special=parse_special)
     if not isinstance(prompt, list):
         raise ParamError("each prompt must be a string or a list of tokens and strings")
     if prompt and all(type(p) is int or (type(p) is float and p.is_integer()) for p in prompt):
         return _token_ids([int(p) for p in prompt], vocab)  # the common case: checked at once
+    check_prompt_text("".join(p for p in prompt if isinstance(p, str)))
     out: list[int] = []
     for i, part in enumerate(prompt):
         if isinstance(part, str):

@@ -15,6 +15,7 @@ from dataclasses import dataclass, fields, replace
 from typing import Any
 
 from native import Vocab
+from service import limits
 from service.engine.params import (
     CompletionParams,
     ParamError,
@@ -201,12 +202,14 @@ def completion_params(req: Any, defaults: Defaults, vocab: Vocab) -> CompletionP
         c["t_max_predict_ms"] = 0
     n_probs = _n_probs(req)
     if n_probs is not None:
+        limits.check_n_probs(n_probs)
         c["n_probs"] = n_probs
     c["n_predict"] = resolve_n_predict(
         _first_set(req, ("n_predict", "max_completion_tokens", "max_tokens")),
         d.n_predict)
     stop = stop_of(req)
     if stop:
+        limits.check_stop_count(stop)
         c["stop"] = stop
     params = replace(d, sampling=sampling, post_sampling_probs=req.post_sampling_probs,
                      return_tokens=req.return_tokens, timings_per_token=req.timings_per_token,

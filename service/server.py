@@ -17,6 +17,7 @@ from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 from llama.v1 import http_pb2, http_pb2_grpc, service_pb2, service_pb2_grpc
 
+from service import limits
 from service.auth import ApiKeyInterceptor
 from service.config import ServerConfig
 from service.decode_guard import DecodeGuard
@@ -83,6 +84,7 @@ def _credentials(config: ServerConfig) -> grpc.ServerCredentials | None:
 async def start_server(config: ServerConfig, host: str | None = None,
                        port: int | None = None, build_info: str = "") -> ServerHandle:
     """Open the gRPC port (0: any free port), then load the model in the background."""
+    limits.configure(config.limits)
     gate = DrainGate()
     interceptors: list[grpc.aio.ServerInterceptor] = [gate]
     if config.net.api_keys:

@@ -8,10 +8,12 @@ from typing import Any
 from llama.v1 import tokenize_pb2
 
 from native import Vocab
+from service.limits import check_prompt_text
 
 
 def tokenize(vocab: Vocab, request: Any) -> Any:
     parse_special = request.parse_special if request.HasField("parse_special") else True
+    check_prompt_text(request.content, "content")
     tokens = vocab.tokenize(request.content, add_special=request.add_special,
                             parse_special=parse_special)
     resp = tokenize_pb2.TokenizeResponse(tokens=tokens)

@@ -29,7 +29,7 @@ from rest_bridge.app import create_app
 from rest_bridge.openapi import openapi_document
 
 FAST_EXAMPLES = 6  # per operation and mode: ~40 operations, ~400 requests
-SLOW_EXAMPLES = int(os.environ.get("FUZZ_REST_EXAMPLES", "150"))
+SLOW_EXAMPLES = int(os.environ.get("FUZZ_REST_EXAMPLES", "260"))
 SLOW_MINIMUM = 10_000
 REQUEST_TIMEOUT_S = 120.0
 
