@@ -22,8 +22,13 @@ from envoy_harness import wait_until
 from grpc_harness import ServiceProcess, complete, completion_request
 from rest.rest_harness import RestServer
 
+import native
+from native.context import ContextParams
 from service.cli import ENGINE_FAILED_EXIT
-from service.engine.engine import FAULT_AT_STEP_ENV
+from service.engine.engine import FAULT_AT_STEP_ENV, Engine, EngineStoppedError
+from service.engine.events import Event, Failed
+from service.engine.params import CompletionParams, SamplingParams
+from service.engine.task import Task
 
 pytestmark = pytest.mark.slow
 EXIT_TIMEOUT_S = 60.0
@@ -55,6 +60,49 @@ def test_engine_fault_fails_requests_and_exits_non_zero(tiny_bpe_path: Path) -> 
         assert f"exiting with status {ENGINE_FAILED_EXIT}" in log
     finally:
         svc.stop()
+
+
+class _Sink:
+    def __init__(self) -> None:
+        self.events: list[Event] = []
+        self.done = threading.Event()
+
+    def __call__(self, events: list[Event]) -> None:
+        self.events += events
+        if any(isinstance(e, Failed) for e in events):
+            self.done.set()
+
+
+def test_a_dead_engine_fails_what_it_holds_and_refuses_the_rest(
+        tiny_bpe_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """In process, on a real engine: the step that raises fails the running request, calls it
+    is handed later (GetLoad's, slot actions') and new submissions get EngineStoppedError at
+    once, and on_fatal is told once."""
+    monkeypatch.setenv(FAULT_AT_STEP_ENV, "2")  # the prompt's decode, then the fault
+    model = native.Model(tiny_bpe_path)
+    ctx = native.Context(model, ContextParams(n_ctx=512, n_seq_max=2, n_threads=1,
+                                              n_threads_batch=1))
+    engine = Engine(model, ctx)
+    told: list[BaseException] = []
+    engine.on_fatal = told.append
+    engine.start()
+    try:
+        sink = _Sink()
+        params = CompletionParams(n_predict=100, sampling=SamplingParams(temperature=0.0))
+        engine.submit(Task("t0", [10, 11, 12], params, sink))
+        assert sink.done.wait(EXIT_TIMEOUT_S)
+        failed = sink.events[-1]
+        assert isinstance(failed, Failed) and failed.code == "internal"
+        assert "fault injected at step 2" in failed.message
+        assert len(told) == 1 and isinstance(told[0], RuntimeError)
+        with pytest.raises(EngineStoppedError, match="engine stopped"):
+            engine.load().result(EXIT_TIMEOUT_S)
+        with pytest.raises(EngineStoppedError):
+            engine.submit(Task("t1", [10], params, _Sink()))
+    finally:
+        engine.stop()
+        ctx.close()
+        model.close()
 
 
 def test_sigterm_drains_a_bridge_stream_and_refuses_new_requests(tiny_bpe_path: Path) -> None:
