@@ -96,6 +96,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="run only the embedding and rerank scenarios (bench/embeddings.py)")
     p.add_argument("--no-embeddings", action="store_true",
                    help="skip the embedding and rerank scenarios")
+    p.add_argument("--chat-parsing", action="store_true",
+                   help="also run the chat parsing A/B and n: 4 scenarios at the end "
+                   "(bench/chat_parsing.py; ours only)")
+    p.add_argument("--chat-parsing-only", action="store_true",
+                   help="run only the chat parsing A/B and n: 4 scenarios")
     p.add_argument("--prepare-only", action="store_true",
                    help="build, compile and generate the model, then stop")
     p.add_argument("--out", type=Path, help="results directory (default: "
@@ -206,6 +211,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.embeddings_only:
         return _embeddings(args, server_bin, reps, out)
+    if args.chat_parsing_only:
+        return _chat_parsing(args, model, out)
     agg_tokens = args.aggregate_tokens or (128 if args.cuda else 64)
     sizes = Sizes(gen_tokens=args.gen_tokens, agg_tokens=agg_tokens,
                   ttft_requests=args.ttft_requests,
@@ -240,6 +247,8 @@ def main(argv: list[str] | None = None) -> int:
     failed = any(ph.errors for ph in phases)
     if not args.no_embeddings:
         failed = _embeddings(args, server_bin, reps, out) != 0 or failed
+    if args.chat_parsing:
+        failed = _chat_parsing(args, model, out) != 0 or failed
     say(f"results in {out} ({time.monotonic() - started:.0f}s)")
     return 1 if failed else 0
 
@@ -256,6 +265,19 @@ def _embeddings(args: argparse.Namespace, server_bin: Path | None, reps: int, ou
     for error in result.errors:
         say(error)
     return 1 if result.errors else 0
+
+
+def _chat_parsing(args: argparse.Namespace, model: Path, out: Path) -> int:
+    """Tool-call parsing's cost (A/B) and n: 4's timings (bench/chat_parsing.py), on our service
+    alone with the main phase's threads; written to chat-parsing.txt."""
+    from bench.chat_parsing import measure
+
+    threads = str(_settings(args, model, 4).threads)
+    text = measure(model, args.gen_tokens, max(args.reps or 8, 4), 150,
+                   ("-t", threads, "-tb", threads))
+    (out / "chat-parsing.txt").write_text(text + "\n")
+    print(text)
+    return 0
 
 
 if __name__ == "__main__":
