@@ -172,37 +172,43 @@ class LlamaHttpServicer(http_pb2_grpc.LlamaServerHttpServicer):  # type: ignore[
         JSON body; an error before the first event is an HTTP status, after it an event."""
         inner = InnerContext(context)
         call: Any = None
+        events: Any = None
         try:
-            self._admit(context)
-            body = parse_object(_body(request))
-            if check is not None:
-                check(body)
-            req = to_message(body, message)
-            call = getattr(self._typed, rpc)(req, inner)
-            first = await _next(call)
-            if first is None:
-                raise BridgeError(500, "the generation ended without a result")
-            if first.HasField("error"):
-                raise BridgeError.from_info(first.error)
-            headers = _id_header(inner)
-            renderer = renderer_of(req)
-            if not req.stream:
-                msgs = await _collect(call, first)
-                await _head(context, 200, headers)
-                yield HttpBody(content_type=JSON, data=dumps(renderer.result(msgs)))
+            try:
+                self._admit(context)
+                body = parse_object(_body(request))
+                if check is not None:
+                    check(body)
+                req = to_message(body, message)
+                call = getattr(self._typed, rpc)(req, inner)
+                first = await _next(call)
+                if first is None:
+                    raise BridgeError(500, "the generation ended without a result")
+                if first.HasField("error"):
+                    raise BridgeError.from_info(first.error)
+                headers = _id_header(inner)
+                renderer = renderer_of(req)
+                if not req.stream:
+                    msgs = await _collect(call, first)
+                    await _head(context, 200, headers)
+                    yield HttpBody(content_type=JSON, data=dumps(renderer.result(msgs)))
+                    return
+            except (BridgeError, grpc.aio.AioRpcError) as e:
+                await _close(call)
+                yield await _error(context, _bridge_error(e))
                 return
-        except (BridgeError, grpc.aio.AioRpcError) as e:
-            await _close(call)
-            yield await _error(context, _bridge_error(e))
-            return
-        # The headers go out now, before the first token, as the bridge's SSEResponse sends
-        # them (the transcoder sends them with the first message's content type).
-        await _head(context, 200, {"cache-control": "no-cache", **headers})
-        yield HttpBody(content_type=SSE)
-        try:
-            async for chunk in self._sse(call, first, renderer, _ping_interval(req, self._ping)):
+            # The headers go out now, before the first token, as the bridge's SSEResponse
+            # sends them (the transcoder sends them with the first message's content type).
+            await _head(context, 200, {"cache-control": "no-cache", **headers})
+            yield HttpBody(content_type=SSE)
+            events = self._sse(call, first, renderer, _ping_interval(req, self._ping))
+            async for chunk in events:
                 yield HttpBody(data=chunk)
         finally:
+            # However this ends (the client gone: the call cancelled or this generator closed),
+            # the SSE loop stops waiting first, then the typed RPC's generator is closed, which
+            # cancels the generation and frees its slot.
+            await _close(events)
             await _close(call)
 
     async def _sse(self, call: Any, first: Any, renderer: Renderer,
@@ -404,7 +410,8 @@ async def _collect(call: Any, first: Any) -> list[Any]:
 
 
 async def _close(call: Any) -> None:
-    """End the typed RPC's generator: its cleanup cancels the generation and frees the slot."""
+    """End an async generator (the typed RPC's: its cleanup cancels the generation and frees
+    the slot); a no-op for None or one that has ended."""
     if call is not None:
         with contextlib.suppress(Exception):
             await call.aclose()

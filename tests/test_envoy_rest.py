@@ -4,6 +4,8 @@ tests/test_two_front_doors.py compares them with the REST bridge's byte for byte
 
 from __future__ import annotations
 
+import json
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -210,3 +212,30 @@ def test_health_is_503_while_the_model_loads(tiny_bpe_path: Path, tmp_path: Path
     finally:
         hold.unlink(missing_ok=True)
         svc.stop()
+
+
+PROMPT = "A story that never ends, told "
+
+
+def _busy_slots(client: httpx.Client) -> int:
+    return sum(1 for s in client.get("/slots").json() if s["is_processing"])
+
+
+@pytest.mark.parametrize("stream", [True, False])
+def test_a_client_that_goes_away_frees_its_slot(client: httpx.Client, stream: bool,
+                                                sidecar: tuple[ServiceProcess, EnvoyProcess]
+                                                ) -> None:
+    """The typed generation behind LlamaServerHttp is cancelled when the HTTP client leaves,
+    streaming or not, as through the bridge: a raw connection sends a generation that would
+    run on until the context is full, and closes once its slot is busy."""
+    body = json.dumps({"prompt": PROMPT + str(stream), "n_predict": 100000, "ignore_eos": True,
+                       "stream": stream}).encode()
+    request = (b"POST /completion HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+               b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+    with socket.create_connection(("127.0.0.1", sidecar[1].port), timeout=30) as conn:
+        conn.sendall(request)
+        wait_until(lambda: _busy_slots(client) == 1, 30.0, "generating")
+    wait_until(lambda: _busy_slots(client) == 0, 30.0, "the slot freed")
+    # stopped by the cancel, not by a full context
+    (slot,) = [s for s in client.get("/slots").json() if PROMPT + str(stream) in s["prompt"]]
+    assert slot["next_token"]["n_decoded"] + slot["n_prompt_tokens"] < slot["n_ctx"]
