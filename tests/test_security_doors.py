@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import inspect
+import ssl
 import subprocess
 import time
 from collections.abc import Iterator
@@ -197,7 +198,7 @@ def test_tls_on_grpc_and_the_bridge(tiny_bpe_path: Path, certs: tuple[Path, Path
     try:
         wait_https(srv, cert)
         r = call(srv.url, "POST", "/completion", {"prompt": "a", "n_predict": 2},
-                 headers_for(KEY), verify=str(cert))
+                 headers_for(KEY), verify=trusting(cert))
         assert r.status_code == 200 and r.json()["tokens_predicted"] == 2
         with pytest.raises(httpx.TransportError):  # plain HTTP is not served
             httpx.get(srv.url.replace("https://", "http://") + "/health", timeout=5)
@@ -212,12 +213,16 @@ def test_tls_on_grpc_and_the_bridge(tiny_bpe_path: Path, certs: tuple[Path, Path
         srv.stop()
 
 
+def trusting(cert: Path) -> ssl.SSLContext:
+    return ssl.create_default_context(cafile=str(cert))
+
+
 def wait_https(srv: RestServer, cert: Path, timeout: float = 90.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         assert srv.proc.poll() is None, srv.output()
         try:
-            if httpx.get(srv.url + "/health", verify=str(cert), timeout=2).status_code == 200:
+            if httpx.get(srv.url + "/health", verify=trusting(cert), timeout=2).status_code == 200:
                 return
         except httpx.TransportError:
             pass
@@ -232,9 +237,9 @@ def test_tls_on_envoys_listener(server: RestServer, certs: tuple[Path, Path],
                             "--ssl-key-file", str(key)) as envoy:
         base = envoy.base_url.replace("http://", "https://")
         r = call(base, "POST", "/completion", {"prompt": "a", "n_predict": 2},
-                 headers_for(KEY), verify=str(cert))
+                 headers_for(KEY), verify=trusting(cert))
         assert r.status_code == 200 and r.json()["tokens_predicted"] == 2
-        assert call(base, "GET", "/slots", None, {}, verify=str(cert)).status_code == 401
+        assert call(base, "GET", "/slots", None, {}, verify=trusting(cert)).status_code == 401
         with pytest.raises(httpx.TransportError):
             httpx.get(envoy.base_url + "/health", timeout=5)
         creds = grpc.ssl_channel_credentials(root_certificates=cert.read_bytes())
