@@ -150,7 +150,7 @@ def _follow_up(stub: Any, prompt: str) -> CompletionResult:
     request's prompt: it finds nothing of that prompt cached."""
     wait_free(stub, SLOT)
     result = complete(stub, prompt=prompt, n_predict=2, id_slot=SLOT, temperature=0.0)
-    assert result.final.id_slot == SLOT and result.final.tokens_cached == 0
+    assert result.final.id_slot == SLOT and result.final.timings.cache_n == 0
     return result
 
 
