@@ -174,6 +174,12 @@ def test_unary(doors: Doors, method: str, path: str, body: Any) -> None:
     assert answer.status == 200, answer
 
 
+def test_a_large_body(doors: Doors) -> None:
+    """A few MiB in one request (Envoy's default transcoder buffer would refuse it: 413)."""
+    answer = same(doors, "POST", "/tokenize", {"content": "hello world " * 300_000})
+    assert answer.status == 200 and len(answer.body) > 1 << 20
+
+
 ERRORS: list[tuple[str, str, Any, bytes | None]] = [
     ("POST", "/completion", {"prompt": "x", "temperature": "hot"}, None),
     ("POST", "/completion", None, b"[1"),
