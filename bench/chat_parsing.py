@@ -8,8 +8,11 @@ the Qwen 2.5 template (Hermes-style `<tool_call>` calls):
    (a grammar makes the model write a real call, so the parser has calls to parse), greedy.
    A parses the answer (tool calls, reasoning); B is the same request with
    `parse_tool_calls: false, reasoning_format: "none"` (no parsing at all: the same grammar,
-   the same tokens). Runs interleave A, B, B, A, ...; each run's rate is tokens / (last chunk -
-   first chunk), seen by the client. Prints the medians, their spread and B / A - 1, the cost.
+   the same tokens). Runs interleave A, B, B, A, ...; each run's rate is the server's decode
+   rate (timings.predicted_n / predicted_ms: the parser runs on the engine thread, inside it).
+   Prints the medians, their spread and B / A - 1; and, since on a busy machine the noise is far
+   larger than the cost, the parser alone (in-process, on that answer's streamed pieces): its
+   time per token against a token's time.
 2. **n: 4**: a chat request with n 4 (its prompt decoded once, three choices copy its cells)
    against the same prompt with n 1 (the prompt's decode) and four n-1 requests of other
    prompts together (four streams' decode). Prints wall times and the server's timings.
@@ -53,20 +56,41 @@ def _request(words: int, tokens: int, **fields: Any) -> Any:
     return json_format.ParseDict(body, chat_pb2.ChatCompletionRequest())
 
 
-def _stream(stub: Any, req: Any) -> tuple[float, int, float, list[Any]]:
-    """(decode rate seen by the client, tokens, wall seconds, final messages)."""
+def _stream(stub: Any, req: Any, pieces: list[str] | None = None) -> tuple[
+        float, int, float, list[Any]]:
+    """(decode rate by the server's timings, tokens, wall seconds, final messages); the
+    content deltas go to `pieces` when given."""
     t0 = time.perf_counter()
-    first = last = 0.0
     finals: list[Any] = []
     tokens = 0
     for msg in stub.ChatCompletion(req, timeout=600):
-        now = time.perf_counter()
-        first, last = first or now, now
         if msg.HasField("usage"):
             tokens = msg.usage.completion_tokens
+        if pieces is not None:
+            pieces += [c.delta.content for c in msg.choices if c.delta.content]
         finals += [msg for c in msg.choices if c.HasField("finish_reason")]
-    rate = (tokens - 1) / (last - first) if last > first else 0.0
+    timings = finals[0].timings if finals else None
+    rate = timings.predicted_n * 1e3 / timings.predicted_ms if timings and \
+        timings.predicted_ms else 0.0
     return rate, tokens, time.perf_counter() - t0, finals
+
+
+def _parser_us_per_token(pieces: list[str]) -> float:
+    """The parser alone over one answer's streamed pieces (one a token), in-process: its CPU
+    time per token, the best of 20 passes."""
+    from service.chat_parse import ChatParseConfig, ChatParser
+    from service.chat_parse_formats import detect_format
+
+    fmt = detect_format((llama_cpp_models_dir() / "templates" / TEMPLATE).read_text())
+    best = float("inf")
+    for _ in range(20):
+        parser = ChatParser(ChatParseConfig(fmt, "auto", False, max_calls=0))
+        t0 = time.perf_counter()
+        for piece in pieces:
+            parser.feed(piece)
+        parser.finish()
+        best = min(best, time.perf_counter() - t0)
+    return best / max(len(pieces), 1) * 1e6
 
 
 def parsing_ab(stub: Any, tokens: int, reps: int) -> str:
@@ -74,7 +98,8 @@ def parsing_ab(stub: Any, tokens: int, reps: int) -> str:
     sides = {"A parsed": _request(16, tokens, **base),
              "B unparsed": _request(16, tokens, **base, parse_tool_calls=False,
                                     reasoning_format="none")}
-    _stream(stub, sides["A parsed"])  # warm-up
+    pieces: list[str] = []
+    _stream(stub, sides["B unparsed"], pieces)  # warm-up; the raw answer's pieces
     runs: dict[str, list[float]] = {k: [] for k in sides}
     counts: dict[str, set[int]] = {k: set() for k in sides}
     for rep in range(reps):
@@ -83,15 +108,20 @@ def parsing_ab(stub: Any, tokens: int, reps: int) -> str:
             runs[name].append(rate)
             counts[name].add(n)
     med = {k: statistics.median(v) for k, v in runs.items()}
-    lines = [f"parsing A/B, one stream, tool_choice required, {reps} runs each "
-             f"(tokens per run: A {sorted(counts['A parsed'])}, B {sorted(counts['B unparsed'])})"]
+    lines = [f"parsing A/B, one stream, tool_choice required, {reps} runs each, interleaved "
+             f"(tokens per run: A {sorted(counts['A parsed'])}, B {sorted(counts['B unparsed'])}"
+             "; decode tok/s by the server's timings)"]
     for name, rates in runs.items():
         lines.append(f"  {name}: median {med[name]:,.1f} tok/s, spread "
                      f"{min(rates):,.1f}-{max(rates):,.1f} "
                      f"({', '.join(f'{r:,.1f}' for r in rates)})")
     cost = med["B unparsed"] / med["A parsed"] - 1
-    lines.append(f"  parsing cost: {cost * 100:+.2f}% of single-stream throughput "
-                 "(B / A - 1; negative: A was faster, i.e. noise)")
+    lines.append(f"  A/B: B / A - 1 = {cost * 100:+.2f}% (noise included)")
+    per_token = _parser_us_per_token(pieces)
+    share = per_token * 1e-6 * med["A parsed"]
+    lines.append(f"  the parser alone on that answer's {len(pieces)} pieces: "
+                 f"{per_token:,.1f} us/token = {share * 100:.3f}% of a token's time at "
+                 f"{med['A parsed']:,.1f} tok/s")
     return "\n".join(lines)
 
 
