@@ -63,8 +63,8 @@ SERVER_FLAGS: tuple[FlagSpec, ...] = (
     implemented(
         ("--reasoning-budget",), "reasoning_budget", CHAT,
         "token budget for thinking (-1 = unrestricted, 0 = end immediately): after N tokens "
-        "of thinking the end-of-thinking tag is forced and the answer goes on (not with a "
-        "grammar, json_schema or tools)",
+        "of thinking the end-of-thinking tag is forced and the answer goes on (not beside a "
+        "grammar: grammar, json_schema, a tool-call grammar)",
         metavar="N", env=("LLAMA_ARG_THINK_BUDGET",), convert=v.parse_int, default=-1,
         minimum=-1,
     ),
