@@ -126,6 +126,38 @@ SAMPLER_LETTERS = {"e": "penalties", "d": "dry", "s": "top_n_sigma", "k": "top_k
                    "a": "adaptive_p"}
 
 
+def _as_text(obj: Json, key: str) -> Json:
+    """`obj` with its object `key` moved to `key`_json as JSON text (a copy; `obj` as it is
+    when there is nothing to move)."""
+    if not isinstance(obj, dict) or not isinstance(obj.get(key), dict) \
+            or f"{key}_json" in obj:
+        return obj
+    out = {k: v for k, v in obj.items() if k != key}
+    out[f"{key}_json"] = json.dumps(obj[key], ensure_ascii=False)
+    return out
+
+
+def schemas_as_text(body: dict[str, Json]) -> dict[str, Json]:
+    """The body with its JSON schemas (json_schema, response_format's, tools' parameters) as
+    the messages' JSON-text fields: a protobuf Struct sorts an object's keys, and their order
+    is the order a schema's grammar writes properties in and the order a template shows a
+    tool's parameters in (llama-server keeps the request's)."""
+    body = _as_text(body, "json_schema")
+    fmt = body.get("response_format")
+    if isinstance(fmt, dict):
+        fmt = _as_text(fmt, "schema")
+        if isinstance(fmt.get("json_schema"), dict):
+            fmt = {**fmt, "json_schema": _as_text(fmt["json_schema"], "schema")}
+        body = {**body, "response_format": fmt}
+    tools = body.get("tools")
+    if isinstance(tools, list):
+        body = {**body, "tools": [
+            {**t, "function": _as_text(t["function"], "parameters")}
+            if isinstance(t, dict) and isinstance(t.get("function"), dict) else t
+            for t in tools]}
+    return body
+
+
 def to_message(body: dict[str, Json], message: M) -> M:
     """Fill `message` from a JSON object. Unknown fields are ignored, as llama-server ignores
     them; a known field of the wrong type is a 400."""
@@ -136,6 +168,8 @@ def to_message(body: dict[str, Json], message: M) -> M:
     if isinstance(body.get("samplers"), str):
         body = {**body, "samplers": [SAMPLER_LETTERS[c] for c in body["samplers"]
                                      if c in SAMPLER_LETTERS]}
+    if "json_schema_json" in message.DESCRIPTOR.fields_by_name:
+        body = schemas_as_text(body)
     try:
         ids = _token_prompt(body, message)
         if ids is None or not _fill_with_typed_prompt(body, ids, message):

@@ -80,6 +80,19 @@ def test_completion_reads_values_as_llama_server(http: httpx.Client) -> None:
     assert out["generation_settings"]["samplers"] == ["top_k"]
 
 
+def test_a_json_schema_keeps_its_key_order(http: httpx.Client) -> None:
+    """The schema's properties in the request's order (not a Struct's sorted order): the
+    grammar writes them so, as llama-server's."""
+    schema = {"type": "object", "properties": {"zeta": {"type": "integer"},
+                                               "alpha": {"type": "integer"}},
+              "required": ["zeta", "alpha"]}
+    out = post_json(http, "/completion", {"prompt": "x", "n_predict": 1, "json_schema": schema,
+                                          **GREEDY})
+    root = next(r for r in out["generation_settings"]["grammar"].splitlines()
+                if r.startswith("root ::="))
+    assert root.index("zeta-kv") < root.index("alpha-kv"), root
+
+
 def test_completion_alias_and_return_tokens(http: httpx.Client) -> None:
     body = {"prompt": "Hello", "n_predict": 5, "return_tokens": True, **GREEDY}
     a = post_json(http, "/completion", body)

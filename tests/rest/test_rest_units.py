@@ -18,7 +18,7 @@ from starlette.types import Message
 from rest_bridge.app import create_app
 from rest_bridge.auth import grpc_metadata, presented_key
 from rest_bridge.errors import BridgeError
-from rest_bridge.jsonio import dumps
+from rest_bridge.jsonio import dumps, schemas_as_text
 from rest_bridge.launcher import grpc_target_for
 from rest_bridge.render_native import pick_fields
 from rest_bridge.render_openai import ChatRenderer
@@ -222,3 +222,22 @@ def test_api_prefix_and_keys_without_a_service() -> None:
                                  (503, "unavailable_error"),
                                  (401, "authentication_error"), (503, "unavailable_error"),
                                  (400, "invalid_request_error")]
+
+
+def test_schemas_go_to_the_service_as_text_in_their_key_order() -> None:
+    body = {"json_schema": {"b": 1, "a": 2},
+            "response_format": {"type": "json_schema", "schema": {"d": 1, "c": 2},
+                                "json_schema": {"name": "n", "schema": {"f": 1, "e": 2}}},
+            "tools": [{"type": "function", "function": {"name": "t", "parameters": {"h": 1,
+                                                                                   "g": 2}}},
+                      "not a tool"]}
+    out = schemas_as_text(body)
+    assert out["json_schema_json"] == '{"b": 1, "a": 2}' and "json_schema" not in out
+    assert out["response_format"]["schema_json"] == '{"d": 1, "c": 2}'
+    assert out["response_format"]["json_schema"]["schema_json"] == '{"f": 1, "e": 2}'
+    assert out["tools"][0]["function"]["parameters_json"] == '{"h": 1, "g": 2}'
+    assert out["tools"][1] == "not a tool" and body["json_schema"] == {"b": 1, "a": 2}
+    # A text form already given wins; a value that is not an object is left to the parser.
+    kept = {"json_schema": {"x": 1}, "json_schema_json": "{}"}
+    assert schemas_as_text(kept) == kept and schemas_as_text({"json_schema": 5}) == \
+        {"json_schema": 5}
