@@ -53,7 +53,10 @@ def proc_stats(pid: int) -> dict[str, float]:
 def children(pid: int) -> list[int]:
     out = []
     for task in Path(f"/proc/{pid}/task").iterdir():
-        text = (task / "children").read_text().split()
+        try:
+            text = (task / "children").read_text().split()
+        except FileNotFoundError:  # the thread ended while we looked
+            continue
         out += [int(c) for c in text]
     return out
 
@@ -225,7 +228,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=Path("/tmp/llama-grpc-soak"))
     args = p.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "probe.jsonl").unlink(missing_ok=True)
+    for name in ("probe.jsonl", "rows.jsonl"):
+        (args.out / name).unlink(missing_ok=True)
     proc, target, base = start_server(ensure_model("tiny-bpe"), args.out, args.sample_s)
     load = Load(target, base)
     t0 = time.monotonic()
@@ -234,11 +238,13 @@ def main(argv: list[str] | None = None) -> int:
                for i in range(args.workers)]
     for w in workers:
         w.start()
-    rows = []
+    rows: list[dict[str, float]] = []
     try:
         while time.monotonic() < until:
             time.sleep(args.sample_s)
             rows.append(sample(proc.pid, args.out, t0))
+            with (args.out / "rows.jsonl").open("a") as f:  # kept if the soak dies
+                f.write(json.dumps(rows[-1]) + "\n")
         for w in workers:
             w.join(150)
         time.sleep(args.sample_s + 1)  # a last sample with the server idle
