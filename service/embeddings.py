@@ -26,6 +26,7 @@ from service.engine.events import Embedded
 from service.engine.params import CompletionParams, ParamError
 from service.engine.task import EventSink, Task
 from service.errors import ServiceError
+from service.limits import check_prompt_text
 from service.prompt_values import value_to_json
 from service.prompts import Json, tokenize_prompt
 from service.runtime import Runtime
@@ -146,6 +147,8 @@ def rerank_prompts(rt: Runtime, request: Any) -> list[list[int]]:
     if request.HasField("top_n") and request.top_n <= 0:
         raise ParamError("top_n must be a positive number of results")
     vocab = rt.model.vocab
+    for text in (request.query, *documents):
+        check_prompt_text(text, "query" if text is request.query else "documents")
     template = rt.model.chat_template("rerank")
     if template is not None:
         return [vocab.tokenize(template.replace("{query}", request.query)

@@ -18,6 +18,7 @@ from service.engine.task import EventSink, Task
 from service.errors import context_overflow
 from service.generation import new_request_id
 from service.infill import InfillBudget, check_fim_support, infill_inputs, infill_prompt
+from service.limits import check_prompt_text
 from service.prompt_values import prompt_json, token_prompts
 from service.prompts import split_prompts, tokenize_prompt
 from service.request_params import choices_of, completion_params
@@ -101,6 +102,7 @@ def build_infill(rt: Runtime, req: Any, gen_id: str) -> GenerationRequest:
     check_fim_support(vocab)  # before anything else, as llama-server checks the model first
     params = completion_params(req, rt.request_defaults, vocab)
     prefix, suffix, extra, prompt = infill_inputs(req)
+    check_prompt_text("".join([prefix, suffix, prompt, *(text for _, text in extra)]))
     budget = InfillBudget(rt.config.context.n_batch, rt.defaults.n_predict,
                           rt.engine.n_ctx_slot, rt.config.endpoints.spm_infill)
     tokens = infill_prompt(vocab, prefix, suffix, extra,

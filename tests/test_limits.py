@@ -140,3 +140,18 @@ def test_grpc_meets_the_same_limits(small: RestServer) -> None:
         with pytest.raises(grpc.RpcError) as err:
             stub.Tokenize(tokenize_pb2.TokenizeRequest(content="x" * 101), timeout=60)
         assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def test_prompt_limit_counts_utf8_bytes() -> None:
+    """The check alone (also on infill's, rerank's and embeddings' texts, which this module's
+    server, without FIM tokens, --reranking or --embeddings, answers 501 before reading)."""
+    saved = limits.current()
+    limits.configure(limits.RequestLimits(max_prompt_bytes=4))
+    try:
+        limits.check_prompt_text("éé")
+        limits.check_prompt_text(b"abcd")
+        for text in ("ééé", "abcde", b"abcde"):
+            with pytest.raises(ValueError, match="--max-prompt-bytes"):
+                limits.check_prompt_text(text)
+    finally:
+        limits.configure(saved)
