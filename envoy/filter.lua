@@ -80,6 +80,33 @@ local function preflight(handle, origin, method, requested)
   handle:respond(out, body)
 end
 
+local METHOD_NOT_ALLOWED =
+  '{"error":{"code":405,"message":"Method Not Allowed","type":"invalid_request_error"}}'
+
+-- As the bridge's router: a path with a trailing slash is no route (404, no redirect); a
+-- known path asked with another method is 405 with the first route's methods in Allow.
+local function check_route(handle, headers)
+  local path = string.match(headers:get(":path"), "^[^?]*")
+  if #path > 1 and string.sub(path, -1) == "/" then
+    handle:respond({[":status"] = "404", ["content-type"] = "application/json; charset=utf-8"},
+                   NOT_FOUND)
+    return
+  end
+  local method, allow = headers:get(":method"), nil
+  for _, route in ipairs(ROUTES) do
+    if string.match(path, route[1]) then
+      for m in string.gmatch(route[2], "[^, ]+") do
+        if m == method then return end
+      end
+      allow = allow or route[2]
+    end
+  end
+  if allow ~= nil then
+    handle:respond({[":status"] = "405", ["allow"] = allow,
+                    ["content-type"] = "application/json; charset=utf-8"}, METHOD_NOT_ALLOWED)
+  end
+end
+
 function envoy_on_request(handle)
   local headers = handle:headers()
   local origin = headers:get("origin")
@@ -93,7 +120,8 @@ function envoy_on_request(handle)
     end
     handle:streamInfo():dynamicMetadata():set(SAFE_KEY, "origin", origin)
   end
-  if PREFIX ~= "" and not grpc then
+  if grpc then return end
+  if PREFIX ~= "" then
     local path = headers:get(":path")
     local rest = string.sub(path, #PREFIX + 1)
     if string.sub(path, 1, #PREFIX) == PREFIX and (rest == "" or string.match(rest, "^[/?]")) then
@@ -102,8 +130,10 @@ function envoy_on_request(handle)
     else  -- its CORS headers are added on the way out, as to any answer
       handle:respond({[":status"] = "404", ["content-type"] = "application/json; charset=utf-8"},
                      NOT_FOUND)
+      return
     end
   end
+  check_route(handle, headers)
 end
 
 function envoy_on_response(handle)

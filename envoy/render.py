@@ -21,6 +21,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from string import Template
 
+from google.api import annotations_pb2  # registers google.api.http before a set is parsed
+from google.protobuf import descriptor_pb2
+from google.protobuf.message import DecodeError
+
 HERE = Path(__file__).resolve().parent
 TEMPLATE = HERE / "llama-envoy.yaml.in"
 LUA_FILTER = HERE / "filter.lua"
@@ -169,8 +173,45 @@ def _lua(value: object) -> str:
     return "{" + ", ".join(json.dumps(v) for v in value) + "}"
 
 
+def http_routes(descriptor: Path) -> list[tuple[str, list[str]]]:
+    """(path template, [method]) of the typed service's google.api.http rules, in its order
+    (every REST route Envoy serves has one), plus the health routes Envoy answers itself."""
+    try:
+        files = descriptor_pb2.FileDescriptorSet.FromString(descriptor.read_bytes())
+    except DecodeError as e:
+        raise argparse.ArgumentTypeError(f"{descriptor} is not a descriptor set: {e}") from e
+    # One entry per route, not per path: the bridge's Allow names the first route's method.
+    routes: list[tuple[str, list[str]]] = [("/health", ["GET"]), ("/v1/health", ["GET"])]
+    for f in files.file:
+        for service in f.service:
+            if f.package != "llama.v1" or service.name != "LlamaServer":
+                continue
+            for method in service.method:
+                rule = method.options.Extensions[annotations_pb2.http]
+                for r in (rule, *rule.additional_bindings):
+                    kind = r.WhichOneof("pattern")
+                    if kind in ("get", "post", "put", "delete", "patch"):
+                        routes.append((getattr(r, kind), [kind.upper()]))
+    return routes
+
+
+def _lua_pattern(template: str) -> str:
+    """`/slots/{id_slot}/export` -> `^/slots/[^/]+/export$` (Lua's magic characters escaped)."""
+    out = []
+    for part in template.split("/"):
+        out.append("[^/]+" if part.startswith("{") else "".join(
+            "%" + c if c in "^$()%.[]*+-?" else c for c in part))
+    return "^" + "/".join(out) + "$"
+
+
+def _lua_routes(routes: list[tuple[str, list[str]]]) -> str:
+    rows = [f"  {{{json.dumps(_lua_pattern(path))}, {json.dumps(', '.join(methods))}}}"
+            for path, methods in routes]
+    return "{\n" + ",\n".join(rows) + "\n}"
+
+
 def lua_source(cors: bool, origins: str, methods: str, headers: str, credentials: bool,
-               api_prefix: str) -> str:
+               api_prefix: str, routes: list[tuple[str, list[str]]] | None = None) -> str:
     """envoy/filter.lua after its settings, indented for the template's block scalar."""
     origin_list, header_list = _csv(origins), _csv(headers)
     allow_headers = sorted(set(SAFELISTED_HEADERS) | set(header_list))
@@ -184,6 +225,7 @@ def lua_source(cors: bool, origins: str, methods: str, headers: str, credentials
         "PREFIX": api_prefix.rstrip("/"), "NOT_FOUND": _NOT_FOUND,
     }
     lines = [f"{name} = {_lua(value)}" for name, value in settings.items()]
+    lines.append(f"ROUTES = {_lua_routes(routes or [])}")
     text = "\n".join(lines) + "\n\n" + LUA_FILTER.read_text()
     return "\n".join(" " * 18 + line if line else "" for line in text.splitlines())
 
@@ -269,7 +311,8 @@ def params_from_args(args: argparse.Namespace) -> EnvoyParams:
         outlier_detection=_OUTLIER_DETECTION if outlier else "",
         endpoints="\n".join(u.yaml() for u in upstreams),
         lua_source=lua_source(not args.no_cors, args.cors_origins, args.cors_methods,
-                              args.cors_headers, args.cors_credentials, args.api_prefix),
+                              args.cors_headers, args.cors_credentials, args.api_prefix,
+                              http_routes(args.descriptor.resolve())),
         listener_tls=listener_tls(args.ssl_cert_file, args.ssl_key_file)
         if args.ssl_cert_file else "",
     )

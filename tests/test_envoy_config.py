@@ -75,13 +75,14 @@ def test_replicas_get_outlier_detection_and_every_endpoint() -> None:
 
 def test_embedded_descriptor_is_the_file(tmp_path: Path) -> None:
     descriptor = tmp_path / "set.pb"
-    descriptor.write_bytes(b"\x00descriptor\xff")
+    real = render.DEFAULT_DESCRIPTOR.read_bytes()  # render.py reads the routes from it
+    descriptor.write_bytes(real)
     config = rendered("--descriptor", str(descriptor), "--embed-descriptor")
     # one per transcoder: LlamaServerHttp's and LlamaServer's
     lines = [ln for ln in config.splitlines() if "proto_descriptor_bin:" in ln]
     assert len(lines) == 2
     for line in lines:
-        assert base64.b64decode(line.split(":", 1)[1].strip()) == b"\x00descriptor\xff"
+        assert base64.b64decode(line.split(":", 1)[1].strip()) == real
 
 
 def test_missing_descriptor_is_a_usage_error(tmp_path: Path) -> None:

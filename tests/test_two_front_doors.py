@@ -34,7 +34,7 @@ VOLATILE = ("id", "created", "prompt_ms", "prompt_per_token_ms", "prompt_per_sec
 _VOLATILE_RE = re.compile(rb'"(' + b"|".join(k.encode() for k in VOLATILE)
                           + rb')":(-?[0-9][0-9.eE+-]*|"[^"]*"|null)')
 # Headers whose value must be the same at both doors (x-request-id: present at both or none).
-SAME_HEADERS = ("content-type", "cache-control", "retry-after", "vary",
+SAME_HEADERS = ("content-type", "cache-control", "retry-after", "vary", "allow",
                 "access-control-allow-origin", "access-control-allow-credentials",
                 "access-control-allow-methods", "access-control-allow-headers",
                 "access-control-max-age")
@@ -196,6 +196,16 @@ ERRORS: list[tuple[str, str, Any, bytes | None]] = [
     ("POST", "/tokenize", {"content": 5}, None),
     ("POST", "/detokenize", {"tokens": [10 ** 9]}, None),
     ("POST", "/apply-template", {"messages": "no"}, None),
+    ("GET", "/completion", None, None),  # 405 with Allow
+    ("GET", "/v1/chat/completions", None, None),
+    ("DELETE", "/props", None, None),
+    ("PUT", "/lora-adapters", None, None),
+    ("GET", "/slots/0", None, None),
+    ("GET", "/slots/import", None, None),
+    ("POST", "/slots/0/export", None, None),
+    ("PATCH", "/health", None, None),
+    ("POST", "/completion/", {"prompt": "a"}, None),  # no route: 404
+    ("GET", "/v1/models/", None, None),
     ("GET", "/metrics", None, None),  # not enabled (--metrics)
     ("POST", "/props", {"n_ctx": 1}, None),  # not enabled (--props)
     ("POST", "/lora-adapters", {"id": 0}, None),
