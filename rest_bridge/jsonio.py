@@ -53,11 +53,16 @@ def parse_json(raw: bytes) -> Json:
     MAX_JSON_DEPTH, is a 400."""
     check_depth(raw)
     try:
-        return json.loads(raw)
+        return json.loads(raw, parse_constant=_not_json)
     except (ValueError, UnicodeDecodeError) as e:
         raise BridgeError.invalid_request(f"the request body is not valid JSON: {e}") from e
     except RecursionError as e:  # check_depth stops such bodies first; in case it does not
         raise _too_deep() from e
+
+
+def _not_json(name: str) -> Json:
+    """NaN, Infinity and -Infinity: Python reads them, JSON (and llama-server) does not."""
+    raise ValueError(f"{name} is not a JSON value")
 
 
 def check_depth(raw: bytes) -> None:

@@ -45,7 +45,7 @@ _BODIES: dict[str, tuple[Descriptor, str | None]] = {
     "/slots/{id_slot}": (server_pb2.SlotActionRequest.DESCRIPTOR, "options"),
     "/lora-adapters": (server_pb2.SetLoraAdaptersRequest.DESCRIPTOR, "adapters"),
     "/cancel": (server_pb2.CancelRequest.DESCRIPTOR, None),
-    "/v1/chat/completions/control": (chat_pb2.ChatControlRequest.DESCRIPTOR, None),
+    "/v1/chat/completions/control": (chat_pb2.ControlChatCompletionRequest.DESCRIPTOR, None),
 }
 _QUERY: dict[tuple[str, str], list[Schema]] = {
     ("post", "/slots/{id_slot}"): [{"name": "action", "in": "query", "required": True,

@@ -124,6 +124,6 @@ async def cancel(request: Request, up: Up) -> Response:
 @router.post("/v1/chat/completions/control")
 async def chat_control(request: Request, up: Up) -> Response:
     """llama-server's control of a running chat completion (reasoning_end)."""
-    req = to_message(await body_object(request), chat_pb2.ChatControlRequest())
+    req = to_message(await body_object(request), chat_pb2.ControlChatCompletionRequest())
     resp = await up.llama.ControlChatCompletion(req, metadata=metadata(request))
     return json_response(control_json(resp))

@@ -28,10 +28,10 @@ class ChatControlRpcs(ServicerBase):
         self._rt()
         gen = self._registry.get(request.id)
         if gen is None or gen.done:
-            return chat_pb2.ChatControlResponse(success=False, message=NO_COMPLETION)
+            return chat_pb2.ControlChatCompletionResponse(success=False, message=NO_COMPLETION)
         budgets = [t.budget for t in gen.tasks if getattr(t, "budget", None) is not None]
         if not budgets or not all(b.spec.control for b in budgets):
-            return chat_pb2.ChatControlResponse(success=False, message=NOT_ARMED)
+            return chat_pb2.ControlChatCompletionResponse(success=False, message=NOT_ARMED)
         for budget in budgets:
             budget.request_end()  # read by the engine thread at its next step
-        return chat_pb2.ChatControlResponse(success=True)
+        return chat_pb2.ControlChatCompletionResponse(success=True)

@@ -307,7 +307,7 @@ class LlamaHttpServicer(http_pb2_grpc.LlamaServerHttpServicer):  # type: ignore[
                                  body_of=_ignored)
 
     async def ControlChatCompletion(self, request: Any, context: Context) -> HttpBody:
-        return await self._unary(request, context, chat_pb2.ChatControlRequest(),
+        return await self._unary(request, context, chat_pb2.ControlChatCompletionRequest(),
                                  "ControlChatCompletion", lambda r, _q, _b: control_json(r))
 
     async def GetProps(self, request: Any, context: Context) -> HttpBody:

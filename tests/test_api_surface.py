@@ -80,7 +80,7 @@ IGNORED_THOUGH_NAMED: dict[str, dict[str, str]] = {
         "model": "one model: selects nothing, responses carry the server's model name",
         "user": "OpenAI's end-user id, ignored as llama-server ignores it",
     },
-    "ChatControlRequest": {
+    "ControlChatCompletionRequest": {
         "model": "llama-server's router mode picks the model by it; one model here",
     },
 }

@@ -4,7 +4,8 @@ One table, `CASES`, maps each RPC (listed from the service descriptor, so an RPC
 proto without a case here fails the test) to its cases: a request, the expected status and a
 fragment of the expected message. Bad input is never answered UNKNOWN (an exception nobody
 mapped) nor INTERNAL (reserved for bugs, service/errors.py); RPCs with no bad input possible
-answer OK; RPCs not served yet answer UNIMPLEMENTED with a message. A stream that fails after
+answer OK; RPCs this server's configuration does not enable (NOT_IN_THIS_CONFIG) answer
+UNIMPLEMENTED with a message, as llama-server answers 501 there. A stream that fails after
 messages have flowed ends with a message carrying the same error (docs/api.md, streaming
 contract). All cases run against one server with a single small slot (-c 256 -np 1), which
 must still serve a normal completion afterwards.
@@ -20,7 +21,14 @@ import grpc
 import pytest
 from google.protobuf import message_factory
 from grpc_harness import ServiceProcess, chat_request, complete, completion_request, running_service
-from llama.v1 import chat_pb2, server_pb2, service_pb2, tokenize_pb2
+from llama.v1 import (
+    chat_pb2,
+    common_pb2,
+    server_pb2,
+    service_pb2,
+    slot_state_pb2,
+    tokenize_pb2,
+)
 
 SERVICE = service_pb2.DESCRIPTOR.services_by_name["LlamaServer"]
 CTX = 256  # one slot of 256 tokens: a prompt of 300 words does not fit
@@ -106,8 +114,21 @@ def _tokens(resp: Any) -> None:
     assert len(resp.tokens) > 0
 
 
-UNSERVED = ["Embed", "OpenAIEmbed", "Rerank", "Infill", "SetProps", "ListSlots", "SlotAction",
-            "GetMetrics", "ListLoraAdapters", "SetLoraAdapters"]
+# RPCs this server (a generation model without FIM tokens, started without --props,
+# --slot-save-path or --metrics) answers as llama-server does in that configuration: 501.
+NOT_IN_THIS_CONFIG = {
+    "Embed": "a generation model", "OpenAIEmbed": "a generation model",
+    "Rerank": "a generation model", "Infill": "a model without FIM tokens",
+    "SetProps": "without --props", "SlotAction": "without --slot-save-path",
+    "GetMetrics": "without --metrics",
+}
+
+
+_control = chat_pb2.ControlChatCompletionRequest
+
+
+def _no_adapters(resp: Any) -> None:
+    assert list(resp.adapters) == []
 
 CASES: dict[str, list[Case]] = {
     "Completion": COMPLETION_CASES,
@@ -117,7 +138,7 @@ CASES: dict[str, list[Case]] = {
         Case("empty messages", chat_request(messages=[]), INVALID, "messages"),
         Case("bad response_format type", chat(response_format={"type": "xml"}), INVALID,
              "response_format"),
-        Case("n 2", chat(n=2), INVALID, "choice"),
+        Case("n 2 with one slot", chat(n=2), INVALID, "n must be between 1 and 1"),
         Case("unknown role", chat(messages=[{"role": "wizard", "content": "Hi"}]), INVALID,
              "role"),
     ],
@@ -140,12 +161,11 @@ CASES: dict[str, list[Case]] = {
              "vocabulary"),
     ],
     "ControlChatCompletion": [
-        Case("missing id", chat_pb2.ChatControlRequest(action="reasoning_end"), INVALID,
-             "missing completion id"),
-        Case("unknown action", chat_pb2.ChatControlRequest(id="chatcmpl-x", action="stop"),
-             INVALID, "unknown control action"),
-        Case("unknown id", chat_pb2.ChatControlRequest(id="chatcmpl-x", action="reasoning_end"),
-             OK, "", _control_refused),
+        Case("missing id", _control(action="reasoning_end"), INVALID, "missing completion id"),
+        Case("unknown action", _control(id="chatcmpl-x", action="stop"), INVALID,
+             "unknown control action"),
+        Case("unknown id", _control(id="chatcmpl-x", action="reasoning_end"), OK, "",
+             _control_refused),
     ],
     "Cancel": [
         Case("unknown id", server_pb2.CancelRequest(id="cmpl-no-such-generation"), OK, "",
@@ -156,8 +176,23 @@ CASES: dict[str, list[Case]] = {
     "GetLoad": [Case("no input", _request_of("GetLoad"), OK, "", _one_slot)],
     "GetServerInfo": [Case("no input", _request_of("GetServerInfo"), OK, "",
                            lambda resp: _one_slot(resp.context))],
-    **{rpc: [Case("not served yet", _request_of(rpc), UNIMPLEMENTED, "")] for rpc in UNSERVED},
+    "ListSlots": [Case("no input", _request_of("ListSlots"), OK, "",
+                       lambda resp: _one_slot_listed(resp))],
+    "ListLoraAdapters": [Case("no adapters loaded", _request_of("ListLoraAdapters"), OK, "",
+                              _no_adapters)],
+    "SetLoraAdapters": [Case("an id that does not exist", server_pb2.SetLoraAdaptersRequest(
+        adapters=[common_pb2.LoraScale(id=3, scale=1.0)]), INVALID, "3")],
+    "ExportSlot": [Case("slot out of range", slot_state_pb2.ExportSlotRequest(id_slot=5),
+                        INVALID, "Invalid slot ID: 5")],
+    "ImportSlot": [Case("not a slot file", slot_state_pb2.SlotStateChunk(data=b"garbage"),
+                        INVALID, "not a slot file")],
+    **{rpc: [Case(why, _request_of(rpc), UNIMPLEMENTED, "")]
+       for rpc, why in NOT_IN_THIS_CONFIG.items()},
 }
+
+
+def _one_slot_listed(resp: Any) -> None:
+    assert [s.id for s in resp.slots] == [0]
 
 MISSING = Case("no case written for this RPC", None, OK, "")
 PARAMS = [pytest.param(rpc, case, id=f"{rpc}-{case.name}")
@@ -181,6 +216,8 @@ def invoke(stub: Any, rpc: str, request: Any) -> tuple[grpc.StatusCode, str, Any
     call = getattr(stub, rpc)
     messages: list[Any] = []
     try:
+        if method.client_streaming:  # one message, then the end of the client's stream
+            return OK, "", call(iter([request]), timeout=60)
         if method.server_streaming:
             for msg in call(request, timeout=60):
                 messages.append(msg)

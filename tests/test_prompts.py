@@ -25,7 +25,7 @@ from service.engine.params import (
 )
 from service.prompt_values import prompt_json, token_prompts, value_to_json
 from service.prompts import parse_logit_bias, parse_stop, split_prompts, tokenize_prompt
-from service.request_params import Defaults, completion_params
+from service.request_params import Defaults, choices_of, completion_params
 
 
 @pytest.fixture(scope="module")
@@ -384,13 +384,12 @@ def test_t_max_predict_ms_minus_one_is_off(vocab: native.Vocab) -> None:
 
 
 @pytest.mark.parametrize("name", ["n", "n_cmpl"])
-def test_several_choices_per_prompt_are_refused_until_served(vocab: native.Vocab,
-                                                             name: str) -> None:
-    with pytest.raises(ParamError, match="not supported yet"):
-        completion_params(request(prompt="x", **{name: 2}), Defaults(CompletionParams(), 1),
-                          vocab)
-    assert completion_params(request(prompt="x", **{name: 1}), Defaults(CompletionParams(), 1),
-                             vocab).n_predict == -1
+def test_choices_per_prompt_are_one_to_the_slot_count(name: str) -> None:
+    assert choices_of(request(prompt="x"), 2) == 1
+    assert choices_of(request(prompt="x", **{name: 2}), 2) == 2
+    for bad in (0, 3, -1):
+        with pytest.raises(ParamError, match=f"{name} must be between 1 and 2"):
+            choices_of(request(prompt="x", **{name: bad}), 2)
 
 
 def test_json_schema_becomes_a_grammar(vocab: native.Vocab) -> None:

@@ -193,7 +193,7 @@ def test_reasoning_end_moves_the_answer_on(free_server: RestServer) -> None:
         stub = service_pb2_grpc.LlamaServerStub(channel)
         call = _endless(stub, reasoning_control=True)
         first = next(m for m in call if any(c.delta.reasoning_content for c in m.choices))
-        done = stub.ControlChatCompletion(chat_pb2.ChatControlRequest(
+        done = stub.ControlChatCompletion(chat_pb2.ControlChatCompletionRequest(
             id=first.id, action="reasoning_end"))
         assert done.success and not done.HasField("message")
         content = ""
@@ -212,16 +212,16 @@ def test_control_refusals(free_server: RestServer) -> None:
         stub = service_pb2_grpc.LlamaServerStub(channel)
         call = _endless(stub)  # not armed
         first = next(iter(call))
-        out = stub.ControlChatCompletion(chat_pb2.ChatControlRequest(
+        out = stub.ControlChatCompletion(chat_pb2.ControlChatCompletionRequest(
             id=first.id, action="reasoning_end"))
         call.cancel()
         assert (out.success, out.message) == (False, NOT_ARMED)
-        out = stub.ControlChatCompletion(chat_pb2.ChatControlRequest(
+        out = stub.ControlChatCompletion(chat_pb2.ControlChatCompletionRequest(
             id="chatcmpl-none", action="reasoning_end"))
         assert (out.success, out.message) == (False, NO_COMPLETION)
-        for request, words in ((chat_pb2.ChatControlRequest(action="reasoning_end"),
+        for request, words in ((chat_pb2.ControlChatCompletionRequest(action="reasoning_end"),
                                 "missing completion id"),
-                               (chat_pb2.ChatControlRequest(id="x", action="stop"),
+                               (chat_pb2.ControlChatCompletionRequest(id="x", action="stop"),
                                 "unknown control action")):
             with pytest.raises(grpc.RpcError) as err:
                 stub.ControlChatCompletion(request)
