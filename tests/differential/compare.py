@@ -22,8 +22,10 @@ from typing import Any
 VOLATILE = frozenset({
     "id", "created", "system_fingerprint", "timings", "id_slot", "t_start_prompt_processing",
     "completion_id", "build_info", "total_slots", "id_task", "n_decoded", "time_ms",
-    # how much of a prompt was cached depends on which slot each server picked for it
-    "tokens_cached", "cached_tokens",
+    # how much of a prompt was cached depends on which slot each server picked for it, and on
+    # llama-server's RAM prompt cache, which we do not have
+    "tokens_cached", "cached_tokens", "timings/prompt_n",
+    "media_marker",  # random per process
 })
 # Keys compared by presence and type only, because they name the model file or the build
 # (llama-server's `model` is the path; ours too, but both may be aliased).

@@ -27,6 +27,8 @@ DELIBERATE: dict[str, str] = {
         "an empty body is read as `{}` (no fields), as on every route; llama-server fails to parse it (500)",
     "/tokenize body malformed":
         "llama-server answers 500 server_error for this client error (its JSON library's exception); we answer 400 invalid_request_error",
+    "/tokenize body nan":
+        "llama-server answers 500 server_error for this client error (its JSON library's exception); we answer 400 invalid_request_error",
     "/tokenize body nested deep":
         "a body that is not a JSON object is a 400 on every route; llama-server's /tokenize reads it as an empty request",
     "/tokenize body null body":
@@ -37,7 +39,13 @@ DELIBERATE: dict[str, str] = {
         "llama-server answers 500 server_error for this client error (its JSON library's exception); we answer 400 invalid_request_error",
     "/v1/chat/completions body bad utf8":
         "llama-server answers 500 server_error for this client error (its JSON library's exception); we answer 400 invalid_request_error",
+    "/v1/chat/completions body empty body":
+        "llama-server answers 500 server_error for this client error (its JSON library's exception); we answer 400 invalid_request_error",
+    "/v1/chat/completions body malformed":
+        "llama-server answers 500 server_error for this client error (its JSON library's exception); we answer 400 invalid_request_error",
     "/v1/chat/completions body nan":
+        "llama-server answers 500 server_error for this client error (its JSON library's exception); we answer 400 invalid_request_error",
+    "/v1/chat/completions body trailing garbage":
         "llama-server answers 500 server_error for this client error (its JSON library's exception); we answer 400 invalid_request_error",
     "/v1/completions body bad utf8":
         "llama-server answers 500 server_error for this client error (its JSON library's exception); we answer 400 invalid_request_error",
@@ -47,10 +55,22 @@ DELIBERATE: dict[str, str] = {
         "llama-server answers 500 server_error for this client error (its JSON library's exception); we answer 400 invalid_request_error",
     "/v1/completions body nan":
         "llama-server answers 500 server_error for this client error (its JSON library's exception); we answer 400 invalid_request_error",
+    "/v1/completions body trailing garbage":
+        "llama-server answers 500 server_error for this client error (its JSON library's exception); we answer 400 invalid_request_error",
+    "GET /completion (wrong method)":
+        "a route asked with the wrong method is 405 Method Not Allowed (HTTP's meaning); llama-server answers 404",
+    "GET /tokenize (wrong method)":
+        "a route asked with the wrong method is 405 Method Not Allowed (HTTP's meaning); llama-server answers 404",
+    "GET /v1/chat/completions (wrong method)":
+        "a route asked with the wrong method is 405 Method Not Allowed (HTTP's meaning); llama-server answers 404",
     "POST /lora-adapters bad id":
         "issue 19: an adapter id that does not exist is a 400 naming it; llama-server ignores it and answers success",
     "POST /props array [metrics-props]":
         "POST /props takes a JSON object (the spec); llama-server answers success to any body",
+    "POST /props n_predict [metrics-props]":
+        "issue 19: a property POST /props cannot change is a 400 naming it, nothing changed; llama-server answers success and changes nothing",
+    "apply-template empty":
+        "an empty conversation is a 400 (nothing to answer); llama-server renders the template's preamble alone",
     "auth GET /props bad key":
         "the spec documents GET /props as public (no API key check); the pinned build checks the key",
     "auth GET /props basic":
@@ -59,16 +79,32 @@ DELIBERATE: dict[str, str] = {
         "the spec documents GET /props as public (no API key check); the pinned build checks the key",
     "chat content image part":
         "llama-server answers 500 server_error for this client error (its JSON library's exception); we answer 400 invalid_request_error",
+    "chat max_tokens 0":
+        "0 generates nothing, as the spec describes n_predict 0; the pinned llama-server still generates one token",
     "chat messages missing role":
         "llama-server answers 500 server_error for this client error (its JSON library's exception); we answer 400 invalid_request_error",
+    "chat messages no messages":
+        "an empty conversation is a 400 (nothing to answer); llama-server renders the template's preamble alone",
+    "chat messages unknown role":
+        "a role the chat template cannot know is a 400 naming it; llama-server hands it to the template",
     "chat tools not list":
         "llama-server answers 500 server_error for this client error (its JSON library's exception); we answer 400 invalid_request_error",
+    "completion both":
+        "grammar and json_schema together is a 400; llama-server quietly uses the grammar although the spec says json_schema wins",
     "completion json_schema":
         "`generation_settings.grammar` shows the grammar our JSON-schema converter wrote: other rule names and layout than llama.cpp's for the same language (the generated text is compared and agrees)",
     "completion json_schema string":
         "`generation_settings.grammar` shows the grammar our JSON-schema converter wrote: other rule names and layout than llama.cpp's for the same language (the generated text is compared and agrees)",
+    "completion logit_bias bad shape":
+        "a malformed logit_bias entry is a 400 naming the field; llama-server drops it silently",
+    "completion logit_bias bad token":
+        "a token id outside the vocabulary in logit_bias is a 400; llama-server drops it silently",
+    "completion logit_bias string":
+        "a logit_bias that is neither a list nor an object is a 400; llama-server ignores it",
     "completion lora unknown id":
         "issue 19: an adapter id that does not exist is a 400 naming it; llama-server ignores it",
+    "completion n_predict=0":
+        "0 generates nothing, as the spec describes n_predict 0; the pinned llama-server still generates one token",
     "detokenize bad id":
         "llama-server answers 500 server_error for this client error (its JSON library's exception); we answer 400 invalid_request_error",
     "detokenize negative":
@@ -79,91 +115,53 @@ DELIBERATE: dict[str, str] = {
         "llama-server answers 500 server_error for this client error (its JSON library's exception); we answer 400 invalid_request_error",
     "infill prompt not string":
         "llama-server sets its 400 for a non-string prompt but does not stop the request (it answers 200); we stop it",
+    "props [chatml]":
+        "the built-in chatml template is our own text (never copied), so `chat_template` differs; the prompts it renders are the same (the chat cases with --chat-template chatml agree)",
+    "props [n-predict]":
+        "`default_generation_settings` shows the `-n` that requests get by default; llama-server shows -1 there (it copies only the sampling defaults)",
     "slot save [metrics-props]":
         "our slot files carry a header (model fingerprint, format version) and the sequence's state as libllama writes it, so `n_written` differs",
     "slot save no name [metrics-props]":
         "llama-server answers 500 server_error for this client error (its JSON library's exception); we answer 400 invalid_request_error",
+    "slot slot out of range [metrics-props]":
+        "issue 19: a slot id out of range is a 400; llama-server answers 200 with n_erased 0",
     "tokenize content number":
         "llama-server answers 500 server_error for this client error (its JSON library's exception); we answer 400 invalid_request_error",
+    "v1/completions best_of":
+        "OpenAI fields we cannot honour are a 400 (llama-server's own OpenAI parser refuses them too, but its /v1/completions accepts and ignores them)",
+    "v1/completions echo":
+        "OpenAI fields we cannot honour are a 400 (llama-server's own OpenAI parser refuses them too, but its /v1/completions accepts and ignores them)",
+    "v1/completions suffix":
+        "OpenAI fields we cannot honour are a 400 (llama-server's own OpenAI parser refuses them too, but its /v1/completions accepts and ignores them)",
     "v1/completions two prompts":
         "our `usage` counts every prompt's tokens (OpenAI's meaning); llama-server's counts the first prompt's only",
 }
 
 OPEN: dict[str, str] = {
-    "completion samplers=[]":
-        "$.generation_settings.samplers: 9 elements (llama-server: 0): an empty list is the default chain for us, no sampler (the dist draw alone) for llama-server",
-    "/tokenize body nan":
-        "status 200 (llama-server: 500)",
-    "GET /completion (wrong method)":
-        "status 405 (llama-server: 404)",
     "GET /slots":
-        "$[0].prompt: extra (\"<|begin_of_text|><|start_header_id|>system<|end_header_id|>\\n\\nEnvironment: ...)",
+        "an idle slot shows params, next_token and prompt; the pinned build shows only id, n_ctx, speculative and is_processing for a slot never used",
     "GET /slots?fail_on_no_slot=1":
-        "$[0].prompt: extra (\"<|begin_of_text|><|start_header_id|>system<|end_header_id|>\\n\\nEnvironment: ...)",
-    "GET /tokenize (wrong method)":
-        "status 405 (llama-server: 404)",
-    "apply-template empty":
-        "status 400 (llama-server: 200)",
-    "auth GET /props good key":
-        "$.media_marker: missing (llama-server: \"<__media_qey8Bukb2ELgmxcEcGpmPQvbp1A6qwud__>\")",
-    "auth GET /props x-api-key":
-        "$.media_marker: missing (llama-server: \"<__media_qey8Bukb2ELgmxcEcGpmPQvbp1A6qwud__>\")",
+        "as GET /slots",
     "auth GET /slots good key":
-        "$[0].prompt: extra (\"<|begin_of_text|>x\")",
+        "as GET /slots",
     "auth GET /slots x-api-key":
-        "$[0].prompt: extra (\"<|begin_of_text|>x\")",
-    "chat max_tokens 0":
-        "$.choices[0].message.content: \"\" (llama-server: \" JR\")",
+        "as GET /slots",
     "chat messages assistant last":
-        "$.choices[0].message.content: \"delay {}),\\noreferrer IDirect\" (llama-server: \"Hidelay {}),\\noreferrer IDirect\")",
+        "a conversation ending with an assistant message: llama-server continues it and returns the prefilled text too",
     "chat messages message not object":
-        "$.error.message: \"Failed to parse messages: missing 'role' in message: {}\" (llama-server: \"All non-assistant messages must contain 'content'\")",
-    "chat messages no messages":
-        "status 400 (llama-server: 200)",
-    "chat messages unknown role":
-        "status 400 (llama-server: 200)",
+        "the message for a non-object message names 'role'; llama-server's names 'content'",
     "chat n 2":
-        "status 400 (llama-server: 200)",
+        "usage counts the prompt once per choice (74 for 37); llama-server counts the prompt once and the first choice's tokens only",
     "chat response_format json_object":
-        "$.choices[0].finish_reason: \"length\" (llama-server: \"stop\")",
+        "the json_object grammar differs from llama-server's (greedy picks differ: '{}' there)",
     "chat response_format json_schema":
-        "$.choices[0].message.content: \"{\\\"a\\\":-61032683187229\" (llama-server: \"{\\\"\")",
+        "the response_format schema's grammar differs from llama-server's (greedy picks differ)",
     "chat tool_choice required":
-        "$.choices[0].message.tool_calls: extra ([{\"type\": \"function\", \"function\": {\"name\": \"get_weather\", \"arguments\": \"{\\\"ci...)",
-    "completion both":
-        "status 400 (llama-server: 200)",
+        "we force and parse a tool call; the pinned llama-server's Llama 3.x handling returns the text as content",
     "completion context fills up":
-        "$.content: \" \u0431\u043e\u0440\u043e\u0442\u044cremeremeremeremeremeremeremeremeremeremeremereme\" (llama-server: \" \u0431\u043e\u0440\u043e\u0442\u044cremeremeremeremeremeremeremeremeremeremereme\")",
-    "completion logit_bias bad shape":
-        "status 400 (llama-server: 200)",
-    "completion logit_bias bad token":
-        "status 400 (llama-server: 200)",
-    "completion logit_bias string":
-        "status 400 (llama-server: 200)",
-    "completion n_predict=0":
-        "$.content: \"\" (llama-server: \" glasses\")",
-    "props [chatml]":
-        "$.media_marker: missing (llama-server: \"<__media_ardLuLOZo6sYHkZxuOR2uXGGdtm8TADN__>\")",
-    "props [default]":
-        "$.media_marker: missing (llama-server: \"<__media_gAPsN48GCPgTr0jWS31py8929lmFO4J1__>\")",
-    "props [fim]":
-        "$.media_marker: missing (llama-server: \"<__media_4qW2H54QexCwxvMGc6MBB0pqdjowlbzD__>\")",
-    "props [metrics-props]":
-        "$.media_marker: missing (llama-server: \"<__media_C0kxzucRs7vKcStMCfGWoGCH1fHbwKLA__>\")",
-    "props [n-predict]":
-        "$.media_marker: missing (llama-server: \"<__media_urp2nkULJE3SMvGXfdn07FMgdPUKwbRv__>\")",
-    "props [no-slots]":
-        "$.media_marker: missing (llama-server: \"<__media_TgbxkKFSFEna325JVxHdkmhPVoVEQefK__>\")",
-    "props [reasoning-none]":
-        "$.media_marker: missing (llama-server: \"<__media_pMVB8nfzGoj2d96OKcP8fh6clP5fGUu6__>\")",
-    "props [spm]":
-        "$.media_marker: missing (llama-server: \"<__media_HCo3YsDjIAyA7PQhAiSDAyORUdIKsQF5__>\")",
+        "we stop one token later than llama-server when the slot's context fills (it stops at n_past + 1 >= n_ctx)",
+    "completion samplers=[]":
+        "an empty list is the default chain for us; for llama-server no sampler (the dist draw alone)",
     "tokenize content list":
-        "status 400 (llama-server: 200)",
-    "v1/completions best_of":
-        "status 400 (llama-server: 200)",
-    "v1/completions echo":
-        "status 400 (llama-server: 200)",
-    "v1/completions suffix":
-        "status 400 (llama-server: 200)",
+        "a list `content` is tokenized piecewise by llama-server; we refuse it (400)",
 }
