@@ -176,6 +176,9 @@ class HttpClient:
             return
         tally.tokens(len(event.get("tokens") or ()))
         if event.get("stop"):
+            # The final count is the server's: the pinned llama-server's streamed `tokens` lists
+            # can miss one (seen: 7 of 8 tokens in a stream whose tokens_predicted said 8).
+            tally.n_generated = int(event.get("tokens_predicted", tally.n_generated))
             tally.n_prompt = int(event.get("tokens_evaluated", 0))
             # timings.cache_n: llama-server's tokens_cached counts every token in the slot.
             tally.n_cached = int((event.get("timings") or {}).get("cache_n", -1))
