@@ -42,6 +42,10 @@ class CompletionStream:
         self.settings = request_settings(rt, req.params, req.stream)
         self.parts: dict[int, Any] = {}  # stream = false: each prompt's message so far
         self.slot_of: dict[int, int] = {}
+        # per prompt: its tokens, and the tokens generated so far (llama-server's counts on
+        # every streamed message)
+        self.n_prompt: dict[int, int] = {}
+        self.n_predicted: dict[int, int] = {}
         self.failure: ServiceError | None = None  # the RPC's status after the messages
 
     def on_event(self, index: int, event: Event, prompt_text: str = "") -> Any | None:
@@ -51,13 +55,16 @@ class CompletionStream:
         if isinstance(event, Chunk):
             msg = _content_chunk(self.rt, req, index, event, self.slot_of.get(index, -1))
             if req.stream:
+                self.n_predicted[index] = self.n_predicted.get(index, 0) + len(event.tokens)
+                msg.tokens_predicted = self.n_predicted[index]
+                msg.tokens_evaluated = self.n_prompt.get(index, 0)
                 return msg
             part = self._part(index)
             part.tokens.extend(msg.tokens)
             part.completion_probabilities.extend(msg.completion_probabilities)
             return None
         if isinstance(event, Started):
-            self.slot_of[index] = event.slot_id
+            self.slot_of[index], self.n_prompt[index] = event.slot_id, event.n_prompt
             if not req.stream:
                 return None
             msg = completion_pb2.CompletionChunk(id=req.id, index=index, id_slot=event.slot_id)

@@ -97,3 +97,17 @@ def test_16_concurrent_sse_clients_get_their_own_outputs(rest_server: RestServer
         assert text == seq_text
     assert len(ids) == 16
     assert len({text for text, _, _ in concurrent}) > 1  # the outputs really are separate
+
+
+def test_streamed_messages_count_the_tokens_so_far(rest_server: RestServer) -> None:
+    # As llama-server: every partial message carries the tokens generated so far and the
+    # prompt's tokens, not zeros.
+    body = {"prompt": [1, 2, 3], "n_predict": 3, "ignore_eos": True, "temperature": 0.0,
+            "stream": True, "cache_prompt": False}
+    r = httpx.post(rest_server.url + "/completion", json=body, timeout=60)
+    events = [json.loads(e) for e in sse_events(r.text)]
+    partials = [e for e in events if not e["stop"]]
+    final = events[-1]
+    assert [e["tokens_predicted"] for e in partials] == list(range(1, len(partials) + 1))
+    assert final["tokens_predicted"] == 3 == sum(len(e["tokens"]) for e in partials)
+    assert {e["tokens_evaluated"] for e in partials} == {final["tokens_evaluated"]} == {3}
