@@ -148,7 +148,7 @@ function envoy_on_response(handle)
     return  -- a native gRPC client's answer: as it is, no CORS
   end
   for _, name in ipairs({"grpc-accept-encoding", "grpc-encoding", "grpc-status",
-                         "grpc-message"}) do
+                         "grpc-message", "x-retry-elsewhere"}) do
     headers:remove(name)
   end
   -- JSON as the bridge labels it (the typed transcoder's, Envoy's health answers).

@@ -118,8 +118,17 @@ def _error_body(err: BridgeError) -> HttpBody:
     return HttpBody(content_type=JSON, data=dumps(err.body()))
 
 
+# Set on a 503 (loading, draining, queue full) answered before anything else: Envoy retries the
+# request on another replica (retry_on retriable-headers, envoy/llama-envoy.yaml.in) as it does
+# for the typed RPCs' UNAVAILABLE, and its Lua filter drops the header.
+RETRY_ELSEWHERE_KEY = "x-retry-elsewhere"
+
+
 async def _error(context: Context, err: BridgeError) -> HttpBody:
-    await _head(context, err.status, {k.lower(): v for k, v in err.headers.items()})
+    headers = {k.lower(): v for k, v in err.headers.items()}
+    if err.status == 503:
+        headers[RETRY_ELSEWHERE_KEY] = "1"
+    await _head(context, err.status, headers)
     return _error_body(err)
 
 
