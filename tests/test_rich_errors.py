@@ -126,7 +126,7 @@ def fails(call: Callable[[], Any]) -> tuple[grpc.RpcError, rich_status.Details]:
 # -- invalid requests ---------------------------------------------------------------------------
 @pytest.mark.parametrize(("field", "value"), [("n_keep", -5), ("n_probs", 101),
                                               ("request_id", "has space"), ("seed", -7),
-                                              ("stop", 5), ("logit_bias", "x")])
+                                              ("stop", ["x"] * 65), ("logit_bias", "x")])
 def test_an_invalid_field_is_named_by_bad_request(served: Served, field: str,
                                                  value: Any) -> None:
     req = completion_request(prompt="Hello", n_predict=1, **{field: value})

@@ -66,6 +66,14 @@ def test_stop_and_stop_sequences_together_are_refused(grpc_stub: Any) -> None:
 
 
 # -- typed logit bias -------------------------------------------------------------------------
+def _requested(stub: Any, result: CompletionResult) -> list[tuple[int, float]]:
+    """The echoed logit_bias less the end-of-generation bans ignore_eos adds (EXACT sets it):
+    what a request without any bias echoes."""
+    added = {(e.token, e.bias) for e in ok(run(stub, 1)).final.generation_settings.logit_bias}
+    return [(e.token, e.bias) for e in result.final.generation_settings.logit_bias
+            if (e.token, e.bias) not in added]
+
+
 def _same_effect(stub: Any, typed: list[dict[str, Any]], value: Any) -> CompletionResult:
     a, b = ok(run(stub, typed_logit_bias=typed)), ok(run(stub, logit_bias=value))
     assert a.tokens == b.tokens
@@ -83,15 +91,14 @@ def test_typed_bias_by_id_equals_the_value_form(grpc_stub: Any) -> None:
     target = 1000
     biased = _same_effect(grpc_stub, [{"token": target, "bias": 100.0}], [[target, 100.0]])
     assert set(biased.tokens) == {target}
-    assert [(e.token, e.bias) for e in biased.final.generation_settings.logit_bias] \
-        == [(target, 100.0)]
+    assert _requested(grpc_stub, biased) == [(target, 100.0)]
 
 
 def test_typed_bias_and_ban_by_text_equal_the_value_form(grpc_stub: Any) -> None:
     biased = _same_effect(grpc_stub, [{"text": " zebra", "bias": 50.0}], [[" zebra", 50.0]])
-    entries = biased.final.generation_settings.logit_bias
-    assert entries and all(e.bias == 50.0 for e in entries)  # each token of the text
-    assert set(biased.tokens) <= {e.token for e in entries}
+    entries = _requested(grpc_stub, biased)
+    assert entries and all(bias == 50.0 for _, bias in entries)  # each token of the text
+    assert set(biased.tokens) <= {token for token, _ in entries}
     free = ok(run(grpc_stub, n_probs=1))
     piece = next(p.token for m in free.messages for p in m.completion_probabilities)
     banned = _same_effect(grpc_stub, [{"text": piece, "ban": True}], [[piece, False]])
@@ -101,9 +108,9 @@ def test_typed_bias_and_ban_by_text_equal_the_value_form(grpc_stub: Any) -> None
 def test_typed_text_that_looks_like_a_number_is_text(grpc_stub: Any) -> None:
     """The JSON form reads a numeric string key as a token id; typed text is always text."""
     typed = ok(run(grpc_stub, 1, typed_logit_bias=[{"text": "42", "bias": 5.0}]))
-    ids = {e.token for e in typed.final.generation_settings.logit_bias}
+    ids = {token for token, _ in _requested(grpc_stub, typed)}
     as_id = ok(run(grpc_stub, 1, logit_bias=[["42", 5.0]]))
-    assert {e.token for e in as_id.final.generation_settings.logit_bias} == {42}
+    assert {token for token, _ in _requested(grpc_stub, as_id)} == {42}
     assert ids and ids != {42}
 
 
