@@ -14,7 +14,7 @@ as llama-server, so both send the model the same tokens.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -54,7 +54,7 @@ def infill_prompt(vocab: Vocab, prefix: str, suffix: str, extra: Sequence[tuple[
     def tokens(text: str) -> list[int]:
         return vocab.tokenize(text, add_special=False, parse_special=False) if text else []
 
-    extra_tokens = _extra_context(vocab, fim, extra, tokens)
+    extra_tokens = _extra_context(fim, extra, tokens)
     prefix_tokens, suffix_tokens = tokens(prefix), tokens(suffix)
     n_prefix = min(len(prefix_tokens), 3 * (budget.n_batch // 4))
     n_suffix = min(len(suffix_tokens), max(0, budget.n_batch // 4 - (2 + len(prompt))))
@@ -69,8 +69,8 @@ def infill_prompt(vocab: Vocab, prefix: str, suffix: str, extra: Sequence[tuple[
     return [*kept_extra, *bos, *first, *second, fim["mid"]]
 
 
-def _extra_context(vocab: Vocab, fim: dict[str, int], extra: Sequence[tuple[str, str]],
-                   tokens: Any) -> list[int]:
+def _extra_context(fim: dict[str, int], extra: Sequence[tuple[str, str]],
+                   tokens: Callable[[str], list[int]]) -> list[int]:
     out: list[int] = []
     repo_level = fim["sep"] >= 0
     if fim["rep"] >= 0:
