@@ -30,7 +30,7 @@ from service.engine.scheduler import Limits, Load, Plan, Scheduler
 from service.engine.slots import Slot
 from service.engine.task import EventSink, LoopSink, Task
 from service.engine.textstream import TextStream
-from service.engine.update import StopRules, accept, shift_span, stop_reason
+from service.engine.update import StopRules, accept, shift_span, slot_full, stop_reason
 
 _log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -439,7 +439,7 @@ class Engine:
         if reason is not None:
             self._finish(task, reason, text)
             return
-        if task.n_past >= self.n_ctx_slot:  # full: stop_reason found that it can shift
+        if slot_full(task, self.rules):  # stop_reason found that it can shift
             span = shift_span(task, self.rules)
             assert span is not None
             self.executor.shift(task, *span)

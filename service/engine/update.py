@@ -50,10 +50,16 @@ def stop_reason(task: Task, token: int, rules: StopRules) -> str | None:
     tmax = task.params.t_max_predict_ms
     if tmax and (time.perf_counter() - task.t_first) * 1e3 > tmax and "\n" in task.stream.text:
         return "limit"
-    if task.n_past >= rules.n_ctx_seq and shift_span(task, rules) is None:
+    if slot_full(task, rules) and shift_span(task, rules) is None:
         task.truncated = True
         return "limit"
     return None
+
+
+def slot_full(task: Task, rules: StopRules) -> bool:
+    """Whether the slot has no room for the next token: as llama-server, one cell is kept free
+    (it stops or shifts at n_past + 1 >= n_ctx), so both servers stop at the same token."""
+    return task.n_past + 1 >= rules.n_ctx_seq
 
 
 def shift_span(task: Task, rules: StopRules) -> tuple[int, int] | None:

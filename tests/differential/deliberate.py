@@ -158,8 +158,6 @@ OPEN: dict[str, str] = {
         "the response_format schema's grammar differs from llama-server's (greedy picks differ)",
     "chat tool_choice required":
         "we force and parse a tool call; the pinned llama-server's Llama 3.x handling returns the text as content",
-    "completion context fills up":
-        "we stop one token later than llama-server when the slot's context fills (it stops at n_past + 1 >= n_ctx)",
     "completion samplers=[]":
         "an empty list is the default chain for us; for llama-server no sampler (the dist draw alone)",
     "tokenize content list":
