@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from native.errors import BindingError
@@ -20,7 +21,7 @@ except ImportError as exc:  # pragma: no cover - exercised only on a fresh check
         "`python -m native.cffi_build` (the README's set-up commands do it)"
     ) from exc
 
-__all__ = ["decoding", "ensure_initialised", "ffi", "lib"]
+__all__ = ["captured_log", "decoding", "ensure_initialised", "ffi", "lib"]
 
 _log = logging.getLogger("llama.cpp")
 _init_lock = threading.Lock()
@@ -34,6 +35,8 @@ _partial_level = [logging.INFO]
 # logs an interrupted decode as an error ("failed to compute graph", "removing memory module
 # entries"); for us it is no error, so its lines go to DEBUG once an interrupt was requested.
 decoding = threading.local()
+# The list collecting this thread's log lines while captured_log() runs on it, if any.
+_capture = threading.local()
 
 
 def _check_fingerprint() -> None:
@@ -59,11 +62,30 @@ def _llama_grpc_log_callback(level: int, text: Any, _user_data: Any) -> None:
         _partial.clear()
         if line:
             _log.log(logging.DEBUG if _interrupted() else _partial_level[0], "%s", line)
+            sink = getattr(_capture, "lines", None)
+            if sink is not None:
+                sink.append(line)
 
 
 def _interrupted() -> bool:
     flag = getattr(decoding, "interrupt_flag", None)
     return flag is not None and bool(lib.llama_grpc_interrupt_pending(flag))
+
+
+@contextmanager
+def captured_log() -> Iterator[list[str]]:
+    """The lines llama.cpp logs on this thread meanwhile, collected as they are logged (the
+    log itself is unchanged): what llama.h does not return, such as its buffers' sizes
+    (native.buffers), llama.cpp only logs."""
+    lines: list[str] = []
+    outer = getattr(_capture, "lines", None)
+    _capture.lines = lines
+    try:
+        yield lines
+    finally:
+        _capture.lines = outer
+        if outer is not None:  # a capture inside another: the outer one sees the lines too
+            outer.extend(lines)
 
 
 @ffi.def_extern()  # type: ignore[untyped-decorator]

@@ -12,8 +12,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from native._ffi import decoding, ffi, lib
+from native._ffi import captured_log, decoding, ffi, lib
 from native.batch import Batch
+from native.buffers import BufferSize, parse_buffer_sizes
 from native.errors import ContextError, InvalidInputError, StateError, decode_error
 from native.model import Model
 
@@ -100,7 +101,11 @@ class Context:
                 f"n_seq_max must be 1..{int(lib.llama_max_parallel_sequences())}")
         if p.n_batch < 1 or p.n_ubatch < 1 or p.n_ctx < 0:
             raise InvalidInputError("n_batch and n_ubatch must be >= 1 and n_ctx >= 0")
-        ptr = lib.llama_init_from_model(model.ptr, _c_params(p))
+        with captured_log() as lines:
+            ptr = lib.llama_init_from_model(model.ptr, _c_params(p))
+        # Its KV (or recurrent state), output and compute buffers by type, as llama.cpp logged
+        # them: llama.h returns none of their sizes. The compute buffers are as reserved here.
+        self.buffers: tuple[BufferSize, ...] = parse_buffer_sizes(lines)
         if ptr == ffi.NULL:
             raise ContextError("llama.cpp could not create the context (see its log: often "
                                "out of memory for this n_ctx, or invalid parameters)")

@@ -10,7 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from native._ffi import ensure_initialised, ffi, lib
+from native._ffi import captured_log, ensure_initialised, ffi, lib
+from native.buffers import BufferSize, parse_buffer_sizes
 from native.errors import InvalidInputError, ModelLoadError
 from native.vocab import Vocab
 
@@ -132,7 +133,10 @@ class Model:
             handle = ffi.new_handle(progress)
             cparams.progress_callback = lib._llama_grpc_progress_callback
             cparams.progress_callback_user_data = handle
-        ptr = lib.llama_model_load_from_file(str(self.path).encode(), cparams)
+        with captured_log() as lines:
+            ptr = lib.llama_model_load_from_file(str(self.path).encode(), cparams)
+        # The weights' buffers by type, as llama.cpp logged them (llama.h does not tell).
+        self.buffers: tuple[BufferSize, ...] = parse_buffer_sizes(lines)
         if ptr == ffi.NULL:
             raise ModelLoadError(
                 f"llama.cpp could not load {self.path} (corrupt or truncated file, unsupported "
