@@ -185,15 +185,20 @@ def parse_message(message: Any) -> ChatMessage:
     if not isinstance(message, Mapping):
         raise _fail("messages", "expected each message to be an object", message)
     role = message.get("role")
+    has_tool_calls = message.get("tool_calls") is not None
+    # llama-server checks content before role (an empty message is missing its content there)
+    # and words these two as it does.
+    if "content" not in message and role != "assistant":
+        raise _fail("messages", "All non-assistant messages must contain 'content'", message)
+    if "content" not in message and not has_tool_calls:
+        raise _fail("messages", "Assistant message must contain either 'content' or "
+                    "'tool_calls'!", message)
     if role is None:
         raise _fail("messages", "missing 'role' in message", message)
     if not isinstance(role, str) or role not in KNOWN_ROLES:
         raise _fail(
             "messages", f"unknown role {role!r} (expected one of {sorted(KNOWN_ROLES)})", message
         )
-    has_tool_calls = message.get("tool_calls") is not None
-    if "content" not in message and not (role == "assistant" and has_tool_calls):
-        raise _fail("messages", "expected 'content' (or 'tool_calls' for assistant)", message)
     content = message.get("content")
     text, parts = "", tuple[ContentPart, ...]()
     if isinstance(content, str):

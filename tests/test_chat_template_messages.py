@@ -155,8 +155,11 @@ def test_system_message_alone_is_dropped_for_templates_without_system_role() -> 
         ([{"content": "x"}], "missing 'role'"),
         ([{"role": "wizard", "content": "x"}], "unknown role 'wizard'"),
         ([{"role": "function", "content": "x"}], "unknown role 'function'"),
-        ([{"role": "user"}], "expected 'content'"),
-        ([{"role": "assistant"}], "expected 'content'"),
+        ([{"role": "user"}], "All non-assistant messages must contain 'content'"),
+        ([{}], "All non-assistant messages must contain 'content'"),
+        ([{"role": "wizard"}], "All non-assistant messages must contain 'content'"),
+        ([{"role": "assistant"}], "Assistant message must contain either 'content' or "
+                                  "'tool_calls'!"),
         ([{"role": "user", "content": 5}], "invalid 'content' type"),
         ([{"role": "user", "content": [{"text": "x"}]}], "missing content part type"),
         (

@@ -148,8 +148,6 @@ OPEN: dict[str, str] = {
         "as GET /slots",
     "chat messages assistant last":
         "a conversation ending with an assistant message: llama-server continues it and returns the prefilled text too",
-    "chat messages message not object":
-        "the message for a non-object message names 'role'; llama-server's names 'content'",
     "chat n 2":
         "usage counts the prompt once per choice (74 for 37); llama-server counts the prompt once and the first choice's tokens only",
     "chat response_format json_object":
