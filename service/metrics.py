@@ -10,10 +10,11 @@ prometheus-client writes every counter's samples with a `_total` suffix, and the
 
 Ours, under `llamagrpc:`: time to first token, the time between two tokens of a request (one
 engine step), queue wait (histograms, seconds), cancelled and finished requests, KV cells
-reserved vs used, decodes redone for a burst, and the memory llama.h lets us see (the model's
-weights, the KV cache computed from the model's shape and the cache types), plus the process's
-own memory and CPU (prometheus-client's process collector). Compute buffers and the split
-between host and device memory are not exposed by llama.h.
+reserved vs used, decodes redone for a burst, and the memory ledger: the bytes llama.cpp holds
+for the model's weights, the KV cache, the compute buffers and the output buffer, in host or
+device memory (`memory_bytes{part, memory}`), as llama.cpp logs them when it allocates them
+(native.buffers; llama.h returns none of these sizes); plus the process's own memory and CPU
+(prometheus-client's process collector).
 
 Each server has its own CollectorRegistry (never the global one): several servers in one
 process (tests) do not share metrics.
@@ -22,7 +23,7 @@ process (tests) do not share metrics.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 
 from llama.v1 import server_pb2
@@ -43,12 +44,47 @@ _KV_TYPE_BYTES = {"f32": 4.0, "f16": 2.0, "bf16": 2.0, "q8_0": 34 / 32, "q4_0": 
                   "q4_1": 20 / 32, "iq4_nl": 18 / 32, "q5_0": 22 / 32, "q5_1": 24 / 32}
 
 
+MEMORY_PARTS = ("model_weights", "kv_cache", "compute", "output")
+
+
+@dataclass(frozen=True)
+class MemoryBuffer:
+    """One buffer llama.cpp holds: its part (MEMORY_PARTS), ggml's buffer type ("" for a computed
+    figure), "host", "device" or "unknown" (computed), and its size in bytes."""
+
+    part: str
+    buffer_type: str
+    memory: str
+    bytes: float
+
+
 @dataclass(frozen=True)
 class MemoryLedger:
-    """What llama.h tells about the memory in use (bytes; 0: not known)."""
+    """The memory llama.cpp holds, buffer by buffer."""
 
-    model_weights: float
-    kv_cache: float
+    buffers: tuple[MemoryBuffer, ...]
+
+    @classmethod
+    def of(cls, logged: Iterable[MemoryBuffer], computed: Mapping[str, float]) -> MemoryLedger:
+        """The buffers llama.cpp logged, and a computed figure for each part it logged none of
+        (a logged size is exact to its rounding; a computed one is an estimate)."""
+        buffers = tuple(logged)
+        have = {b.part for b in buffers}
+        return cls(buffers + tuple(MemoryBuffer(part, "", "unknown", size)
+                                   for part, size in computed.items()
+                                   if part not in have and size > 0))
+
+    def total(self, part: str) -> float:
+        return float(sum(b.bytes for b in self.buffers if b.part == part))
+
+    def message(self) -> server_pb2.MemoryLedger:
+        return server_pb2.MemoryLedger(
+            model_weights_bytes=self.total("model_weights"),
+            kv_cache_bytes=self.total("kv_cache"), compute_bytes=self.total("compute"),
+            output_bytes=self.total("output"),
+            buffers=[server_pb2.MemoryBuffer(part=b.part, buffer_type=b.buffer_type,
+                                             memory=b.memory, bytes=b.bytes)
+                     for b in self.buffers])
 
 
 def kv_cache_bytes(n_ctx: int, n_layer: int, n_embd: int, n_head: int, n_head_kv: int,
@@ -130,8 +166,7 @@ class Metrics:
                 time_to_first_token=_histogram_msg(snap.ttft),
                 inter_token_latency=_histogram_msg(snap.token_gap),
                 queue_wait=_histogram_msg(snap.queue_wait),
-                memory=server_pb2.MemoryLedger(model_weights_bytes=self.memory.model_weights,
-                                               kv_cache_bytes=self.memory.kv_cache))
+                memory=self.memory.message())
             self._collector.families = list(_families(resp, snap.n_waiting))
             resp.prometheus.content_type = CONTENT_TYPE
             resp.prometheus.data = generate_latest(self.registry)
@@ -202,12 +237,22 @@ def _ours(r: server_pb2.MetricsResponse, n_waiting: int) -> Iterator[Metric]:
             ("requests_waiting", "Requests waiting for a slot or KV cells", n_waiting),
             ("slots_idle", "Slots with no request", r.slots_idle)):
         yield GaugeMetricFamily(f"llamagrpc:{name}", doc, value=value)
+    yield _memory(r.memory)
+
+
+def _memory(ledger: server_pb2.MemoryLedger) -> Metric:
+    """Every part in host and device memory (0 included, so that the series stay put), and in
+    "unknown" where a part's figure is computed."""
     memory = GaugeMetricFamily(
-        "llamagrpc:memory_bytes", "Memory llama.cpp holds, by part, as far as llama.h "
-        "exposes it (the KV cache is computed from the model's shape)", labels=["part"])
-    memory.add_metric(["model_weights"], r.memory.model_weights_bytes)
-    memory.add_metric(["kv_cache"], r.memory.kv_cache_bytes)
-    yield memory
+        "llamagrpc:memory_bytes", "Memory llama.cpp holds, by part and where: the sizes it "
+        "logs as it allocates its buffers (memory=unknown: computed, none logged)",
+        labels=["part", "memory"])
+    sums = {(part, where): 0.0 for part in MEMORY_PARTS for where in ("host", "device")}
+    for b in ledger.buffers:
+        sums[b.part, b.memory] = sums.get((b.part, b.memory), 0.0) + b.bytes
+    for (part, where), size in sums.items():
+        memory.add_metric([part, where], size)
+    return memory
 
 
 def _histogram_msg(h: Histogram) -> server_pb2.LatencyHistogram:

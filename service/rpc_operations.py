@@ -14,7 +14,7 @@ from llama.v1 import server_pb2
 
 from service.engine.monitor import EngineSnapshot
 from service.errors import ServiceError
-from service.metrics import MemoryLedger, Metrics, kv_cache_bytes
+from service.metrics import MemoryBuffer, MemoryLedger, Metrics, kv_cache_bytes
 from service.rpc_base import Context, ServicerBase
 from service.rpc_errors import unary
 from service.runtime import Runtime
@@ -80,8 +80,12 @@ class OperationsRpcs(ServicerBase):
 
 
 def memory_ledger(rt: Runtime) -> MemoryLedger:
+    """The buffers llama.cpp logged as it loaded the model and made the context; llama.h's
+    figures for a part it logged none of (the KV cache computed from the model's shape)."""
     m, c = rt.model, rt.config.context
-    return MemoryLedger(
-        model_weights=float(m.size),
-        kv_cache=kv_cache_bytes(rt.ctx.n_ctx, m.n_layer, m.n_embd, m.n_head, m.n_head_kv,
-                                c.cache_type_k, c.cache_type_v))
+    kv = kv_cache_bytes(rt.ctx.n_ctx, m.n_layer, m.n_embd, m.n_head, m.n_head_kv,
+                        c.cache_type_k, c.cache_type_v) if rt.ctx.has_memory else 0.0
+    return MemoryLedger.of(
+        (MemoryBuffer(b.part, b.buffer_type, b.memory, float(b.bytes))
+         for b in (*m.buffers, *rt.ctx.buffers)),
+        {"model_weights": float(m.size), "kv_cache": kv})

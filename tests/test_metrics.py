@@ -102,8 +102,9 @@ def test_every_metric_is_there_and_parses(server: Server) -> None:
     for name in ("requests_cancelled_total", "requests_finished_total", "kv_cells_total",
                  "kv_cells_used", "kv_cells_reserved", "requests_waiting", "slots_idle"):
         assert f"llamagrpc:{name}" in s, name
-    assert s["llamagrpc:memory_bytes{part=model_weights}"] > 0
-    assert s["llamagrpc:memory_bytes{part=kv_cache}"] > 0
+    for part in ("model_weights", "kv_cache", "compute", "output"):
+        assert sum(s[f"llamagrpc:memory_bytes{{memory={where},part={part}}}"]
+                   for where in ("host", "device")) > 0, part
     assert s["llamagrpc:kv_cells_total"] == 1024
     assert "llamagrpc_process_resident_memory_bytes" in s
     # The typed fields are the text's numbers.
@@ -166,6 +167,30 @@ def test_gauges_while_running_and_cancellations(server: Server, open_stream: Any
     _, after = scrape(server.stub)
     assert after["llamacpp:requests_processing"] == 0
     assert after["llamagrpc:kv_cells_reserved"] == 0
+
+
+def test_memory_ledger_is_llama_cpp_s_own_figures(server: Server) -> None:
+    """The compute and output buffers are there, in host or device memory, as are the weights
+    and the KV cache: all as llama.cpp logged them, so none is a computed estimate."""
+    text = httpx.get(server.url + "/metrics", timeout=30).text
+    memory = {(m.labels["part"], m.labels["memory"]): m.value
+              for family in text_string_to_metric_families(text)
+              if family.name == "llamagrpc:memory_bytes" for m in family.samples}
+    assert {where for _, where in memory} == {"host", "device"}  # no "unknown": none computed
+    compute = memory["compute", "host"] + memory["compute", "device"]
+    assert compute > 0
+    ledger = server.stub.GetMetrics(server_pb2.GetMetricsRequest(), timeout=30).memory
+    assert ledger.compute_bytes == compute
+    assert ledger.output_bytes == memory["output", "host"] + memory["output", "device"] > 0
+    # f16 K and V for 1024 cells of the tiny model (2 layers, 2 KV heads of 16 dimensions):
+    # logged as 0.25 MiB, which is exact.
+    assert ledger.kv_cache_bytes == 1024 * 2 * (2 * 16) * 2 * 2
+    assert ledger.model_weights_bytes > 0
+    assert {b.part for b in ledger.buffers} == {"model_weights", "kv_cache", "compute",
+                                                "output"}
+    assert all(b.buffer_type and b.memory in ("host", "device") and b.bytes > 0
+               for b in ledger.buffers)
+    assert sum(b.bytes for b in ledger.buffers if b.part == "compute") == compute
 
 
 def test_metrics_over_rest(server: Server) -> None:

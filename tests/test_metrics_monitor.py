@@ -12,7 +12,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from service.engine.monitor import Histogram, Monitor
 from service.engine.slots import Slot
-from service.metrics import MemoryLedger, Metrics, kv_cache_bytes
+from service.metrics import MemoryBuffer, MemoryLedger, Metrics, kv_cache_bytes
 
 
 @dataclass
@@ -110,7 +110,13 @@ def test_rendered_text_and_windowed_rates() -> None:
     stats, sched = FakeStats(prompt_tokens_total=100, prompt_seconds_total=0.5), FakeScheduler()
     monitor.ttft.observe(0.02)
     monitor.publish(stats, sched)
-    metrics = Metrics(MemoryLedger(model_weights=1000.0, kv_cache=200.0))
+    ledger = MemoryLedger.of(
+        [MemoryBuffer("model_weights", "CUDA0", "device", 900.0),
+         MemoryBuffer("model_weights", "CPU_Mapped", "host", 100.0),
+         MemoryBuffer("compute", "CUDA0", "device", 50.0),
+         MemoryBuffer("compute", "CUDA_Host", "host", 5.0)],
+        {"model_weights": 7.0, "kv_cache": 200.0})
+    metrics = Metrics(ledger)
     snap = monitor.snapshot
     assert snap is not None
     first = metrics.response(snap)
@@ -120,8 +126,19 @@ def test_rendered_text_and_windowed_rates() -> None:
     ttft = families["llamagrpc:time_to_first_token_seconds"]
     buckets = {s.labels["le"]: s.value for s in ttft.samples if s.name.endswith("_bucket")}
     assert buckets["0.01"] == 0 and buckets["0.025"] == 1 and buckets["+Inf"] == 1
-    memory = {s.labels["part"]: s.value for s in families["llamagrpc:memory_bytes"].samples}
-    assert memory == {"model_weights": 1000.0, "kv_cache": 200.0}
+    memory = {(s.labels["part"], s.labels["memory"]): s.value
+              for s in families["llamagrpc:memory_bytes"].samples}
+    # Logged weights win over the computed 7; the KV cache, logged by none, is computed.
+    assert memory == {("model_weights", "host"): 100.0, ("model_weights", "device"): 900.0,
+                      ("kv_cache", "host"): 0.0, ("kv_cache", "device"): 0.0,
+                      ("kv_cache", "unknown"): 200.0, ("compute", "host"): 5.0,
+                      ("compute", "device"): 50.0, ("output", "host"): 0.0,
+                      ("output", "device"): 0.0}
+    typed = first.memory
+    assert (typed.model_weights_bytes, typed.kv_cache_bytes, typed.compute_bytes,
+            typed.output_bytes) == (1000.0, 200.0, 55.0, 0.0)
+    assert [(b.part, b.buffer_type, b.memory) for b in typed.buffers][-1] == (
+        "kv_cache", "", "unknown")
     stats.prompt_tokens_total, stats.prompt_seconds_total = 130, 0.6
     monitor.publish(stats, sched)
     snap = monitor.snapshot
