@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from service.chat_parse_core import ChatDelta, Out, ParsedMessage, new_call_id
 from service.chat_parse_formats import CONTENT_ONLY, FORMATS, reasoning_tags
 from service.chat_parse_machine import FormatParser
+from service.json_schema_answer import JsonAnswerText
 from service.reasoning import ReasoningSplit
 
 
@@ -27,10 +28,13 @@ class ChatParseConfig:
     thinking_opened: bool = False  # the prompt ends inside a thinking block
     max_calls: int = 0  # keep this many tool calls at most (0: all; parallel_tool_calls)
     prefix: str = ""  # parsed before the answer, as its start (the request's generation_prompt)
+    echo_prefix: bool = False  # the prefix's parse goes out with the first delta too
+    json_answer: bool = False  # a JSON answer in llama-server's frame (json_schema_answer)
 
     @property
     def active(self) -> bool:
-        return self.format != CONTENT_ONLY or self.reasoning != "none" or bool(self.prefix)
+        return self.format != CONTENT_ONLY or self.reasoning != "none" or bool(self.prefix) \
+            or self.json_answer
 
 
 class ChatParser:
@@ -44,10 +48,17 @@ class ChatParser:
             self.reasoning = ReasoningSplit(
                 self.out, self.format.feed, reasoning_tags(config.format),
                 legacy=config.reasoning == "deepseek-legacy", opened=config.thinking_opened)
+        self.answer: JsonAnswerText | None = None
+        self._echo: ChatDelta | None = None
         if config.prefix:
-            self.feed(config.prefix)
+            echoed = self.feed(config.prefix)
+            self._echo = echoed if config.echo_prefix else None
+        # after the prefix: the frame starts where the answer does
+        self.answer = JsonAnswerText() if config.json_answer else None
 
     def feed(self, text: str) -> ChatDelta:
+        if self.answer is not None:
+            text = self.answer.feed(text)
         if self.reasoning is not None:
             self.reasoning.feed(text)
         else:
@@ -64,6 +75,10 @@ class ChatParser:
         delta = self.out.take()
         if delta:
             self.message.add(delta)
+        if self._echo is not None:  # already in the message
+            echoed, self._echo = self._echo, None
+            delta = ChatDelta(echoed.content + delta.content, echoed.reasoning + delta.reasoning,
+                              [*echoed.tool_calls, *delta.tool_calls])
         return delta
 
 

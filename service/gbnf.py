@@ -181,6 +181,44 @@ def sequence(items: Iterable[str]) -> str:
     return " ".join(i for i in items if i)
 
 
+# -- whole grammars -----------------------------------------------------------------------
+_DEFINITION = re.compile(r"^([A-Za-z0-9-]+)[ \t]*::=", re.M)
+
+
+def rule_names(grammar: str) -> set[str]:
+    """The names of the rules `grammar` defines (each definition starting a line)."""
+    return set(_DEFINITION.findall(grammar))
+
+
+def rename_rule(grammar: str, old: str, new: str) -> str:
+    """`grammar` with every use and definition of rule `old` named `new`; literals, character
+    classes and comments are left as they are."""
+    out, i, n = [], 0, len(grammar)
+    while i < n:
+        c = grammar[i]
+        if c in "\"[":
+            close = '"' if c == '"' else "]"
+            j = i + 1
+            while j < n and grammar[j] != close:
+                j += 2 if grammar[j] == "\\" else 1
+            out.append(grammar[i:j + 1])
+            i = j + 1
+        elif c == "#":
+            j = grammar.find("\n", i)
+            j = n if j < 0 else j
+            out.append(grammar[i:j])
+            i = j
+        elif _RULE_NAME.match(c):
+            m = _RULE_NAME.match(grammar, i)
+            assert m is not None
+            out.append(new if m.group() == old else m.group())
+            i = m.end()
+        else:
+            out.append(c)
+            i += 1
+    return "".join(out)
+
+
 # -- integer ranges -----------------------------------------------------------------------
 def integer_range(lo: int | None, hi: int | None, max_digits: int = 16,
                   where: str = "#") -> str:

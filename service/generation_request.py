@@ -10,14 +10,16 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
-from service.chat_render import render_chat
+from service.chat_render import render_chat_full, with_prefill
 from service.chat_sink import parsing_sink
 from service.engine.chains import build_task_chain
 from service.engine.params import CompletionParams, ParamError
 from service.engine.task import EventSink, Task
 from service.errors import context_overflow
 from service.generation import new_request_id
+from service.grammar_limits import check_grammar
 from service.infill import InfillBudget, check_fim_support, infill_inputs, infill_prompt
+from service.json_schema_answer import chat_answer_grammar, schema_requested
 from service.limits import check_prompt_text
 from service.prompt_values import prompt_json, token_prompts
 from service.prompts import split_prompts, tokenize_prompt
@@ -115,27 +117,41 @@ def build_chat(rt: Runtime, req: Any, gen_id: str) -> GenerationRequest:
     """For ChatCompletion: the messages rendered with the chat template, then tokenized as a
     text prompt (BOS as the model wants it)."""
     params = completion_params(req, rt.request_defaults, rt.model.vocab)
-    text = render_chat(rt, req)
+    rendered = render_chat_full(rt, req)
+    text = rendered.prompt
     prompt = tokenize_prompt(text, rt.model.vocab)
     tools = [tool_json(t) for t in req.tools] or None
-    chat = chat_setup(req, tools, rt.templates.for_request(tools), text,
-                      rt.config.chat.reasoning_format, rt.config.chat.skip_chat_parsing,
-                      rt.model.vocab, rt.config.chat.reasoning_budget,
-                      rt.config.chat.reasoning_budget_message)
-    if chat.grammar and not (chat.grammar_triggers and params.sampling.grammar):
+    chat = with_prefill(chat_setup(req, tools, rt.templates.for_request(tools), text,
+                                   rt.config.chat.reasoning_format,
+                                   rt.config.chat.skip_chat_parsing, rt.model.vocab,
+                                   rt.config.chat.reasoning_budget,
+                                   rt.config.chat.reasoning_budget_message), rendered)
+    if chat.grammar and not (chat.lazy and params.sampling.grammar):
         if params.sampling.grammar:
             raise ParamError("tool_choice asks for tool calls, which cannot be combined with "
                              "grammar, json_schema or response_format", field="tool_choice")
         params = replace(params, sampling=replace(params.sampling, grammar=chat.grammar,
-                                                  grammar_lazy_tokens=chat.grammar_triggers))
+                                                  grammar_lazy=chat.lazy is not None))
     if chat.preserved_tokens:
         params = replace(params, keep_special=chat.preserved_tokens)
+    if params.sampling.grammar and rt.config.chat.use_jinja and schema_requested(req):
+        chat, params = _json_answer(chat, params)
     if chat.budget is not None and params.sampling.grammar:
         # a grammar (even a lazy one, once triggered) could refuse a forced end tag, and
         # libllama ends the process then: the grammar rules the answer, with no budget
         chat = replace(chat, budget=None)
     return GenerationRequest(gen_id, _checked(rt, [prompt]), params, req.stream, _priority(req),
                              chat, choices_of(req, rt.n_slots))
+
+
+def _json_answer(chat: ChatSetup, params: CompletionParams) -> tuple[ChatSetup,
+                                                                      CompletionParams]:
+    """A schema's answer framed as llama-server frames it for a Jinja template (whitespace, an
+    optional ```json fence), the frame parsed off the content (service.json_schema_answer)."""
+    grammar = chat_answer_grammar(params.sampling.grammar)
+    check_grammar(grammar)
+    return (replace(chat, parse=replace(chat.parse, json_answer=True)),
+            replace(params, sampling=replace(params.sampling, grammar=grammar)))
 
 
 def _choice_params(params: CompletionParams, j: int) -> CompletionParams:
@@ -177,6 +193,9 @@ def make_tasks(rt: Runtime, gen: GenerationRequest,
         for task in tasks:
             task.chain = build_task_chain(gen.params, rt.model.vocab, rt.engine.eog,
                                           rt.engine.n_ctx_slot, task.prompt)
+            if gen.params.sampling.grammar_lazy and gen.chat and gen.chat.lazy:
+                task.lazy = gen.chat.lazy.start(task.chain, rt.model.vocab,
+                                                gen.params.sampling.grammar)
     except BaseException:
         for task in tasks:
             task.release_chain()

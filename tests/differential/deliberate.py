@@ -150,10 +150,6 @@ OPEN: dict[str, str] = {
         "a conversation ending with an assistant message: llama-server continues it and returns the prefilled text too",
     "chat n 2":
         "usage counts the prompt once per choice (74 for 37); llama-server counts the prompt once and the first choice's tokens only",
-    "chat response_format json_object":
-        "the json_object grammar differs from llama-server's (greedy picks differ: '{}' there)",
-    "chat response_format json_schema":
-        "the response_format schema's grammar differs from llama-server's (greedy picks differ)",
     "chat tool_choice required":
         "we force and parse a tool call; the pinned llama-server's Llama 3.x handling returns the text as content",
     "completion samplers=[]":
