@@ -10,7 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
-from service.chat_render import render_chat_full, with_prefill
+from service.chat_render import render_chat
 from service.chat_sink import parsing_sink
 from service.engine.chains import build_task_chain
 from service.engine.params import CompletionParams, ParamError
@@ -117,21 +117,19 @@ def build_chat(rt: Runtime, req: Any, gen_id: str) -> GenerationRequest:
     """For ChatCompletion: the messages rendered with the chat template, then tokenized as a
     text prompt (BOS as the model wants it)."""
     params = completion_params(req, rt.request_defaults, rt.model.vocab)
-    rendered = render_chat_full(rt, req)
-    text = rendered.prompt
+    text = render_chat(rt, req)
     prompt = tokenize_prompt(text, rt.model.vocab)
     tools = [tool_json(t) for t in req.tools] or None
-    chat = with_prefill(chat_setup(req, tools, rt.templates.for_request(tools), text,
-                                   rt.config.chat.reasoning_format,
-                                   rt.config.chat.skip_chat_parsing, rt.model.vocab,
-                                   rt.config.chat.reasoning_budget,
-                                   rt.config.chat.reasoning_budget_message), rendered)
-    if chat.grammar and not (chat.lazy and params.sampling.grammar):
+    chat = chat_setup(req, tools, rt.templates.for_request(tools), text,
+                      rt.config.chat.reasoning_format, rt.config.chat.skip_chat_parsing,
+                      rt.model.vocab, rt.config.chat.reasoning_budget,
+                      rt.config.chat.reasoning_budget_message)
+    if chat.grammar and not (chat.grammar_triggers and params.sampling.grammar):
         if params.sampling.grammar:
             raise ParamError("tool_choice asks for tool calls, which cannot be combined with "
                              "grammar, json_schema or response_format", field="tool_choice")
         params = replace(params, sampling=replace(params.sampling, grammar=chat.grammar,
-                                                  grammar_lazy=chat.lazy is not None))
+                                                  grammar_lazy_tokens=chat.grammar_triggers))
     if chat.preserved_tokens:
         params = replace(params, keep_special=chat.preserved_tokens)
     if params.sampling.grammar and rt.config.chat.use_jinja and schema_requested(req):
@@ -193,9 +191,6 @@ def make_tasks(rt: Runtime, gen: GenerationRequest,
         for task in tasks:
             task.chain = build_task_chain(gen.params, rt.model.vocab, rt.engine.eog,
                                           rt.engine.n_ctx_slot, task.prompt)
-            if gen.params.sampling.grammar_lazy and gen.chat and gen.chat.lazy:
-                task.lazy = gen.chat.lazy.start(task.chain, rt.model.vocab,
-                                                gen.params.sampling.grammar)
     except BaseException:
         for task in tasks:
             task.release_chain()
