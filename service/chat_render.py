@@ -1,22 +1,46 @@
-"""A chat request's messages rendered into a prompt with the server's chat template."""
+"""A chat request's messages rendered into a prompt with the server's chat template.
+
+A conversation may end with an assistant message to continue (llama-server's prefill: by
+default, with --prefill-assistant, or asked with continue_final_message): the prompt then ends
+inside that message, and the message's text is the answer's start. llama-server parses it
+before the generated text, so the answer (non-streaming) includes it; a stream sends it in its
+first delta for a prefill, not for continue_final_message (unless `echo`).
+"""
 
 from __future__ import annotations
 
 import json
+import re
+from dataclasses import dataclass, replace
 from typing import Any
 
 from google.protobuf import json_format
 
+from service.chat_parse_formats import detect_format, reasoning_tags
+from service.chat_template import ChatTemplate, TemplateError
 from service.engine.params import ParamError
 from service.prompt_values import value_to_json
 from service.prompts import Json
 from service.runtime import Runtime
+from service.tool_calls import ChatSetup
 from service.tool_choice import tool_choice_of
 from service.typed_inputs import role_of, tool_json
 
 
+@dataclass(frozen=True)
+class RenderedChat:
+    prompt: str
+    prefill: str | None = None  # the continued message's text, the answer's start
+    echo: bool = False  # a stream sends the prefill too (its first delta)
+
+
 def render_chat(rt: Runtime, request: Any) -> str:
-    """The prompt text for a ChatCompletionRequest (also ApplyTemplate's answer).
+    """The prompt text for a ChatCompletionRequest (also ApplyTemplate's answer)."""
+    return render_chat_full(rt, request).prompt
+
+
+def render_chat_full(rt: Runtime, request: Any) -> RenderedChat:
+    """The prompt of a ChatCompletionRequest, and what it prefills of the answer.
 
     Raises ParamError for an empty conversation, a bad tool choice or a grammar beside tools
     (as llama-server, for both routes), TemplateError for one the template refuses.
@@ -32,37 +56,85 @@ def render_chat(rt: Runtime, request: Any) -> str:
         "add_generation_prompt") else True
     if not messages:
         raise ParamError("messages must not be empty")
-    continued = _continuation(request, messages, add_gen)
-    # llama-server's prefill: a trailing assistant message is continued, not closed.
-    prefill = continued or (rt.config.chat.prefill_assistant
-                            and messages[-1].get("role") == "assistant")
+    mode = _continuation(request, messages, add_gen)
+    echo = mode is None or request.echo
+    if mode is None and rt.config.chat.prefill_assistant and _role(messages, -1) == "assistant":
+        if _role(messages, -2) == "assistant":
+            raise ParamError("Cannot have 2 or more assistant messages at the end of the list.",
+                             field="messages")
+        mode = "auto"
     template = rt.templates.for_request(tools)
     extra = {**dict(rt.config.chat.template_kwargs), **kwargs}
     if tools and " functools[" in template.source:  # Firefunction v2 reads them as `functions`
         extra.setdefault("functions", json.dumps(tools, indent=2))
-    return template.render(messages, add_generation_prompt=add_gen and not prefill,
-                           continue_final_message=prefill, tools=tools, extra_context=extra)
+    if mode is None:
+        return RenderedChat(template.render(messages, add_generation_prompt=add_gen,
+                                            tools=tools, extra_context=extra))
+    continued = template.render_continued(messages, tools=tools, extra_context=extra,
+                                          mode=mode, reasoning_tags=_thinking_tags(template))
+    return RenderedChat(continued.prompt, continued.answer, echo)
 
 
-def _continuation(request: Any, messages: list[dict[str, Json]], add_gen: bool) -> bool:
-    """Whether the request's continue_final_message asks to continue the last message, with
-    llama-server's checks (common_chat_continuation_parse and the OpenAI chat parser)."""
+def with_prefill(setup: ChatSetup, rendered: RenderedChat) -> ChatSetup:
+    """The chat setup parsing the prefilled text as the answer's start."""
+    if rendered.prefill is None:
+        return setup
+    # the prefill holds the thinking tag when the template opens one: not opened by the prompt
+    parse = replace(setup.parse, prefix=setup.parse.prefix + rendered.prefill,
+                    thinking_opened=False, echo_prefix=rendered.echo)
+    return replace(setup, parse=parse)
+
+
+def _thinking_tags(template: ChatTemplate) -> tuple[str, str] | None:
+    """The template's thinking tags with the whitespace it writes around a reasoning text
+    (`<think>\n`, `\n</think>\n\n`), if it writes a thinking block: the prefilled reasoning
+    goes inside them, as llama-server's (its template analysis finds them the same way)."""
+    cached = _TAGS.get(id(template))
+    if cached is not None and cached[0] is template:
+        return cached[1]
+    start, end = reasoning_tags(detect_format(template.source))
+    tags: tuple[str, str] | None = None
+    if start in template.source:
+        tags = start, end
+        probe = [{"role": "user", "content": "U"},
+                 {"role": "assistant", "content": "A", "reasoning_content": _THOUGHT}]
+        try:
+            text = template.render(probe, add_generation_prompt=False)
+        except TemplateError:
+            text = ""
+        found = re.search(rf"({re.escape(start)}\s*){_THOUGHT}(\s*{re.escape(end)}\s*)", text)
+        if found:
+            tags = found[1], found[2]
+    _TAGS[id(template)] = (template, tags)
+    return tags
+
+
+_THOUGHT = "The user is asking me a question"  # a probe's reasoning, found again in its render
+_TAGS: dict[int, tuple[ChatTemplate, tuple[str, str] | None]] = {}
+
+
+def _role(messages: list[dict[str, Json]], i: int) -> Json:
+    return messages[i].get("role") if len(messages) >= abs(i) else None
+
+
+def _continuation(request: Any, messages: list[dict[str, Json]], add_gen: bool) -> str | None:
+    """How the request's continue_final_message asks to continue the last message ("auto",
+    "content", "reasoning"; None: it does not), with llama-server's checks
+    (common_chat_continuation_parse and the OpenAI chat parser)."""
     if not request.HasField("continue_final_message"):
-        return False
+        return None
     value = value_to_json(request, "continue_final_message")
-    if value == "reasoning_content":
-        raise ParamError('continue_final_message "reasoning_content" is not supported yet: '
-                         'continue the answer (true or "content")',
-                         field="continue_final_message")
-    if value is not True and value != "content":
-        return False  # llama-server reads any other value as no continuation
+    modes: dict[Json, str] = {"content": "content", "reasoning_content": "reasoning"}
+    mode = "auto" if value is True else modes.get(value) if isinstance(value, str) else None
+    if mode is None:
+        return None  # llama-server reads any other value as no continuation
     if add_gen:
         raise ParamError("Cannot set both add_generation_prompt and continue_final_message "
                          "to true.", field="continue_final_message")
     if messages[-1].get("role") == "assistant" and messages[-1].get("tool_calls"):
         raise ParamError("Cannot continue an assistant message that contains tool calls.",
                          field="continue_final_message")
-    return True
+    return mode
 
 
 def _message_json(raw: Any) -> dict[str, Json]:

@@ -57,6 +57,7 @@ __all__ = [
     "ChatMessage",
     "ChatTemplate",
     "ChatTemplates",
+    "Continued",
     "RenderLimits",
     "TemplateCaps",
     "TemplateError",
@@ -86,6 +87,14 @@ def _render_error(exc: Exception) -> TemplateError:
     if isinstance(exc, RecursionError):
         return TemplateLimitError(f"chat template recursed too deeply{where}")
     return TemplateError(f"chat template failed to render{where}: {type(exc).__name__}: {exc}")
+
+
+@dataclass(frozen=True)
+class Continued:
+    """A conversation rendered to continue its last message (ChatTemplate.render_continued)."""
+
+    prompt: str
+    answer: str  # the prompt's tail that is the answer's start (the prefilled message)
 
 
 def _common_prefix_len(a: str, b: str) -> int:
@@ -172,39 +181,58 @@ class ChatTemplate:
         does; ``reasoning_tags`` (start, end) are the template's thinking tags, if it has
         any, so that a prefilled ``reasoning_content`` lands inside them.
         """
-        parsed = parse_messages(messages)
-        specs = parse_tools(tools)
-        now = now or datetime.now()
         if continue_final_message:
             if add_generation_prompt:
                 raise TemplateError(
                     "Cannot set both add_generation_prompt and continue_final_message to true."
                 )
-            return self._continue(
-                parsed, specs, extra_context, enable_thinking, now, reasoning_tags
-            )
+            return self.render_continued(
+                messages, tools=tools, extra_context=extra_context,
+                enable_thinking=enable_thinking, reasoning_tags=reasoning_tags, now=now,
+            ).prompt  # fmt: skip
         return self._render(
-            parsed, specs, add_generation_prompt, extra_context, enable_thinking, now
-        )
+            parse_messages(messages), parse_tools(tools), add_generation_prompt,
+            extra_context, enable_thinking, now or datetime.now(),
+        )  # fmt: skip
 
-    def _continue(
+    def render_continued(
         self,
-        messages: Sequence[ChatMessage],
-        tools: Sequence[Any],
-        extra_context: Mapping[str, Any] | None,
-        enable_thinking: bool,
-        now: datetime,
-        reasoning_tags: tuple[str, str] | None,
-    ) -> str:
-        if not messages or messages[-1].role != "assistant":
+        messages: Sequence[Mapping[str, Any] | ChatMessage],
+        *,
+        tools: Sequence[Any] | None = None,
+        extra_context: Mapping[str, Any] | None = None,
+        enable_thinking: bool = True,
+        mode: str = "auto",
+        reasoning_tags: tuple[str, str] | None = None,
+        now: datetime | None = None,
+    ) -> Continued:
+        """The prompt continuing the last (assistant) message, and that message as the
+        answer's start (llama-server parses it before the generated text, so the answer
+        includes it).
+
+        ``mode`` is llama-server's continuation: "content" continues the answer (the
+        thinking block, if the template has one, closed first); "reasoning" continues
+        inside the thinking block (the message's content is dropped); "auto" is
+        "reasoning" for a message with reasoning_content and no content, else "content".
+        """
+        parsed = parse_messages(messages)
+        if not parsed or parsed[-1].role != "assistant":
             raise TemplateError("continue_final_message needs a final assistant message")
-        last, history = messages[-1], messages[:-1]
+        last, history = parsed[-1], parsed[:-1]
         if last.tool_calls:
             raise TemplateError("Cannot continue an assistant message that contains tool calls.")
-        before = self._render(history, tools, False, extra_context, enable_thinking, now)
-        after = self._render(history, tools, True, extra_context, enable_thinking, now)
-        prefix = after[_common_prefix_len(before, after) :]
-        return before + _continuation(prefix, last, reasoning_tags)
+        if mode == "reasoning" and reasoning_tags is None:
+            raise TemplateError(
+                'continue_final_message "reasoning_content": the chat template has no '
+                "thinking block to continue"
+            )
+        specs, now = parse_tools(tools), now or datetime.now()
+        before = self._render(history, specs, False, extra_context, enable_thinking, now)
+        after = self._render(history, specs, True, extra_context, enable_thinking, now)
+        head, answer = _continuation(
+            after[_common_prefix_len(before, after) :], last, mode, reasoning_tags
+        )
+        return Continued(before + head + answer, answer)
 
     def generation_prompt(
         self,
@@ -279,20 +307,24 @@ class ChatTemplate:
 
 
 def _continuation(
-    generation_prompt: str, message: ChatMessage, reasoning_tags: tuple[str, str] | None
-) -> str:
-    """The text after the history when continuing ``message`` (llama-server's prefill)."""
+    generation_prompt: str, message: ChatMessage, mode: str,
+    reasoning_tags: tuple[str, str] | None,
+) -> tuple[str, str]:
+    """(head, answer): the text after the history when continuing ``message`` is ``head``
+    (the generation prompt, up to its thinking tag) then ``answer``, as llama-server's
+    prefill builds it."""
     content = message.text()
-    continue_reasoning = bool(message.reasoning_content) and not content
+    if mode == "auto":
+        mode = "reasoning" if message.reasoning_content and not content else "content"
     if reasoning_tags is None:
-        return generation_prompt + content
+        return generation_prompt, content
     start, end = reasoning_tags
     cut = generation_prompt.find(start)
-    text = (generation_prompt if cut < 0 else generation_prompt[:cut]) + start
-    text += message.reasoning_content
-    if continue_reasoning:
-        return text
-    return text + end + content
+    head = generation_prompt if cut < 0 else generation_prompt[:cut]
+    answer = start + message.reasoning_content
+    if mode == "reasoning":
+        return head, answer
+    return head, answer + end + content
 
 
 # Checks in published templates that llama-server disables because they reject
