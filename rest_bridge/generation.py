@@ -8,8 +8,8 @@ As in llama-server, a failure before the first event is an HTTP error status; af
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from typing import Any, Protocol, TypeVar
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 from fastapi import Request
 from google.protobuf.message import Message
@@ -18,24 +18,11 @@ from starlette.responses import Response
 from rest_bridge.deps import body_object, metadata
 from rest_bridge.errors import BridgeError, error_response
 from rest_bridge.jsonio import Json, dumps, to_message
-from rest_bridge.sse import DONE, SSEResponse, frame, frames, wait_disconnect
+from rest_bridge.sse import SSEResponse, wait_disconnect
+from rest_bridge.sse_frames import Renderer, sse_stream
 from rest_bridge.upstream import Upstream, app_upstream, cancel_call, next_message
 
 T = TypeVar("T")
-
-
-class Renderer(Protocol):
-    """How one endpoint family writes a call's messages as llama-server's JSON."""
-
-    @property
-    def done_marker(self) -> bool:
-        """Whether the SSE stream ends with `data: [DONE]` (the OpenAI routes)."""
-
-    def events(self, msg: Any) -> list[Json]:
-        """The SSE events for one streamed message (possibly none)."""
-
-    def result(self, msgs: Sequence[Any]) -> Json:
-        """The non-streaming body, from every message of the call."""
 
 
 class ClientGone(Exception):
@@ -110,7 +97,10 @@ async def respond(request: Request, up: Upstream, call: Any, renderer: Renderer,
     except BridgeError as e:
         cancel_call(call)
         return error_response(e)
-    return _with_id(SSEResponse(_sse(call, first, renderer), ping_interval(req, up)), first)
+    # The keep-alives are SSEResponse's (ASGI level); cancel_call is a no-op once it ended.
+    events = sse_stream(first, lambda: next_message(call), renderer,
+                        finish=lambda: cancel_call(call))
+    return _with_id(SSEResponse(events, ping_interval(req, up)), first)
 
 
 def _with_id(response: Response, first: Any) -> Response:
@@ -128,24 +118,3 @@ async def _collect(call: Any, first: Any) -> list[Any]:
             raise BridgeError.from_info(msg.error)
         msgs.append(msg)
     return msgs
-
-
-async def _sse(call: Any, first: Any, renderer: Renderer) -> AsyncIterator[bytes]:
-    try:
-        msg = first
-        while msg is not None:
-            if msg.HasField("error"):
-                yield frame(BridgeError.from_info(msg.error).body())
-                return
-            events = renderer.events(msg)
-            if events:
-                yield frames(events)
-            try:
-                msg = await next_message(call)
-            except BridgeError as e:
-                yield frame(e.body())
-                return
-        if renderer.done_marker:
-            yield DONE
-    finally:
-        cancel_call(call)  # a no-op when the call has ended
