@@ -28,6 +28,7 @@ from service.engine.executor import NO_TOKEN_SELECTED, Executor
 from service.engine.monitor import Monitor
 from service.engine.scheduler import Limits, Load, Plan, Scheduler
 from service.engine.slots import Slot
+from service.engine.speculation import Speculator, verify
 from service.engine.task import EventSink, LoopSink, Task
 from service.engine.textstream import TextStream
 from service.engine.update import StopRules, accept, shift_span, slot_full, stop_reason
@@ -81,8 +82,10 @@ class EngineStats:
 
 class Engine:
     def __init__(self, model: Model, ctx: Context, settings: EngineSettings | None = None,
-                 adapters: Sequence[LoraAdapter] = ()) -> None:
+                 adapters: Sequence[LoraAdapter] = (),
+                 speculator: Speculator | None = None) -> None:
         self.model, self.ctx, self.vocab = model, ctx, model.vocab
+        self.speculator = speculator  # drafts for speculative decoding, if the server has any
         self.settings = settings or EngineSettings()
         self.slots = [Slot(i) for i in range(ctx.n_seq_max)]
         self.n_ctx_slot = ctx.n_ctx_seq
@@ -325,6 +328,8 @@ class Engine:
         self._n_steps += 1
         if self._n_steps == self._fault_at_step:
             raise RuntimeError(f"fault injected at step {self._n_steps} ({FAULT_AT_STEP_ENV})")
+        if self.speculator is not None:
+            self.speculator.propose(cast(list[Task], self.scheduler.running))
         plan = self.scheduler.schedule()
         self._apply(plan)
         if not plan.work:
@@ -344,7 +349,15 @@ class Engine:
                 self._finish(task, "limit")  # the prompt is now cached, nothing more
             else:
                 wanted.append(task)
-        for task, result in zip(wanted, self.executor.sample(wanted), strict=True):
+        plain = [t for t in wanted if not t.verify]
+        for task in (t for t in wanted if t.verify):  # speculative: service/engine/speculation
+            assert self.speculator is not None
+            failed = verify(self.ctx, self.scheduler, self.speculator, task,
+                            lambda t, token: self._on_token(t, token, None))
+            if failed is not None:
+                self._fail(task, "invalid_argument" if failed == NO_TOKEN_SELECTED
+                           else "internal", f"sampling failed: {failed}")
+        for task, result in zip(plain, self.executor.sample(plain), strict=True):
             if isinstance(result, str):
                 kind = "invalid_argument" if result == NO_TOKEN_SELECTED else "internal"
                 self._fail(task, kind, f"sampling failed: {result}")
@@ -409,7 +422,7 @@ class Engine:
         self.monitor.started(task)
 
     def _account(self, plan: Plan, t0: float, t1: float) -> None:
-        n_gen = sum(1 for w in plan.work if w.request.generating)
+        n_gen = sum(len(w.tokens) for w in plan.work if w.request.generating)
         n_prompt = plan.n_tokens - n_gen
         dt, total = t1 - t0, max(plan.n_tokens, 1)
         self.stats.n_decode_total += 1
@@ -459,6 +472,7 @@ class Engine:
         task.pending_probs.clear()
 
     def _end(self, task: Task, event: Event) -> None:
+        task.ended = True
         self._emit(task, event)
         self.monitor.ended(task, isinstance(event, Finished))
         task.release_chain()

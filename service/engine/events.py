@@ -11,6 +11,8 @@ class Timings:
     prompt_ms: float
     predicted_n: int
     predicted_ms: float
+    draft_n: int = 0  # speculative decoding: tokens drafted and verified (0: none)
+    draft_n_accepted: int = 0
 
     @property
     def prompt_per_token_ms(self) -> float:

@@ -71,8 +71,16 @@ class Executor:
         for w in plan.work:
             task = w.request
             assert isinstance(task, Task)
+            task.verify = ()  # a draft is verified only after the decode that carries it
             if len(w.tokens) == 1:  # a decode token: the cheaper single add
                 last = batch.add(w.tokens[0], w.pos, w.seq_id, w.n_outputs > 0)
+            elif task.generating:  # a draft to verify: logits at every position
+                first = batch.n_tokens
+                last = batch.add_sequence(w.tokens, w.pos, w.seq_id, True)
+                batch.logits[first:last] = b"\x01" * (last - first)
+                task.out_index, task.verify = first, tuple(w.tokens[1:])
+                ready.append(task)
+                continue
             else:
                 last = batch.add_sequence(w.tokens, w.pos, w.seq_id, w.n_outputs > 0)
             if w.n_outputs:
@@ -146,6 +154,8 @@ class Executor:
         for task, result in zip(tasks, out, strict=True):
             if task.budget is not None and not isinstance(result, str):
                 task.budget.accept(result[0])
+            if task.lazy is not None and not isinstance(result, str):
+                task.lazy.accept(_chain(task), result[0])  # a tool call may start here
         return out
 
     def _forced(self, task: Task, token: int) -> Sampled:

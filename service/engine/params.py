@@ -9,6 +9,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+from service.engine.speculative import SpecParams
+
 # Canonical sampler names and the aliases llama-server accepts for them.
 SAMPLER_NAMES = ("penalties", "dry", "top_n_sigma", "top_k", "typ_p", "top_p", "min_p", "xtc",
                  "temperature", "infill", "adaptive_p")
@@ -73,9 +75,9 @@ class SamplingParams:
     logit_bias: tuple[tuple[int, float], ...] = ()  # -inf bans the token
     samplers: tuple[str, ...] = DEFAULT_SAMPLERS
     grammar: str = ""
-    # Non-empty: the grammar is lazy, applied from the first of these tokens generated (a
-    # chat's tool call under tool_choice "auto"; service.tool_call_grammar says why tokens).
-    grammar_lazy_tokens: tuple[int, ...] = ()
+    # The grammar is lazy: it joins the chain once a tool call starts (a chat's tool call under
+    # tool_choice "auto"; service.engine.lazy_grammar), not when the chain is built.
+    grammar_lazy: bool = False
 
     def validate(self) -> None:
         finite = {k: v for k, v in self.__dict__.items() if isinstance(v, float)}
@@ -133,6 +135,8 @@ class CompletionParams:
     n_discard: int = 0  # tokens a context shift drops after n_keep; 0: half of them
     streaming: bool = True  # the request streams (reported by /slots as `stream`)
     sampling: SamplingParams = field(default_factory=SamplingParams)
+    # Draft settings (speculative decoding; service.engine.speculative).
+    speculative: SpecParams = field(default_factory=SpecParams)
 
     def validate(self, n_slots: int) -> None:
         if self.n_predict < -2:

@@ -74,6 +74,9 @@ class SeqRequest:
     n_cached: int = 0  # prompt tokens reused from the slot's cache
     generating: bool = False  # the prompt is decoded and a token has been sampled
     last_token: int = -1  # the sampled token the next decode feeds
+    # Speculative decoding: tokens drafted to follow last_token, verified in the next decode
+    # (1 + len(draft) tokens, logits on each; fewer when the batch has less room).
+    draft: tuple[int, ...] = ()
 
     @property
     def n_prompt(self) -> int:
@@ -200,6 +203,12 @@ class Scheduler:
             if w.request.slot is not None:
                 w.request.slot.cache_tokens.extend(w.tokens)
 
+    def rollback(self, req: SeqRequest, n_past: int) -> None:
+        """Speculation: `req`'s cells from n_past on are dropped (drafted tokens rejected)."""
+        if req.slot is not None and req.n_past > n_past:
+            del req.slot.cache_tokens[n_past:]
+            req.n_past = n_past
+
     def reset_cache(self, req: SeqRequest) -> None:
         """The memory could not keep a prefix of `req`'s slot: it starts from nothing."""
         assert req.slot is not None
@@ -286,11 +295,19 @@ class Scheduler:
         budget = self.limits.n_batch
         work = []
         prompts = []
+        # Drafts (speculative decoding) take what the batch has left once every generating
+        # sequence has its one token: a draft never pushes another sequence's token out.
+        spare = budget - sum(1 for r in self.running if r.generating and r.adapters == group)
         for r in self.running:  # decode tokens first: one per generating sequence
             if r.adapters != group:
                 continue
             if not r.generating:
                 prompts.append(r)
+            elif budget > 0 and r.draft and spare > 0:
+                tokens = (r.last_token, *r.draft[:spare])
+                work.append(Work(r, _slot_id(r), r.n_past, tokens, len(tokens)))
+                budget -= len(tokens)
+                spare -= len(tokens) - 1
             elif budget > 0:
                 work.append(Work(r, _slot_id(r), r.n_past, (r.last_token,), 1))
                 budget -= 1

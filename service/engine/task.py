@@ -52,8 +52,14 @@ class Task(SeqRequest):
         self.truncated = False
         self.out_index = -1  # this step: batch index of the logits to sample, -1 if none
         self.budget: Any = None  # a chat's thinking budget (service.reasoning_budget)
+        self.lazy: Any = None  # a chat's lazy tool-call grammar (service.engine.lazy_grammar)
         self.t_start = 0.0
         self.t_first = 0.0
+        self.ended = False  # its last event is sent
+        # Speculative decoding: this step's draft under verification, and the request's totals.
+        self.verify: tuple[int, ...] = ()
+        self.draft_n = 0
+        self.draft_n_accepted = 0
 
     def release_chain(self) -> None:
         """Free the sampler chain (the engine does when the task ends; whoever made a task that
@@ -61,6 +67,8 @@ class Task(SeqRequest):
         if self.chain is not None:
             self.chain.close()
             self.chain = None
+        if self.lazy is not None:
+            self.lazy.close()
 
     def timings(self, now: float) -> Timings:
         prompt_end = self.t_first or now
@@ -69,4 +77,5 @@ class Task(SeqRequest):
             prompt_ms=(prompt_end - self.t_start) * 1e3,
             predicted_n=len(self.generated),
             predicted_ms=(now - self.t_first) * 1e3 if self.t_first else 0.0,
+            draft_n=self.draft_n, draft_n_accepted=self.draft_n_accepted,
         )
