@@ -14,6 +14,7 @@ from typing import Any
 
 from rest_bridge.jsonio import Json
 from rest_bridge.shapes import (
+    choices_per_prompt,
     probabilities_json,
     progress_json,
     sum_usage,
@@ -43,10 +44,18 @@ def _finish(choice: Any) -> Json:
     return choice.finish_reason if choice.HasField("finish_reason") else None
 
 
+def _prompt_of(m: Any, n: int, counted: int) -> int:
+    """The prompt a final message's choice completed (choice index = prompt * n + j)."""
+    return m.choices[0].index // n if m.choices else -1 - counted
+
+
 class TextCompletionRenderer:
     """/v1/completions."""
 
     done_marker = True
+
+    def __init__(self, request: Any = None) -> None:
+        self._n = 1 if request is None else choices_per_prompt(request)
 
     def events(self, m: Any) -> list[Json]:
         out = _envelope(m, "text_completion")
@@ -63,7 +72,9 @@ class TextCompletionRenderer:
         text: dict[int, list[str]] = {}
         probs: dict[int, list[Json]] = {}
         finish: dict[int, Json] = {}
-        usages, last = [], msgs[-1]
+        usages: list[dict[str, Json]] = []
+        prompts: list[int] = []
+        last = msgs[-1]
         for m in msgs:
             for c in m.choices:
                 text.setdefault(c.index, []).append(c.text)
@@ -71,13 +82,14 @@ class TextCompletionRenderer:
                 if c.HasField("finish_reason"):
                     finish[c.index] = c.finish_reason
             if m.HasField("usage"):
+                prompts.append(_prompt_of(m, self._n, len(usages)))
                 usages.append(usage_json(m.usage))
                 last = m
         out = _envelope(last, "text_completion")
         out["choices"] = [{"text": "".join(text[i]), "index": i,
                            "logprobs": {"content": probs[i]} if probs[i] else None,
                            "finish_reason": finish.get(i, "stop")} for i in sorted(text)]
-        out["usage"] = sum_usage(usages)
+        out["usage"] = sum_usage(usages, prompts)
         if last.HasField("timings"):
             out["timings"] = timings_json(last.timings)
         return out
@@ -157,6 +169,7 @@ class ChatRenderer:
 
     def __init__(self, request: Any) -> None:
         self._include_usage = bool(request.stream_options.include_usage)
+        self._n = choices_per_prompt(request)
 
     def events(self, m: Any) -> list[Json]:
         events: list[Json] = []
@@ -187,7 +200,9 @@ class ChatRenderer:
         messages: dict[int, _ChatMessage] = {}
         whole: dict[int, Any] = {}
         finish: dict[int, Json] = {}
-        usages, last = [], msgs[-1]
+        usages: list[dict[str, Json]] = []
+        prompts: list[int] = []
+        last = msgs[-1]
         for m in msgs:
             for c in m.choices:
                 msg = messages.setdefault(c.index, _ChatMessage())
@@ -198,6 +213,7 @@ class ChatRenderer:
                 if c.HasField("finish_reason"):
                     finish[c.index] = c.finish_reason
             if m.HasField("usage"):
+                prompts.append(_prompt_of(m, self._n, len(usages)))
                 usages.append(usage_json(m.usage))
                 last = m
         choices = []
@@ -209,7 +225,7 @@ class ChatRenderer:
                 choice["logprobs"] = {"content": messages[i].probs}
             choices.append(choice)
         out = {**_envelope(last, "chat.completion"), "choices": choices,
-               "usage": sum_usage(usages)}
+               "usage": sum_usage(usages, prompts)}
         return _extras(last, out) if last.HasField("timings") else out
 
 

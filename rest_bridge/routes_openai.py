@@ -20,7 +20,7 @@ router = routes.router
 @routes.post("/v1/completions")
 async def completions(request: Request) -> Response:
     return await generate(request, completion_pb2.CompletionRequest(), "OpenAICompletion",
-                          lambda _req: TextCompletionRenderer())
+                          TextCompletionRenderer)
 
 
 @routes.post("/v1/chat/completions", "/chat/completions")

@@ -3,6 +3,7 @@ every streamed token, where a generic message-to-dict conversion would cost too 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from rest_bridge.jsonio import Json
@@ -35,15 +36,32 @@ def usage_json(u: Any) -> dict[str, Json]:
             "prompt_tokens_details": {"cached_tokens": u.prompt_tokens_details.cached_tokens}}
 
 
-def sum_usage(usages: list[dict[str, Json]]) -> dict[str, Json]:
-    """One `usage` for several completions of a request (OpenAI counts them together)."""
-    total = {"completion_tokens": 0, "prompt_tokens": 0, "total_tokens": 0}
-    cached = 0
-    for u in usages:
-        for k in total:
-            total[k] += u[k]
-        cached += u["prompt_tokens_details"]["cached_tokens"]
-    return {**total, "prompt_tokens_details": {"cached_tokens": cached}}
+def sum_usage(usages: Sequence[dict[str, Json]],
+              prompt_of: Sequence[int] | None = None) -> dict[str, Json]:
+    """One `usage` for several completions of a request, as OpenAI counts them: every
+    completion's tokens, and each prompt's once (`prompt_of[i]`: the prompt `usages[i]`
+    completed, its first usage counting for it; None: a prompt each). llama-server counts
+    only the first completion of the first prompt (a deliberate difference, docs/fidelity.md)."""
+    prompts = range(len(usages)) if prompt_of is None else prompt_of
+    completion = prompt = cached = 0
+    seen: set[int] = set()
+    for u, p in zip(usages, prompts, strict=True):
+        completion += u["completion_tokens"]
+        if p not in seen:
+            seen.add(p)
+            prompt += u["prompt_tokens"]
+            cached += u["prompt_tokens_details"]["cached_tokens"]
+    return {"completion_tokens": completion, "prompt_tokens": prompt,
+            "total_tokens": completion + prompt, "prompt_tokens_details": {"cached_tokens": cached}}
+
+
+def choices_per_prompt(request: Any) -> int:
+    """The request's `n_cmpl`, else `n` (the service's range checks have passed), else 1."""
+    fields = request.DESCRIPTOR.fields_by_name
+    for name in ("n_cmpl", "n"):
+        if name in fields and request.HasField(name):
+            return max(1, int(getattr(request, name)))
+    return 1
 
 
 def _candidate(c: Any) -> dict[str, Json]:

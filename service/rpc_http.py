@@ -167,7 +167,7 @@ class LlamaHttpServicer(http_pb2_grpc.LlamaServerHttpServicer):  # type: ignore[
 
     def OpenAICompletion(self, request: Any, context: Context) -> AsyncIterator[HttpBody]:
         return self._generate(request, context, completion_pb2.CompletionRequest(),
-                              "OpenAICompletion", lambda _req: TextCompletionRenderer())
+                              "OpenAICompletion", TextCompletionRenderer)
 
     def ChatCompletion(self, request: Any, context: Context) -> AsyncIterator[HttpBody]:
         return self._generate(request, context, chat_pb2.ChatCompletionRequest(),

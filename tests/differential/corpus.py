@@ -43,6 +43,7 @@ class Case:
 GREEDY: dict[str, Any] = {"temperature": 0.0}
 PROMPT = "The capital of France is"
 MESSAGES = [{"role": "user", "content": "Hello there"}]
+PREFILLED = [*MESSAGES, {"role": "assistant", "content": "Hi"}]  # continued (prefill)
 
 
 def _completion(name: str, fields: dict[str, Any], flag_set: str = "default",
@@ -213,6 +214,8 @@ def chat_cases() -> Iterator[Case]:
     conversations: tuple[tuple[str, Any], ...] = (
         ("system", [{"role": "system", "content": "Be brief"}, *MESSAGES]),
         ("assistant last", [*MESSAGES, {"role": "assistant", "content": "Hi"}]),
+        ("two assistants last", [*MESSAGES, {"role": "assistant", "content": "Hi"},
+                                 {"role": "assistant", "content": "Ho"}]),
         ("multi turn", [*MESSAGES, {"role": "assistant", "content": "Hi"},
                         {"role": "user", "content": "More"}]),
         ("no messages", []), ("missing role", [{"content": "x"}]),
@@ -259,6 +262,14 @@ def chat_cases() -> Iterator[Case]:
         ("add_generation_prompt false", {"add_generation_prompt": False}),
         ("continue final", {"messages": [*MESSAGES, {"role": "assistant", "content": "Hi"}],
                             "continue_final_message": True}),
+        ("prefill stream", {"messages": PREFILLED, "stream": True}),
+        ("continue final content", {"messages": PREFILLED, "continue_final_message": "content",
+                                    "add_generation_prompt": False}),
+        ("continue final stream", {"messages": PREFILLED, "continue_final_message": True,
+                                   "add_generation_prompt": False, "stream": True}),
+        ("continue final echo stream", {"messages": PREFILLED, "continue_final_message": True,
+                                        "add_generation_prompt": False, "stream": True,
+                                        "echo": True}),
         ("return_progress", {"stream": True, "return_progress": True}),
     )
     for label, extra in fields:

@@ -87,6 +87,8 @@ DELIBERATE: dict[str, str] = {
         "an empty conversation is a 400 (nothing to answer); llama-server renders the template's preamble alone",
     "chat messages unknown role":
         "a role the chat template cannot know is a 400 naming it; llama-server hands it to the template",
+    "chat n 2":
+        "our `usage` counts the prompt once and the completion tokens of every choice (OpenAI's meaning); llama-server's counts the first choice's completion tokens only",
     "chat tools not list":
         "llama-server answers 500 server_error for this client error (its JSON library's exception); we answer 400 invalid_request_error",
     "completion both":
@@ -146,14 +148,8 @@ OPEN: dict[str, str] = {
         "as GET /slots",
     "auth GET /slots x-api-key":
         "as GET /slots",
-    "chat messages assistant last":
-        "a conversation ending with an assistant message: llama-server continues it and returns the prefilled text too",
-    "chat n 2":
-        "usage counts the prompt once per choice (74 for 37); llama-server counts the prompt once and the first choice's tokens only",
     "chat tool_choice required":
         "we force and parse a tool call; the pinned llama-server's Llama 3.x handling returns the text as content",
-    "completion samplers=[]":
-        "an empty list is the default chain for us; for llama-server no sampler (the dist draw alone)",
     "tokenize content list":
         "a list `content` is tokenized piecewise by llama-server; we refuse it (400)",
 }

@@ -10,7 +10,8 @@ from typing import Any
 
 import grpc
 import httpx
-from llama.v1 import chat_pb2, common_pb2
+import pytest
+from llama.v1 import chat_pb2, common_pb2, completion_pb2
 from rest_harness import free_port
 from starlette.datastructures import Headers
 from starlette.types import Message
@@ -18,10 +19,10 @@ from starlette.types import Message
 from rest_bridge.app import create_app
 from rest_bridge.auth import grpc_metadata, presented_key
 from rest_bridge.errors import BridgeError
-from rest_bridge.jsonio import dumps, schemas_as_text
+from rest_bridge.jsonio import Json, dumps, schemas_as_text
 from rest_bridge.launcher import grpc_target_for
 from rest_bridge.render_native import pick_fields
-from rest_bridge.render_openai import ChatRenderer
+from rest_bridge.render_openai import ChatRenderer, TextCompletionRenderer
 from rest_bridge.shapes import sum_usage
 from rest_bridge.sse import KEEP_ALIVE, SSEResponse, frame, frames
 
@@ -39,6 +40,43 @@ def test_sum_usage() -> None:
          "prompt_tokens_details": {"cached_tokens": 1}}
     assert sum_usage([u, u]) == {"completion_tokens": 4, "prompt_tokens": 6, "total_tokens": 10,
                                  "prompt_tokens_details": {"cached_tokens": 2}}
+
+
+def test_sum_usage_counts_each_prompt_once() -> None:
+    """OpenAI's usage for n choices: the prompt once, every choice's completion tokens."""
+    def u(prompt: int, completion: int, cached: int) -> dict[str, Json]:
+        return {"completion_tokens": completion, "prompt_tokens": prompt,
+                "total_tokens": prompt + completion,
+                "prompt_tokens_details": {"cached_tokens": cached}}
+
+    # two prompts (3 and 5 tokens), two choices each; a prompt's first usage counts for it
+    usages = [u(3, 4, 1), u(3, 2, 3), u(5, 1, 0), u(5, 4, 5)]
+    assert sum_usage(usages, [0, 0, 1, 1]) == {
+        "completion_tokens": 11, "prompt_tokens": 8, "total_tokens": 19,
+        "prompt_tokens_details": {"cached_tokens": 1}}
+
+
+def _final(index: int, prompt: int, completion: int) -> completion_pb2.OpenAICompletionChunk:
+    m = completion_pb2.OpenAICompletionChunk(id="cmpl-1", object="text_completion", model="m")
+    m.choices.add(index=index, text="ab"[index % 2], finish_reason="length")
+    m.usage.CopyFrom(common_pb2.Usage(completion_tokens=completion, prompt_tokens=prompt,
+                                      total_tokens=prompt + completion))
+    return m
+
+
+@pytest.mark.parametrize("n", [1, 2])
+def test_choices_share_their_prompt_in_the_usage(n: int) -> None:
+    """/v1/completions: choice i completed prompt i // n; /v1/chat/completions: one prompt."""
+    req = completion_pb2.CompletionRequest(n=n)
+    msgs = [_final(i, 3 if i // n == 0 else 5, 4) for i in range(2 * n)]
+    usage = TextCompletionRenderer(req).result(msgs)["usage"]
+    assert (usage["prompt_tokens"], usage["completion_tokens"]) == (8, 8 * n)
+    chat = [_chunk(index=i, finish_reason="length") for i in range(n + 1)]
+    for m in chat:
+        m.usage.CopyFrom(common_pb2.Usage(completion_tokens=4, prompt_tokens=37,
+                                          total_tokens=41))
+    usage = ChatRenderer(chat_pb2.ChatCompletionRequest(n=n + 1)).result(chat)["usage"]
+    assert (usage["prompt_tokens"], usage["completion_tokens"]) == (37, 4 * (n + 1))
 
 
 def _chunk(**choice: object) -> chat_pb2.ChatCompletionChunk:
