@@ -173,6 +173,9 @@ def to_message(body: dict[str, Json], message: M) -> M:
     if isinstance(body.get("samplers"), str):
         body = {**body, "samplers": [SAMPLER_LETTERS[c] for c in body["samplers"]
                                      if c in SAMPLER_LETTERS]}
+    if body.get("samplers") == [] and "no_samplers" in message.DESCRIPTOR.fields_by_name:
+        # the message cannot tell [] from absent; llama-server's [] is a chain of no sampler
+        body = {**body, "no_samplers": True}
     if "json_schema_json" in message.DESCRIPTOR.fields_by_name:
         body = schemas_as_text(body)
     try:

@@ -98,7 +98,9 @@ def sampling_params(req: Any, defaults: SamplingParams, vocab: Vocab) -> Samplin
     s = _clamped(_scalar_sampling(req), defaults)
     if req.dry_sequence_breakers:
         s["dry_sequence_breakers"] = tuple(req.dry_sequence_breakers)
-    if req.samplers:
+    if req.no_samplers and req.samplers:
+        raise ParamError("no_samplers asks for an empty sampler chain; 'samplers' must be empty")
+    if req.samplers or req.no_samplers:
         s["samplers"] = known_samplers(req.samplers)
     bias = logit_bias_of(req, vocab)
     if bias:

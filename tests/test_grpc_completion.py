@@ -342,6 +342,22 @@ def test_samplers_order_and_greedy_via_top_k_1(grpc_stub: Any) -> None:
     assert r.tokens == ref.tokens  # top_k 1 first leaves only the argmax whatever follows
 
 
+def test_no_samplers_is_the_dist_draw_alone(grpc_stub: Any) -> None:
+    """llama-server's `"samplers": []`: no temperature stage, so temperature 0 is not greedy;
+    the seed still decides the draw, and the echo is an empty list."""
+    def run(seed: int) -> CompletionResult:
+        return complete(grpc_stub, prompt="Random walk", n_predict=16, temperature=0.0,
+                        no_samplers=True, seed=seed)
+
+    first = run(5)
+    assert first.code == grpc.StatusCode.OK, first.details
+    assert list(first.final.generation_settings.samplers) == []
+    assert first.tokens == run(5).tokens
+    assert len({tuple(run(s).tokens) for s in (5, 6, 7)}) > 1
+    bad = complete(grpc_stub, prompt="x", n_predict=1, no_samplers=True, samplers=["top_k"])
+    assert bad.code == grpc.StatusCode.INVALID_ARGUMENT and "no_samplers" in bad.details
+
+
 # -- logit_bias and ignore_eos --------------------------------------------------------------
 def test_logit_bias_false_bans_a_token(grpc_stub: Any) -> None:
     ref = greedy(grpc_stub, "Ban the first token", 4)

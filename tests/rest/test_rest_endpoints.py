@@ -78,6 +78,12 @@ def test_completion_reads_values_as_llama_server(http: httpx.Client) -> None:
     out = post_json(http, "/completion", {"prompt": "Hello", "n_predict": 2,
                                           "samplers": ["top-k", "warp_drive"], **GREEDY})
     assert out["generation_settings"]["samplers"] == ["top_k"]
+    # An empty list (or string) is a chain of no sampler, as llama-server's; absent, the default.
+    empties: tuple[Any, ...] = ([], "")
+    for empty in empties:
+        out = post_json(http, "/completion", {"prompt": "Hello", "n_predict": 1,
+                                              "samplers": empty, **GREEDY})
+        assert out["generation_settings"]["samplers"] == []
 
 
 def test_a_json_schema_keeps_its_key_order(http: httpx.Client) -> None:
