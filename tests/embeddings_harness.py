@@ -5,7 +5,6 @@ through `native`, one input alone in one batch), and small vector maths."""
 from __future__ import annotations
 
 import math
-import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -14,6 +13,7 @@ from typing import Any
 
 import httpx
 from grpc_harness import ServiceProcess, free_port, service_env
+from rest.rest_harness import wait_http
 
 import native
 
@@ -36,23 +36,10 @@ def embed_server(model: Path, *flags: str, ctx: int = 2048,
     svc = ServiceProcess.launch(args, free_port(), service_env())
     try:
         url = f"http://127.0.0.1:{port}"
-        wait_bridge(url)
+        wait_http(svc, url + "/health", {200}, 90.0)
         yield EmbedServer(svc, url, svc.stub())
     finally:
         svc.stop()
-
-
-def wait_bridge(url: str, timeout: float = 90.0) -> None:
-    """Until the bridge's GET /health answers 200 (it is up and the model loaded)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(url + "/health", timeout=2.0).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.1)
-    raise TimeoutError(f"{url}/health did not answer 200 in {timeout}s")
 
 
 def cosine(a: Sequence[float], b: Sequence[float]) -> float:

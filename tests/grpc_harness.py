@@ -113,6 +113,10 @@ class ServiceProcess:
     def log(self) -> str:
         return Path(self._log.name).read_text(errors="replace")
 
+    def output(self) -> str:
+        """The log, under the name rest_harness.wait_http reads."""
+        return self.log()
+
     def wait_serving(self, timeout: float = START_TIMEOUT_S) -> None:
         health = self.health()
         deadline = time.monotonic() + timeout

@@ -10,7 +10,6 @@ adapter sets in one decode, and a slot's cache made with one set is not reused b
 from __future__ import annotations
 
 import concurrent.futures
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -29,6 +28,7 @@ from grpc_harness import (
     service_env,
 )
 from llama.v1 import server_pb2
+from rest.rest_harness import wait_http
 
 from native.testmodels import ensure_model
 
@@ -54,24 +54,10 @@ def lora_service(tiny_bpe_path: Path, lora_path: Path) -> Iterator[tuple[Service
                 "--lora", str(lora_path)])
     url = f"http://127.0.0.1:{port}"
     try:
-        _wait_bridge(svc, url)
+        wait_http(svc, url + "/health", {200}, 120.0)
         yield svc, url
     finally:
         svc.stop()
-
-
-def _wait_bridge(svc: ServiceProcess, url: str, timeout: float = 120.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if svc.proc.poll() is not None:
-            raise RuntimeError(f"server exited:\n{svc.log()}")
-        try:
-            if httpx.get(url + "/health", timeout=1.0).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.05)
-    raise TimeoutError(f"the REST bridge did not come up:\n{svc.log()[-4000:]}")
 
 
 @pytest.fixture()

@@ -13,6 +13,7 @@ import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any, Protocol
 
 import httpx
 
@@ -87,7 +88,16 @@ class BridgeAlone(Process):
                           "--port", str(self.port), *flags])
 
 
-def wait_http(process: Process, url: str, statuses: set[int], timeout: float) -> int:
+class Watched(Protocol):
+    """A server subprocess as wait_http watches it: this harness's Process, or
+    grpc_harness.ServiceProcess."""
+
+    proc: subprocess.Popen[Any]
+
+    def output(self) -> str: ...
+
+
+def wait_http(process: Watched, url: str, statuses: set[int], timeout: float) -> int:
     """Poll url until it answers one of `statuses`; fail with the process log otherwise."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
