@@ -70,8 +70,9 @@ def render_chat_full(rt: Runtime, request: Any) -> RenderedChat:
     if mode is None:
         return RenderedChat(template.render(messages, add_generation_prompt=add_gen,
                                             tools=tools, extra_context=extra))
+    tags = template_thinking_tags(template)
     continued = template.render_continued(messages, tools=tools, extra_context=extra,
-                                          mode=mode, reasoning_tags=_thinking_tags(template))
+                                          mode=mode, reasoning_tags=tags)
     return RenderedChat(continued.prompt, continued.answer, echo)
 
 
@@ -85,7 +86,7 @@ def with_prefill(setup: ChatSetup, rendered: RenderedChat) -> ChatSetup:
     return replace(setup, parse=parse)
 
 
-def _thinking_tags(template: ChatTemplate) -> tuple[str, str] | None:
+def template_thinking_tags(template: ChatTemplate) -> tuple[str, str] | None:
     """The template's thinking tags with the whitespace it writes around a reasoning text
     (`<think>\n`, `\n</think>\n\n`), if it writes a thinking block: the prefilled reasoning
     goes inside them, as llama-server's (its template analysis finds them the same way)."""

@@ -28,26 +28,45 @@ def test_trailing_assistant_message(tiny_bpe_path: Path, prefill: bool) -> None:
     config = load_config(["-m", str(tiny_bpe_path), "-c", "512", "-np", "1", "--no-warmup",
                           *flags], env={})
 
-    async def scenario() -> tuple[str, str]:
+    async def scenario() -> tuple[str, str, str, str]:
         handle = await start_server(config, host="127.0.0.1", port=0)
         try:
             await asyncio.wait_for(handle.loaded.wait(), 60)
             async with grpc.aio.insecure_channel(f"127.0.0.1:{handle.port}") as ch:
                 stub = service_pb2_grpc.LlamaServerStub(ch)
-                open_turn = await stub.ApplyTemplate(
-                    _request(("user", "Hi"), ("assistant", "Hello, I am")), timeout=10)
+                turns = (("user", "Hi"), ("assistant", "Hello, I am"))
+                open_turn = await stub.ApplyTemplate(_request(*turns), timeout=10)
                 plain = await stub.ApplyTemplate(_request(("user", "Hi")), timeout=10)
-                return open_turn.prompt, plain.prompt
+                answer, first = await _answer(stub, _request(*turns))
+                return open_turn.prompt, plain.prompt, answer, first
         finally:
             await handle.stop(0)
 
-    continued, plain = asyncio.run(scenario())
+    continued, plain, answer, first = asyncio.run(scenario())
     if prefill:
         assert continued.endswith("Hello, I am")
         assert continued.startswith(plain)  # the generation prompt, then the prefilled text
+        # the answer starts with the prefilled text, as llama-server's; a stream's first delta
+        assert answer.startswith("Hello, I am") and len(answer) > len("Hello, I am")
+        assert first.startswith("Hello, I am")
     else:
         assert not continued.endswith("Hello, I am")
         assert "Hello, I am<|eot_id|>" in continued
+        assert not answer.startswith("Hello, I am") and not first.startswith("Hello, I am")
+
+
+async def _answer(stub: service_pb2_grpc.LlamaServerStub,
+                  req: chat_pb2.ChatCompletionRequest) -> tuple[str, str]:
+    """The whole answer's content (3 greedy tokens), and a stream's first content delta."""
+    req.max_tokens, req.temperature = 3, 0.0
+    msgs = [m async for m in stub.ChatCompletion(req, timeout=60)]
+    whole = next(c.message.content for m in msgs for c in m.choices if c.HasField("message"))
+    req.stream = True
+    async for m in stub.ChatCompletion(req, timeout=60):
+        for c in m.choices:
+            if c.delta.content:
+                return whole, c.delta.content
+    return whole, ""
 
 
 @pytest.mark.slow
