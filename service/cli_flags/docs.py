@@ -22,8 +22,8 @@ spec's README and those of today's llama-server (the pinned llama.cpp's `tools/s
   honoured;
 - **accepted, no effect yet**: a flag we mean to honour; its value is parsed and validated like an
   implemented flag's, and giving it logs `<flag>: accepted but has no effect yet: <what is
-  missing>`. Values that ask for what the server already does (`--jinja`,
-  `--no-prefill-assistant`) are taken without a notice;
+  missing>`. Values that ask for what the server already does (`--jinja`) are taken without a
+  notice;
 - **accepted**: parsed and logged as a notice (logger `service.config`) saying why it has no effect;
 - **refused**: startup stops with `not supported: <flag> (<why>)` and exit code 2.
 
