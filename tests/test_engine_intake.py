@@ -10,50 +10,37 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from engine_harness import GREEDY_ONE, Sink, running_engine
 
 import native
-from native.context import ContextParams
 from native.errors import DecodeAbortedError
 from service.engine import engine as engine_module
 from service.engine.engine import Arrival, Engine
-from service.engine.events import Event, Failed, Finished, Started
+from service.engine.events import Event, Finished, Started
 from service.engine.params import CompletionParams, SamplingParams
 from service.engine.task import Task
 
-_PARAMS = CompletionParams(n_predict=1, sampling=SamplingParams(temperature=0.0))
+_PARAMS = GREEDY_ONE
 
 
 @pytest.fixture
 def engine(tiny_bpe_path: Path) -> Iterator[Engine]:
-    model = native.Model(tiny_bpe_path)
-    ctx = native.Context(model, ContextParams(n_ctx=1024, n_seq_max=4, n_threads=1,
-                                              n_threads_batch=1))
-    eng = Engine(model, ctx)
-    eng.start()
-    try:
+    with running_engine(tiny_bpe_path, n_ctx=1024, n_seq_max=4) as eng:
         yield eng
-    finally:
-        eng.stop()
-        ctx.close()
-        model.close()
 
 
-class _Recorder:
-    """A sink called on the engine thread; may submit another task when its own starts."""
+class _Recorder(Sink):
+    """A sink that may submit another task when its own starts."""
 
     def __init__(self) -> None:
-        self.events: list[Event] = []
-        self.done = threading.Event()
+        super().__init__()
         self.then_submit: tuple[Engine, Task] | None = None
 
-    def __call__(self, events: list[Event]) -> None:
-        for event in events:
-            self.events.append(event)
-            if isinstance(event, Started) and self.then_submit is not None:
-                engine, task = self.then_submit
-                engine.submit(task)  # arrives while the engine is between admission and step
-            if isinstance(event, Finished | Failed):
-                self.done.set()
+    def record(self, event: Event) -> None:
+        super().record(event)
+        if isinstance(event, Started) and self.then_submit is not None:
+            engine, task = self.then_submit
+            engine.submit(task)  # arrives while the engine is between admission and step
 
 
 def _run_chain(engine: Engine, prompts: list[list[int]]) -> list[_Recorder]:

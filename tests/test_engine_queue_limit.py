@@ -10,42 +10,21 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from engine_harness import GREEDY_ONE, Sink, running_engine
 
-import native
-from native.context import ContextParams
 from service.engine.engine import Engine, EngineSettings, QueueFullError
-from service.engine.events import Event, Failed, Finished
-from service.engine.params import CompletionParams, SamplingParams
+from service.engine.events import Finished
 from service.engine.task import Task
 
 pytestmark = pytest.mark.slow
-_PARAMS = CompletionParams(n_predict=1, sampling=SamplingParams(temperature=0.0))
+_PARAMS = GREEDY_ONE
 
 
 @pytest.fixture
 def engine(tiny_bpe_path: Path) -> Iterator[Engine]:
-    model = native.Model(tiny_bpe_path)
-    ctx = native.Context(model, ContextParams(n_ctx=512, n_seq_max=1, n_threads=1,
-                                              n_threads_batch=1))
-    eng = Engine(model, ctx, EngineSettings(max_queue=1))
-    eng.start()
-    try:
+    with running_engine(tiny_bpe_path, n_ctx=512, n_seq_max=1,
+                        settings=EngineSettings(max_queue=1)) as eng:
         yield eng
-    finally:
-        eng.stop()
-        ctx.close()
-        model.close()
-
-
-class _Sink:
-    def __init__(self) -> None:
-        self.events: list[Event] = []
-        self.done = threading.Event()
-
-    def __call__(self, events: list[Event]) -> None:
-        self.events.extend(events)
-        if any(isinstance(e, Finished | Failed) for e in events):
-            self.done.set()
 
 
 def test_calls_and_wake_ups_in_the_inbox_do_not_fill_the_queue(engine: Engine) -> None:
@@ -58,12 +37,12 @@ def test_calls_and_wake_ups_in_the_inbox_do_not_fill_the_queue(engine: Engine) -
     blocked = engine.call(block)
     assert running.wait(30)  # the engine thread is in `block`: its inbox is empty
     polled = engine.call(lambda: None)  # waits in the inbox, as a GetLoad does
-    engine.cancel(Task("gone", [1, 2], _PARAMS, _Sink()))  # a wake-up in the inbox
-    sink = _Sink()
+    engine.cancel(Task("gone", [1, 2], _PARAMS, Sink()))  # a wake-up in the inbox
+    sink = Sink()
     try:
         engine.submit(Task("fits", [1, 2, 3], _PARAMS, sink))  # nothing waits: accepted
         with pytest.raises(QueueFullError):  # the one request in the inbox does count
-            engine.submit(Task("one too many", [1, 2, 3], _PARAMS, _Sink()))
+            engine.submit(Task("one too many", [1, 2, 3], _PARAMS, Sink()))
     finally:
         release.set()
     blocked.result(30)
