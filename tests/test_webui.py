@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 import pytest
 from playwright.sync_api import Browser, Page, Route, expect
-from rest.rest_harness import BridgeAlone, RestServer, wait_http
+from rest.rest_harness import BridgeAlone, RestServer, started, wait_http
 from webui_harness import (
     REMOVED_TEXT_PROBE,
     ConsoleLog,
@@ -33,15 +33,6 @@ KEY = "webui-key-93d1"
 CHAT = "**/v1/chat/completions"
 
 
-def _started(server: RestServer) -> RestServer:
-    try:
-        server.wait_ready()
-    except BaseException:
-        server.stop()
-        raise
-    return server
-
-
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
     with chromium() as b:
@@ -51,7 +42,7 @@ def browser() -> Iterator[Browser]:
 @pytest.fixture(scope="module")
 def server(tiny_bpe_path: Path) -> Iterator[RestServer]:
     # One slot of 4,096 tokens: a Stop test's answer cannot end on its own for seconds.
-    s = _started(RestServer(tiny_bpe_path, ctx=4096, parallel=1))
+    s = started(RestServer(tiny_bpe_path, ctx=4096, parallel=1))
     yield s
     s.stop()
 
@@ -180,7 +171,7 @@ def test_stop_ends_the_stream_and_frees_the_slot(page: Page, server: RestServer)
 
 @pytest.fixture(scope="module")
 def keyed_server(tiny_bpe_path: Path) -> Iterator[RestServer]:
-    s = _started(RestServer(tiny_bpe_path, "--api-key", KEY, "-n", "24", ctx=1024,
+    s = started(RestServer(tiny_bpe_path, "--api-key", KEY, "-n", "24", ctx=1024,
                             parallel=1))
     yield s
     s.stop()
@@ -388,7 +379,7 @@ def test_a_100000_character_answer_renders_incrementally(page: Page, server: Res
 
 
 def test_no_webui_answers_404(tiny_bpe_path: Path) -> None:
-    s = _started(RestServer(tiny_bpe_path, "--no-webui", ctx=512, parallel=1))
+    s = started(RestServer(tiny_bpe_path, "--no-webui", ctx=512, parallel=1))
     try:
         for path in ("/", "/index.html", "/app.js"):
             r = httpx.get(s.url + path)
@@ -403,7 +394,7 @@ def test_path_serves_that_directory(tiny_bpe_path: Path, tmp_path: Path,
                                     browser: Browser) -> None:
     (tmp_path / "index.html").write_text("<!doctype html><title>mine</title><p id=x>my page")
     (tmp_path / "notes.txt").write_text("static notes")
-    s = _started(RestServer(tiny_bpe_path, "--path", str(tmp_path), ctx=512, parallel=1))
+    s = started(RestServer(tiny_bpe_path, "--path", str(tmp_path), ctx=512, parallel=1))
     try:
         page = browser.new_page()
         page.goto(s.url + "/")

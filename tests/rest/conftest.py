@@ -8,28 +8,19 @@ from pathlib import Path
 
 import httpx
 import pytest
-from rest_harness import API_KEY, RestServer
-
-
-def _started(server: RestServer) -> RestServer:
-    try:
-        server.wait_ready()
-    except BaseException:
-        server.stop()
-        raise
-    return server
+from rest_harness import API_KEY, RestServer, started
 
 
 @pytest.fixture(scope="session")
 def rest_server(tiny_bpe_path: Path) -> Iterator[RestServer]:
-    server = _started(RestServer(tiny_bpe_path))
+    server = started(RestServer(tiny_bpe_path))
     yield server
     server.stop()
 
 
 @pytest.fixture(scope="session")
 def keyed_server(tiny_bpe_path: Path) -> Iterator[RestServer]:
-    server = _started(RestServer(tiny_bpe_path, "--api-key", API_KEY, ctx=2048, parallel=2))
+    server = started(RestServer(tiny_bpe_path, "--api-key", API_KEY, ctx=2048, parallel=2))
     yield server
     server.stop()
 

@@ -78,6 +78,16 @@ class RestServer(Process):
         wait_http(self, self.url + "/health", {200}, timeout)
 
 
+def started(server: RestServer) -> RestServer:
+    """`server` once ready; stopped, and the failure raised, if it never gets there."""
+    try:
+        server.wait_ready()
+    except BaseException:
+        server.stop()
+        raise
+    return server
+
+
 class BridgeAlone(Process):
     """`python -m rest_bridge.cli --grpc-target <target> --port <free>`."""
 
