@@ -178,6 +178,9 @@ def to_message(body: dict[str, Json], message: M) -> M:
         body = {**body, "no_samplers": True}
     if "json_schema_json" in message.DESCRIPTOR.fields_by_name:
         body = schemas_as_text(body)
+    if isinstance(body.get("content"), list) \
+            and "content_pieces" in message.DESCRIPTOR.fields_by_name:
+        body = content_as_pieces(body)
     try:
         ids = _token_prompt(body, message)
         if ids is None or not _fill_with_typed_prompt(body, ids, message):
@@ -185,6 +188,30 @@ def to_message(body: dict[str, Json], message: M) -> M:
     except (json_format.ParseError, ValueError, TypeError) as e:
         raise BridgeError.invalid_request(str(e)) from e
     return message
+
+
+def content_as_pieces(body: dict[str, Json]) -> dict[str, Json]:
+    """/tokenize's list `content` as TokenizeRequest.content_pieces: strings as text, numbers
+    as token ids (a fraction truncated, as llama-server reads an id), consecutive ids in one
+    piece. Anything else is a 400 (llama-server's JSON library throws: a 500)."""
+    pieces: list[dict[str, Json]] = []
+    for i, item in enumerate(body["content"]):
+        if isinstance(item, str):
+            pieces.append({"text": item})
+            continue
+        if isinstance(item, bool) or not isinstance(item, int | float) \
+                or not -2**31 <= item < 2**31:
+            raise BridgeError.invalid_request(
+                f"content[{i}]: expected a string or a token id, got {json.dumps(item)[:40]}")
+        if pieces and "tokens" in pieces[-1]:
+            pieces[-1]["tokens"]["ids"].append(int(item))
+        else:
+            pieces.append({"tokens": {"ids": [int(item)]}})
+    out = {k: v for k, v in body.items() if k != "content"}
+    out["content_pieces"] = pieces
+    if not pieces:  # no piece, no special token (an empty `content` would have BOS)
+        out["add_special"] = False
+    return out
 
 
 def _token_prompt(body: dict[str, Json], message: Message) -> list[int] | None:

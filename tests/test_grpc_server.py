@@ -26,7 +26,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
     ProtoReflectionDescriptorDatabase,
 )
-from llama.v1 import server_pb2, service_pb2_grpc, tokenize_pb2
+from llama.v1 import common_pb2, server_pb2, service_pb2_grpc, tokenize_pb2
 
 from service.config import load_config
 from service.server import HOLD_LOAD_ENV, start_server
@@ -119,6 +119,39 @@ def test_tokenize_options(grpc_stub: Any) -> None:
                       for p in resp.pieces)
     assert [p.id for p in resp.pieces] == list(resp.tokens)
     assert joined == "é日🙂".encode()
+
+
+def test_tokenize_content_pieces(grpc_stub: Any) -> None:
+    """llama-server's list `content`: BOS only for a first text piece, ids passed through."""
+    def tok(*pieces: Any, **kw: Any) -> list[int]:
+        req = tokenize_pb2.TokenizeRequest(content_pieces=list(pieces), **kw)
+        return list(grpc_stub.Tokenize(req, timeout=10).tokens)
+
+    def text(s: str) -> Any:
+        return common_pb2.PromptPiece(text=s)
+
+    def ids(*t: int) -> Any:
+        return common_pb2.PromptPiece(tokens=common_pb2.TokenIds(ids=list(t)))
+
+    hello = tok(text("Hello"))
+    world = tok(text(" world"))
+    assert tok(text("Hello"), ids(7, 99999999), text(" world")) == [*hello, 7, 99999999, *world]
+    assert tok(text("Hello"), text(" world"), add_special=True) == [128000, *hello, *world]
+    assert tok(ids(5), text("Hello"), add_special=True) == [5, *hello]
+    assert tok(text("<|eot_id|>"), parse_special=False) != [128009]
+    resp = grpc_stub.Tokenize(tokenize_pb2.TokenizeRequest(
+        content_pieces=[ids(9906), text(" world")], with_pieces=True), timeout=10)
+    assert [p.id for p in resp.pieces] == [9906, *world] and resp.pieces[0].piece == "Hello"
+    for bad, words in (
+            (tokenize_pb2.TokenizeRequest(content="x", content_pieces=[text("y")]), "not both"),
+            (tokenize_pb2.TokenizeRequest(content_pieces=[common_pb2.PromptPiece()]),
+             "set text or tokens"),
+            (tokenize_pb2.TokenizeRequest(content_pieces=[ids(-1)], with_pieces=True),
+             "outside the vocabulary")):
+        with pytest.raises(grpc.RpcError) as err:
+            grpc_stub.Tokenize(bad, timeout=10)
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert words in (err.value.details() or "")
 
 
 # -- server info ----------------------------------------------------------------------------

@@ -150,6 +150,4 @@ OPEN: dict[str, str] = {
         "as GET /slots",
     "chat tool_choice required":
         "we force and parse a tool call; the pinned llama-server's Llama 3.x handling returns the text as content",
-    "tokenize content list":
-        "a list `content` is tokenized piecewise by llama-server; we refuse it (400)",
 }

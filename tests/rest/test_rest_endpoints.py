@@ -233,6 +233,26 @@ def test_tokenize_detokenize(http: httpx.Client) -> None:
     assert post_json(http, "/detokenize", {"tokens": out["tokens"]}) == {"content": "Hello world"}
 
 
+def test_tokenize_a_list_content_piecewise(http: httpx.Client) -> None:
+    """As llama-server: strings and token ids mixed, BOS only before a first string."""
+    def tok(body: dict[str, Any]) -> list[Any]:
+        tokens: list[Any] = post_json(http, "/tokenize", body)["tokens"]
+        return tokens
+
+    hello, world = tok({"content": "Hello"}), tok({"content": " world"})
+    assert tok({"content": ["Hello", 7, 8.9, " world"]}) == [*hello, 7, 8, *world]
+    assert tok({"content": ["Hello", " world"], "add_special": True}) == [128000, *hello, *world]
+    assert tok({"content": [5, "Hello"], "add_special": True}) == [5, *hello]
+    assert tok({"content": [], "add_special": True}) == []
+    assert tok({"content": [9906, " world"], "with_pieces": True}) == [
+        {"id": 9906, "piece": "Hello"}, {"id": world[0], "piece": " world"}]
+    for bad in ([None], ["a", True], [[1]], [2**40]):
+        r = http.post("/tokenize", json={"content": bad})
+        assert r.status_code == 400 and "content[" in r.json()["error"]["message"], r.text
+    r = http.post("/tokenize", json={"content": [10**9], "with_pieces": True})
+    assert r.status_code == 400 and "outside the vocabulary" in r.json()["error"]["message"]
+
+
 def test_tokenize_with_pieces(http: httpx.Client) -> None:
     out = post_json(http, "/tokenize", {"content": "Hello world", "with_pieces": True})
     assert out["tokens"] == [{"id": out["tokens"][0]["id"], "piece": "Hello"},
