@@ -151,6 +151,13 @@ function envoy_on_response(handle)
                          "grpc-message", "x-retry-elsewhere"}) do
     headers:remove(name)
   end
+  -- A streamed body's known length (GET /slots/{id}/export): the service cannot send it as
+  -- content-length, which on the gRPC hop would be checked against the gRPC frames.
+  local length = headers:get("x-content-length")
+  if length ~= nil then
+    headers:replace("content-length", length)
+    headers:remove("x-content-length")
+  end
   -- JSON as the bridge labels it (the typed transcoder's, Envoy's health answers).
   if content_type == "application/json" then
     headers:replace("content-type", "application/json; charset=utf-8")

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Path, Request
+from fastapi import APIRouter, Depends, Request
 from starlette.responses import Response
 
 from rest_bridge.auth import grpc_metadata
@@ -17,8 +17,6 @@ from rest_bridge.upstream import Upstream, upstream
 Up = Annotated[Upstream, Depends(upstream)]
 # As the service's --max-body-bytes default (service.limits): its gRPC message cap.
 DEFAULT_MAX_BODY_BYTES = 64 << 20
-# A slot id in a path: the proto's int32 (a larger number is a 400, as llama-server's stoi).
-SlotId = Annotated[int, Path(ge=-(2**31), le=2**31 - 1)]
 Endpoint = Callable[[Request], Awaitable[Response]]
 
 

@@ -20,10 +20,21 @@ def metrics_params(params: Any) -> dict[str, Json]:
     return {k: v for k, v in settings_json(params).items() if k not in _NOT_METRICS}
 
 
+# The pinned llama-server's /slots element (server_slot::to_json, LLAMA_SERVER_SLOTS_DEBUG
+# unset): these four for a slot never used (id_task -1), the rest once it has run a task.
+_SLOT_ALWAYS = ("id", "n_ctx", "speculative", "is_processing")
+_SLOT_TASK = ("id_task", "n_prompt_tokens", "n_prompt_tokens_processed", "n_prompt_tokens_cache")
+_NEXT_TOKEN = ("has_next_token", "has_new_line", "n_remain", "n_decoded")
+
+
 def slot_json(slot: Any) -> dict[str, Json]:
-    out = message_json(slot)
-    if slot.HasField("params"):
-        out["params"] = metrics_params(slot.params)
+    out: dict[str, Json] = {k: getattr(slot, k) for k in _SLOT_ALWAYS}
+    if slot.id_task == -1:
+        return out
+    out.update((k, getattr(slot, k)) for k in _SLOT_TASK)
+    out["params"] = metrics_params(slot.params)
+    # a one-element array in the pinned build (the spec's example shows an object)
+    out["next_token"] = [{k: getattr(slot.next_token, k) for k in _NEXT_TOKEN}]
     return out
 
 
@@ -68,3 +79,19 @@ def control_json(resp: Any) -> dict[str, Json]:
     if resp.HasField("message"):
         body["message"] = resp.message
     return body
+
+
+def slot_action_json(resp: Any) -> dict[str, Json]:
+    """POST /slots/{id_slot}'s answer (byte counts as integers, as llama-server writes them)."""
+    return integral(message_json(resp), "n_written", "n_read")
+
+
+def import_slot_json(resp: Any) -> dict[str, Json]:
+    """POST /slots/import's answer."""
+    return integral(message_json(resp), "n_read")
+
+
+def export_headers(id_slot: int, total_bytes: int) -> dict[str, str]:
+    """GET /slots/{id_slot}/export's headers besides its type: `curl -OJ` names the file."""
+    return {"content-length": str(total_bytes),
+            "content-disposition": f'attachment; filename="slot-{id_slot}.bin"'}

@@ -11,11 +11,18 @@ from grpc_health.v1 import health_pb2
 from llama.v1 import chat_pb2, server_info_pb2, server_pb2
 from starlette.responses import Response
 
-from rest_bridge.deps import SlotId, Up, body_json, body_object, metadata
+from rest_bridge.deps import Up, body_json, body_object, metadata
 from rest_bridge.errors import BridgeError, error_response
 from rest_bridge.generation import json_response
-from rest_bridge.jsonio import integral, message_json, to_message
-from rest_bridge.render_server import control_json, models_json, props_json, slots_json
+from rest_bridge.input_checks import path_slot_id
+from rest_bridge.jsonio import message_json, to_message
+from rest_bridge.render_server import (
+    control_json,
+    models_json,
+    props_json,
+    slot_action_json,
+    slots_json,
+)
 
 router = APIRouter()
 _HEALTH_TIMEOUT_S = 5.0
@@ -66,13 +73,15 @@ async def list_slots(request: Request, up: Up) -> Response:
 
 
 @router.post("/slots/{id_slot}")
-async def slot_action(id_slot: SlotId, request: Request, up: Up) -> Response:
+async def slot_action(id_slot: str, request: Request, up: Up) -> Response:
+    # The id as text, checked by the pure input_checks (the service's Envoy route runs it too).
+    slot = path_slot_id(id_slot)
     body = await body_object(request)
     req = to_message({"options": body}, server_pb2.SlotActionRequest())
-    req.id_slot = id_slot
+    req.id_slot = slot
     req.action = request.query_params.get("action", "")
     resp = await up.llama.SlotAction(req, metadata=metadata(request))
-    return json_response(integral(message_json(resp), "n_written", "n_read"))
+    return json_response(slot_action_json(resp))
 
 
 @router.get("/metrics")

@@ -14,20 +14,24 @@ from fastapi import APIRouter, Request
 from llama.v1 import slot_state_pb2
 from starlette.responses import Response, StreamingResponse
 
-from rest_bridge.deps import SlotId, Up, metadata
+from rest_bridge.deps import Up, metadata
 from rest_bridge.errors import BridgeError
 from rest_bridge.generation import json_response
-from rest_bridge.jsonio import integral, message_json
+from rest_bridge.input_checks import path_slot_id, query_slot_id
+from rest_bridge.render_server import export_headers, import_slot_json
+from rest_bridge.upstream import next_message
 
 router = APIRouter()
 _OCTETS = "application/octet-stream"
 
 
 @router.get("/slots/{id_slot}/export")
-async def export_slot(id_slot: SlotId, request: Request, up: Up) -> Response:
-    call = up.llama.ExportSlot(slot_state_pb2.ExportSlotRequest(id_slot=id_slot),
+async def export_slot(id_slot: str, request: Request, up: Up) -> Response:
+    slot = path_slot_id(id_slot)  # the pure check the service's Envoy route runs too
+    call = up.llama.ExportSlot(slot_state_pb2.ExportSlotRequest(id_slot=slot),
                                metadata=metadata(request))
-    first = await call.read()  # before answering: a refusal is an HTTP error, not a cut body
+    # before answering: a refusal is an HTTP error, not a cut body
+    first = await next_message(call)
     if first is None:
         raise BridgeError(500, "ExportSlot ended without a chunk", "server_error")
 
@@ -36,17 +40,13 @@ async def export_slot(id_slot: SlotId, request: Request, up: Up) -> Response:
         async for chunk in call:
             yield chunk.data
 
-    headers = {"Content-Length": str(first.total_bytes),
-               "Content-Disposition": f'attachment; filename="slot-{id_slot}.bin"'}
-    return StreamingResponse(body(), media_type=_OCTETS, headers=headers)
+    return StreamingResponse(body(), media_type=_OCTETS,
+                             headers=export_headers(slot, first.total_bytes))
 
 
 @router.post("/slots/import")
 async def import_slot(request: Request, up: Up) -> Response:
-    try:
-        id_slot = int(request.query_params.get("id_slot", "0"))
-    except ValueError:
-        raise BridgeError.invalid_request("id_slot must be an integer") from None
+    id_slot = query_slot_id(request.query_params.get("id_slot"))
 
     async def chunks() -> AsyncIterator[Any]:
         first = True
@@ -56,4 +56,4 @@ async def import_slot(request: Request, up: Up) -> Response:
                 first = False
 
     resp = await up.llama.ImportSlot(chunks(), metadata=metadata(request))
-    return json_response(integral(message_json(resp), "n_read"))
+    return json_response(import_slot_json(resp))

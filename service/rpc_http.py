@@ -4,22 +4,22 @@ grpc_json_transcoder (protos/llama/v1/http.proto, docs/envoy.md).
 Each RPC does what the REST bridge's route does, with the bridge's own pure code: the body is
 parsed by rest_bridge.jsonio into the typed request, the typed RPC of llama.v1.LlamaServer runs
 in-process (the same servicer object, no second gRPC hop), and its messages are rendered by
-rest_bridge.render_* and framed by rest_bridge.sse_frames. Errors are BridgeError's JSON. So the
-bridge and Envoy answer the same bytes; tests/test_two_front_doors.py compares them.
+rest_bridge.render_* and streamed by rest_bridge.sse_frames.sse_stream, the bridge's own SSE
+loop. Errors are BridgeError's JSON. So the bridge and Envoy answer the same bytes;
+tests/test_two_front_doors.py compares them.
 
 The HTTP status travels as the response metadata `x-http-status` (Envoy's Lua filter makes it
 the `:status` and drops it), other headers (`x-request-id`, `cache-control`) as metadata too.
 The gRPC status is OK even for an HTTP error: the error is the body.
 
 Not a mixin of LlamaServicer: the HTTP service's RPCs have the typed service's names
-(Completion, ...), so it is its own servicer object wrapping the typed one.
+(Completion, ...), so it is its own servicer object wrapping the typed one. What every route
+needs is in service/rpc_http_base.py; the slot-file routes are service/rpc_http_slots.py.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import grpc
@@ -29,13 +29,11 @@ from llama.v1 import (
     completion_pb2,
     embedding_pb2,
     http_pb2,
-    http_pb2_grpc,
     server_info_pb2,
     server_pb2,
     tokenize_pb2,
 )
 
-from api_common.auth import key_matches
 from rest_bridge.errors import BridgeError
 from rest_bridge.input_checks import check_input_extra
 from rest_bridge.jsonio import (
@@ -55,106 +53,24 @@ from rest_bridge.render_embedding import (
 from rest_bridge.render_native import NativeRenderer
 from rest_bridge.render_openai import ChatRenderer, TextCompletionRenderer
 from rest_bridge.render_server import control_json, models_json, props_json, slots_json
-from rest_bridge.sse_frames import DONE, KEEP_ALIVE, frame, frames
+from rest_bridge.sse_frames import Renderer, sse_stream
 from service.rpc_base import Context
-
-JSON = "application/json; charset=utf-8"
-SSE = "text/event-stream; charset=utf-8"  # as Starlette writes the bridge's
-STATUS_KEY = "x-http-status"
-REQUEST_ID_KEY = "x-request-id"
-# The bridge's 401 for a missing or wrong key (rest_bridge.auth.UNAUTHORIZED).
-UNAUTHORIZED = (401, "Invalid API Key", "authentication_error")
-Renderer = Any  # rest_bridge.generation.Renderer (that module imports Starlette)
-
-
-class _Aborted(grpc.aio.AioRpcError):  # type: ignore[misc]
-    """A typed RPC's abort inside an HTTP-body call: the status it would have sent."""
-
-
-class InnerContext:
-    """The context a typed RPC runs with inside an HTTP-body call: the caller's metadata and
-    cancellation, but its initial metadata is kept (for the HTTP headers) and its abort raises
-    the status, which BridgeError.from_rpc reads exactly as the bridge reads it off the wire."""
-
-    def __init__(self, outer: Context) -> None:
-        self._outer = outer
-        self.initial: dict[str, str] = {}
-
-    async def send_initial_metadata(self, metadata: Sequence[tuple[str, Any]]) -> None:
-        self.initial.update((k, str(v)) for k, v in metadata)
-
-    async def abort(self, code: grpc.StatusCode, details: str = "",
-                    trailing_metadata: Sequence[tuple[str, Any]] = ()) -> None:
-        raise _Aborted(code, grpc.aio.Metadata(), grpc.aio.Metadata(*trailing_metadata),
-                       details)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._outer, name)
+from service.rpc_http_base import (
+    JSON,
+    REQUEST_ID_KEY,
+    SSE,
+    InnerContext,
+    body_bytes,
+    bridge_error,
+    close_quietly,
+    send_error,
+    send_head,
+)
+from service.rpc_http_slots import SlotHttpRpcs
 
 
-def presented_key(metadata: Sequence[tuple[str, Any]] | None) -> str | None:
-    """The API key, read as the bridge reads it from the headers (rest_bridge.auth): the
-    `authorization` value with or without `Bearer `, else `x-api-key`."""
-    found = {k.lower(): v for k, v in metadata or () if isinstance(v, str)}
-    value = found.get("authorization") or found.get("x-api-key")
-    if not value:
-        return None
-    if value[:7].lower() == "bearer ":
-        value = value[7:]
-    return value.strip() or None
-
-
-def _body(request: Any) -> bytes:
-    if not isinstance(request, HttpBody):  # service.decode_guard's stand-in for bad bytes
-        raise BridgeError.invalid_request("the request could not be decoded")
-    return bytes(request.data)
-
-
-async def _head(context: Context, status: int, headers: dict[str, str]) -> None:
-    await context.send_initial_metadata(((STATUS_KEY, str(status)), *headers.items()))
-
-
-def _error_body(err: BridgeError) -> HttpBody:
-    return HttpBody(content_type=JSON, data=dumps(err.body()))
-
-
-# Set on a 503 (loading, draining, queue full) answered before anything else: Envoy retries the
-# request on another replica (retry_on retriable-headers, envoy/llama-envoy.yaml.in) as it does
-# for the typed RPCs' UNAVAILABLE, and its Lua filter drops the header.
-RETRY_ELSEWHERE_KEY = "x-retry-elsewhere"
-
-
-async def _error(context: Context, err: BridgeError) -> HttpBody:
-    headers = {k.lower(): v for k, v in err.headers.items()}
-    if err.status == 503:
-        headers[RETRY_ELSEWHERE_KEY] = "1"
-    await _head(context, err.status, headers)
-    return _error_body(err)
-
-
-def _bridge_error(e: Exception) -> BridgeError:
-    if isinstance(e, BridgeError):
-        return e
-    if isinstance(e, grpc.aio.AioRpcError):
-        return BridgeError.from_rpc(e)
-    raise e
-
-
-class LlamaHttpServicer(http_pb2_grpc.LlamaServerHttpServicer):  # type: ignore[misc]
+class LlamaHttpServicer(SlotHttpRpcs):
     """The HTTP-body RPCs over `typed`, the llama.v1.LlamaServer servicer."""
-
-    def __init__(self, typed: Any, api_keys: Sequence[str] = (),
-                 sse_ping_interval: float = 30.0) -> None:
-        self._typed = typed
-        self._keys = tuple(api_keys)
-        self._ping = float(sse_ping_interval)
-
-    def _admit(self, context: Context) -> None:
-        if not self._keys:
-            return
-        key = presented_key(context.invocation_metadata())
-        if key is None or not key_matches(key, self._keys):
-            raise BridgeError(*UNAUTHORIZED)
 
     # -- generation -------------------------------------------------------------------------
     def Completion(self, request: Any, context: Context) -> AsyncIterator[HttpBody]:
@@ -185,7 +101,7 @@ class LlamaHttpServicer(http_pb2_grpc.LlamaServerHttpServicer):  # type: ignore[
         try:
             try:
                 self._admit(context)
-                body = parse_object(_body(request))
+                body = parse_object(body_bytes(request))
                 if check is not None:
                     check(body)
                 req = to_message(body, message)
@@ -199,61 +115,27 @@ class LlamaHttpServicer(http_pb2_grpc.LlamaServerHttpServicer):  # type: ignore[
                 renderer = renderer_of(req)
                 if not req.stream:
                     msgs = await _collect(call, first)
-                    await _head(context, 200, headers)
+                    await send_head(context, 200, headers)
                     yield HttpBody(content_type=JSON, data=dumps(renderer.result(msgs)))
                     return
             except (BridgeError, grpc.aio.AioRpcError) as e:
-                await _close(call)
-                yield await _error(context, _bridge_error(e))
+                await close_quietly(call)
+                yield await send_error(context, bridge_error(e))
                 return
             # The headers go out now, before the first token, as the bridge's SSEResponse
             # sends them (the transcoder sends them with the first message's content type).
-            await _head(context, 200, {"cache-control": "no-cache", **headers})
+            await send_head(context, 200, {"cache-control": "no-cache", **headers})
             yield HttpBody(content_type=SSE)
-            events = self._sse(call, first, renderer, _ping_interval(req, self._ping))
+            events = sse_stream(first, lambda: _next(call), renderer,
+                                _ping_interval(req, self._ping))
             async for chunk in events:
                 yield HttpBody(data=chunk)
         finally:
             # However this ends (the client gone: the call cancelled or this generator closed),
             # the SSE loop stops waiting first, then the typed RPC's generator is closed, which
             # cancels the generation and frees its slot.
-            await _close(events)
-            await _close(call)
-
-    async def _sse(self, call: Any, first: Any, renderer: Renderer,
-                   ping: float) -> AsyncIterator[bytes]:
-        """rest_bridge.generation._sse: the events, an error as the last one, [DONE] where
-        llama-server sends it, and `:` keep-alives after `ping` seconds of silence."""
-        msg = first
-        nxt: asyncio.Future[Any] | None = None
-        try:
-            while msg is not None:
-                if msg.HasField("error"):
-                    yield frame(BridgeError.from_info(msg.error).body())
-                    return
-                events = renderer.events(msg)
-                if events:
-                    yield frames(events)
-                try:
-                    if ping > 0:
-                        # A task of its own, so that waiting on it can time out for a
-                        # keep-alive without cancelling the typed RPC's generator.
-                        nxt = asyncio.ensure_future(_next(call))
-                        while not (await asyncio.wait({nxt}, timeout=ping))[0]:
-                            yield KEEP_ALIVE
-                        msg, nxt = nxt.result(), None
-                    else:
-                        msg = await _next(call)
-                except (BridgeError, grpc.aio.AioRpcError) as e:
-                    yield frame(_bridge_error(e).body())
-                    return
-            if renderer.done_marker:
-                yield DONE
-        finally:
-            if nxt is not None:  # the client went away while the next message was awaited
-                nxt.cancel()
-                with contextlib.suppress(BaseException):
-                    await nxt
+            await close_quietly(events)
+            await close_quietly(call)
 
     # -- unary routes -----------------------------------------------------------------------
     async def _unary(self, request: Any, context: Context, message: Any, rpc: str,
@@ -268,15 +150,15 @@ class LlamaHttpServicer(http_pb2_grpc.LlamaServerHttpServicer):  # type: ignore[
         try:
             if not public:
                 self._admit(context)
-            body = body_of(_body(request))
+            body = body_of(body_bytes(request))
             req = to_message(wrap(body) if wrap is not None else body, message)
             if rpc_of is not None:
                 rpc = rpc_of(body)
             resp = await getattr(self._typed, rpc)(req, InnerContext(context))
             out = render(resp, req, body)
         except (BridgeError, grpc.aio.AioRpcError) as e:
-            return await _error(context, _bridge_error(e))
-        await _head(context, 200, {})
+            return await send_error(context, bridge_error(e))
+        await send_head(context, 200, {})
         if isinstance(out, HttpBody):
             return out
         return HttpBody(content_type=JSON, data=dumps(out))
@@ -416,11 +298,3 @@ async def _collect(call: Any, first: Any) -> list[Any]:
             raise BridgeError.from_info(msg.error)
         msgs.append(msg)
     return msgs
-
-
-async def _close(call: Any) -> None:
-    """End an async generator (the typed RPC's: its cleanup cancels the generation and frees
-    the slot); a no-op for None or one that has ended."""
-    if call is not None:
-        with contextlib.suppress(Exception):
-            await call.aclose()

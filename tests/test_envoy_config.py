@@ -78,9 +78,9 @@ def test_embedded_descriptor_is_the_file(tmp_path: Path) -> None:
     real = render.DEFAULT_DESCRIPTOR.read_bytes()  # render.py reads the routes from it
     descriptor.write_bytes(real)
     config = rendered("--descriptor", str(descriptor), "--embed-descriptor")
-    # one per transcoder: LlamaServerHttp's and LlamaServer's
+    # the one transcoder's (llama.v1.LlamaServerHttp)
     lines = [ln for ln in config.splitlines() if "proto_descriptor_bin:" in ln]
-    assert len(lines) == 2
+    assert len(lines) == 1
     for line in lines:
         assert base64.b64decode(line.split(":", 1)[1].strip()) == real
 

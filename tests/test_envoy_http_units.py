@@ -1,7 +1,7 @@
 """Units of service/rpc_http.py's pure parts: the key as the bridge reads it, the SSE loop's
-keep-alives and endings (a stand-in async generator plays the typed RPC's messages; the
-rendering is the bridge's own renderer), and the typed RPC's abort read as the bridge reads a
-status off the wire."""
+(rest_bridge.sse_frames.sse_stream, both front doors') keep-alives and endings (a stand-in async
+generator plays the typed RPC's messages; the rendering is the bridge's own renderer), and the
+typed RPC's abort read as the bridge reads a status off the wire."""
 
 from __future__ import annotations
 
@@ -16,7 +16,8 @@ from llama.v1 import common_pb2, completion_pb2
 
 from rest_bridge.errors import BridgeError
 from rest_bridge.render_native import NativeRenderer
-from service.rpc_http import InnerContext, LlamaHttpServicer, presented_key
+from rest_bridge.sse_frames import sse_stream
+from service.rpc_http_base import InnerContext, presented_key
 
 
 @pytest.mark.parametrize(("metadata", "key"), [
@@ -46,10 +47,9 @@ def _chunk(content: str, stop: bool = False) -> Any:
 
 
 async def _sse(call: Any, ping: float) -> list[bytes]:
-    servicer = LlamaHttpServicer(typed=None)
     first = await anext(call)
     renderer = NativeRenderer(completion_pb2.CompletionRequest())
-    return [c async for c in servicer._sse(call, first, renderer, ping)]
+    return [c async for c in sse_stream(first, lambda: anext(call, None), renderer, ping)]
 
 
 def test_silence_gets_keep_alives_and_the_events_stay_in_order() -> None:

@@ -30,7 +30,8 @@ TIMEOUT = httpx.Timeout(60.0, connect=5.0)
 # Values that differ between two identical requests; masked wherever the key appears.
 VOLATILE = ("id", "created", "prompt_ms", "prompt_per_token_ms", "prompt_per_second",
             "predicted_ms", "predicted_per_token_ms", "predicted_per_second", "time_ms",
-            "cache_n", "tokens_cached", "cached_tokens", "id_slot", "cache")
+            "cache_n", "tokens_cached", "cached_tokens", "id_slot", "cache", "save_ms",
+            "restore_ms")
 _VOLATILE_RE = re.compile(rb'"(' + b"|".join(k.encode() for k in VOLATILE)
                           + rb')":(-?[0-9][0-9.eE+-]*|"[^"]*"|null)')
 # Headers whose value must be the same at both doors (x-request-id: present at both or none).
@@ -89,7 +90,9 @@ def _doors(server: RestServer, tmp: Path, *render_args: str) -> Iterator[Doors]:
 @pytest.fixture(scope="module")
 def doors(tiny_bpe_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Doors]:
     # --no-webui: /props' `ui` is then false at both doors (Envoy serves no web page)
-    yield from _doors(RestServer(tiny_bpe_path, "--no-webui", ctx=2048, parallel=2),
+    slot_dir = tmp_path_factory.mktemp("slot-files")
+    yield from _doors(RestServer(tiny_bpe_path, "--no-webui", "--slot-save-path", str(slot_dir),
+                                 ctx=2048, parallel=2),
                       tmp_path_factory.mktemp("envoy"))
 
 
@@ -232,6 +235,101 @@ def test_errors(doors: Doors, method: str, path: str, body: Any, raw: bytes | No
 def test_api_key(keyed: Doors, path: str, body: Any, headers: dict[str, str]) -> None:
     answer = same(keyed, "POST", path, body, headers=headers)
     assert (answer.status == 200) == (API_KEY in "".join(headers.values()))
+
+
+# -- slot files and KV snapshots -----------------------------------------------------------------
+def _json(answer: Answer) -> Any:
+    """A masked body as JSON: a masked value reads as null."""
+    return json.loads(answer.body.replace(b'":*', b'":null'))
+
+
+def _fill_slot(doors: Doors, id_slot: int) -> None:
+    body = {"prompt": "Slots keep their cache", "n_predict": 3, "id_slot": id_slot,
+            "temperature": 0, "seed": 7}
+    assert httpx.post(doors.bridge + "/completion", json=body, timeout=TIMEOUT).status_code == 200
+
+
+SLOT_ERRORS: list[tuple[str, str, Any, bytes | None]] = [
+    ("POST", "/slots/abc?action=erase", None, None),
+    ("POST", "/slots/1.5?action=erase", None, None),
+    ("POST", "/slots/2147483648?action=erase", None, None),
+    ("POST", "/slots/-2147483649?action=erase", None, None),
+    ("POST", "/slots/9?action=erase", None, None),
+    ("POST", "/slots/0?action=nope", None, None),
+    ("POST", "/slots/0", None, None),
+    ("POST", "/slots/0?action=save", {"filename": "../x.bin"}, None),
+    ("POST", "/slots/0?action=save", {"filename": 5}, None),
+    ("POST", "/slots/0?action=save", [], None),
+    ("POST", "/slots/0?action=save", None, b"{1"),
+    ("POST", "/slots/0?action=restore", {"filename": "missing.bin"}, None),
+    ("GET", "/slots/abc/export", None, None),
+    ("GET", "/slots/10000000000000000000/export", None, None),
+    ("GET", "/slots/9/export", None, None),
+    ("POST", "/slots/import?id_slot=x", None, b"bytes"),
+    ("POST", "/slots/import?id_slot=", None, b"bytes"),
+    ("POST", "/slots/import?id_slot=99999999999", None, b"bytes"),
+    ("POST", "/slots/import?id_slot=9", None, b"bytes"),
+    ("POST", "/slots/import?id_slot=0", None, b""),
+    ("POST", "/slots/import", None, b"not a snapshot"),
+    # several MiB: Envoy streams it in as several messages; refused for what it is
+    ("POST", "/slots/import?id_slot=1", None, b"\0" * (5 << 20)),
+]
+
+
+@pytest.mark.parametrize(("method", "path", "body", "raw"), SLOT_ERRORS)
+def test_slot_errors(doors: Doors, method: str, path: str, body: Any,
+                     raw: bytes | None) -> None:
+    answer = same(doors, method, path, body, raw=raw)
+    assert answer.status >= 400
+    assert json.loads(answer.body)["error"]["code"] == answer.status
+
+
+def test_slot_actions(doors: Doors) -> None:
+    """Save, restore, erase: the same JSON at both doors (each door's request runs in turn)."""
+    _fill_slot(doors, 0)
+    saved = same(doors, "POST", "/slots/0?action=save", {"filename": "doors.bin"})
+    assert saved.status == 200 and _json(saved)["n_saved"] > 0
+    restored = same(doors, "POST", "/slots/1?action=restore", {"filename": "doors.bin"})
+    assert restored.status == 200
+    assert _json(restored)["n_restored"] == _json(saved)["n_saved"]
+    erased = []
+    for base in (doors.bridge, doors.envoy):  # each door erases what it restored
+        with httpx.Client(base_url=base, timeout=TIMEOUT) as client:
+            assert client.post("/slots/1?action=restore",
+                               json={"filename": "doors.bin"}).status_code == 200
+            erased.append(Answer.of(client.post("/slots/1?action=erase")))
+    assert erased[1] == erased[0] and erased[0].status == 200
+    assert _json(erased[0])["n_erased"] == _json(saved)["n_saved"]
+
+
+def test_slot_snapshot_export_and_import(doors: Doors) -> None:
+    """GET /slots/{id}/export: the same bytes and headers (its length included) at both doors;
+    POST /slots/import of those bytes: the same answer."""
+    _fill_slot(doors, 0)
+    answers = [httpx.get(base + "/slots/0/export", timeout=TIMEOUT)
+               for base in (doors.bridge, doors.envoy)]
+    assert [r.status_code for r in answers] == [200, 200]
+    snapshot = answers[0].content
+    assert answers[1].content == snapshot and len(snapshot) > 0
+    names = ("content-type", "content-length", "content-disposition")
+    assert [{k: r.headers.get(k) for k in names} for r in answers] == [{
+        "content-type": "application/octet-stream", "content-length": str(len(snapshot)),
+        "content-disposition": 'attachment; filename="slot-0.bin"'}] * 2
+    imported = same(doors, "POST", "/slots/import?id_slot=1", raw=snapshot,
+                    headers={"content-type": "application/octet-stream"})
+    assert imported.status == 200
+    assert _json(imported)["n_read"] == len(snapshot)
+
+
+def test_slot_routes_need_the_key(keyed: Doors) -> None:
+    auth = {"authorization": f"Bearer {API_KEY}"}
+    for headers in ({}, auth):  # with the key: this server has no --slot-save-path
+        assert same(keyed, "POST", "/slots/0?action=erase", headers=headers).status \
+            == (401 if not headers else 501)
+        assert same(keyed, "GET", "/slots/abc/export", headers=headers).status \
+            == (401 if not headers else 400)
+        assert same(keyed, "POST", "/slots/import?id_slot=0", raw=b"x",
+                    headers=headers).status == (401 if not headers else 400)
 
 
 # -- CORS, the API prefix ----------------------------------------------------------------------
