@@ -16,10 +16,10 @@ import grpc
 import httpx
 import pytest
 from grpc_harness import chat_request, completion_request
-from llama.v1 import chat_pb2, service_pb2_grpc, tokenize_pb2
+from llama.v1 import chat_pb2, tokenize_pb2
+from reasoning_harness import llama_stub, r1_server
 from rest.rest_harness import RestServer, sse_events
 
-from native.testmodels.sources import llama_cpp_models_dir
 from service.reasoning_budget import COUNTING, DONE, FORCING, IDLE, BudgetSpec, budget_spec
 from service.rpc_chat_control import NO_COMPLETION, NOT_ARMED
 
@@ -96,20 +96,15 @@ MESSAGES: list[Any] = [{"role": "user", "content": "Why is the sky blue?"}]
 
 @pytest.fixture(scope="module")
 def server(tiny_bpe_path: Path) -> Iterator[RestServer]:
-    path = llama_cpp_models_dir() / "templates" / "deepseek-ai-DeepSeek-R1-Distill-Qwen-32B.jinja"
-    srv = RestServer(tiny_bpe_path, "--chat-template-file", str(path), "--reasoning-budget",
-                     str(BUDGET), "--reasoning-budget-message", MESSAGE, ctx=4096, parallel=2)
-    try:
-        srv.wait_ready()
+    with r1_server(tiny_bpe_path, "--reasoning-budget", str(BUDGET),
+                   "--reasoning-budget-message", MESSAGE) as srv:
         yield srv
-    finally:
-        srv.stop()
 
 
 @pytest.fixture(scope="module")
 def stub(server: RestServer) -> Iterator[Any]:
-    with grpc.insecure_channel(server.grpc_target) as channel:
-        yield service_pb2_grpc.LlamaServerStub(channel)
+    with llama_stub(server) as stub:
+        yield stub
 
 
 def _tokens(stub: Any, text: str) -> list[int]:
@@ -172,13 +167,8 @@ def test_a_grammar_rules_without_a_budget(stub: Any) -> None:
 @pytest.fixture(scope="module")
 def free_server(tiny_bpe_path: Path) -> Iterator[RestServer]:
     """No budget: the thinking block runs until something ends it."""
-    path = llama_cpp_models_dir() / "templates" / "deepseek-ai-DeepSeek-R1-Distill-Qwen-32B.jinja"
-    srv = RestServer(tiny_bpe_path, "--chat-template-file", str(path), ctx=4096, parallel=2)
-    try:
-        srv.wait_ready()
+    with r1_server(tiny_bpe_path) as srv:
         yield srv
-    finally:
-        srv.stop()
 
 
 def _endless(stub: Any, **fields: Any) -> Any:
@@ -189,8 +179,7 @@ def _endless(stub: Any, **fields: Any) -> Any:
 
 @pytest.mark.slow
 def test_reasoning_end_moves_the_answer_on(free_server: RestServer) -> None:
-    with grpc.insecure_channel(free_server.grpc_target) as channel:
-        stub = service_pb2_grpc.LlamaServerStub(channel)
+    with llama_stub(free_server) as stub:
         call = _endless(stub, reasoning_control=True)
         first = next(m for m in call if any(c.delta.reasoning_content for c in m.choices))
         done = stub.ControlChatCompletion(chat_pb2.ControlChatCompletionRequest(
@@ -208,8 +197,7 @@ def test_reasoning_end_moves_the_answer_on(free_server: RestServer) -> None:
 
 @pytest.mark.slow
 def test_control_refusals(free_server: RestServer) -> None:
-    with grpc.insecure_channel(free_server.grpc_target) as channel:
-        stub = service_pb2_grpc.LlamaServerStub(channel)
+    with llama_stub(free_server) as stub:
         call = _endless(stub)  # not armed
         first = next(iter(call))
         out = stub.ControlChatCompletion(chat_pb2.ControlChatCompletionRequest(

@@ -12,14 +12,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import grpc
 import httpx
 import pytest
 from grpc_harness import chat_request
-from llama.v1 import service_pb2_grpc
+from reasoning_harness import llama_stub, r1_server
 from rest.rest_harness import RestServer, sse_events
-
-from native.testmodels.sources import llama_cpp_models_dir
 
 pytestmark = pytest.mark.slow
 MESSAGES: list[Any] = [{"role": "user", "content": "Why is the sky blue?"}]
@@ -28,19 +25,14 @@ GREEDY: dict[str, Any] = {"temperature": 0, "n_predict": 16}
 
 @pytest.fixture(scope="module")
 def server(tiny_bpe_path: Path) -> Iterator[RestServer]:
-    path = llama_cpp_models_dir() / "templates" / "deepseek-ai-DeepSeek-R1-Distill-Qwen-32B.jinja"
-    srv = RestServer(tiny_bpe_path, "--chat-template-file", str(path), ctx=4096, parallel=2)
-    try:
-        srv.wait_ready()
+    with r1_server(tiny_bpe_path) as srv:
         yield srv
-    finally:
-        srv.stop()
 
 
 @pytest.fixture(scope="module")
 def stub(server: RestServer) -> Iterator[Any]:
-    with grpc.insecure_channel(server.grpc_target) as channel:
-        yield service_pb2_grpc.LlamaServerStub(channel)
+    with llama_stub(server) as stub:
+        yield stub
 
 
 def _whole(stub: Any, **fields: Any) -> Any:
