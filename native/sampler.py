@@ -134,6 +134,21 @@ class SamplerChain:
             raise SamplerError("the grammar does not parse (llama.cpp's log says where)")
         return self._add(smpl, "grammar")
 
+    def insert_grammar(self, grammar: Grammar, index: int) -> None:
+        """Put `grammar` (which the chain then owns) at position `index`, every sampler keeping
+        its state (libllama only appends: the later ones are taken out and added back). A
+        top-k preselection no longer holds once a grammar may rule out any token."""
+        n = len(self)
+        if not 0 <= index <= n:
+            raise InvalidInputError(f"no position {index} in a chain of {n} samplers")
+        ptr = self.ptr
+        later = [lib.llama_sampler_chain_remove(ptr, index) for _ in range(n - index)]
+        lib.llama_sampler_chain_add(ptr, grammar.release())
+        for smpl in later:
+            lib.llama_sampler_chain_add(ptr, smpl)
+        self.names.insert(index, "grammar")
+        self._preselect_k, self._preselect_keep, self._preselect_n_keep = 0, ffi.NULL, 0
+
     def penalties(self, last_n: int, repeat: float, freq: float, present: float) -> SamplerChain:
         if last_n < -1:
             raise InvalidInputError("repeat_last_n must be >= -1")
@@ -251,6 +266,55 @@ class SamplerChain:
     def perf(self) -> dict[str, float]:
         d = lib.llama_perf_sampler(self.ptr)
         return {"t_sample_ms": d.t_sample_ms, "n_sample": d.n_sample}
+
+
+class Grammar:
+    """A grammar sampler outside any chain: it says whether a token may come next, and takes
+    only such tokens (libllama throws through its C API, ending the process, when a token the
+    grammar refuses is accepted). SamplerChain.insert_grammar puts it into a chain."""
+
+    def __init__(self, vocab: Vocab, grammar: str, root: str = "root") -> None:
+        self.vocab = vocab
+        self._ptr: Any = lib.llama_sampler_init_grammar(vocab._ptr, grammar.encode(),
+                                                        root.encode())
+        if self._ptr == ffi.NULL:
+            raise SamplerError("the grammar does not parse (llama.cpp's log says where)")
+        self._one = ffi.new("llama_token_data[1]")
+        self._arr = ffi.new("llama_token_data_array *")
+
+    def allows(self, token: int) -> bool:
+        """Whether `token` may come next (the grammar applied to a one-candidate array)."""
+        self.vocab.check_token(token)
+        if self._ptr == ffi.NULL:
+            raise ValueError("the grammar sampler is closed or in a chain")
+        one, arr = self._one, self._arr
+        one[0].id, one[0].logit, one[0].p = token, 0.0, 0.0
+        arr.data, arr.size, arr.selected, arr.sorted = one, 1, -1, False
+        lib.llama_sampler_apply(self._ptr, arr)
+        return bool(one[0].logit != float("-inf"))
+
+    def accept(self, token: int) -> bool:
+        """Take `token` if the grammar allows it; False (and nothing taken) if not."""
+        if not self.allows(token):
+            return False
+        lib.llama_sampler_accept(self._ptr, token)
+        return True
+
+    def release(self) -> Any:
+        """The native sampler, now the caller's to free."""
+        ptr = self._ptr
+        if ptr == ffi.NULL:
+            raise ValueError("the grammar sampler is closed or in a chain")
+        self._ptr = ffi.NULL
+        return ptr
+
+    def close(self) -> None:
+        if self._ptr != ffi.NULL:
+            lib.llama_sampler_free(self._ptr)
+            self._ptr = ffi.NULL
+
+    def __del__(self) -> None:
+        self.close()
 
 
 def sample_parallel(ctx: Context, work: Sequence[tuple[SamplerChain, int]],

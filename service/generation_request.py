@@ -124,12 +124,12 @@ def build_chat(rt: Runtime, req: Any, gen_id: str) -> GenerationRequest:
                       rt.config.chat.reasoning_format, rt.config.chat.skip_chat_parsing,
                       rt.model.vocab, rt.config.chat.reasoning_budget,
                       rt.config.chat.reasoning_budget_message)
-    if chat.grammar and not (chat.grammar_triggers and params.sampling.grammar):
+    if chat.grammar and not (chat.lazy and params.sampling.grammar):
         if params.sampling.grammar:
             raise ParamError("tool_choice asks for tool calls, which cannot be combined with "
                              "grammar, json_schema or response_format", field="tool_choice")
         params = replace(params, sampling=replace(params.sampling, grammar=chat.grammar,
-                                                  grammar_lazy_tokens=chat.grammar_triggers))
+                                                  grammar_lazy=chat.lazy is not None))
     if chat.preserved_tokens:
         params = replace(params, keep_special=chat.preserved_tokens)
     if params.sampling.grammar and rt.config.chat.use_jinja and schema_requested(req):
@@ -191,6 +191,9 @@ def make_tasks(rt: Runtime, gen: GenerationRequest,
         for task in tasks:
             task.chain = build_task_chain(gen.params, rt.model.vocab, rt.engine.eog,
                                           rt.engine.n_ctx_slot, task.prompt)
+            if gen.params.sampling.grammar_lazy and gen.chat and gen.chat.lazy:
+                task.lazy = gen.chat.lazy.start(task.chain, rt.model.vocab,
+                                                gen.params.sampling.grammar)
     except BaseException:
         for task in tasks:
             task.release_chain()

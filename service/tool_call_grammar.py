@@ -1,7 +1,8 @@
 """Grammars that force a chat answer to be tool calls in the template's format, each call's
 arguments valid for that tool's JSON schema: for `tool_choice: "required"` or a named function,
 and for the generic format under "auto" (a JSON object: the calls or a `response`, as
-llama-server's generic format).
+llama-server's generic format), and under "auto" in the native formats once a call starts
+(lazy_triggers: service.engine.lazy_grammar applies the grammar from the trigger on).
 
 Each tool's schema becomes a grammar of its own (service.json_schema_grammar), whose rules are
 renamed apart (`t3-...`) and joined under a root written per format.
@@ -16,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from service.chat_parse_formats import (
+    BUILTIN_TOOLS,
     COMMAND_R7B,
     DEEPSEEK_R1,
     FIREFUNCTION_V2,
@@ -27,6 +29,7 @@ from service.chat_parse_formats import (
     LLAMA3_BUILTIN,
     MISTRAL_NEMO,
 )
+from service.engine.lazy_grammar import Trigger
 from service.engine.params import ParamError
 from service.gbnf import literal
 from service.grammar_limits import check_grammar
@@ -107,9 +110,9 @@ def _call(fmt: str, name: str, args: str) -> str:
     return f'"{{\\"name\\": " {n} ", \\"arguments\\": " {args} "}}"'
 
 
-# The word that starts a call, per format, for a lazy grammar (tool_choice "auto"). A format
-# missing here gets none (Functionary v3.2 starts every answer with its recipient line, the
-# generic format's grammar is never lazy, a Llama 3.x call is a bare JSON object).
+# The word that starts a call, per format, for a lazy grammar (tool_choice "auto"), as
+# llama.cpp's trigger words; Llama 3.x and Functionary v3.2 have patterns (lazy_triggers), the
+# generic format's grammar is never lazy.
 _TRIGGERS = {
     HERMES: "<tool_call>",
     FUNCTIONARY_V31: "<function=",
@@ -118,19 +121,67 @@ _TRIGGERS = {
     COMMAND_R7B: "<|START_ACTION|>",
     DEEPSEEK_R1: _DS["tool_calls_begin"],
 }
+# A Llama 3.x call is a bare JSON object that starts the answer (llama.cpp's pattern).
+_LLAMA3_CALL = r'\s*(\{\s*(?:"type"\s*:\s*"function"\s*,\s*)?"name"\s*:\s*")'
+# Functionary v3.2's recipient line names a function unless it is "all" (text): the first
+# character that rules "all" out starts the call.
+_NOT_ALL = r"((?:[^a\s]|a[^l]|al[^l]|all[^\n]))"
 
 
-def trigger_tokens(fmt: str, vocab: Any) -> tuple[int, ...]:
-    """The token that starts a call in `fmt`, when the model's vocabulary has its word as one
-    token (Qwen 2.5's <tool_call>, Mistral's [TOOL_CALLS]...); () otherwise, and then no lazy
-    grammar: libllama's text-pattern triggers replay the whole token that completed the match
-    into the grammar, and a token running past the word (`{$`) makes the grammar throw a C++
-    exception through the C API, which ends the process."""
+def lazy_triggers(fmt: str, tools: Sequence[ToolDef]) -> tuple[Trigger, ...]:
+    """What starts a call of `fmt` in an answer under tool_choice "auto", for the lazy grammar
+    of service.engine.lazy_grammar (the patterns llama.cpp uses per format); () for a format
+    without (the generic one)."""
+    if fmt in (LLAMA3, LLAMA3_BUILTIN):
+        found = [Trigger(_LLAMA3_CALL, anchored=True)]
+        if fmt == LLAMA3_BUILTIN and _python_tag_tools(tools):
+            found.append(Trigger.word("<|python_tag|>"))
+        return tuple(found)
+    if fmt == FUNCTIONARY_V32:
+        return Trigger(_NOT_ALL, anchored=True), Trigger(">>>" + _NOT_ALL)
     word = _TRIGGERS.get(fmt)
-    if word is None:
-        return ()
-    tokens = vocab.tokenize(word, add_special=False, parse_special=True)
-    return (tokens[0],) if len(tokens) == 1 else ()
+    return (Trigger.word(word),) if word else ()
+
+
+def _python_tag_tools(tools: Sequence[ToolDef]) -> list[tuple[int, ToolDef]]:
+    """Llama 3.1's builtin tools among `tools` (with their index), called as
+    `<|python_tag|>name.call(key=value, ...)`; none when the code interpreter is one: it writes
+    plain code there, which no grammar of ours constrains."""
+    found = [(i, t) for i, t in enumerate(tools) if t.name in BUILTIN_TOOLS]
+    return [] if any(t.name == "code_interpreter" for _, t in found) else found
+
+
+def _builtin_calls(tools: Sequence[ToolDef], rules: list[str]) -> str:
+    """`<|python_tag|>` and one builtin call (the schema's required properties, else all of
+    them, in its order, each value as JSON for its schema), "" if there is none; their rules
+    go to `rules`. A property schema that does not stand alone (a `$ref` into the tool's
+    schema) leaves its tool out: such a call goes unconstrained."""
+    alternatives = []
+    for i, tool in _python_tag_tools(tools):
+        props = tool.parameters.get("properties") or {}
+        required = set(tool.parameters.get("required") or ())
+        keys = [k for k in props if k in required] or list(props)
+        parts, own = [], []
+        try:
+            for j, key in enumerate(keys):
+                prefix = f"b{i}-{j}-"
+                value = grammar_for_request_schema(props[key])
+                own.append(_compact(_renamed(value, prefix), prefix))
+                parts.append(f"{literal(key + '=')} {prefix}root")
+        except (SchemaError, ValueError):
+            continue
+        rules += own
+        alternatives.append(" ".join([literal(tool.name + ".call("), *_joined(parts), '")"']))
+    if not alternatives:
+        return ""
+    return '"<|python_tag|>" ( ' + " | ".join(f"( {a} )" for a in alternatives) + " )"
+
+
+def _joined(parts: list[str]) -> list[str]:
+    out: list[str] = []
+    for part in parts:
+        out += ['", "', part] if out else [part]
+    return out
 
 
 # format -> (before the calls, between calls, after them)
@@ -149,10 +200,12 @@ _FRAMES = {
 
 
 def tool_call_grammar(fmt: str, tools: Sequence[ToolDef], parallel: bool,
-                      allow_response: bool = False, prefix: str = "") -> str:
+                      allow_response: bool = False, prefix: str = "", lazy: bool = False) -> str:
     """A grammar for one call (or, `parallel`, one or more) of `tools` in `fmt`;
     `allow_response`: the generic format's `{"response": "..."}` is allowed too; `prefix`:
-    text forced first (e.g. the end of a thinking block the prompt opened)."""
+    text forced first (e.g. the end of a thinking block the prompt opened); `lazy`: for a
+    lazy grammar (lazy_triggers), which in Llama 3.1's format also takes a builtin tool's
+    `<|python_tag|>` call."""
     if not tools:
         raise ParamError("tool_choice asks for a tool call, but the request has no tools",
                          field="tool_choice")
@@ -171,6 +224,9 @@ def tool_call_grammar(fmt: str, tools: Sequence[ToolDef], parallel: bool,
     if allow_response:
         rules.append(f"tc-string ::= {_JSON_STRING}")
         body = f'( {calls} ) | "{{\\"response\\": " tc-string "}}"'
+    builtin = _builtin_calls(tools, rules) if lazy and fmt == LLAMA3_BUILTIN else ""
+    if builtin:
+        body = f"( {body} ) | {builtin}"
     head = f"{literal(prefix)} " if prefix else ""
     grammar = f"root ::= {head}( {body} )\n" + "\n".join(rules) + "\n"
     check_grammar(grammar)

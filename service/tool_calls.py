@@ -7,9 +7,10 @@ the text. Built once per request, off the event loop (with the rest of build_cha
   the allowed tools in the template's format; "auto" parses calls the model chooses to make,
   except in the generic format, where a grammar keeps the answer a JSON object (calls or a
   `response`), as llama-server does, and in the native formats a lazy grammar applies from
-  the token that starts a call (`<tool_call>`, `[TOOL_CALLS]`... where the vocabulary has the
-  word as one token), so that a call's arguments are valid for its tool's schema (not beside
-  a json_schema or response_format, which win).
+  the text that starts a call (`<tool_call>`, `[TOOL_CALLS]`, a Llama 3.x answer opening with
+  `{"name": "`, a Functionary v3.2 recipient other than "all"...: service.engine.lazy_grammar),
+  so that a call's arguments are valid for its tool's schema (not beside a json_schema or
+  response_format, which win).
 - `parallel_tool_calls`: default, what the template can render; false keeps the first call.
 - `parse_tool_calls`: default, tools given and tool_choice not "none".
 - `reasoning_format`: the request's, else --reasoning-format; --skip-chat-parsing turns both
@@ -36,10 +37,11 @@ from service.chat_parse_formats import (
     reasoning_tags,
 )
 from service.chat_template import ChatTemplate
+from service.engine.lazy_grammar import LazySpec
 from service.engine.params import ParamError
 from service.reasoning import check_reasoning_format, opens_thinking
 from service.reasoning_budget import BudgetSpec, budget_spec
-from service.tool_call_grammar import tool_call_grammar, tool_defs, trigger_tokens
+from service.tool_call_grammar import lazy_triggers, tool_call_grammar, tool_defs
 from service.tool_choice import tool_choice_of
 
 
@@ -48,7 +50,7 @@ class ChatSetup:
     parse: ChatParseConfig
     grammar: str = ""  # forces tool calls ("": none)
     preserved_tokens: frozenset[int] = frozenset()  # special tokens the answer's text keeps
-    grammar_triggers: tuple[int, ...] = ()  # the grammar is lazy: the token starting a call
+    lazy: LazySpec | None = None  # the grammar is lazy: it applies once a call starts
     budget: BudgetSpec | None = None  # the thinking budget (service.reasoning_budget)
 
 
@@ -82,22 +84,24 @@ def chat_setup(req: Any, tools: Sequence[Mapping[str, Any]] | None, template: Ch
                 else template.caps.supports_parallel_tool_calls)
     start, end = reasoning_tags(fmt)
     opened = opens_thinking(prompt, start, end)
-    grammar, triggers = "", trigger_tokens(native_fmt, vocab) if wants_calls else ()
+    grammar, lazy = "", None
+    prefix = req.generation_prompt if req.HasField("generation_prompt") else ""
     if wants_calls and (choice.mode == "required" or native_fmt == GENERIC):
         allowed = [d for d in defs if choice.function in (None, d.name)]
         grammar = tool_call_grammar(native_fmt, allowed, parallel,
                                     allow_response=choice.mode != "required",
                                     prefix=end + "\n\n" if opened else "")
-        triggers = ()
-    elif wants_calls and triggers and parse_calls:  # "auto": constrained once a call starts
-        grammar = tool_call_grammar(native_fmt, defs, parallel)
-    prefix = req.generation_prompt if req.HasField("generation_prompt") else ""
+    elif wants_calls and parse_calls and (triggers := lazy_triggers(native_fmt, defs)):
+        # "auto": constrained once a call starts
+        grammar = tool_call_grammar(native_fmt, defs, parallel, lazy=True)
+        think = (start, end) if opened or start in template.source else None
+        lazy = LazySpec(triggers, think, opened and not prefix, prefix)
     config = ChatParseConfig(fmt, reasoning, opened and reasoning != "none" and not prefix,
                              max_calls=0 if parallel else 1, prefix=prefix)
     return ChatSetup(config, grammar, _preserved(vocab, fmt) if config.active else frozenset(),
-                     triggers if grammar else (),
+                     lazy,
                      _budget(req, template, vocab, native_fmt, opened, budget, budget_message,
-                             forcing_grammar=bool(grammar) and not triggers))
+                             forcing_grammar=bool(grammar) and lazy is None))
 
 
 def _budget(req: Any, template: ChatTemplate, vocab: Vocab, fmt: str, opened: bool,

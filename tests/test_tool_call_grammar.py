@@ -21,10 +21,11 @@ from service.chat_parse_formats import (
     GENERIC,
     HERMES,
     LLAMA3,
+    LLAMA3_BUILTIN,
     MISTRAL_NEMO,
 )
 from service.engine.params import ParamError
-from service.tool_call_grammar import ToolDef, tool_call_grammar, tool_defs, trigger_tokens
+from service.tool_call_grammar import ToolDef, tool_call_grammar, tool_defs
 
 pytestmark = pytest.mark.slow  # llama.cpp replays each text token by token
 
@@ -104,35 +105,17 @@ def test_required_without_tools() -> None:
         tool_call_grammar(HERMES, [], parallel=False)
 
 
-def _accepts_lazy(runner: GrammarRunner, grammar: str, trigger: int, text: str) -> bool:
-    """As GrammarRunner.accepts, with the grammar lazy (applied from the trigger token on);
-    special tokens in `text` are parsed."""
-    tokens = runner.vocab.tokenize(text, add_special=False, parse_special=True)
-    for k, tok in enumerate([*tokens, runner.eog]):
-        with native.SamplerChain(runner.vocab) as chain:
-            chain.logit_bias({tok: 1e9}).grammar_lazy(grammar, (), (trigger,)).greedy()
-            for t in tokens[:k]:
-                chain.accept(t)
-            if chain.sample(runner._match_ctx, runner._match_idx) != tok:
-                return False
-    return True
-
-
-def test_lazy_grammar_constrains_only_a_call(runner: GrammarRunner) -> None:
-    # Llama 3's vocabulary has no <tool_call> token: one of its special tokens stands in.
-    word = "<|start_header_id|>"
-    [trigger] = runner.vocab.tokenize(word, add_special=False, parse_special=True)
-    grammar = tool_call_grammar(HERMES, TOOLS, parallel=False).replace(
-        '"<tool_call>\\n', f'"{word}\\n')
-    call = CALL_TEXT[HERMES].replace("<tool_call>", word)
-    assert _accepts_lazy(runner, grammar, trigger, "Let me check. " + call)
-    assert not _accepts_lazy(runner, grammar, trigger,
-                             "Let me check. " + call.replace('"days": 3', '"days": 30'))
-    assert _accepts_lazy(runner, grammar, trigger, "Plain text, no call: {$ (x) [y] <z>.")
-
-
-def test_lazy_triggers_are_single_tokens_only(runner: GrammarRunner) -> None:
-    """Llama 3's vocabulary has none of the formats' words as one token: no lazy grammar (a
-    text trigger could make libllama throw, ending the process)."""
-    for fmt in CALL_TEXT:
-        assert trigger_tokens(fmt, runner.vocab) == ()
+def test_lazy_llama31_grammar_takes_a_builtin_call(runner: GrammarRunner) -> None:
+    search = ToolDef("brave_search", {"type": "object", "properties": {
+        "query": {"type": "string"}, "count": {"type": "integer"}}, "required": ["query"]})
+    grammar = tool_call_grammar(LLAMA3_BUILTIN, [*TOOLS, search], parallel=False, lazy=True)
+    call = '<|python_tag|>brave_search.call(query="Paris")'
+    assert runner.accepts(grammar, call)
+    assert runner.accepts(grammar, CALL_TEXT[LLAMA3])
+    assert not runner.accepts(grammar, call.replace("query=", "q="))
+    assert not runner.accepts(grammar, '<|python_tag|>get_weather.call(city="Paris")')
+    msg = parse_whole(ChatParseConfig(LLAMA3_BUILTIN), call)
+    assert [(c.name, c.arguments) for c in msg.tool_calls] == [
+        ("brave_search", '{"query": "Paris"}')]
+    # without the lazy grammar's builtin calls: the JSON calls only
+    assert not runner.accepts(tool_call_grammar(LLAMA3_BUILTIN, [search], parallel=False), call)

@@ -21,7 +21,7 @@ def build_task_chain(params: CompletionParams, vocab: Vocab, eog: Collection[int
     # state must start at the first generated token). Only the penalty and DRY samplers keep a
     # history; when both are off, feeding them the prompt (up to a whole context of tokens)
     # would only cost time before the first token.
-    if p.grammar or not (penalties_on(p) or dry_on(p)):
+    if (p.grammar and not p.grammar_lazy) or not (penalties_on(p) or dry_on(p)):
         return chain
     window = max(p.repeat_last_n if p.repeat_last_n >= 0 else n_ctx,
                  p.dry_penalty_last_n if p.dry_penalty_last_n >= 0 else n_ctx)

@@ -25,9 +25,7 @@ def build_chain(vocab: Vocab, p: SamplingParams, ban_tokens: Iterable[int] = (),
             bias[tok] = float("-inf")
         if bias:
             chain.logit_bias(bias)
-        if p.grammar and p.grammar_lazy_tokens:
-            chain.grammar_lazy(p.grammar, (), p.grammar_lazy_tokens)
-        elif p.grammar:
+        if p.grammar and not p.grammar_lazy:  # a lazy one: service.engine.lazy_grammar
             chain.grammar(p.grammar)
         min_keep = max(p.min_keep, 1)
         names = [canonical_sampler(s) for s in p.samplers]
@@ -66,7 +64,8 @@ def _top_k_comes_first(p: SamplingParams, names: list[str]) -> bool:
     """Whether every sampler before the chain's top-k, except the logit bias, leaves every
     logit as it is (with llama-server's defaults: penalties, DRY and top-n-sigma are off), so
     that sampling may rank the vocabulary once and hand the chain only the best tokens."""
-    if p.grammar or p.top_k <= 0 or "top_k" not in names:
+    # (a lazy grammar turns preselection off when it joins: SamplerChain.insert_grammar)
+    if (p.grammar and not p.grammar_lazy) or p.top_k <= 0 or "top_k" not in names:
         return False
     before = names[:names.index("top_k")]
     for name in before:
