@@ -101,6 +101,26 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    "(bench/chat_parsing.py; ours only)")
     p.add_argument("--chat-parsing-only", action="store_true",
                    help="run only the chat parsing A/B and n: 4 scenarios")
+    p.add_argument("--infill", action="store_true",
+                   help="also run the /infill scenario at the end (bench/infill.py)")
+    p.add_argument("--speculative", action="store_true",
+                   help="also run the speculative decoding scenarios at the end "
+                   "(bench/speculative.py)")
+    p.add_argument("--infill-only", action="store_true",
+                   help="run only /infill (with --speculative-only: only those two)")
+    p.add_argument("--speculative-only", action="store_true",
+                   help="run only the speculative decoding scenarios (with --infill-only: only "
+                   "those two)")
+    p.add_argument("--spec-target", default="tiny-bpe",
+                   help="speculative target: a native.testmodels name or a GGUF path")
+    p.add_argument("--spec-draft", default="tiny-bpe-draft",
+                   help="the disagreeing draft (its vocabulary must be the target's)")
+    p.add_argument("--spec-tokens", type=int, help="tokens per speculative request "
+                   "(default 64; 128 GPU)")
+    p.add_argument("--spec-draft-max", type=int, default=8,
+                   help="--spec-draft-n-max of the draft scenarios")
+    p.add_argument("--spec-ours-ngram", help="our n-gram speculation flags, one string of shell "
+                   "words, where they differ from llama-server's")
     p.add_argument("--prepare-only", action="store_true",
                    help="build, compile and generate the model, then stop")
     p.add_argument("--out", type=Path, help="results directory (default: "
@@ -213,6 +233,8 @@ def main(argv: list[str] | None = None) -> int:
         return _embeddings(args, server_bin, reps, out)
     if args.chat_parsing_only:
         return _chat_parsing(args, model, out)
+    if args.infill_only or args.speculative_only:
+        return _issue20(args, server_bin, reps, out, args.infill_only, args.speculative_only)
     agg_tokens = args.aggregate_tokens or (128 if args.cuda else 64)
     sizes = Sizes(gen_tokens=args.gen_tokens, agg_tokens=agg_tokens,
                   ttft_requests=args.ttft_requests,
@@ -249,6 +271,9 @@ def main(argv: list[str] | None = None) -> int:
         failed = _embeddings(args, server_bin, reps, out) != 0 or failed
     if args.chat_parsing:
         failed = _chat_parsing(args, model, out) != 0 or failed
+    if args.infill or args.speculative:
+        failed = _issue20(args, server_bin, reps, out, args.infill, args.speculative) != 0 or \
+            failed
     say(f"results in {out} ({time.monotonic() - started:.0f}s)")
     return 1 if failed else 0
 
@@ -278,6 +303,26 @@ def _chat_parsing(args: argparse.Namespace, model: Path, out: Path) -> int:
     (out / "chat-parsing.txt").write_text(text + "\n")
     print(text)
     return 0
+
+
+def _issue20(args: argparse.Namespace, server_bin: Path | None, reps: int, out: Path,
+             infill: bool, speculative: bool) -> int:
+    """/infill (bench/infill.py) and speculative decoding (bench/speculative.py), ours through
+    the REST bridge against llama-server, with the main phase's threads and offload."""
+    from bench import infill as infill_bench
+    from bench import speculative as spec_bench
+
+    s = _settings(args, Path(), 1)
+    failed = 0
+    if infill:
+        failed |= infill_bench.run(server_bin, s.threads, s.gpu_layers, s.extra, reps, out)
+    if speculative:
+        ngram = shlex.split(args.spec_ours_ngram) if args.spec_ours_ngram is not None else None
+        failed |= spec_bench.run(server_bin, s.threads, s.gpu_layers, s.extra, reps, out,
+                                 args.spec_target, args.spec_draft,
+                                 args.spec_tokens or (128 if args.cuda else 64),
+                                 args.spec_draft_max, ngram)
+    return failed
 
 
 if __name__ == "__main__":

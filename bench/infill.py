@@ -262,3 +262,17 @@ def infill_settings(model: Path, threads: int, gpu_layers: int,
     then keeps all of ~2,000 tokens of files and their headers on both servers."""
     return ServerSettings(model, ctx=4096, parallel=1, threads=threads, batch=1024, ubatch=512,
                           gpu_layers=gpu_layers, extra=extra)
+
+
+def run(server_bin: Path | None, threads: int, gpu_layers: int, extra: tuple[str, ...],
+        reps: int, out: Path) -> int:
+    """`python -m bench --infill[-only]`: the scenario on tiny-fim-repo, its table printed and
+    appended to results.md; 1 if a request failed."""
+    from native.testmodels import ensure_model
+
+    settings = infill_settings(ensure_model("tiny-fim-repo"), threads, gpu_layers, extra)
+    result = run_infill_bench(server_bin, settings, reps, out)
+    print(write_results(result, out))
+    for error in result.errors:
+        say(error)
+    return 1 if result.errors else 0
