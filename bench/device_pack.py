@@ -54,10 +54,13 @@ def _wanted(rel: Path) -> bool:
     if not parts:
         return True
     if parts[0] == "models":
-        vocab = f"ggml-vocab-{catalog.BENCH.vocab}.gguf"
+        # The bench model's vocabulary and template, and the FIM model's vocabulary (the /infill
+        # scenario, bench/infill.py; tiny-bpe and its draft share the bench model's).
+        vocabs = {Path("models", f"ggml-vocab-{spec.vocab}.gguf")
+                  for spec in (catalog.BENCH, catalog.TINY_FIM_REPO)}
         template = f"{catalog.BENCH.template}.jinja"
-        return rel in (Path("models"), Path("models", vocab), Path("models", "templates"),
-                       Path("models", "templates", template))
+        return rel in {Path("models"), Path("models", "templates"),
+                       Path("models", "templates", template), *vocabs}
     if parts[0] == "scripts":
         return rel in (Path("scripts"), Path("scripts", "ui-assets.cmake"))
     if parts[0] not in _KEEP_TOP:
