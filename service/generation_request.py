@@ -192,8 +192,9 @@ def make_tasks(rt: Runtime, gen: GenerationRequest,
             task.chain = build_task_chain(gen.params, rt.model.vocab, rt.engine.eog,
                                           rt.engine.n_ctx_slot, task.prompt)
             if gen.params.sampling.grammar_lazy and gen.chat and gen.chat.lazy:
-                task.lazy = gen.chat.lazy.start(task.chain, rt.model.vocab,
-                                                gen.params.sampling.grammar)
+                task.lazy = gen.chat.lazy.start(
+                    task.chain, rt.model.vocab, gen.params.sampling.grammar,
+                    gen.chat.parse.prefix, gen.chat.parse.thinking_opened)
     except BaseException:
         for task in tasks:
             task.release_chain()

@@ -94,8 +94,7 @@ def chat_setup(req: Any, tools: Sequence[Mapping[str, Any]] | None, template: Ch
     elif wants_calls and parse_calls and (triggers := lazy_triggers(native_fmt, defs)):
         # "auto": constrained once a call starts
         grammar = tool_call_grammar(native_fmt, defs, parallel, lazy=True)
-        think = (start, end) if opened or start in template.source else None
-        lazy = LazySpec(triggers, think, opened and not prefix, prefix)
+        lazy = LazySpec(triggers, (start, end) if reasoning != "none" else None)
     config = ChatParseConfig(fmt, reasoning, opened and reasoning != "none" and not prefix,
                              max_calls=0 if parallel else 1, prefix=prefix)
     return ChatSetup(config, grammar, _preserved(vocab, fmt) if config.active else frozenset(),

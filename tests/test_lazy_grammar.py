@@ -139,7 +139,7 @@ def _answer(model: native.Model, fmt: str, forced: str = "", n: int = 80,
     vocab = model.vocab
     grammar = tool_call_grammar(fmt, TOOLS, parallel=False, lazy=True)
     chain = native.SamplerChain(vocab).top_k(1).dist(1)
-    lazy = LazySpec(lazy_triggers(fmt, TOOLS), prefix=given).start(chain, vocab, grammar)
+    lazy = LazySpec(lazy_triggers(fmt, TOOLS)).start(chain, vocab, grammar, given)
     ctx = native.Context(model, native.ContextParams(n_ctx=512, n_threads=2))
     batch = native.Batch(512)
     prompt = vocab.tokenize("Tools:" + given)
@@ -219,8 +219,9 @@ def test_the_grammar_joins_after_the_logit_bias(model: native.Model) -> None:
     vocab = model.vocab
     chain = native.SamplerChain(vocab).logit_bias({5: 1.0}).top_k(1).dist(1)
     chain.preselect_top_k(1, [5])
-    spec = LazySpec((Trigger.word("<tool_call>"),), prefix="OK <tool_call>\n")
-    lazy = spec.start(chain, vocab, tool_call_grammar(HERMES, TOOLS, parallel=False))
+    spec = LazySpec((Trigger.word("<tool_call>"),))
+    lazy = spec.start(chain, vocab, tool_call_grammar(HERMES, TOOLS, parallel=False),
+                      "OK <tool_call>\n")
     assert lazy.state == "constrained"  # the given start of the answer holds the trigger
     assert chain.names == ["logit_bias", "grammar", "top_k", "dist"] and len(chain) == 4
     assert chain._preselect_k == 0

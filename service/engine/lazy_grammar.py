@@ -129,33 +129,33 @@ def _start_of(m: re.Match[bytes]) -> int:
 @dataclass(frozen=True)
 class LazySpec:
     """What a chat request's lazy grammar needs besides the grammar text: the format's
-    triggers, its thinking tags when the template has a thinking block, whether the prompt
-    opened one, and the request's generation_prompt (the answer's given start)."""
+    triggers, and its thinking tags when a thinking block is parsed apart."""
 
     triggers: tuple[Trigger, ...]
     think: tuple[str, str] | None = None
-    opened: bool = False
-    prefix: str = ""
 
-    def start(self, chain: SamplerChain, vocab: Vocab, grammar: str) -> LazyGrammar:
-        """The watcher for one task's answer; parses the grammar now (off the engine thread;
-        SamplerError if libllama refuses it)."""
-        return LazyGrammar(chain, vocab, Grammar(vocab, grammar), self)
+    def start(self, chain: SamplerChain, vocab: Vocab, grammar: str, prefix: str = "",
+              opened: bool = False) -> LazyGrammar:
+        """The watcher for one task's answer, whose given start is `prefix` (the answer's
+        parse prefix: generation_prompt, a prefilled message) after a prompt that `opened` a
+        thinking block; parses the grammar now (off the engine thread; SamplerError if
+        libllama refuses it)."""
+        return LazyGrammar(chain, vocab, Grammar(vocab, grammar), self, prefix, opened)
 
 
 class LazyGrammar:
     """One task's watcher: accept() after every sampled token (Executor.sample)."""
 
-    def __init__(self, chain: SamplerChain, vocab: Vocab, grammar: Grammar,
-                 spec: LazySpec) -> None:
+    def __init__(self, chain: SamplerChain, vocab: Vocab, grammar: Grammar, spec: LazySpec,
+                 prefix: str = "", opened: bool = False) -> None:
         self.vocab = vocab
         self._grammar: Grammar | None = grammar
-        self._matcher = TriggerMatcher(spec.triggers, spec.think, spec.opened)
+        self._matcher = TriggerMatcher(spec.triggers, spec.think, opened)
         # (token, its span in the matcher's text); a token of None: given text, no token
         self._spans: list[tuple[int | None, int, int]] = []
         self.state = "watching"  # then "constrained" or "unconstrained"
-        if spec.prefix:
-            self._push(chain, None, spec.prefix.encode())
+        if prefix:
+            self._push(chain, None, prefix.encode())
 
     @property
     def done(self) -> bool:
