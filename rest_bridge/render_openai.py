@@ -4,7 +4,7 @@ messages, as llama-server writes them (plus its `timings`).
 
 Streams end with `data: [DONE]`. A chat stream ends each choice with an empty delta carrying
 `finish_reason`, then, with stream_options.include_usage, a chunk with no choices and the
-`usage`, as OpenAI specifies.
+`usage` (one, after every choice has finished), as OpenAI specifies.
 """
 
 from __future__ import annotations
@@ -170,6 +170,7 @@ class ChatRenderer:
     def __init__(self, request: Any) -> None:
         self._include_usage = bool(request.stream_options.include_usage)
         self._n = choices_per_prompt(request)
+        self._usages: list[dict[str, Json]] = []  # the finished choices' (stream)
 
     def events(self, m: Any) -> list[Json]:
         events: list[Json] = []
@@ -188,8 +189,12 @@ class ChatRenderer:
             events.append({**_envelope(m, "chat.completion.chunk"), "choices": [
                 {"finish_reason": c.finish_reason, "index": c.index, "delta": {}}]})
         if finishing and self._include_usage and m.HasField("usage"):
-            events.append({**_envelope(m, "chat.completion.chunk"), "choices": [],
-                           "usage": usage_json(m.usage)})
+            # one usage chunk, once every choice has finished, counted as the answer's is
+            # (llama-server sends one per choice: a deliberate difference, docs/fidelity.md)
+            self._usages.append(usage_json(m.usage))
+            if len(self._usages) == self._n:
+                events.append({**_envelope(m, "chat.completion.chunk"), "choices": [],
+                               "usage": sum_usage(self._usages, [0] * self._n)})
         if events:
             _extras(m, events[-1])
         elif m.HasField("prompt_progress"):

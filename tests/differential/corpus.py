@@ -238,6 +238,7 @@ def chat_cases() -> Iterator[Case]:
         ("stop", {"stop": [" "]}), ("logprobs", {"logprobs": True, "top_logprobs": 2}),
         ("logprobs stream", {"logprobs": True, "top_logprobs": 2, "stream": True}),
         ("top_logprobs alone", {"top_logprobs": 2}), ("n 1", {"n": 1}), ("n 2", {"n": 2}),
+        ("n 2 stream usage", {"n": 2, "stream": True, "stream_options": {"include_usage": True}}),
         ("response_format text", {"response_format": {"type": "text"}}),
         ("response_format json_object", {"response_format": {"type": "json_object"},
                                          "max_tokens": 8}),

@@ -89,6 +89,8 @@ DELIBERATE: dict[str, str] = {
         "a role the chat template cannot know is a 400 naming it; llama-server hands it to the template",
     "chat n 2":
         "our `usage` counts the prompt once and the completion tokens of every choice (OpenAI's meaning); llama-server's counts the first choice's completion tokens only",
+    "chat n 2 stream usage":
+        "a chat stream with include_usage sends one `usage` chunk, after every choice has finished, counted as the whole answer's (OpenAI's meaning); llama-server sends one per choice, each counting that choice",
     "chat tools not list":
         "llama-server answers 500 server_error for this client error (its JSON library's exception); we answer 400 invalid_request_error",
     "completion both":

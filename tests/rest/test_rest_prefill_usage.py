@@ -94,3 +94,20 @@ def test_usage_of_n_completions_of_two_prompts(http: httpx.Client) -> None:
     both = usage({"prompt": prompts, "n": 2})
     assert both["prompt_tokens"] == sum(u["prompt_tokens"] for u in singles)
     assert both["completion_tokens"] == 2 * sum(u["completion_tokens"] for u in singles)
+
+
+def test_a_stream_of_n_choices_sends_one_usage_after_the_last(http: httpx.Client) -> None:
+    whole = http.post("/v1/chat/completions",
+                      json={**GREEDY, "messages": [USER], "n": 2}).json()["usage"]
+    r = http.post("/v1/chat/completions", json={
+        **GREEDY, "messages": [USER], "n": 2, "stream": True,
+        "stream_options": {"include_usage": True}})
+    assert r.status_code == 200, r.text
+    events = [json.loads(d) for d in sse_events(r.text) if d != "[DONE]"]
+    with_usage = [i for i, e in enumerate(events) if "usage" in e]
+    assert with_usage == [len(events) - 1]  # one, the last, after both finish_reasons
+    assert sum(1 for e in events for c in e["choices"] if c["finish_reason"]) == 2
+    assert events[-1]["choices"] == []
+    streamed = events[-1]["usage"]
+    for key in ("prompt_tokens", "completion_tokens", "total_tokens"):
+        assert streamed[key] == whole[key], key
