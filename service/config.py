@@ -24,6 +24,7 @@ from service.config_derive import (
     usable_cpu_count,
     version_string,
 )
+from service.config_speculative import SpeculativeConfig, speculative_config
 from service.limits import RequestLimits
 
 logger = logging.getLogger("service.config")
@@ -227,6 +228,7 @@ class ServerConfig:
     notices: tuple[str, ...]
     """What parsing had to tell the user (accepted no-op flags, overridden variables)."""
     limits: RequestLimits = field(default_factory=RequestLimits)  # ours: service.limits
+    speculative: SpeculativeConfig = field(default_factory=SpeculativeConfig)  # -md, --spec-type
 
 
 def parse_args(
@@ -285,6 +287,7 @@ def assemble(s: Settings, notices: tuple[str, ...] = ()) -> ServerConfig:
         ),
         notices=notices + tuple(s.notices),
         limits=limits_of(s),
+        speculative=speculative_config(s),
     )
 
 

@@ -25,7 +25,10 @@ def timings_msg(t: Timings, cache_n: int = 0) -> Any:
         prompt_per_token_ms=t.prompt_per_token_ms, prompt_per_second=t.prompt_per_second,
         predicted_n=t.predicted_n, predicted_ms=t.predicted_ms,
         predicted_per_token_ms=t.predicted_per_token_ms,
-        predicted_per_second=t.predicted_per_second)
+        predicted_per_second=t.predicted_per_second,
+        # As llama-server: only when the request had drafts verified.
+        draft_n=t.draft_n if t.draft_n else None,
+        draft_n_accepted=t.draft_n_accepted if t.draft_n else None)
 
 
 def usage_msg(fin: Finished) -> Any:
@@ -109,7 +112,7 @@ def generation_settings(params: CompletionParams, stream: bool = True,
     request's own biases, as llama-server lists them)."""
     values: dict[str, Any] = {
         "adaptive_target": ADAPTIVE_TARGET, "adaptive_decay": ADAPTIVE_DECAY,
-        "backend_sampling": False, "speculative_types": "none"}
+        "backend_sampling": False, "speculative_types": params.speculative.types}
     values.update({name: _setting_value(name, getattr(params.sampling, name))
                    for name in _SAMPLING_SETTINGS})
     values.update({name: _setting_value(name, getattr(params, name))

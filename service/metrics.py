@@ -166,7 +166,10 @@ class Metrics:
                 time_to_first_token=_histogram_msg(snap.ttft),
                 inter_token_latency=_histogram_msg(snap.token_gap),
                 queue_wait=_histogram_msg(snap.queue_wait),
-                memory=self.memory.message())
+                memory=self.memory.message(),
+                spec_decode_num_draft_tokens_total=s.draft_tokens,
+                spec_decode_num_accepted_tokens_total=s.accepted_tokens,
+                spec_decode_num_drafts_total=s.verifications)
             self._collector.families = list(_families(resp, snap.n_waiting))
             resp.prometheus.content_type = CONTENT_TYPE
             resp.prometheus.data = generate_latest(self.registry)
@@ -186,11 +189,14 @@ def _families(r: server_pb2.MetricsResponse, n_waiting: int) -> Iterator[Metric]
             ("tokens_predicted_seconds", "Total time spent generating tokens",
              r.tokens_predicted_seconds_total),
             ("n_decode", "Total number of llama_decode() calls", r.n_decode_total),
-            ("spec_decode_num_draft_tokens", "Speculative: Total draft tokens generated", 0),
+            ("spec_decode_num_draft_tokens", "Speculative: Total draft tokens generated",
+             r.spec_decode_num_draft_tokens_total),
             ("spec_decode_num_accepted_tokens",
-             "Speculative: Total draft tokens accepted by the target model", 0),
+             "Speculative: Total draft tokens accepted by the target model",
+             r.spec_decode_num_accepted_tokens_total),
             ("spec_decode_num_drafts",
-             "Speculative: Total speculative decoding verification steps", 0)):
+             "Speculative: Total speculative decoding verification steps",
+             r.spec_decode_num_drafts_total)):
         yield CounterMetricFamily(f"llamacpp:{name}", doc, value=value)
     for name, doc, value in (
             ("n_tokens_max", "Largest observed sequence length (prompt + generation)",

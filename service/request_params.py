@@ -22,6 +22,7 @@ from service.engine.params import (
     SamplingParams,
     canonical_sampler,
 )
+from service.engine.speculative import spec_params_of
 from service.grammar_limits import check_grammar
 from service.json_schema_errors import SchemaError
 from service.json_schema_grammar import grammar_for_request_schema, json_object_grammar
@@ -216,7 +217,8 @@ def completion_params(req: Any, defaults: Defaults, vocab: Vocab) -> CompletionP
     params = replace(d, sampling=sampling, post_sampling_probs=req.post_sampling_probs,
                      return_tokens=req.return_tokens, timings_per_token=req.timings_per_token,
                      return_progress=req.return_progress and req.stream, streaming=req.stream,
-                     lora=request_adapters(req, defaults.loras), **c)
+                     lora=request_adapters(req, defaults.loras),
+                     speculative=spec_params_of(req, d.speculative), **c)
     params.validate(defaults.n_slots)
     return params
 

@@ -20,6 +20,7 @@ from service.config import ContextConfig, ModelConfig, ServerConfig
 from service.engine.engine import Engine, EngineSettings
 from service.engine.params import CompletionParams, SamplingParams
 from service.request_params import Defaults
+from service.speculative_runtime import load_speculator, spec_defaults
 
 _log = logging.getLogger(__name__)
 
@@ -59,6 +60,8 @@ class Runtime:
 
     def close(self) -> None:
         self.engine.stop()
+        if self.engine.speculator is not None:
+            self.engine.speculator.close()
         self.ctx.close()
         for lora in self.loras:  # before the model, which frees its adapters itself
             lora.adapter.close()
@@ -76,7 +79,8 @@ def completion_defaults(config: ServerConfig) -> CompletionParams:
                             ignore_eos=s.ignore_eos,
                             cache_prompt=config.endpoints.cache_prompt,
                             n_cache_reuse=config.endpoints.cache_reuse,
-                            sampling=SamplingParams(**given))
+                            sampling=SamplingParams(**given),
+                            speculative=spec_defaults(config.speculative))
 
 
 def _progress_logger(path: Path) -> Callable[[float], bool]:
@@ -166,13 +170,16 @@ def load_runtime(config: ServerConfig) -> Runtime:
             _log.info("warming up the model with a short run (--no-warmup to skip)")
             ctx.warmup()
         templates = _templates(config, model)
+        speculator = load_speculator(config.speculative, model, ctx, model_params(config.model))
+        if speculator is not None:
+            cleanup.callback(speculator.close)
         engine = Engine(model, ctx, EngineSettings(
             context_shift=config.context.context_shift,
             slot_prompt_similarity=config.endpoints.slot_prompt_similarity,
             special=config.endpoints.special,
             sampling_threads=config.context.n_threads_sampling,
             max_queue=config.endpoints.max_queue,
-        ), [lora.adapter for lora in loras])
+        ), [lora.adapter for lora in loras], speculator)
         engine.start()
         cleanup.pop_all()
     if config.endpoints.cache_reuse and not ctx.can_shift:  # as llama-server warns

@@ -29,7 +29,8 @@ def slots_response(rt: Runtime, snap: EngineSnapshot) -> Any:
 
 def slot_info(rt: Runtime, state: SlotState) -> Any:
     n_ctx = rt.engine.n_ctx_slot
-    info = server_pb2.SlotInfo(id=state.id, id_task=-1, n_ctx=n_ctx, speculative=False,
+    info = server_pb2.SlotInfo(id=state.id, id_task=-1, n_ctx=n_ctx,
+                               speculative=rt.engine.speculator is not None,
                                is_processing=state.busy)
     task = state.task
     if task is None:

@@ -265,8 +265,11 @@ def test_refused_flag_from_environment_exits_2(capsys: pytest.CaptureFixture[str
 
 
 def test_refused_flags_that_ask_for_nothing_are_accepted() -> None:
-    config = load_config([*MODEL, "--no-agent", "--spec-type", "none", "--no-models-autoload"], {})
-    assert len(config.notices) == 3
+    config = load_config([*MODEL, "--no-agent", "--no-models-autoload"], {})
+    assert len(config.notices) == 2
+    # --spec-type is implemented (issue 20): none turns speculation off, without a notice.
+    config = load_config([*MODEL, "--spec-type", "none"], {})
+    assert not config.notices and not config.speculative.enabled
 
 
 @pytest.mark.parametrize(

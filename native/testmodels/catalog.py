@@ -77,6 +77,15 @@ TINY_BPE_DRAFT = dataclasses.replace(
     n_layer=1,
 )
 
+# A target whose greedy output repeats itself (flat attention: the docstring of random_llama
+# says why), for n-gram drafting (--spec-type ngram-simple), which needs repeated text.
+TINY_BPE_LOOP = dataclasses.replace(
+    TINY_BPE,
+    general_name="llama-grpc tiny-bpe-loop (random weights, repetitive)",
+    attention_gain=1.0,
+    seed=7,
+)
+
 # SmolLM2-135M's shape with Llama 3's 128k vocabulary and an untied output matrix: ~254M params.
 BENCH = LlamaSpec(
     general_name="llama-grpc bench (random weights, SmolLM2-135M shape)",
@@ -159,6 +168,7 @@ RECIPES: dict[str, ModelRecipe] = {
     "minilm": ModelRecipe(_minilm_parameters, _write_minilm),
     "tiny-bpe-lora": _lora_recipe(TINY_BPE_LORA),
     "tiny-bpe-draft": _llama_recipe(TINY_BPE_DRAFT),
+    "tiny-bpe-loop": _llama_recipe(TINY_BPE_LOOP),
     "tiny-fim-repo": _llama_recipe(TINY_FIM_REPO),
     "tiny-fim": _llama_recipe(TINY_FIM),
     # MiniLM's encoder and WordPiece vocabulary with a random classifier head, rank pooling.

@@ -13,9 +13,11 @@ from service.cli_flags.table_limits import LIMIT_FLAGS
 from service.cli_flags.table_model import MODEL_FLAGS
 from service.cli_flags.table_sampling import SAMPLING_FLAGS
 from service.cli_flags.table_server import SERVER_FLAGS
+from service.cli_flags.table_speculative import SPECULATIVE_FLAGS
 
 ALL_FLAGS: tuple[FlagSpec, ...] = (
-    MODEL_FLAGS + SAMPLING_FLAGS + SERVER_FLAGS + LIMIT_FLAGS + WEB_UI_FLAGS + ACCEPTED_FLAGS
+    MODEL_FLAGS + SAMPLING_FLAGS + SERVER_FLAGS + LIMIT_FLAGS + SPECULATIVE_FLAGS + WEB_UI_FLAGS
+    + ACCEPTED_FLAGS
     + REFUSED_FLAGS
 )
 

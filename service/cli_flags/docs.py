@@ -39,8 +39,8 @@ spec's README and those of today's llama-server (the pinned llama.cpp's `tools/s
 - A repeated flag keeps its last value, except the accumulating ones (`--lora`, `--lora-scaled`,
   `--api-key`, `--api-key-file`, `--alias`, `--tags`, `-l`, `-r`, `--dry-sequence-breaker`). For
   those, the command line replaces the variable rather than adding to it.
-- The negative form of a refused toggle (`--no-agent`, `--no-models-autoload`) and
-  `--spec-type none` ask for nothing and are accepted with a notice.
+- The negative form of a refused toggle (`--no-agent`, `--no-models-autoload`) asks for nothing
+  and is accepted with a notice.
 - `--grpc-port` (env `LLAMA_ARG_GRPC_PORT`, default 50051) is ours; llama-server has no gRPC.
 - `--drain-timeout` (env `LLAMA_ARG_DRAIN_TIMEOUT`, default 30) is ours too: on SIGTERM or SIGINT
   the server reports NOT_SERVING, refuses new calls with UNAVAILABLE and gives running ones that
@@ -66,6 +66,12 @@ spec's README and those of today's llama-server (the pinned llama.cpp's `tools/s
   (an explicit `--load-mode` wins); `LLAMA_ARG_NO_WEBUI`, `LLAMA_LOG_COLORS`,
   `LLAMA_LOG_VERBOSITY`, `LLAMA_LOG_PREFIX`, `LLAMA_LOG_TIMESTAMPS`, `LLAMA_ARG_MODEL_DRAFT` and
   `LLAMA_ARG_DRAFT_P_MIN` are read too.
+- Speculative decoding (docs/api.md, "Speculative decoding"): `-md` loads a draft model (its
+  vocabulary must be the target's, or start-up stops saying why); `--spec-type ngram-simple`
+  drafts from the request's own tokens; the other `--spec-type` kinds are refused. The draft
+  defaults are today's (`--spec-draft-n-max 3`, `--spec-draft-n-min 0`, `--spec-draft-p-min
+  0`; the spec's README had 16, 5 and 0.9), and its `--draft-max`/`--draft-min` (removed from
+  today's llama-server) are read as `--spec-draft-n-max`/`--spec-draft-n-min`.
 - `-m` (or `LLAMA_ARG_MODEL`) is required: without a model llama-server starts router mode, which is
   not supported.
 - `--rerank` implies `--embedding` and `--pooling rank`; with embeddings, a `--batch-size` above

@@ -32,7 +32,9 @@ OTHER = "Other"
 
 _CPU_WHY = "ggml's CPU threads run with default affinity, priority and polling here"
 _UI_WHY = "the web page (rest_bridge/webui) has no settings to configure"
-_SPEC_WHY = "speculative decoding is not supported, so draft settings have no effect"
+_SPEC_WHY = ("this tunes what llama-grpc-server's speculative decoding (-md, --spec-type "
+             "ngram-simple; docs/api.md) does not have: it has no effect")
+_SIMPLE_HITS_WHY = "ngram-simple does not use it (nor does llama-server's)"
 _MEDIA_WHY = "multimodal input is not supported, so this setting has no effect"
 _DOWNLOAD_WHY = "llama-grpc-server never downloads models; pass a local GGUF with -m"
 _PLACEMENT_WHY = "explicit device and tensor placement is not supported; use -ngl/-sm/-mg/-ts"
@@ -178,37 +180,23 @@ ACCEPTED_FLAGS: tuple[FlagSpec, ...] = (
          env=("LLAMA_ARG_SPEC_DRAFT_CPU_MOE",)),
     _acc(("--spec-draft-n-cpu-moe", "--spec-draft-ncmoe", "-ncmoed", "--n-cpu-moe-draft"),
          SPEC_TUNING, _SPEC_WHY, metavar="N", env=("LLAMA_ARG_SPEC_DRAFT_N_CPU_MOE",)),
-    _acc(("--spec-draft-n-max",), SPEC_TUNING, _SPEC_WHY, metavar="N",
-         env=("LLAMA_ARG_SPEC_DRAFT_N_MAX",)),
-    _acc(("--spec-draft-n-min",), SPEC_TUNING, _SPEC_WHY, metavar="N",
-         env=("LLAMA_ARG_SPEC_DRAFT_N_MIN",)),
     _acc(("--spec-synth-len",), SPEC_TUNING, _SPEC_WHY, metavar="L",
          env=("LLAMA_ARG_SPEC_SYNTH_LEN",)),
     _acc(("--spec-synth-rates",), SPEC_TUNING, _SPEC_WHY, metavar="P0,P1,...",
          env=("LLAMA_ARG_SPEC_SYNTH_RATES",)),
     _acc(("--spec-draft-p-split", "--draft-p-split"), SPEC_TUNING, _SPEC_WHY, metavar="P",
          env=("LLAMA_ARG_SPEC_DRAFT_P_SPLIT",)),
-    _acc(("--spec-draft-p-min", "--draft-p-min"), SPEC_TUNING, _SPEC_WHY, metavar="P",
-         env=("LLAMA_ARG_SPEC_DRAFT_P_MIN", "LLAMA_ARG_DRAFT_P_MIN")),
     _acc(("--spec-draft-backend-sampling",), SPEC_TUNING, _SPEC_WHY,
          negative=("--no-spec-draft-backend-sampling",),
          env=("LLAMA_ARG_SPEC_DRAFT_BACKEND_SAMPLING",)),
     _acc(("--spec-draft-device", "-devd", "--device-draft"), SPEC_TUNING, _SPEC_WHY,
          metavar="<dev1,dev2,..>"),
-    _acc(("--spec-draft-ngl", "-ngld", "--gpu-layers-draft", "--n-gpu-layers-draft"),
-         SPEC_TUNING, _SPEC_WHY, metavar="N", env=("LLAMA_ARG_N_GPU_LAYERS_DRAFT",)),
-    _acc(("-cd", "--ctx-size-draft"), SPEC_TUNING, _SPEC_WHY, metavar="N",
-         env=("LLAMA_ARG_CTX_SIZE_DRAFT",)),
-    _acc(("--draft", "--draft-n", "--draft-max"), SPEC_TUNING, _SPEC_WHY, metavar="N",
-         env=("LLAMA_ARG_DRAFT_MAX",)),
-    _acc(("--draft-min", "--draft-n-min"), SPEC_TUNING, _SPEC_WHY, metavar="N",
-         env=("LLAMA_ARG_DRAFT_MIN",)),
+    _acc(("--spec-ngram-simple-min-hits",), SPEC_TUNING, _SIMPLE_HITS_WHY, metavar="N"),
     *(
         _acc((name,), SPEC_TUNING, _SPEC_WHY, metavar="N")
         for name in (
             "--spec-ngram-mod-n-min", "--spec-ngram-mod-n-max", "--spec-ngram-mod-n-match",
-            "--spec-ngram-simple-size-n", "--spec-ngram-simple-size-m",
-            "--spec-ngram-simple-min-hits", "--spec-ngram-map-k-size-n",
+            "--spec-ngram-map-k-size-n",
             "--spec-ngram-map-k-size-m", "--spec-ngram-map-k-min-hits",
             "--spec-ngram-map-k4v-size-n", "--spec-ngram-map-k4v-size-m",
             "--spec-ngram-map-k4v-min-hits", "--spec-ngram-size-n", "--spec-ngram-size-m",
@@ -256,14 +244,9 @@ REFUSED_FLAGS: tuple[FlagSpec, ...] = (
     _ref(("--control-vector-layer-range",), OTHER, "control vectors are not supported",
          metavar="START END", nargs=2),
     _ref(("--completion-bash",), OTHER, "no bash completion script is provided"),
-    _ref(("--spec-draft-model", "-md", "--model-draft"), SPECULATIVE,
-         "speculative decoding with a draft model is not supported", metavar="FNAME",
-         env=("LLAMA_ARG_SPEC_DRAFT_MODEL", "LLAMA_ARG_MODEL_DRAFT")),
     _ref(("--spec-draft-hf", "-hfd", "-hfrd", "--hf-repo-draft"), SPECULATIVE,
          "draft models are neither downloaded nor supported",
          metavar="<user>/<model>[:quant]", env=("LLAMA_ARG_SPEC_DRAFT_HF_REPO",)),
-    _ref(("--spec-type",), SPECULATIVE, "speculative decoding is not supported",
-         metavar="TYPES", env=("LLAMA_ARG_SPEC_TYPE",), noop_values=("none",)),
     _ref(("--spec-default",), SPECULATIVE, "speculative decoding is not supported"),
     _ref(("-lcs", "--lookup-cache-static"), SPECULATIVE, "lookup decoding is not supported",
          metavar="FNAME"),

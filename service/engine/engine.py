@@ -28,7 +28,7 @@ from service.engine.executor import NO_TOKEN_SELECTED, Executor
 from service.engine.monitor import Monitor
 from service.engine.scheduler import Limits, Load, Plan, Scheduler
 from service.engine.slots import Slot
-from service.engine.speculation import Speculator, verify
+from service.engine.speculation import SpecStats, Speculator, verify
 from service.engine.task import EventSink, LoopSink, Task
 from service.engine.textstream import TextStream
 from service.engine.update import StopRules, accept, shift_span, slot_full, stop_reason
@@ -66,7 +66,7 @@ class EngineSettings:
 
 
 @dataclass
-class EngineStats:
+class EngineStats(SpecStats):
     """Counters for /metrics and /slots; written by the engine thread only."""
 
     prompt_tokens_total: int = 0
@@ -90,6 +90,8 @@ class Engine:
         self.slots = [Slot(i) for i in range(ctx.n_seq_max)]
         self.n_ctx_slot = ctx.n_ctx_seq
         self.stats = EngineStats()
+        if speculator is not None:  # its acceptance counters are the engine's
+            speculator.stats = self.stats
         self.eog = self.vocab.eog_tokens()
         self.scheduler = Scheduler(Limits(
             n_batch=ctx.n_batch, n_ctx_seq=ctx.n_ctx_seq, kv_cells=ctx.n_ctx,
