@@ -266,6 +266,10 @@ def chat_cases() -> Iterator[Case]:
         ("prefill stream", {"messages": PREFILLED, "stream": True}),
         ("continue final content", {"messages": PREFILLED, "continue_final_message": "content",
                                     "add_generation_prompt": False}),
+        ("continue final reasoning_content", {
+            "messages": [*MESSAGES, {"role": "assistant", "content": "Hi",
+                                     "reasoning_content": "Hmm"}],
+            "continue_final_message": "reasoning_content", "add_generation_prompt": False}),
         ("continue final stream", {"messages": PREFILLED, "continue_final_message": True,
                                    "add_generation_prompt": False, "stream": True}),
         ("continue final echo stream", {"messages": PREFILLED, "continue_final_message": True,

@@ -79,6 +79,8 @@ DELIBERATE: dict[str, str] = {
         "the spec documents GET /props as public (no API key check); the pinned build checks the key",
     "chat content image part":
         "llama-server answers 500 server_error for this client error (its JSON library's exception); we answer 400 invalid_request_error",
+    "chat continue final reasoning_content":
+        "continue_final_message \"reasoning_content\" with a template that has no thinking block is a 400 saying so; llama-server renders the conversation without the message (its text is dropped) and answers",
     "chat max_tokens 0":
         "0 generates nothing, as the spec describes n_predict 0; the pinned llama-server still generates one token",
     "chat messages missing role":
