@@ -47,15 +47,11 @@ NOT_YET_SERVED: dict[str, str] = {
 # Request fields the service does not read yet, by message: what they would do, and what
 # serves them. Every one parses (a request with it is not refused) and has no effect.
 _MEDIA = "multimodal input needs --mmproj, which is refused: to be refused per request too"
-_SPECULATIVE = "no speculative decoding (--spec-* / --model-draft are refused)"
 _GENERATION = {
     "stream_options": "REST bridge only (include_usage); gRPC streams always carry usage",
     "response_fields": "REST bridge only: gRPC responses keep every field (issue 20)",
     "image_data": _MEDIA,
     "verbose": "no __verbose details yet, on gRPC or REST (issue 16)",
-    "speculative_n_max": _SPECULATIVE,
-    "speculative_n_min": _SPECULATIVE,
-    "speculative_p_min": _SPECULATIVE,
 }
 NOT_YET_SERVED_FIELDS: dict[str, dict[str, str]] = {
     "CompletionRequest": {

@@ -49,9 +49,14 @@ def spec_params_of(req: Any, defaults: SpecParams) -> SpecParams:
     llama-server's schema (n_max, n_min >= 0, p_min in [0, 1]); n_min is at most n_max."""
     from service.engine.params import ParamError  # params.py imports this module
 
-    names = {f.name for f in req.DESCRIPTOR.fields}
-    given = {name: getattr(req, f"speculative_{name}") for name in ("n_max", "n_min", "p_min")
-             if f"speculative_{name}" in names and req.HasField(f"speculative_{name}")}
+    given: dict[str, Any] = {}
+    if "speculative_n_max" in req.DESCRIPTOR.fields_by_name:  # every generation request
+        if req.HasField("speculative_n_max"):
+            given["n_max"] = req.speculative_n_max
+        if req.HasField("speculative_n_min"):
+            given["n_min"] = req.speculative_n_min
+        if req.HasField("speculative_p_min"):
+            given["p_min"] = req.speculative_p_min
     for name in ("n_max", "n_min"):
         if name in given and not 0 <= given[name] <= INT32_MAX:
             raise ParamError(f"Field 'speculative.{name}': Value must be between 0 <= value <= "
