@@ -28,6 +28,7 @@ class ChatParseConfig:
     thinking_opened: bool = False  # the prompt ends inside a thinking block
     max_calls: int = 0  # keep this many tool calls at most (0: all; parallel_tool_calls)
     prefix: str = ""  # parsed before the answer, as its start (the request's generation_prompt)
+    echo_prefix: bool = False  # the prefix's parse goes out with the first delta too
     json_answer: bool = False  # a JSON answer in llama-server's frame (json_schema_answer)
 
     @property
@@ -48,8 +49,10 @@ class ChatParser:
                 self.out, self.format.feed, reasoning_tags(config.format),
                 legacy=config.reasoning == "deepseek-legacy", opened=config.thinking_opened)
         self.answer: JsonAnswerText | None = None
+        self._echo: ChatDelta | None = None
         if config.prefix:
-            self.feed(config.prefix)
+            echoed = self.feed(config.prefix)
+            self._echo = echoed if config.echo_prefix else None
         # after the prefix: the frame starts where the answer does
         self.answer = JsonAnswerText() if config.json_answer else None
 
@@ -72,6 +75,10 @@ class ChatParser:
         delta = self.out.take()
         if delta:
             self.message.add(delta)
+        if self._echo is not None:  # already in the message
+            echoed, self._echo = self._echo, None
+            delta = ChatDelta(echoed.content + delta.content, echoed.reasoning + delta.reasoning,
+                              [*echoed.tool_calls, *delta.tool_calls])
         return delta
 
 

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
-from service.chat_render import render_chat
+from service.chat_render import render_chat_full, with_prefill
 from service.chat_sink import parsing_sink
 from service.engine.chains import build_task_chain
 from service.engine.params import CompletionParams, ParamError
@@ -117,13 +117,15 @@ def build_chat(rt: Runtime, req: Any, gen_id: str) -> GenerationRequest:
     """For ChatCompletion: the messages rendered with the chat template, then tokenized as a
     text prompt (BOS as the model wants it)."""
     params = completion_params(req, rt.request_defaults, rt.model.vocab)
-    text = render_chat(rt, req)
+    rendered = render_chat_full(rt, req)
+    text = rendered.prompt
     prompt = tokenize_prompt(text, rt.model.vocab)
     tools = [tool_json(t) for t in req.tools] or None
-    chat = chat_setup(req, tools, rt.templates.for_request(tools), text,
-                      rt.config.chat.reasoning_format, rt.config.chat.skip_chat_parsing,
-                      rt.model.vocab, rt.config.chat.reasoning_budget,
-                      rt.config.chat.reasoning_budget_message)
+    chat = with_prefill(chat_setup(req, tools, rt.templates.for_request(tools), text,
+                                   rt.config.chat.reasoning_format,
+                                   rt.config.chat.skip_chat_parsing, rt.model.vocab,
+                                   rt.config.chat.reasoning_budget,
+                                   rt.config.chat.reasoning_budget_message), rendered)
     if chat.grammar and not (chat.lazy and params.sampling.grammar):
         if params.sampling.grammar:
             raise ParamError("tool_choice asks for tool calls, which cannot be combined with "
