@@ -103,7 +103,8 @@ def template_thinking_tags(template: ChatTemplate) -> tuple[str, str] | None:
             text = template.render(probe, add_generation_prompt=False)
         except TemplateError:
             text = ""
-        found = re.search(rf"({re.escape(start)}\s*){_THOUGHT}(\s*{re.escape(end)}\s*)", text)
+        found = re.search(rf"({re.escape(start)}\s*){re.escape(_THOUGHT)}(\s*{re.escape(end)}\s*)",
+                          text)
         if found:
             tags = found[1], found[2]
     _TAGS[id(template)] = (template, tags)
