@@ -2,8 +2,9 @@
 
 An object writes its required properties first, then any subset of the optional ones in schema
 order, then (if additionalProperties allows) extra members whose keys are none of the declared
-names. Whitespace goes where llama-server's grammars put it: after `{`, `[`, `,` and `:`,
-before `}` and `]`, and between a declared key and its colon.
+names (nor a proper prefix of one, as in llama.cpp's grammars). Whitespace goes where
+llama-server's grammars put it: after `{`, `[`, `,` and `:`, before `}` and `]`, and between a
+declared key and its colon.
 """
 
 from __future__ import annotations
@@ -93,13 +94,6 @@ def _members(b: Builder, props: Mapping[str, Any], required: list[str], addition
             continue
         members.append(_property(b, prop, sub, name, f"{where}/properties/{prop}",
                                  prop in required))
-    for prop in required:
-        if prop not in props:
-            if additional is False:
-                raise SchemaError(f"{where}: required property {prop!r} is not in properties "
-                                  "and additionalProperties does not allow it")
-            members.append(_property(b, prop, additional, name,
-                                     f"{where}/additionalProperties", True))
     if additional is not False:
         label = child_name(name, "additional")
         value = b.visit(additional, f"{label}-value", f"{where}/additionalProperties")
@@ -109,8 +103,7 @@ def _members(b: Builder, props: Mapping[str, Any], required: list[str], addition
             raise SchemaError(f"{where}: a property name of {longest} characters is too long "
                               "to tell apart from the keys of additionalProperties (the limit "
                               f"is {MAX_DECLARED_NAME})")
-        key = b.add_rule(f"{label}-k", string_except(declared, b.primitive("char"),
-                                                  b.primitive("escape"))) \
+        key = b.add_rule(f"{label}-k", string_except(declared, b.primitive("char"))) \
             if declared else b.primitive("string")
         kv = b.add_rule(f"{label}-kv", gbnf.sequence([key, '":"', "space", value]))
         members.append(_Member("additional", kv, required=False, repeated=True))
@@ -155,51 +148,35 @@ def _rest(b: Builder, items: list[_Member], name: str) -> str:
 
 # -- arrays -------------------------------------------------------------------------------
 def array_body(b: Builder, schema: Mapping[str, Any], name: str, where: str) -> str:
-    items, prefix = schema.get("items"), schema.get("prefixItems", [])
-    if not isinstance(prefix, list):  # as llama-server reads it: a lone item schema
-        items = prefix if items is None else items
-        prefix = []
-    rest = items
-    if isinstance(items, list):  # draft 4-7 tuples: items is the prefix
-        prefix, rest = items, schema.get("additionalItems")
+    """As llama.cpp reads an array schema: `items` wins over `prefixItems`; an array of
+    schemas is a tuple of exactly those items (minItems, maxItems and additionalItems have no
+    effect on it), one schema is every item's."""
+    key = "items" if "items" in schema else "prefixItems"
+    items = schema.get(key, True)
+    if isinstance(items, list):
+        b.primitive("space")
+        b.depth += 1
+        try:
+            fixed = [b.visit(s, child_name(name, f"tuple-{i}"), f"{where}/{key}/{i}")
+                     for i, s in enumerate(items)]
+        finally:
+            b.depth -= 1
+        return gbnf.sequence(['"[" space', f" {COMMA} ".join(fixed), 'space "]"'])
     lo, hi = count(schema, "minItems", where) or 0, count(schema, "maxItems", where)
     if hi is not None and hi < lo:
         raise SchemaError(f"{where}: maxItems {hi} is below minItems {lo}")
-    if isinstance(rest, Mapping) and not rest:
-        rest = True
-    if not prefix and rest in (None, True) and lo == 0 and hi is None:
+    if isinstance(items, Mapping) and not items:
+        items = True
+    if items is True and lo == 0 and hi is None:
         return b.primitive("array")
     b.primitive("space")
     b.depth += 1
     try:
-        return _array_layout(b, prefix, rest, lo, hi, name, where)
+        item = b.visit(items, child_name(name, "item"), f"{where}/{key}")
     finally:
         b.depth -= 1
-
-
-def _array_layout(b: Builder, prefix: list[Any], rest: Any, lo: int, hi: int | None,
-                  name: str, where: str) -> str:
-    fixed = [b.visit(s, child_name(name, f"tuple-{i}"), f"{where}/prefixItems/{i}")
-             for i, s in enumerate(prefix[:hi] if hi is not None else prefix)]
-    extra_lo = max(0, lo - len(fixed))
-    extra_hi = None if hi is None else hi - len(fixed)
-    if rest is None and fixed:
-        # After a tuple, llama-server allows no more items; minItems may still need some.
-        rest, extra_hi = (True, extra_lo) if extra_lo else (False, 0)
-    if rest is False:
-        if extra_lo:
-            raise SchemaError(f"{where}: minItems {lo} needs more items than allowed")
-        extra_hi = 0
-    item = "" if extra_hi == 0 else \
-        b.visit(True if rest is None else rest, child_name(name, "item"), f"{where}/items")
-    if fixed:
-        tail = gbnf.repeat(f"{COMMA} {item}", extra_lo, extra_hi, where) if item else ""
-        elements = gbnf.sequence([f" {COMMA} ".join(fixed), tail])
-    elif item:
-        more = gbnf.repeat(f"{COMMA} {item}", max(extra_lo - 1, 0),
-                           None if extra_hi is None else extra_hi - 1, where)
-        elements = gbnf.sequence([item, more])
-        elements = elements if extra_lo else f"( {elements} )?"
-    else:
-        elements = ""
-    return gbnf.sequence(['"[" space', elements, 'space "]"'])
+    if hi == 0:
+        return '"[" space space "]"'
+    more = gbnf.repeat(f"{COMMA} {item}", max(lo - 1, 0), None if hi is None else hi - 1, where)
+    elements = gbnf.sequence([item, more])
+    return gbnf.sequence(['"[" space', elements if lo else f"( {elements} )?", 'space "]"'])

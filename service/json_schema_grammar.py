@@ -4,9 +4,16 @@
     json_object_grammar()                  # response_format {"type": "json_object"}
     grammar_for_request_schema(schema)     # llama-server's rule: an empty schema is any object
 
+The language each grammar accepts is llama.cpp's for the same schema (common/
+json-schema-to-grammar.cpp), so that greedy sampling picks the same tokens as llama-server;
+where that is not JSON Schema's, llama.cpp's wins: enum values are not filtered by `type`, a
+`required` name missing from `properties` is not required, `items` wins over `prefixItems`, a
+tuple is exactly its items (minItems, maxItems, additionalItems have no effect on it), an
+additional property's key is neither a declared name nor a proper prefix of one.
+
 Supported: true/{} (any value), type (one or a list), object properties/required/
 additionalProperties (absent with properties: no others, as llama-server does), array items/
-prefixItems/additionalItems/minItems/maxItems, enum, const, anyOf/oneOf, allOf (merged),
+prefixItems/minItems/maxItems, enum, const, anyOf/oneOf, allOf (merged),
 $ref into the same document ("#/$defs/x", "#/definitions/x", "#"), string minLength/maxLength/
 pattern (json_schema_regex) and format date/time/date-time/uuid, integer minimum/maximum and
 their exclusive forms. Accepted but not enforced, like llama-server: oneOf exclusivity,
@@ -205,14 +212,7 @@ class _Converter:
         values = schema["enum"]
         if not isinstance(values, list) or not values:
             raise SchemaError(f"{where}: enum must be a non-empty array")
-        kinds = schema.get("type")
-        if kinds is not None:
-            if not isinstance(kinds, str | list):
-                raise SchemaError(f"{where}: type must be a string or an array of them")
-            allowed = {kinds} if isinstance(kinds, str) else set(kinds)
-            values = [v for v in values if _json_types(v) & allowed]
-            if not values:
-                raise SchemaError(f"{where}: no enum value has the type {kinds!r}")
+        # Every value, whatever `type` says: llama.cpp's converter does not filter them either.
         return gbnf.alternatives(value_literal(v, where) for v in values)
 
     def string(self, schema: Mapping[str, Any], name: str, where: str) -> str:
@@ -293,20 +293,6 @@ def _implied_type(schema: Mapping[str, Any]) -> str | None:
             schema.get("format") in STRING_FORMATS:
         return "string"
     return None
-
-
-def _json_types(value: Any) -> set[str]:
-    if value is None:
-        return {"null"}
-    if isinstance(value, bool):
-        return {"boolean"}
-    if isinstance(value, int) or (isinstance(value, float) and value.is_integer()):
-        return {"integer", "number"}
-    if isinstance(value, float):
-        return {"number"}
-    if isinstance(value, str):
-        return {"string"}
-    return {"array"} if isinstance(value, list) else {"object"}
 
 
 def _integer_bounds(schema: Mapping[str, Any], where: str) -> tuple[int | None, int | None]:

@@ -93,25 +93,29 @@ def _unicode_escapes(codes: list[int]) -> str:
     return '"\\\\u00" ' + gbnf.group(gbnf.alternatives(options))
 
 
-def string_except(names: list[str], any_char: str, escape: str) -> str:
-    """GBNF for a JSON string (quotes included) that is none of `names`: an additional
-    property's key, which must not repeat a declared one. any_char and escape are the rules
-    for one string character and for one backslash escape.
-
-    Walks the names' prefix tree: at each node the key may take a child's character and
-    continue, take any other character and then anything, or stop where no name ends. (A key
-    spelling a name with escapes slips through; JSON parsers then see a duplicate key.)
+def string_except(names: list[str], any_char: str) -> str:
+    """GBNF for the key of an additional property (quotes included), in the language llama.cpp
+    gives it (common/json-schema-to-grammar.cpp), so that greedy picks agree with
+    llama-server's: the key is empty, or it leaves the declared names' prefix tree by a
+    character no name continues with (any code point but a quote, even one JSON would escape)
+    and goes on with any string characters, or it runs through the tree and must go on past
+    wherever it stops in it: past the end of a name by one character at least. So a key that
+    is a proper prefix of a name is refused too, as there. any_char is the rule for one
+    string character.
     """
     tree: dict[str, Any] = {}
     for name in names:
         node = tree
         for c in name:
             node = node.setdefault(c, {})
-        node[""] = {}  # a name ends here
-    return '"\\"" ' + gbnf.group(_not_in_tree(tree, any_char, escape)) + ' "\\""'
+    body = _not_in_tree(tree, any_char)
+    if not body:  # only the empty name: llama.cpp's empty group lets that very key through
+        return '"\\"" "\\""'
+    optional = "" not in names
+    return '"\\"" ' + (f"( {body} )?" if optional else gbnf.group(body)) + ' "\\""'
 
 
-def _not_in_tree(root: dict[str, Any], any_char: str, escape: str) -> str:
+def _not_in_tree(root: dict[str, Any], any_char: str) -> str:
     """The expression for the subtree at `root`, built from the leaves up without recursion:
     a name of thousands of characters is a tree as deep, and would exceed Python's recursion
     limit (the grammar then nests one group a character; grammar_limits bounds that)."""
@@ -119,18 +123,17 @@ def _not_in_tree(root: dict[str, Any], any_char: str, escape: str) -> str:
     todo: list[tuple[dict[str, Any], bool]] = [(root, False)]
     while todo:
         node, children_done = todo.pop()
-        children = sorted(c for c in node if c)
         if not children_done:
             todo.append((node, True))
-            todo.extend((node[c], False) for c in children)
+            todo.extend((child, False) for child in node.values() if child)
             continue
-        options = [gbnf.sequence([gbnf.literal(json_char(ord(c))),
-                                  gbnf.group(done.pop(id(node[c])))])
-                   for c in children]
-        taken = gbnf.interval_set([*((ord(c), ord(c)) for c in children), *_NEEDS_ESCAPE,
-                                   (0x7F, 0x7F)])
-        other = gbnf.char_class(gbnf.complement(taken))
-        options.append(f"( {other} | {escape} ) {any_char}*")
-        body = gbnf.alternatives(options)
-        done[id(node)] = body if "" in node else f"( {body} )?"
+        options = []
+        for c in sorted(node):
+            one = gbnf.char_class(gbnf.interval_set([(ord(c), ord(c))]))
+            child = node[c]
+            options.append(f"{one} ( {done.pop(id(child))} )" if child else f"{one} {any_char}+")
+        if node:
+            taken = gbnf.interval_set([(ord('"'), ord('"')), *((ord(c), ord(c)) for c in node)])
+            options.append(f"{gbnf.char_class(gbnf.complement(taken))} {any_char}*")
+        done[id(node)] = gbnf.alternatives(options)
     return done[id(root)]
