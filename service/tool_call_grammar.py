@@ -110,6 +110,16 @@ def _call(fmt: str, name: str, args: str) -> str:
     return f'"{{\\"name\\": " {n} ", \\"arguments\\": " {args} "}}"'
 
 
+def _llama3_loose(name: str, args: str) -> str:
+    """A Llama 3.x call as its trigger pattern and our parser take it (some whitespace, the
+    optional `"type": "function"`, `parameters` or `arguments`): the lazy grammar must accept
+    the text that triggered it."""
+    return ('"{" tc-sp ( "\\"type\\"" tc-sp ":" tc-sp "\\"function\\"" tc-sp "," tc-sp )? '
+            f'"\\"name\\"" tc-sp ":" tc-sp {_q(name)} tc-sp "," tc-sp '
+            '( "\\"parameters\\"" | "\\"arguments\\"" ) tc-sp ":" tc-sp '
+            f'{args} tc-sp "}}"')
+
+
 # The word that starts a call, per format, for a lazy grammar (tool_choice "auto"), as
 # llama.cpp's trigger words; Llama 3.x and Functionary v3.2 have patterns (lazy_triggers), the
 # generic format's grammar is never lazy.
@@ -212,7 +222,11 @@ def tool_call_grammar(fmt: str, tools: Sequence[ToolDef], parallel: bool,
     rules, alternatives = [], []
     for i, tool in enumerate(tools):
         rules.append(_compact(_renamed(_args_grammar(tool, i), f"t{i}-"), f"t{i}-"))
-        alternatives.append(_call(fmt, tool.name, f"t{i}-root"))
+        loose = lazy and fmt in (LLAMA3, LLAMA3_BUILTIN)
+        alternatives.append(_llama3_loose(tool.name, f"t{i}-root") if loose
+                            else _call(fmt, tool.name, f"t{i}-root"))
+    if lazy and fmt in (LLAMA3, LLAMA3_BUILTIN):
+        rules.append("tc-sp ::= [ \\t\\n]{0,16}")
     rules.append("tc-call ::= " + " | ".join(f"( {a} )" for a in alternatives))
     before, between, after = _FRAMES.get(fmt, _FRAMES[GENERIC])
     if fmt == GENERIC and not parallel:

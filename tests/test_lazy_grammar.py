@@ -179,6 +179,7 @@ def _check(fmt: str, text: str) -> None:
 @pytest.mark.parametrize(("fmt", "forced"), [
     (HERMES, "Sure. <tool_call>\n{"),  # " <" runs across the word's start
     (LLAMA3, ' {"name": "'),  # ' {"' too
+    (LLAMA3, '{ "type": "function", "name": "'),
     (LLAMA3_BUILTIN, "<|python_tag|>"),  # six tokens in this vocabulary
     (FUNCTIONARY_V32, "get"),
     (FIREFUNCTION_V2, "Calling. functools["),
@@ -245,3 +246,12 @@ def test_patterns_are_valid_regexes() -> None:
     for fmt in (HERMES, LLAMA3, LLAMA3_BUILTIN, FUNCTIONARY_V32, FIREFUNCTION_V2):
         for trigger in lazy_triggers(fmt, TOOLS):
             re.compile(trigger.pattern.encode())
+
+
+def test_any_bytes_are_spelled_by_tokens(model: native.Model) -> None:
+    from service.engine.lazy_grammar import _tokens_for
+    vocab = model.vocab
+    for text in (b' {"', b"\xe6\x97", "旗".encode()[1:], b"<|python_tag|>x"):
+        tokens = _tokens_for(vocab, text)
+        assert tokens is not None
+        assert b"".join(vocab.token_to_piece(t) for t in tokens) == text

@@ -119,3 +119,14 @@ def test_lazy_llama31_grammar_takes_a_builtin_call(runner: GrammarRunner) -> Non
         ("brave_search", '{"query": "Paris"}')]
     # without the lazy grammar's builtin calls: the JSON calls only
     assert not runner.accepts(tool_call_grammar(LLAMA3_BUILTIN, [search], parallel=False), call)
+
+
+def test_lazy_llama3_grammar_takes_what_its_trigger_takes(runner: GrammarRunner) -> None:
+    grammar = tool_call_grammar(LLAMA3, TOOLS, parallel=False, lazy=True)
+    loose = (f'{{ "type": "function", "name": "get_weather", "arguments": {ARGS} }}',
+             f'{{\n  "name": "get_weather",\n  "parameters": {ARGS}}}')
+    for text in (CALL_TEXT[LLAMA3], *loose):
+        assert runner.accepts(grammar, text)
+        msg = parse_whole(ChatParseConfig(LLAMA3), text)
+        assert [(c.name, c.arguments) for c in msg.tool_calls] == [("get_weather", ARGS)]
+    assert not runner.accepts(grammar, CALL_TEXT[LLAMA3].replace('"days": 3', '"days": 30'))
