@@ -1,9 +1,10 @@
 """Flag table, part 4: llama-server flags we accept with a notice, and flags we refuse.
 
-Rule of thumb: a flag that only tunes something we do not have (web UI, CPU pinning, a draft model
-that cannot be loaded, multimodal limits) is ACCEPTED with a notice, so existing launch scripts keep
-working; a flag that asks for a capability we lack (downloads, draft models, multimodal
-projectors, router mode, agent tools, device or tensor placement) is REFUSED, so nobody gets a
+Rule of thumb: a flag that only tunes something we do not have (web UI, CPU pinning, a draft
+model's threads and placement, multimodal limits) is ACCEPTED with a notice, so existing launch
+scripts keep working; a flag that asks for a capability we lack (downloads, lookup caches,
+multimodal projectors, router mode, agent tools, device or tensor placement) is REFUSED, so
+nobody gets a
 silently different server. The negative spelling of a refused toggle (`--no-agent`) asks for
 nothing and is accepted.
 """
@@ -32,8 +33,11 @@ OTHER = "Other"
 
 _CPU_WHY = "ggml's CPU threads run with default affinity, priority and polling here"
 _UI_WHY = "the web page (rest_bridge/webui) has no settings to configure"
-_SPEC_WHY = ("this tunes what llama-grpc-server's speculative decoding (-md, --spec-type "
-             "ngram-simple; docs/api.md) does not have: it has no effect")
+_SPEC_WHY = ("no effect: llama-grpc-server's speculative decoding (-md, --spec-type ngram-simple; "
+             "docs/api.md) runs the draft on the target's threads and placement with an F16 "
+             "cache, and has no other drafting kinds to tune")
+_LOOKUP_WHY = ("lookup caches (ngram-cache) are not supported; --spec-type ngram-simple looks "
+               "up the request's own tokens")
 _SIMPLE_HITS_WHY = "ngram-simple does not use it (nor does llama-server's)"
 _MEDIA_WHY = "multimodal input is not supported, so this setting has no effect"
 _DOWNLOAD_WHY = "llama-grpc-server never downloads models; pass a local GGUF with -m"
@@ -245,12 +249,13 @@ REFUSED_FLAGS: tuple[FlagSpec, ...] = (
          metavar="START END", nargs=2),
     _ref(("--completion-bash",), OTHER, "no bash completion script is provided"),
     _ref(("--spec-draft-hf", "-hfd", "-hfrd", "--hf-repo-draft"), SPECULATIVE,
-         "draft models are neither downloaded nor supported",
+         "draft models are not downloaded; pass a local GGUF with -md",
          metavar="<user>/<model>[:quant]", env=("LLAMA_ARG_SPEC_DRAFT_HF_REPO",)),
-    _ref(("--spec-default",), SPECULATIVE, "speculative decoding is not supported"),
-    _ref(("-lcs", "--lookup-cache-static"), SPECULATIVE, "lookup decoding is not supported",
+    _ref(("--spec-default",), SPECULATIVE,
+         "it turns on ngram-mod, which is not supported; --spec-type ngram-simple is"),
+    _ref(("-lcs", "--lookup-cache-static"), SPECULATIVE, _LOOKUP_WHY,
          metavar="FNAME"),
-    _ref(("-lcd", "--lookup-cache-dynamic"), SPECULATIVE, "lookup decoding is not supported",
+    _ref(("-lcd", "--lookup-cache-dynamic"), SPECULATIVE, _LOOKUP_WHY,
          metavar="FNAME"),
     _ref(("-mm", "--mmproj"), MULTIMODAL, "multimodal projectors are not supported",
          metavar="FILE", env=("LLAMA_ARG_MMPROJ",)),
