@@ -29,11 +29,14 @@ class ClientGone(Exception):
     """The HTTP client disconnected before its answer was ready."""
 
 
-async def unless_disconnected(request: Request, work: Awaitable[T]) -> T:
-    """Await `work`, or cancel it and raise ClientGone if the client disconnects first.
+async def unless_disconnected(request: Request, work: Awaitable[T], call: Any) -> T:
+    """Await `work`, a read of gRPC `call`; if the client disconnects first, cancel the call
+    (which ends `work`) and raise ClientGone.
 
     `work` runs in this task (no task of its own, no asyncio.wait: this is on the path to the
-    first token); a watcher task cancels this one if the client goes first."""
+    first token). The call is cancelled, not this task: cancelling a task that awaits a
+    grpc.aio read leaks the read's native batch (grpc/grpc#43360); a cancelled call's pending
+    read ends at once, raising CancelledError, and frees it."""
     me = asyncio.current_task()
     assert me is not None
     waiting = True
@@ -41,15 +44,15 @@ async def unless_disconnected(request: Request, work: Awaitable[T]) -> T:
     def client_gone(watch: asyncio.Future[None]) -> None:
         # Runs as a callback, later than the watcher ends: by then `work` may be done.
         if waiting and not watch.cancelled():
-            me.cancel()
+            cancel_call(call)
 
     watch = asyncio.ensure_future(wait_disconnect(request.receive))
     watch.add_done_callback(client_gone)
     try:
         return await work
     except asyncio.CancelledError:
-        if watch.done() and not watch.cancelled() and me.uncancel() == 0:
-            raise ClientGone from None  # our own cancel, and nobody else's
+        if watch.done() and not watch.cancelled() and me.cancelling() == 0:
+            raise ClientGone from None  # the call we cancelled, not this task
         raise
     finally:
         waiting = False
@@ -83,13 +86,13 @@ async def respond(request: Request, up: Upstream, call: Any, renderer: Renderer,
     SSE when req.stream, else one JSON body."""
     stream = bool(req.stream)
     try:
-        first = await unless_disconnected(request, next_message(call))
+        first = await unless_disconnected(request, next_message(call), call)
         if first is None:
             raise BridgeError(500, "the generation ended without a result")
         if first.HasField("error"):
             raise BridgeError.from_info(first.error)
         if not stream:
-            msgs = await unless_disconnected(request, _collect(call, first))
+            msgs = await unless_disconnected(request, _collect(call, first), call)
             return _with_id(json_response(renderer.result(msgs)), first)
     except ClientGone:
         cancel_call(call)
@@ -100,7 +103,8 @@ async def respond(request: Request, up: Upstream, call: Any, renderer: Renderer,
     # The keep-alives are SSEResponse's (ASGI level); cancel_call is a no-op once it ended.
     events = sse_stream(first, lambda: next_message(call), renderer,
                         finish=lambda: cancel_call(call))
-    return _with_id(SSEResponse(events, ping_interval(req, up)), first)
+    return _with_id(SSEResponse(events, ping_interval(req, up),
+                                 on_disconnect=lambda: cancel_call(call)), first)
 
 
 def _with_id(response: Response, first: Any) -> Response:

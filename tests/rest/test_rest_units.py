@@ -279,3 +279,35 @@ def test_schemas_go_to_the_service_as_text_in_their_key_order() -> None:
     kept = {"json_schema": {"x": 1}, "json_schema_json": "{}"}
     assert schemas_as_text(kept) == kept and schemas_as_text({"json_schema": 5}) == \
         {"json_schema": 5}
+
+
+def test_sse_disconnect_ends_the_call_not_the_reading_task() -> None:
+    # grpc.aio leaks a read's native batch when the task awaiting it is cancelled
+    # (grpc/grpc#43360): on a disconnect SSEResponse cancels the call, and the source's
+    # pending read then ends by itself.
+    outcome: list[str] = []
+
+    async def run() -> None:
+        call_cancelled = asyncio.Event()
+
+        async def source() -> AsyncIterator[bytes]:
+            yield frame({"t": 1})
+            try:
+                await call_cancelled.wait()  # a read that ends when the call is cancelled
+            except asyncio.CancelledError:
+                outcome.append("reading task cancelled")
+                raise
+            outcome.append("read ended by the call's cancel")
+
+        async def receive() -> dict[str, Any]:
+            await asyncio.sleep(0.05)
+            return {"type": "http.disconnect"}
+
+        async def send(message: Message) -> None:
+            pass
+
+        await SSEResponse(source(), on_disconnect=call_cancelled.set)(
+            {"type": "http"}, receive, send)
+
+    asyncio.run(run())
+    assert outcome == ["read ended by the call's cancel"]
