@@ -16,9 +16,12 @@ from grpc_harness import complete, completion_request
 from llama.v1 import server_pb2
 from test_metrics import Server, start, wait_until
 
-SPEC_KEYS = {"id", "id_task", "n_ctx", "speculative", "is_processing", "params", "prompt",
-             "next_token"}
-NEXT_TOKEN_KEYS = {"has_next_token", "has_new_line", "n_remain", "n_decoded", "stopping_word"}
+# The pinned llama-server's keys (server_slot::to_json): a slot never used shows the first
+# four only; `prompt` and `generated` need its LLAMA_SERVER_SLOTS_DEBUG.
+NEVER_USED_KEYS = {"id", "n_ctx", "speculative", "is_processing"}
+USED_KEYS = NEVER_USED_KEYS | {"id_task", "n_prompt_tokens", "n_prompt_tokens_processed",
+                               "n_prompt_tokens_cache", "params", "next_token"}
+NEXT_TOKEN_KEYS = {"has_next_token", "has_new_line", "n_remain", "n_decoded"}
 
 
 @pytest.fixture(scope="module")
@@ -33,14 +36,17 @@ def slots(stub: Any, fail_on_no_slot: str = "") -> Any:
                           timeout=30).slots
 
 
-def test_a_slot_never_used_shows_the_defaults(tiny_bpe_path: Path) -> None:
+def test_a_slot_never_used_shows_no_task(tiny_bpe_path: Path) -> None:
     s = start(tiny_bpe_path, parallel=2, ctx=512)
     try:
         for i, slot in enumerate(slots(s.stub)):
             assert (slot.id, slot.id_task, slot.n_ctx) == (i, -1, 256)
             assert not slot.is_processing and not slot.speculative and slot.prompt == ""
-            assert slot.params.temperature == pytest.approx(0.8)  # llama-server's default
-            assert slot.next_token.n_remain == -1 and slot.next_token.n_decoded == 0
+            assert not slot.HasField("params") and not slot.HasField("next_token")
+        r = httpx.get(s.url + "/slots", timeout=30)
+        assert r.status_code == 200
+        assert r.json() == [{"id": i, "n_ctx": 256, "speculative": False,
+                             "is_processing": False} for i in range(2)]
     finally:
         s.svc.stop()
 
@@ -60,8 +66,9 @@ def test_slot_fields_while_running_and_after(server: Server, open_stream: Any) -
     assert slot.params.stream
     assert slot.prompt.endswith(prompt)
     assert slot.next_token.has_next_token and slot.next_token.n_remain == -1
-    assert slot.n_prompt_tokens == slot.n_prompt_tokens_processed + slot.n_prompt_tokens_cache
-    assert slot.n_prompt_tokens > 0
+    # n_prompt_tokens is what the cells hold: the prompt and, by now, tokens generated
+    assert slot.n_prompt_tokens >= slot.n_prompt_tokens_processed + slot.n_prompt_tokens_cache
+    assert slot.n_prompt_tokens_processed > 0
     assert first.id_slot == 0
     # The only slot is busy: a load balancer's probe is turned away.
     with pytest.raises(grpc.RpcError) as info:
@@ -75,24 +82,25 @@ def test_slot_fields_while_running_and_after(server: Server, open_stream: Any) -
     wait_until(lambda: not slots(server.stub)[0].is_processing, "the slot is idle")
     (after,) = slots(server.stub)
     assert after.id_task == slot.id_task  # the last request it ran
-    assert not after.next_token.has_next_token
-    assert after.next_token.n_decoded >= slot.next_token.n_decoded
-    assert after.prompt == slot.prompt
+    assert after.params.top_k == 7 and after.prompt == slot.prompt
+    # llama-server resets a freed slot's counts: only its cells remain
+    assert not after.next_token.has_next_token and not after.next_token.has_new_line
+    assert (after.next_token.n_decoded, after.next_token.n_remain) == (0, -1)
+    assert (after.n_prompt_tokens_processed, after.n_prompt_tokens_cache) == (0, 0)
     assert len(slots(server.stub, fail_on_no_slot="1")) == 1  # idle: answered
 
 
-def test_a_finished_request_leaves_its_counts(server: Server) -> None:
+def test_a_finished_request_leaves_its_settings_and_cells(server: Server) -> None:
     before = slots(server.stub)[0].id_task
     r = complete(server.stub, prompt="count to five", n_predict=5, ignore_eos=True,
                  temperature=0.0, stream=False)
     assert r.code == grpc.StatusCode.OK, r.details
     (slot,) = slots(server.stub)
     assert slot.id_task > before
-    assert not slot.is_processing and not slot.params.stream
-    assert slot.next_token.n_decoded == 5 and slot.next_token.n_remain == 0
-    assert slot.n_prompt_tokens == r.final.tokens_evaluated
-    assert slot.n_prompt_tokens_cache == r.final.timings.cache_n
-    assert slot.next_token.has_new_line == ("\n" in r.final.content)
+    assert not slot.is_processing and not slot.params.stream and slot.params.n_predict == 5
+    assert slot.next_token.n_decoded == 0 and slot.next_token.n_remain == -1
+    # the cells: the prompt and every generated token but the last (never decoded)
+    assert slot.n_prompt_tokens == r.final.tokens_cached == r.final.tokens_evaluated + 4
 
 
 def test_slots_over_rest_is_the_spec_array(server: Server) -> None:
@@ -101,8 +109,9 @@ def test_slots_over_rest_is_the_spec_array(server: Server) -> None:
     body = r.json()
     assert isinstance(body, list) and len(body) == 1
     slot = body[0]
-    assert slot.keys() >= SPEC_KEYS
-    assert set(slot["next_token"]) == NEXT_TOKEN_KEYS
+    assert set(slot) == USED_KEYS
+    assert isinstance(slot["next_token"], list) and len(slot["next_token"]) == 1
+    assert set(slot["next_token"][0]) == NEXT_TOKEN_KEYS
     assert slot["params"].keys() >= {"n_predict", "temperature", "n_keep", "n_discard",
                                      "samplers"}
     assert isinstance(slot["id_task"], int) and slot["n_ctx"] == 1024

@@ -55,6 +55,7 @@ class SlotState(NamedTuple):
     id: int
     busy: bool
     task: Any  # the running task, else the last one this slot ran, else None
+    n_cells: int = 0  # the KV cells its cache holds (llama-server's n_prompt_tokens)
 
 
 @dataclass
@@ -95,7 +96,8 @@ class EngineSnapshot:
         out = []
         for s in self._slots:
             task = s.task  # one read: the running task or None
-            out.append(SlotState(s.id, task is not None, task or self._last_task[s.id]))
+            out.append(SlotState(s.id, task is not None, task or self._last_task[s.id],
+                                 len(s.cache_tokens)))
         return tuple(out)
 
     @property

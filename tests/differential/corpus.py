@@ -24,6 +24,7 @@ FLAG_SETS: dict[str, tuple[str, tuple[str, ...]]] = {
     "reasoning-none": ("tiny-bpe", ("--reasoning-format", "none")),
     "fim": ("tiny-fim-repo", ()),
     "metrics-props": ("tiny-bpe", ("--metrics", "--props", "--slot-save-path", "/tmp")),
+    "slots": ("tiny-bpe", ()),  # a pair whose slots only the /slots cases use
 }
 
 
@@ -324,8 +325,8 @@ def server_cases() -> Iterator[Case]:
         yield Case(f"health [{flag_set}]", "GET", "/health", flag_set=flag_set)
         yield Case(f"props [{flag_set}]", "GET", "/props", flag_set=flag_set)
         yield Case(f"v1/models [{flag_set}]", "GET", "/v1/models", flag_set=flag_set)
-    for path in ("/models", "/v1/health", "/slots", "/slots?fail_on_no_slot=1", "/metrics",
-                 "/lora-adapters", "/nothing-here", "/v1/nothing"):
+    for path in ("/models", "/v1/health", "/metrics", "/lora-adapters", "/nothing-here",
+                 "/v1/nothing"):
         yield Case(f"GET {path}", "GET", path)
     yield Case("GET /slots [no-slots]", "GET", "/slots", flag_set="no-slots")
     for label, body in (("empty", {}), ("change", {"n_predict": 3})):
@@ -357,19 +358,33 @@ def body_cases() -> Iterator[Case]:
             yield Case(f"{path} body {label}", "POST", path, raw=raw)
 
 
+AUTH_HEADERS: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = (
+    ("no key", ()), ("good key", (("authorization", "Bearer sk-diff"),)),
+    ("bad key", (("authorization", "Bearer nope"),)), ("x-api-key", (("x-api-key", "sk-diff"),)),
+    ("basic", (("authorization", "Basic c2stZGlmZg=="),)))
+
+
+def first_slots_cases() -> Iterator[Case]:
+    """GET /slots before anything else runs on its pair (every slot never used), and a slot
+    used then idle. Which free slot a request takes differs (llama-server: the last of those
+    used least recently; ours: the first), so the used slot is pinned by id_slot."""
+    yield Case("GET /slots", "GET", "/slots")
+    yield Case("GET /slots?fail_on_no_slot=1", "GET", "/slots?fail_on_no_slot=1")
+    for label, headers in AUTH_HEADERS:
+        yield Case(f"auth GET /slots {label}", "GET", "/slots", headers=headers,
+                   flag_set="api-key")
+    yield _completion("slots completion on slot 1", {"id_slot": 1}, flag_set="slots")
+    yield Case("GET /slots after a completion", "GET", "/slots", flag_set="slots")
+
+
 def auth_cases() -> Iterator[Case]:
-    good = (("authorization", "Bearer sk-diff"),)
-    bad = (("authorization", "Bearer nope"),)
     for path, method, body in (("/completion", "POST", {"prompt": "x", "n_predict": 1}),
                                ("/v1/chat/completions", "POST", {"messages": MESSAGES,
                                                                  "max_tokens": 1}),
                                ("/tokenize", "POST", {"content": "x"}),
                                ("/props", "GET", None), ("/health", "GET", None),
-                               ("/v1/models", "GET", None), ("/slots", "GET", None),
-                               ("/metrics", "GET", None)):
-        for label, headers in (("no key", ()), ("good key", good), ("bad key", bad),
-                               ("x-api-key", (("x-api-key", "sk-diff"),)),
-                               ("basic", (("authorization", "Basic c2stZGlmZg=="),))):
+                               ("/v1/models", "GET", None), ("/metrics", "GET", None)):
+        for label, headers in AUTH_HEADERS:
             full = {**body, **GREEDY} if body else None
             yield Case(f"auth {method} {path} {label}", method, path, full, headers=headers,
                        flag_set="api-key")
@@ -434,9 +449,11 @@ def operations_cases() -> Iterator[Case]:
 
 
 def all_cases() -> list[Case]:
-    cases = [*completion_cases(), *openai_completion_cases(), *chat_cases(), *tokenize_cases(),
-             *server_cases(), *body_cases(), *auth_cases(), *infill_cases(),
-             *openai_sampling_cases(), *operations_cases()]
+    cases = [*first_slots_cases(), *completion_cases(), *openai_completion_cases(),
+             *chat_cases(), *tokenize_cases(), *server_cases(), *body_cases(), *auth_cases(),
+             *infill_cases(), *openai_sampling_cases(), *operations_cases(),
+             # the default pair's slots after every case above ran there
+             Case("GET /slots after the corpus", "GET", "/slots")]
     names = [c.name for c in cases]
     duplicates = {n for n in names if names.count(n) > 1}
     assert not duplicates, f"case names must be unique: {sorted(duplicates)}"

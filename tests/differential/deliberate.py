@@ -144,14 +144,8 @@ DELIBERATE: dict[str, str] = {
 }
 
 OPEN: dict[str, str] = {
-    "GET /slots":
-        "an idle slot shows params, next_token and prompt; the pinned build shows only id, n_ctx, speculative and is_processing for a slot never used",
-    "GET /slots?fail_on_no_slot=1":
-        "as GET /slots",
-    "auth GET /slots good key":
-        "as GET /slots",
-    "auth GET /slots x-api-key":
-        "as GET /slots",
+    "GET /slots after the corpus":
+        "which free slot a request takes: llama-server the last of those used least recently, ours the first (the two slots' tasks come out swapped); and a chat request's settings echo chat_format 'Content-only' and no generation_prompt where llama-server has 'peg-native' and the template's assistant header (run alone, with no case before it, it agrees and fails as a strict xfail)",
     "chat tool_choice required":
         "we force and parse a tool call; the pinned llama-server's Llama 3.x handling returns the text as content",
 }
