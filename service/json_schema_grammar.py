@@ -40,6 +40,7 @@ from service import gbnf, limits
 from service.grammar_limits import GrammarLimitError, check_grammar
 from service.json_schema_containers import array_body, child_name, count, object_body
 from service.json_schema_errors import SchemaError
+from service.json_schema_integers import integer_range
 from service.json_schema_literals import value_literal
 from service.json_schema_merge import COMBINATORS, union_of
 from service.json_schema_primitives import PRIMITIVES, STRING_FORMATS
@@ -240,7 +241,7 @@ class _Converter:
         lo, hi = _integer_bounds(schema, where)
         if lo is None and hi is None:
             return self.primitive("integer")
-        return gbnf.integer_range(lo, hi, where=where)
+        return integer_range(lo, hi, where)
 
     # -- references ----------------------------------------------------------------------
     def ref(self, ref: Any, where: str) -> str:
@@ -304,16 +305,16 @@ def _integer_bounds(schema: Mapping[str, Any], where: str) -> tuple[int | None, 
             raise SchemaError(f"{where}: {key} must be a finite number")
         return value
 
+    # As llama.cpp reads them: `minimum` wins over `exclusiveMinimum` (so a draft-4 boolean
+    # exclusiveMinimum beside it has no effect), fractions rounded inwards.
     lo: int | None = None
     hi: int | None = None
     if (v := number("minimum")) is not None:
-        lo = math.ceil(v) + (1 if schema.get("exclusiveMinimum") is True and v == math.ceil(v)
-                             else 0)
-    if (v := number("exclusiveMinimum")) is not None:
-        lo = math.floor(v) + 1 if lo is None else max(lo, math.floor(v) + 1)
+        lo = math.ceil(v)
+    elif (v := number("exclusiveMinimum")) is not None:
+        lo = math.floor(v) + 1
     if (v := number("maximum")) is not None:
-        hi = math.floor(v) - (1 if schema.get("exclusiveMaximum") is True and v == math.floor(v)
-                              else 0)
-    if (v := number("exclusiveMaximum")) is not None:
-        hi = math.ceil(v) - 1 if hi is None else min(hi, math.ceil(v) - 1)
+        hi = math.floor(v)
+    elif (v := number("exclusiveMaximum")) is not None:
+        hi = math.ceil(v) - 1
     return lo, hi
