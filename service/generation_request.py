@@ -191,7 +191,8 @@ def make_tasks(rt: Runtime, gen: GenerationRequest,
         return tasks
     try:
         for task in tasks:
-            task.chain = build_task_chain(gen.params, rt.model.vocab, rt.engine.eog,
+            # The task's own parameters: each choice of n has its own seed.
+            task.chain = build_task_chain(task.params, rt.model.vocab, rt.engine.eog,
                                           rt.engine.n_ctx_slot, task.prompt)
             if gen.params.sampling.grammar_lazy and gen.chat and gen.chat.lazy:
                 task.lazy = gen.chat.lazy.start(

@@ -107,6 +107,18 @@ def test_chat_n3_over_grpc(stub: Any, stream: bool) -> None:
 
 
 @pytest.mark.slow
+def test_choices_with_a_grammar_each_have_their_own_seed(stub: Any) -> None:
+    # A grammar's chains are built before queueing, one per choice: each from its choice's
+    # parameters, so choice j samples as a lone request seeded seed + j would.
+    grammar = 'root ::= [a-z ]+'
+    choices, _ = _chat(stub, False, n=2, temperature=1.0, seed=11, grammar=grammar)
+    for j in (0, 1):
+        alone, _ = _chat(stub, False, n=1, temperature=1.0, seed=11 + j, grammar=grammar)
+        assert choices[j] == alone[0]
+    assert choices[0] != choices[1]
+
+
+@pytest.mark.slow
 def test_completion_n_cmpl_and_openai_n_over_grpc(stub: Any) -> None:
     req = completion_request(prompt=["Hello", "Bye"], n_cmpl=2, n_predict=6, temperature=0,
                              stream=False)
