@@ -1,5 +1,6 @@
 """The `/infill` scenario of `python -m bench` (issue 20): what an editor plugin's request costs,
-ours (through the REST bridge) against llama-server, same model and flags, in one run.
+ours (through the REST bridge, and through gRPC to tell the bridge's share) against
+llama-server, same model and flags, in one run.
 
 The model is `tiny-fim-repo` (native.testmodels: StarCoder's vocabulary with FIM prefix, suffix,
 middle and the repo-level <repo_name>/<file_sep> tokens), so both servers build the repo-level
@@ -11,7 +12,7 @@ a suffix, greedy, `ignore_eos`, streamed:
 - `infill warm`: the same request again with `cache_prompt: true`: all but the last prompt
   token comes from the slot's cache (the `cache_n` column says how many did).
 
-Each repetition runs cold then warm on each server, the servers' order rotated by repetition.
+Each repetition runs cold then warm on each path, the paths' order rotated by repetition.
 Reported: time to first token (first streamed event carrying a token) and total time, medians
 over repetitions, and llama-server / ours (above 1: ours faster).
 
@@ -32,9 +33,9 @@ from typing import Any
 import httpx
 
 from bench.runner import say
-from bench.servers import ServerSettings, start_llama_server, start_our_service
+from bench.servers import OurService, ServerSettings, start_llama_server, start_our_service
 
-OURS, THEIRS = "ours (bridge)", "llama-server"
+OURS, OURS_GRPC, THEIRS = "ours (bridge)", "ours (gRPC)", "llama-server"
 KINDS = ("cold", "warm")
 PREFIX = "def handler(request):\n    data = request.json()\n    result = "
 SUFFIX = "\n    return Response(result, status=200)\n"
@@ -69,6 +70,7 @@ class InfillResult:
     extra_tokens: int = 0  # the input_extra texts' tokens, as the model tokenizes them
     skipped: dict[str, str] = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)
+    urls: dict[str, str] = field(default_factory=dict)  # the HTTP servers, by path
 
 
 def unit_text(file: int, unit: int) -> str:
@@ -137,17 +139,53 @@ def _tokenizer(url: str) -> Callable[[str], int]:
     return count
 
 
-def _one(client: httpx.Client, server: str, url: str, extra: list[dict[str, str]], rep: int,
-         n_predict: int) -> list[InfillSample]:
-    out = []
-    for kind in KINDS:
-        req = body(extra, rep, n_predict, kind == "warm")
+Stream = Callable[[dict[str, Any]], tuple[float, float, dict[str, Any], str]]
+
+
+def http_stream(client: httpx.Client, url: str) -> Stream:
+    def call(req: dict[str, Any]) -> tuple[float, float, dict[str, Any], str]:
         try:
-            ttft, total, t, content = stream_infill(client, url, req)
+            return stream_infill(client, url, req)
         except httpx.RemoteProtocolError:
             # llama-server's HTTP library closes a kept-alive connection after a few requests;
             # one reused just then fails before anything was processed: send it again.
-            ttft, total, t, content = stream_infill(client, url, req)
+            return stream_infill(client, url, req)
+    return call
+
+
+def grpc_stream(address: str) -> Stream:
+    """Our Infill RPC with the same request (as its JSON mapping), timed as the HTTP ones: the
+    bridge's share of the figures is the difference."""
+    import grpc
+    from google.protobuf import json_format
+    from llama.v1 import completion_pb2, service_pb2_grpc
+
+    stub = service_pb2_grpc.LlamaServerStub(grpc.insecure_channel(address))
+
+    def call(req: dict[str, Any]) -> tuple[float, float, dict[str, Any], str]:
+        msg = json_format.ParseDict(req, completion_pb2.CompletionRequest())
+        t0 = time.perf_counter()
+        t_first = 0.0
+        content: list[str] = []
+        timings: dict[str, Any] = {}
+        for chunk in stub.Infill(msg, timeout=600):
+            if not t_first and (chunk.tokens or chunk.content):
+                t_first = time.perf_counter()
+            content.append(chunk.content)
+            if chunk.HasField("timings"):
+                t = chunk.timings
+                timings = {"prompt_n": t.prompt_n, "cache_n": t.cache_n,
+                           "predicted_n": t.predicted_n}
+        t_done = time.perf_counter()
+        return (t_first or t_done) - t0, t_done - t0, timings, "".join(content)
+    return call
+
+
+def _one(call: Stream, server: str, extra: list[dict[str, str]], rep: int,
+         n_predict: int) -> list[InfillSample]:
+    out = []
+    for kind in KINDS:
+        ttft, total, t, content = call(body(extra, rep, n_predict, kind == "warm"))
         out.append(InfillSample(server, kind, rep, ttft, total, int(t.get("prompt_n", -1)),
                                 int(t.get("cache_n", -1)), int(t.get("predicted_n", -1)),
                                 content))
@@ -157,43 +195,55 @@ def _one(client: httpx.Client, server: str, url: str, extra: list[dict[str, str]
 def run_infill_bench(server_bin: Path | None, settings: ServerSettings, reps: int, out: Path,
                      extra_tokens: int = 2000, n_predict: int = 32,
                      ours: bool = True) -> InfillResult:
-    """Both servers up with `settings` (the FIM model, one slot); reps x (cold, warm) each."""
+    """Both servers up with `settings` (the FIM model, one slot); reps x (cold, warm) on each
+    path: our bridge, our gRPC (the same process and slot: a cold request ignores the cache, so
+    the paths do not share one), llama-server."""
     result = InfillResult()
-    urls: dict[str, str] = {}
     stops: list[Callable[[], None]] = []
     try:
-        if ours:
-            svc = start_our_service(settings, out, bridge=True)
-            stops.append(svc.server.stop)
-            if svc.rest_url:
-                urls[OURS] = svc.rest_url
-            else:
-                result.skipped[OURS] = svc.rest_skip_reason
-        if server_bin is not None:
-            proc, url = start_llama_server(server_bin, settings, out)
-            stops.append(proc.stop)
-            urls[THEIRS] = url
-        if not urls:
-            result.errors.append("infill: no server to measure")
-            return result
-        count = _tokenizer(next(iter(urls.values())))
-        extra, result.extra_tokens = extra_files(extra_tokens, count)
-        say(f"infill: {len(extra)} files, {result.extra_tokens} tokens of input_extra, "
-            f"{reps} runs x {list(urls)}")
-        names = list(urls)
         with httpx.Client(timeout=600) as client:
-            for name in names:  # warm-up: loads code paths, not measured
-                _one(client, name, urls[name], extra, -1 - names.index(name), n_predict)
+            paths = _start(settings, server_bin, ours, out, client, result, stops)
+            urls = [u for u in (result.urls.get(OURS), result.urls.get(THEIRS)) if u]
+            if not urls:
+                result.errors.append("infill: no HTTP server to tokenize with")
+                return result
+            extra, result.extra_tokens = extra_files(extra_tokens, _tokenizer(urls[0]))
+            say(f"infill: {len(extra)} files, {result.extra_tokens} tokens of input_extra, "
+                f"{reps} runs x {list(paths)}")
+            names = list(paths)
+            for i, name in enumerate(names):  # warm-up: loads code paths, not measured
+                _one(paths[name], name, extra, -1 - i, n_predict)
             for rep in range(reps):
                 for name in names[rep % len(names):] + names[:rep % len(names)]:
                     try:
-                        result.samples += _one(client, name, urls[name], extra, rep, n_predict)
-                    except (RuntimeError, httpx.HTTPError) as e:
+                        result.samples += _one(paths[name], name, extra, rep, n_predict)
+                    except Exception as e:  # recorded; the other paths go on
                         result.errors.append(f"infill {name} run {rep}: {e}")
     finally:
         for stop in stops:
             stop()
     return result
+
+
+def _start(settings: ServerSettings, server_bin: Path | None, ours: bool, out: Path,
+           client: httpx.Client, result: InfillResult,
+           stops: list[Callable[[], None]]) -> dict[str, Stream]:
+    paths: dict[str, Stream] = {}
+    if ours:
+        svc: OurService = start_our_service(settings, out, bridge=True)
+        stops.append(svc.server.stop)
+        if svc.rest_url:
+            paths[OURS] = http_stream(client, svc.rest_url)
+            result.urls[OURS] = svc.rest_url
+        else:
+            result.skipped[OURS] = svc.rest_skip_reason
+        paths[OURS_GRPC] = grpc_stream(svc.grpc_address)
+    if server_bin is not None:
+        proc, url = start_llama_server(server_bin, settings, out)
+        stops.append(proc.stop)
+        paths[THEIRS] = http_stream(client, url)
+        result.urls[THEIRS] = url
+    return paths
 
 
 def _median(result: InfillResult, server: str, kind: str, attr: str) -> float | None:
@@ -210,7 +260,7 @@ def table(result: InfillResult) -> str:
              "| total ratio |",
              "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for kind in KINDS:
-        for server in (OURS, THEIRS):
+        for server in (OURS, OURS_GRPC, THEIRS):
             ttft = _median(result, server, kind, "ttft_s")
             if ttft is None:
                 continue
@@ -227,7 +277,7 @@ def table(result: InfillResult) -> str:
                          f"{ratios[0]} | {ratios[1]} |")
     same = _same_answers(result)
     if same is not None:
-        lines.append(f"\nSame generated text on both servers (greedy, the same prompt tokens): "
+        lines.append(f"\nSame generated text on every path (greedy, the same prompt tokens): "
                      f"{same[0]} of {same[1]} requests")
     for server, why in result.skipped.items():
         lines.append(f"\n{server} not measured: {why}")
@@ -235,12 +285,12 @@ def table(result: InfillResult) -> str:
 
 
 def _same_answers(result: InfillResult) -> tuple[int, int] | None:
-    """For how many (run, request) both servers generated the same text, of how many both
-    answered; None with one server."""
+    """For how many (run, request) every path that answered generated the same text, of how
+    many at least two answered; None when none did."""
     by_key: dict[tuple[int, str], dict[str, str]] = {}
     for s in result.samples:
         by_key.setdefault((s.rep, s.kind), {})[s.server] = s.content
-    both = [set(v.values()) for v in by_key.values() if len(v) == 2]
+    both = [set(v.values()) for v in by_key.values() if len(v) >= 2]
     return (sum(1 for v in both if len(v) == 1), len(both)) if both else None
 
 

@@ -118,7 +118,7 @@ def test_a_tiny_infill_run_measures_both_servers(tmp_path: Path) -> None:
     settings = infill.infill_settings(ensure_model("tiny-fim-repo"), 1, 0)
     result = infill.run_infill_bench(build.llama_server if build else None, settings, 1,
                                      tmp_path, extra_tokens=300, n_predict=4)
-    servers = {infill.OURS} | ({infill.THEIRS} if build else set())
+    servers = {infill.OURS, infill.OURS_GRPC} | ({infill.THEIRS} if build else set())
     assert not result.errors and {s.server for s in result.samples} == servers
     for s in result.samples:  # cold: the whole prompt; warm: all but one token from the cache
         assert (s.cache_n == 0) if s.kind == "cold" else (s.prompt_n == 1 and s.cache_n > 300)
