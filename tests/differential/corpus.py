@@ -225,6 +225,7 @@ def chat_cases() -> Iterator[Case]:
             "id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}}]},
             {"role": "tool", "tool_call_id": "c1", "content": "42"}]),
         ("messages not list", "hi"), ("message not object", ["hi"]),
+        ("message empty object", [{}]), ("assistant without content", [{"role": "assistant"}]),
         ("developer role", [{"role": "developer", "content": "x"}, *MESSAGES]),
     )
     for label, messages in conversations:
@@ -297,6 +298,9 @@ def tokenize_cases() -> Iterator[Case]:
         ("with_pieces unicode split", {"content": "日本語", "with_pieces": True}),
         ("no content", {}), ("content number", {"content": 5}),
         ("content list", {"content": ["a", "b"]}),
+        ("content list mixed", {"content": ["Hello", 1917, " world"], "add_special": True}),
+        ("content list id first", {"content": [5, "Hi"], "add_special": True}),
+        ("content list with_pieces", {"content": [9906, " world"], "with_pieces": True}),
     )
     for label, body in tok:
         yield Case(f"tokenize {label}", "POST", "/tokenize", body)
