@@ -169,7 +169,8 @@ class Metrics:
                 memory=self.memory.message(),
                 spec_decode_num_draft_tokens_total=s.draft_tokens,
                 spec_decode_num_accepted_tokens_total=s.accepted_tokens,
-                spec_decode_num_drafts_total=s.verifications)
+                spec_decode_num_drafts_total=s.verifications,
+                spec_decode_num_accepted_tokens_per_pos=s.accepted_per_pos)
             self._collector.families = list(_families(resp, snap.n_waiting))
             resp.prometheus.content_type = CONTENT_TYPE
             resp.prometheus.data = generate_latest(self.registry)
@@ -213,6 +214,12 @@ def _families(r: server_pb2.MetricsResponse, n_waiting: int) -> Iterator[Metric]
             ("n_busy_slots_per_decode", "Average number of busy slots per llama_decode() call",
              r.n_busy_slots_per_decode)):
         yield GaugeMetricFamily(f"llamacpp:{name}", doc, value=value)
+    if r.spec_decode_num_accepted_tokens_per_pos:  # as llama-server: once anything was drafted
+        per_pos = CounterMetricFamily("llamacpp:spec_decode_num_accepted_tokens_per_pos",
+                                      "Accepted tokens per draft position", labels=["position"])
+        for i, n in enumerate(r.spec_decode_num_accepted_tokens_per_pos):
+            per_pos.add_metric([str(i)], n)
+        yield per_pos
     yield from _ours(r, n_waiting)
 
 

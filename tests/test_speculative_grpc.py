@@ -45,9 +45,14 @@ def test_drafts_show_in_timings_slots_and_metrics(speculative: ServiceProcess,
     assert m.spec_decode_num_draft_tokens_total >= t.draft_n
     assert 0 < m.spec_decode_num_accepted_tokens_total <= m.spec_decode_num_draft_tokens_total
     assert m.spec_decode_num_drafts_total > 0
+    per_pos = list(m.spec_decode_num_accepted_tokens_per_pos)
+    assert per_pos and sum(per_pos) == m.spec_decode_num_accepted_tokens_total
+    assert per_pos == sorted(per_pos, reverse=True)  # position i is kept only after i - 1
     text = m.prometheus.data.decode()
     assert (f"llamacpp:spec_decode_num_draft_tokens_total "
             f"{m.spec_decode_num_draft_tokens_total}") in text
+    assert (f'llamacpp:spec_decode_num_accepted_tokens_per_pos_total{{position="0"}} '
+            f"{per_pos[0]}") in text
 
 
 def test_speculation_off_per_request(speculative: ServiceProcess) -> None:
