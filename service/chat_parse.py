@@ -30,6 +30,10 @@ class ChatParseConfig:
     prefix: str = ""  # parsed before the answer, as its start (the request's generation_prompt)
     echo_prefix: bool = False  # the prefix's parse goes out with the first delta too
     json_answer: bool = False  # a JSON answer in llama-server's frame (json_schema_answer)
+    # the whitespace the template writes after its thinking tags (optional in the answer), and
+    # what a prompt that opens the block left after its start tag (service.reasoning)
+    thinking_ws: tuple[str, str] = ("", "")
+    thinking_lead: str = ""
 
     @property
     def active(self) -> bool:
@@ -47,7 +51,8 @@ class ChatParser:
         if config.reasoning != "none":
             self.reasoning = ReasoningSplit(
                 self.out, self.format.feed, reasoning_tags(config.format),
-                legacy=config.reasoning == "deepseek-legacy", opened=config.thinking_opened)
+                legacy=config.reasoning == "deepseek-legacy", opened=config.thinking_opened,
+                ws=config.thinking_ws, lead=config.thinking_lead)
         self.answer: JsonAnswerText | None = None
         self._echo: ChatDelta | None = None
         if config.prefix:

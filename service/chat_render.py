@@ -10,18 +10,16 @@ first delta for a prefill, not for continue_final_message (unless `echo`).
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass, replace
 from typing import Any
 
 from google.protobuf import json_format
 
-from service.chat_parse_formats import detect_format, reasoning_tags
-from service.chat_template import ChatTemplate, TemplateError
 from service.engine.params import ParamError
 from service.prompt_values import value_to_json
 from service.prompts import Json
 from service.runtime import Runtime
+from service.thinking_tags import template_thinking_tags
 from service.tool_calls import ChatSetup
 from service.tool_choice import tool_choice_of
 from service.typed_inputs import role_of, tool_json
@@ -84,35 +82,6 @@ def with_prefill(setup: ChatSetup, rendered: RenderedChat) -> ChatSetup:
     parse = replace(setup.parse, prefix=setup.parse.prefix + rendered.prefill,
                     thinking_opened=False, echo_prefix=rendered.echo)
     return replace(setup, parse=parse)
-
-
-def template_thinking_tags(template: ChatTemplate) -> tuple[str, str] | None:
-    """The template's thinking tags with the whitespace it writes around a reasoning text
-    (`<think>\n`, `\n</think>\n\n`), if it writes a thinking block: the prefilled reasoning
-    goes inside them, as llama-server's (its template analysis finds them the same way)."""
-    cached = _TAGS.get(id(template))
-    if cached is not None and cached[0] is template:
-        return cached[1]
-    start, end = reasoning_tags(detect_format(template.source))
-    tags: tuple[str, str] | None = None
-    if start in template.source:
-        tags = start, end
-        probe = [{"role": "user", "content": "U"},
-                 {"role": "assistant", "content": "A", "reasoning_content": _THOUGHT}]
-        try:
-            text = template.render(probe, add_generation_prompt=False)
-        except TemplateError:
-            text = ""
-        found = re.search(rf"({re.escape(start)}\s*){re.escape(_THOUGHT)}(\s*{re.escape(end)}\s*)",
-                          text)
-        if found:
-            tags = found[1], found[2]
-    _TAGS[id(template)] = (template, tags)
-    return tags
-
-
-_THOUGHT = "The user is asking me a question"  # a probe's reasoning, found again in its render
-_TAGS: dict[int, tuple[ChatTemplate, tuple[str, str] | None]] = {}
 
 
 def _role(messages: list[dict[str, Json]], i: int) -> Json:

@@ -39,8 +39,14 @@ from service.chat_parse_formats import (
 from service.chat_template import ChatTemplate
 from service.engine.lazy_grammar import LazySpec
 from service.engine.params import ParamError
-from service.reasoning import check_reasoning_format, opens_thinking
+from service.reasoning import (
+    check_reasoning_format,
+    opened_lead,
+    opens_thinking,
+    thinking_whitespace,
+)
 from service.reasoning_budget import BudgetSpec, budget_spec
+from service.thinking_tags import template_thinking_tags
 from service.tool_call_grammar import lazy_triggers, tool_call_grammar, tool_defs
 from service.tool_choice import tool_choice_of
 
@@ -95,12 +101,22 @@ def chat_setup(req: Any, tools: Sequence[Mapping[str, Any]] | None, template: Ch
         # "auto": constrained once a call starts
         grammar = tool_call_grammar(native_fmt, defs, parallel, lazy=True)
         lazy = LazySpec(triggers, (start, end) if reasoning != "none" else None)
-    config = ChatParseConfig(fmt, reasoning, opened and reasoning != "none" and not prefix,
-                             max_calls=0 if parallel else 1, prefix=prefix)
+    config = ChatParseConfig(fmt, _parsed_reasoning(template, reasoning),
+                             opened and reasoning != "none" and not prefix,
+                             max_calls=0 if parallel else 1, prefix=prefix,
+                             thinking_ws=thinking_whitespace(template_thinking_tags(template)),
+                             thinking_lead=opened_lead(prompt, start) if opened else "")
     return ChatSetup(config, grammar, _preserved(vocab, fmt) if config.active else frozenset(),
                      lazy,
                      _budget(req, template, vocab, native_fmt, opened, budget, budget_message,
                              forcing_grammar=bool(grammar) and lazy is None))
+
+
+def _parsed_reasoning(template: ChatTemplate, reasoning: str) -> str:
+    """The reasoning_format the answer is parsed with: llama-server splits reasoning off only
+    for a template that writes a thinking block (its analysis finds no reasoning in others,
+    whose answers keep a `<think>` block in their content)."""
+    return reasoning if template_thinking_tags(template) is not None else "none"
 
 
 def _budget(req: Any, template: ChatTemplate, vocab: Vocab, fmt: str, opened: bool,

@@ -73,7 +73,7 @@ def _streamed(config: ChatParseConfig, pieces: list[str]) -> tuple[list[ChatDelt
 @pytest.mark.parametrize("echo", [True, False])
 def test_the_prefix_is_in_the_message_and_streamed_only_when_echoed(echo: bool) -> None:
     config = ChatParseConfig(reasoning="deepseek", prefix="<think>\nThink\n</think>\n\nHi",
-                             echo_prefix=echo)
+                             echo_prefix=echo, thinking_ws=("\n", "\n\n"))
     deltas, message = _streamed(config, [" there", "!"])
     assert message == ParsedMessage("Hi there!", "Think\n")
     streamed = ParsedMessage()
