@@ -13,12 +13,13 @@ additional property's key is neither a declared name nor a proper prefix of one.
 
 Supported: true/{} (any value), type (one or a list), object properties/required/
 additionalProperties (absent with properties: no others, as llama-server does), array items/
-prefixItems/minItems/maxItems, enum, const, anyOf/oneOf, allOf (merged),
-$ref into the same document ("#/$defs/x", "#/definitions/x", "#"), string minLength/maxLength/
-pattern (json_schema_regex) and format date/time/date-time/uuid, integer minimum/maximum and
-their exclusive forms. Accepted but not enforced, like llama-server: oneOf exclusivity,
-uniqueItems, multipleOf, number bounds, minProperties/maxProperties, other formats, length
-limits next to a pattern, keywords beside $ref. Refused with SchemaError (a ValueError):
+prefixItems/minItems/maxItems, enum, const, anyOf/oneOf and allOf (as llama.cpp reads them:
+json_schema_combinators), $ref into the same document ("#/$defs/x", "#/definitions/x", "#"),
+string minLength/maxLength/pattern (json_schema_regex) and format date/time/date-time/uuid,
+integer minimum/maximum and their exclusive forms (json_schema_integers). Accepted but not
+enforced, like llama-server: oneOf exclusivity, uniqueItems, multipleOf, number bounds,
+minProperties/maxProperties, other formats, length limits next to a pattern, keywords beside
+$ref, anyOf or oneOf. Refused with SchemaError (a ValueError):
 keywords whose meaning a grammar cannot carry (`not`, if/then/else, patternProperties, ...),
 remote $refs, malformed keyword values, a schema nested deeper than MAX_SCHEMA_DEPTH, and one
 whose grammar would exceed grammar_limits (too large or too deep for llama.cpp's parser).
@@ -38,11 +39,11 @@ from urllib.parse import unquote
 
 from service import gbnf, limits
 from service.grammar_limits import GrammarLimitError, check_grammar
+from service.json_schema_combinators import all_of, alternatives_of, reads_all_of
 from service.json_schema_containers import array_body, child_name, count, object_body
 from service.json_schema_errors import SchemaError
 from service.json_schema_integers import integer_range
 from service.json_schema_literals import value_literal
-from service.json_schema_merge import COMBINATORS, union_of
 from service.json_schema_primitives import PRIMITIVES, STRING_FORMATS
 from service.json_schema_regex import pattern_to_gbnf
 
@@ -171,15 +172,11 @@ class _Converter:
                 raise SchemaError(f"{where}: {key!r} ({what}) is not supported")
         if "$ref" in schema:
             return self.ref(schema["$ref"], where)
-        if any(k in schema for k in COMBINATORS):
-            alternatives = union_of(schema, self.resolve, where)
+        alternatives = alternatives_of(schema, where)
+        if alternatives is not None:
             if len(alternatives) == 1:
                 return self.body(alternatives[0], name, where)
             return self.union(alternatives, name, where)
-        if "const" in schema:
-            return value_literal(schema["const"], where)
-        if "enum" in schema:
-            return self.enum(schema, where)
         kind = schema.get("type")
         if isinstance(kind, list):
             if not kind or not all(isinstance(k, str) for k in kind):
@@ -187,6 +184,16 @@ class _Converter:
             if len(kind) > 1:
                 return self.union([{**schema, "type": k} for k in kind], name, where)
             kind = kind[0]
+            schema = {**schema, "type": kind}
+        if "const" in schema:
+            return value_literal(schema["const"], where)
+        if "enum" in schema:
+            return self.enum(schema, where)
+        if reads_all_of(schema):
+            merged = all_of(self, schema, where)
+            if isinstance(merged, str):
+                return merged
+            return self.body(merged, name, where)
         return self.typed(schema, kind or _implied_type(schema), name, where)
 
     def typed(self, schema: Mapping[str, Any], kind: Any, name: str, where: str) -> str:
