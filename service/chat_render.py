@@ -9,12 +9,15 @@ first delta for a prefill, not for continue_final_message (unless `echo`).
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import dataclass, replace
 from typing import Any
 
 from google.protobuf import json_format
 
+from service.chat_template import ChatTemplate
+from service.chat_template_errors import TemplateError
 from service.engine.params import ParamError
 from service.prompt_values import value_to_json
 from service.prompts import Json
@@ -72,6 +75,27 @@ def render_chat_full(rt: Runtime, request: Any) -> RenderedChat:
     continued = template.render_continued(messages, tools=tools, extra_context=extra,
                                           mode=mode, reasoning_tags=tags)
     return RenderedChat(continued.prompt, continued.answer, echo)
+
+
+@functools.lru_cache(maxsize=64)
+def _probe_generation_prompt(template: ChatTemplate, extra_json: str) -> str:
+    return template.generation_prompt([{"role": "user", "content": "x"}],
+                                      extra_context=json.loads(extra_json))
+
+
+def template_generation_prompt(rt: Runtime, request: Any, tools: Any) -> str:
+    """What the template's add_generation_prompt appends, as llama-server echoes it in a chat
+    request's settings (`generation_prompt`). Rendered once per template and template kwargs
+    on a one-message probe (two renders a request would cost every chat request's first
+    token), which is what the header is for the templates we know."""
+    kwargs = (json_format.MessageToDict(request.chat_template_kwargs)
+              if request.HasField("chat_template_kwargs") else {})
+    extra = {**dict(rt.config.chat.template_kwargs), **kwargs}
+    try:
+        return _probe_generation_prompt(rt.templates.for_request(tools),
+                                        json.dumps(extra, sort_keys=True))
+    except TemplateError:  # a template that needs more than a probe: no echo, not a failure
+        return ""
 
 
 def with_prefill(setup: ChatSetup, rendered: RenderedChat) -> ChatSetup:

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
-from service.chat_render import render_chat_full, with_prefill
+from service.chat_render import render_chat_full, template_generation_prompt, with_prefill
 from service.chat_sink import parsing_sink
 from service.engine.chains import build_task_chain
 from service.engine.params import CompletionParams, ParamError
@@ -21,6 +21,7 @@ from service.grammar_limits import check_grammar
 from service.infill import InfillBudget, check_fim_support, infill_inputs, infill_prompt
 from service.json_schema_answer import chat_answer_grammar, schema_requested
 from service.limits import check_prompt_text
+from service.messages import chat_format_name
 from service.prompt_values import prompt_json, token_prompts
 from service.prompts import split_prompts, tokenize_prompt
 from service.request_params import choices_of, completion_params
@@ -121,7 +122,8 @@ def build_chat(rt: Runtime, req: Any, gen_id: str) -> GenerationRequest:
     text = rendered.prompt
     prompt = tokenize_prompt(text, rt.model.vocab)
     tools = [tool_json(t) for t in req.tools] or None
-    chat = with_prefill(chat_setup(req, tools, rt.templates.for_request(tools), text,
+    template = rt.templates.for_request(tools)
+    chat = with_prefill(chat_setup(req, tools, template, text,
                                    rt.config.chat.reasoning_format,
                                    rt.config.chat.skip_chat_parsing, rt.model.vocab,
                                    rt.config.chat.reasoning_budget,
@@ -136,6 +138,10 @@ def build_chat(rt: Runtime, req: Any, gen_id: str) -> GenerationRequest:
         params = replace(params, keep_special=chat.preserved_tokens)
     if params.sampling.grammar and rt.config.chat.use_jinja and schema_requested(req):
         chat, params = _json_answer(chat, params)
+    params = replace(params, chat_format=chat_format_name(template.source,
+                                                          rt.config.chat.use_jinja),
+                     generation_prompt=template_generation_prompt(rt, req, tools)
+                     + chat.parse.prefix)
     if chat.budget is not None and params.sampling.grammar:
         # a grammar (even a lazy one, once triggered) could refuse a forced end tag, and
         # libllama ends the process then: the grammar rules the answer, with no budget

@@ -87,7 +87,8 @@ def _setting_value(name: str, value: Any) -> Any:
 _SETTING_FIELDS = frozenset(common_pb2.GenerationSettings.DESCRIPTOR.fields_by_name)
 _SAMPLING_SETTINGS = tuple(f.name for f in fields(SamplingParams) if f.name in _SETTING_FIELDS)
 _COMPLETION_SETTINGS = tuple(f.name for f in fields(CompletionParams)
-                             if f.name in _SETTING_FIELDS)
+                             if f.name in _SETTING_FIELDS
+                             and f.name not in ("chat_format", "generation_prompt"))
 
 
 # What the pinned llama-server reports for a request read as plain text (its chat parser's
@@ -96,6 +97,19 @@ _COMPLETION_SETTINGS = tuple(f.name for f in fields(CompletionParams)
 CONTENT_ONLY = "Content-only"
 # Adaptive-p's defaults (common_params_sampling); no request field sets them yet.
 ADAPTIVE_TARGET, ADAPTIVE_DECAY = -1.0, 0.9
+
+
+def chat_format_name(template_source: str, use_jinja: bool) -> str:
+    """The chat parser format llama-server echoes for a chat request (common_chat_format_name):
+    content only on the legacy (non-Jinja) path; with Jinja every template gets a PEG parser,
+    MiniMax-M3's and Gemma 4's their own (found by the markers llama.cpp looks for)."""
+    if not use_jinja:
+        return CONTENT_ONLY
+    if all(m in template_source for m in ("]<]minimax[>[", "<tool_call>", "<invoke name=")):
+        return "peg-minimax-m3"
+    if "'<|tool_call>call:'" in template_source:
+        return "peg-gemma4"
+    return "peg-native"
 
 
 def reasoning_format_name(configured: str) -> str:
@@ -122,7 +136,8 @@ def generation_settings(params: CompletionParams, stream: bool = True,
             common_pb2.LogitBiasEntry(token=t, bias=float("-inf")) for t in eog)]
     return common_pb2.GenerationSettings(
         max_tokens=params.n_predict, stream=stream, reasoning_format=reasoning_format,
-        chat_format=chat_format, **values)
+        chat_format=params.chat_format or chat_format,
+        generation_prompt=params.generation_prompt, **values)
 
 
 def request_settings(rt: Runtime, params: CompletionParams, stream: bool) -> Any:

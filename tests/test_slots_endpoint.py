@@ -12,7 +12,7 @@ from typing import Any
 import grpc
 import httpx
 import pytest
-from grpc_harness import complete, completion_request
+from grpc_harness import chat_request, complete, completion_request
 from llama.v1 import server_pb2
 from test_metrics import Server, start, wait_until
 
@@ -101,6 +101,22 @@ def test_a_finished_request_leaves_its_settings_and_cells(server: Server) -> Non
     assert slot.next_token.n_decoded == 0 and slot.next_token.n_remain == -1
     # the cells: the prompt and every generated token but the last (never decoded)
     assert slot.n_prompt_tokens == r.final.tokens_cached == r.final.tokens_evaluated + 4
+
+
+def test_a_chat_request_echoes_its_parser_format_and_generation_prompt(server: Server) -> None:
+    # As llama-server's settings echo: a chat request (Jinja) is parsed by a PEG parser, and
+    # starts after the template's generation prompt; a plain completion is content only.
+    messages = [{"role": "user", "content": "hi"}]
+    list(server.stub.ChatCompletion(chat_request(messages=messages, max_tokens=2,
+                                                 stream=False), timeout=60))
+    (slot,) = slots(server.stub)
+    rendered = server.stub.ApplyTemplate(chat_request(messages=messages), timeout=30).prompt
+    assert slot.params.chat_format == "peg-native"
+    assert slot.params.generation_prompt and rendered.endswith(slot.params.generation_prompt)
+    r = complete(server.stub, prompt="plain", n_predict=2, stream=False)
+    assert r.code == grpc.StatusCode.OK, r.details
+    (slot,) = slots(server.stub)
+    assert (slot.params.chat_format, slot.params.generation_prompt) == ("Content-only", "")
 
 
 def test_slots_over_rest_is_the_spec_array(server: Server) -> None:

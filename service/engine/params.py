@@ -134,6 +134,10 @@ class CompletionParams:
     return_progress: bool = False  # prompt_progress messages (streaming requests only)
     n_discard: int = 0  # tokens a context shift drops after n_keep; 0: half of them
     streaming: bool = True  # the request streams (reported by /slots as `stream`)
+    # What generation_settings echoes for a chat request: llama-server's chat parser format
+    # and the template's generation prompt (service.messages); "" for a plain completion.
+    chat_format: str = ""
+    generation_prompt: str = ""
     sampling: SamplingParams = field(default_factory=SamplingParams)
     # Draft settings (speculative decoding; service.engine.speculative).
     speculative: SpecParams = field(default_factory=SpecParams)
