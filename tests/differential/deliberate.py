@@ -93,6 +93,8 @@ DELIBERATE: dict[str, str] = {
         "our `usage` counts the prompt once and the completion tokens of every choice (OpenAI's meaning); llama-server's counts the first choice's completion tokens only",
     "chat n 2 stream usage":
         "a chat stream with include_usage sends one `usage` chunk, after every choice has finished, counted as the whole answer's (OpenAI's meaning); llama-server sends one per choice, each counting that choice",
+    "chat tool_choice required":
+        "tool_choice \"required\" forces a tool call (OpenAI's meaning), parsed into tool_calls; the pinned llama-server's Llama 3.x handling forces none and returns the model's text as content",
     "chat tools not list":
         "llama-server answers 500 server_error for this client error (its JSON library's exception); we answer 400 invalid_request_error",
     "completion both":
@@ -146,6 +148,4 @@ DELIBERATE: dict[str, str] = {
 OPEN: dict[str, str] = {
     "GET /slots after the corpus":
         "which free slot a request takes: llama-server the last of those used least recently, ours the first (the two slots' tasks come out swapped); and a chat request's settings echo chat_format 'Content-only' and no generation_prompt where llama-server has 'peg-native' and the template's assistant header (run alone, with no case before it, it agrees and fails as a strict xfail)",
-    "chat tool_choice required":
-        "we force and parse a tool call; the pinned llama-server's Llama 3.x handling returns the text as content",
 }
