@@ -101,22 +101,21 @@ def chat_setup(req: Any, tools: Sequence[Mapping[str, Any]] | None, template: Ch
         # "auto": constrained once a call starts
         grammar = tool_call_grammar(native_fmt, defs, parallel, lazy=True)
         lazy = LazySpec(triggers, (start, end) if reasoning != "none" else None)
-    config = ChatParseConfig(fmt, _parsed_reasoning(template, reasoning),
-                             opened and reasoning != "none" and not prefix,
+    tags = None if skip_parsing else template_thinking_tags(template)
+    lead = opened_lead(prompt, start) if opened else ""
+    # the pinned llama-server parses deepseek-legacy as deepseek (its reasoning_in_content is
+    # only echoed); a template without thinking tags gets no split
+    split = "none" if tags is None else "deepseek" if reasoning == "deepseek-legacy" else reasoning
+    # llama-server parses the prompt's end with the answer: unsplit, the block it opened is content
+    unsplit_lead = start + lead if opened and split == "none" and tags and not prefix else ""
+    config = ChatParseConfig(fmt, split, opened and split != "none" and not prefix,
                              max_calls=0 if parallel else 1, prefix=prefix,
-                             thinking_ws=thinking_whitespace(template_thinking_tags(template)),
-                             thinking_lead=opened_lead(prompt, start) if opened else "")
+                             thinking_ws=thinking_whitespace(tags), thinking_lead=lead,
+                             skip_space=tags is not None and not opened, content_lead=unsplit_lead)
     return ChatSetup(config, grammar, _preserved(vocab, fmt) if config.active else frozenset(),
                      lazy,
                      _budget(req, template, vocab, native_fmt, opened, budget, budget_message,
                              forcing_grammar=bool(grammar) and lazy is None))
-
-
-def _parsed_reasoning(template: ChatTemplate, reasoning: str) -> str:
-    """The reasoning_format the answer is parsed with: llama-server splits reasoning off only
-    for a template that writes a thinking block (its analysis finds no reasoning in others,
-    whose answers keep a `<think>` block in their content)."""
-    return reasoning if template_thinking_tags(template) is not None else "none"
 
 
 def _budget(req: Any, template: ChatTemplate, vocab: Vocab, fmt: str, opened: bool,
