@@ -51,7 +51,8 @@ def schema_requested(req: Any) -> bool:
 class JsonAnswerText:
     """The content of a framed JSON answer, fed the generated text in pieces split anywhere:
     the whitespace and fence before the value are dropped, and whitespace (or a closing fence)
-    after it is held back until more of the value follows, and dropped at the end. Inside a
+    after it is held back until more of the value follows, and dropped at the end, unless the
+    answer stops inside an object or array (llama-server's content then keeps it). Inside a
     JSON string everything passes at once: a string can hold blanks and backticks."""
 
     def __init__(self) -> None:
@@ -60,6 +61,7 @@ class JsonAnswerText:
         self.held = ""  # whitespace or backticks after the value's last character
         self.in_string = False
         self.escaped = False
+        self.depth = 0  # objects and arrays open
 
     def feed(self, text: str) -> str:
         out: list[str] = []
@@ -71,9 +73,11 @@ class JsonAnswerText:
         return "".join(out)
 
     def finish(self) -> str:
-        """What is left at the end: nothing (held text is the frame's)."""
+        """What is left at the end: the held whitespace of a value cut off inside an object or
+        array; otherwise nothing (held text is the frame's)."""
+        rest = self.held if self.depth > 0 else ""
         self.held = self.fence = ""
-        return ""
+        return rest
 
     def _lead(self, c: str, out: list[str]) -> None:
         if self.fence:
@@ -112,3 +116,4 @@ class JsonAnswerText:
             self.held = ""
         out.append(c)
         self.in_string = c == '"'
+        self.depth += (c in "{[") - (c in "}]")

@@ -25,7 +25,7 @@ from service.engine.params import (
 from service.engine.speculative import spec_params_of
 from service.grammar_limits import check_grammar
 from service.json_schema_errors import SchemaError
-from service.json_schema_grammar import grammar_for_request_schema, json_object_grammar
+from service.json_schema_grammar import grammar_for_request_schema
 from service.lora import HasScale, request_adapters
 from service.typed_inputs import logit_bias_of, schema_of, stop_of
 
@@ -134,24 +134,34 @@ def known_samplers(names: Iterable[str]) -> tuple[str, ...]:
 
 def schema_grammar(req: Any) -> str | None:
     """The grammar for `json_schema_json` / `json_schema`, or for a chat request's
-    `response_format` (llama-server: json_object -> any object, or its `schema`; json_schema ->
-    json_schema.schema); each schema's JSON text form wins over its Struct."""
-    schema = schema_of(req, "json_schema_json", "json_schema")
-    if schema is not None:
-        try:
-            return grammar_for_request_schema(schema)
-        except SchemaError as e:  # in llama-server's words, which name the field
-            raise ParamError(f'"json_schema": JSON schema conversion failed: {e}',
-                             field="json_schema") from e
+    `response_format`, which wins over them as in llama-server (json_object -> its `schema`,
+    else the request's json_schema, else any object; json_schema -> json_schema.schema); each
+    schema's JSON text form wins over its Struct."""
+    body = schema_of(req, "json_schema_json", "json_schema")
+    from_format = _response_format_schema(req, body)
+    if from_format is not None:
+        return grammar_for_request_schema(from_format)
+    if body is None:
+        return None
+    try:
+        return grammar_for_request_schema(body)
+    except SchemaError as e:  # in llama-server's words, which name the field
+        raise ParamError(f'"json_schema": JSON schema conversion failed: {e}',
+                         field="json_schema") from e
+
+
+def _response_format_schema(req: Any, body: Any) -> Any:
+    """The schema a chat request's response_format stands for, as llama-server reads it; None
+    where it leaves the request's json_schema (or none) in place."""
     fmt = getattr(req, "response_format", None)
     if fmt is None or not req.HasField("response_format") or fmt.type in ("", "text"):
         return None
     if fmt.type == "json_object":
         schema = schema_of(fmt, "schema_json", "schema")
-        return json_object_grammar() if schema is None else grammar_for_request_schema(schema)
+        return schema if schema is not None else (None if body else {})
     if fmt.type == "json_schema":
         schema = schema_of(fmt.json_schema, "schema_json", "schema")
-        return grammar_for_request_schema({} if schema is None else schema)
+        return {} if schema is None else schema
     raise ParamError('response_format type must be one of "text", "json_object" or '
                      f'"json_schema", but got: {fmt.type}')
 

@@ -84,6 +84,9 @@ def test_renaming_leaves_literals_classes_and_comments_alone() -> None:
     ('"x `y` \\" ```"', '"x `y` \\" ```"'),  # blanks and backticks inside a string stay
     ('```js', ""),  # stopped inside the fence
     ('```json\n{"', '{"'),  # stopped inside the value
+    ('```json\n{"a": 1,\n  ', '{"a": 1,\n  '),  # inside an object: its blanks stay
+    ('[1, [2] \n', '[1, [2] \n'),
+    ('{"a": [1]}\n  ``', '{"a": [1]}'),  # the value done: the rest is the frame's
     ("\n[1, 2]  ", "[1, 2]"),
 ])
 def test_the_content_is_the_value_whatever_the_split(text: str, content: str) -> None:
@@ -125,3 +128,19 @@ def test_chat_content_is_the_json_value_streamed_or_not(grpc_stub: Any,
     if "json_object" not in str(fields):
         assert isinstance(value["a"], int)
     assert _chat(grpc_stub, True, **fields) == (whole, finish)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("fields,kind", [
+    ({"json_schema": {"type": "integer"},
+      "response_format": {"type": "json_schema",
+                          "json_schema": {"name": "b", "schema": {"type": "boolean"}}}}, bool),
+    ({"json_schema": {"type": "integer"}, "response_format": {"type": "json_object"}}, int),
+    ({"json_schema": {"type": "integer"},
+      "response_format": {"type": "json_object", "schema": {"type": "boolean"}}}, bool),
+], ids=["json_schema format wins", "bare json_object keeps json_schema",
+        "json_object schema wins"])
+def test_response_format_and_json_schema_together_as_llama_server(
+        grpc_stub: Any, fields: dict[str, Any], kind: type) -> None:
+    content, _ = _chat(grpc_stub, False, max_tokens=40, **fields)
+    assert type(json.loads(content)) is kind, content
