@@ -18,7 +18,7 @@ from service.chat_parse_core import ChatDelta, Out, ParsedMessage, new_call_id
 from service.chat_parse_formats import CONTENT_ONLY, FORMATS, reasoning_tags
 from service.chat_parse_machine import FormatParser
 from service.json_schema_answer import JsonAnswerText
-from service.reasoning import ReasoningSplit
+from service.reasoning import SPACE, ReasoningSplit
 
 
 @dataclass(frozen=True)
@@ -34,11 +34,14 @@ class ChatParseConfig:
     # what a prompt that opens the block left after its start tag (service.reasoning)
     thinking_ws: tuple[str, str] = ("", "")
     thinking_lead: str = ""
+    skip_space: bool = False  # whitespace before the answer skipped (a thinking template's)
+    content_lead: str = ""  # the content's start, out with the first delta (not in a JSON answer)
 
     @property
     def active(self) -> bool:
         return self.format != CONTENT_ONLY or self.reasoning != "none" or bool(self.prefix) \
-            or self.json_answer
+            or self.json_answer or self.skip_space \
+            or bool(self.content_lead)
 
 
 class ChatParser:
@@ -55,13 +58,19 @@ class ChatParser:
                 ws=config.thinking_ws, lead=config.thinking_lead)
         self.answer: JsonAnswerText | None = None
         self._echo: ChatDelta | None = None
+        self._skip_space = config.skip_space
         if config.prefix:
             echoed = self.feed(config.prefix)
             self._echo = echoed if config.echo_prefix else None
         # after the prefix: the frame starts where the answer does
         self.answer = JsonAnswerText() if config.json_answer else None
+        if config.content_lead and not config.json_answer:
+            self.format.feed(config.content_lead)  # taken with the first delta
 
     def feed(self, text: str) -> ChatDelta:
+        if self._skip_space:
+            text = text.lstrip(SPACE)
+            self._skip_space = not text
         if self.answer is not None:
             text = self.answer.feed(text)
         if self.reasoning is not None:
