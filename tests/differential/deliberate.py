@@ -146,6 +146,4 @@ DELIBERATE: dict[str, str] = {
 }
 
 OPEN: dict[str, str] = {
-    "GET /slots after the corpus":
-        "which free slot a request takes: llama-server the last of those used least recently, ours the first (the two slots' tasks come out swapped); and a chat request's settings echo chat_format 'Content-only' and no generation_prompt where llama-server has 'peg-native' and the template's assistant header (run alone, with no case before it, it agrees and fails as a strict xfail)",
 }
