@@ -26,6 +26,7 @@ FLAG_SETS: dict[str, tuple[str, tuple[str, ...]]] = {
     "metrics-props": ("tiny-bpe", ("--metrics", "--props", "--slot-save-path", "/tmp")),
     "slots": ("tiny-bpe", ()),  # a pair whose slots only the /slots cases use
 }
+# the thinking templates' pairs (corpus_reasoning.py), added at the end of this module
 
 
 @dataclass(frozen=True)
@@ -455,10 +456,16 @@ def operations_cases() -> Iterator[Case]:
 def all_cases() -> list[Case]:
     cases = [*first_slots_cases(), *completion_cases(), *openai_completion_cases(),
              *chat_cases(), *tokenize_cases(), *server_cases(), *body_cases(), *auth_cases(),
-             *infill_cases(), *openai_sampling_cases(), *operations_cases(),
+             *infill_cases(), *openai_sampling_cases(), *operations_cases(), *reasoning_cases(),
              # the default pair's slots after every case above ran there
              Case("GET /slots after the corpus", "GET", "/slots")]
     names = [c.name for c in cases]
     duplicates = {n for n in names if names.count(n) > 1}
     assert not duplicates, f"case names must be unique: {sorted(duplicates)}"
     return cases
+
+
+# after Case and the shared values exist: corpus_reasoning builds its cases from them
+from .corpus_reasoning import REASONING_FLAG_SETS, reasoning_cases  # noqa: E402
+
+FLAG_SETS.update(REASONING_FLAG_SETS)
