@@ -16,7 +16,10 @@ at a time, greedy, `ignore_eos`, `cache_prompt: false`, a fresh prompt each run:
   the context are the draft) on a prompt of one line repeated, with a grammar that makes the
   answer go on repeating it (a random model repeats nothing by itself: without the grammar no
   n-gram draft is ever accepted). The grammar lets the model split the line into tokens in
-  several ways, so not every draft is accepted even so.
+  several ways, so not every draft is accepted even so. Ours does not speculate for a request
+  with a grammar (service/engine/speculative.py: why_not), so a second pair of rows raises the
+  line's tokens by a logit bias of 30 instead: the answer keeps to those few tokens and repeats
+  itself often enough that some n-gram drafts are accepted, on both servers.
 
 Both servers get `--spec-type draft-simple` and `--spec-draft-n-max/--spec-draft-n-min/
 --spec-draft-p-min` with a draft (the pinned llama-server loads `-md` alone without drafting
@@ -50,7 +53,7 @@ from bench.runner import say
 from bench.servers import ServerSettings, start_llama_server, start_our_service
 
 OURS, THEIRS = "ours (bridge)", "llama-server"
-PLAIN, REPETITIVE = "plain", "repetitive"
+PLAIN, REPETITIVE, BIASED = "plain", "repetitive", "repetitive, logit bias"
 LINE = "x = x + 1\n"
 GRAMMAR = 'root ::= ("x = x + 1\\n")+'
 BASELINE = "no speculation"
@@ -106,18 +109,22 @@ def scenarios(target: Path, disagreeing: Path, n_max: int, gpu: bool,
     return [SpecScenario(BASELINE, PLAIN),
             SpecScenario("draft = target", PLAIN, draft_flags(target, n_max, gpu)),
             SpecScenario("disagreeing draft", PLAIN, draft_flags(disagreeing, n_max, gpu)),
-            SpecScenario(BASELINE, REPETITIVE), ngram]
+            SpecScenario(BASELINE, REPETITIVE), ngram,
+            SpecScenario(BASELINE, BIASED), replace(ngram, prompt=BIASED)]
 
 
 def request(kind: str, rep: int, n_predict: int) -> dict[str, Any]:
     """Run `rep`'s request: 32 random token ids, or (repetitive) one line 16 times with a
-    grammar that keeps repeating it."""
+    grammar that keeps repeating it, or (biased) with its tokens' logits raised by 30."""
     body: dict[str, Any] = {"n_predict": n_predict, "temperature": 0.0, "ignore_eos": True,
                             "seed": 1234, "cache_prompt": False, "stream": False}
     if kind == PLAIN:
         rng = random.Random(f"{kind}-{rep}")
         return {**body, "prompt": [rng.randrange(*VOCAB_RANGE) for _ in range(32)]}
-    return {**body, "prompt": f"# run {rep}\n" + LINE * 16, "grammar": GRAMMAR}
+    body["prompt"] = f"# run {rep}\n" + LINE * 16
+    if kind == BIASED:
+        return {**body, "logit_bias": [[LINE, 30]]}
+    return {**body, "grammar": GRAMMAR}
 
 
 def complete(client: httpx.Client, url: str, req: dict[str, Any]) -> tuple[

@@ -101,7 +101,8 @@ def test_speculative_flags_and_requests() -> None:
                                  ours_ngram=["--ours-ngram"])
     assert [(s.name, s.prompt) for s in plan] == [
         ("no speculation", "plain"), ("draft = target", "plain"), ("disagreeing draft", "plain"),
-        ("no speculation", "repetitive"), ("n-gram", "repetitive")]
+        ("no speculation", "repetitive"), ("n-gram", "repetitive"),
+        ("no speculation", speculative.BIASED), ("n-gram", speculative.BIASED)]
     assert plan[1].flags[:4] == ("-md", "t.gguf", "--spec-type", "draft-simple")
     assert plan[2].flags[1] == "d.gguf" and plan[2].flags[-2:] == ("-ngld", "999")
     assert "6" in plan[1].flags and plan[4].ours_flags == ("--ours-ngram",)
@@ -110,6 +111,9 @@ def test_speculative_flags_and_requests() -> None:
     assert len(plain["prompt"]) == 32 and "grammar" not in plain
     assert plain["prompt"] != speculative.request("plain", 4, 16)["prompt"]
     assert rep["grammar"] == speculative.GRAMMAR and speculative.LINE * 16 in rep["prompt"]
+    biased = speculative.request(speculative.BIASED, 3, 16)
+    assert biased["logit_bias"] == [[speculative.LINE, 30]] and "grammar" not in biased
+    assert plan[6].flags == plan[4].flags
 
 
 @pytest.mark.slow
@@ -135,15 +139,12 @@ def test_a_tiny_speculative_run_measures_both_servers(tmp_path: Path) -> None:
     base = ServerSettings(target, ctx=1024, parallel=1, threads=1)
     result = speculative.run_speculative_bench(build.llama_server if build else None, base,
                                                plan, 1, 8, tmp_path)
-    assert not result.errors
-    theirs = [s for s in result.samples if s.server == speculative.THEIRS]
-    if build:  # the same weights: every drafted token is accepted
-        spec = next(s for s in theirs if s.scenario.startswith("draft = target"))
-        assert spec.draft_n > 0 and spec.draft_accepted == spec.draft_n
-    for sc in plan:  # ours: measured, or a start-up refusal that says why
-        key = f"{sc.name}, {sc.prompt}"
-        measured = any(s.scenario == key and s.server == speculative.OURS
-                       for s in result.samples)
-        assert measured or "spec" in result.skipped[(key, speculative.OURS)] or \
-            "-md" in result.skipped[(key, speculative.OURS)]
+    assert not result.errors and not result.skipped
+    paths = {speculative.OURS} | ({speculative.THEIRS} if build else set())
+    for server in paths:  # the same weights: every drafted token is accepted
+        spec = next(s for s in result.samples if s.server == server and
+                    s.scenario.startswith("draft = target"))
+        assert spec.draft_n > 0 and spec.draft_accepted == spec.draft_n, spec
     assert all(s.predicted_n == 8 for s in result.samples)
+    assert {(s.scenario, s.server) for s in result.samples} == {
+        (f"{sc.name}, {sc.prompt}", p) for sc in plan for p in paths}
