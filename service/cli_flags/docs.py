@@ -67,8 +67,10 @@ spec's README and those of today's llama-server (the pinned llama.cpp's `tools/s
   `LLAMA_LOG_VERBOSITY`, `LLAMA_LOG_PREFIX`, `LLAMA_LOG_TIMESTAMPS`, `LLAMA_ARG_MODEL_DRAFT` and
   `LLAMA_ARG_DRAFT_P_MIN` are read too.
 - Speculative decoding (docs/api.md, "Speculative decoding"): `-md` loads a draft model (its
-  vocabulary must be the target's, or start-up stops saying why); `--spec-type ngram-simple`
-  drafts from the request's own tokens; the other `--spec-type` kinds are refused. The draft
+  vocabulary must be the target's, or start-up stops saying why) and drafts with it, as the
+  spec's llama-server did (today's drafts with a plain model only given `--spec-type
+  draft-simple` too, and otherwise loads it unused); `--spec-type ngram-simple` drafts from
+  the request's own tokens; the other `--spec-type` kinds are refused. The draft
   defaults are today's (`--spec-draft-n-max 3`, `--spec-draft-n-min 0`, `--spec-draft-p-min
   0`; the spec's README had 16, 5 and 0.9), and its `--draft-max`/`--draft-min` (removed from
   today's llama-server) are read as `--spec-draft-n-max`/`--spec-draft-n-min`.
