@@ -5,13 +5,21 @@ agree with whole answers."""
 
 from __future__ import annotations
 
+import asyncio
+import json
+from pathlib import Path
+
+import grpc
 import pytest
+from llama.v1 import chat_pb2, service_pb2_grpc
 
 from native.paths import source_dir
 from service.chat_parse import ChatParseConfig, ChatParser, parse_whole
 from service.chat_parse_core import ParsedMessage
 from service.chat_template import ChatTemplate
+from service.config import load_config
 from service.reasoning import opened_lead, thinking_whitespace
+from service.server import start_server
 from service.thinking_tags import template_thinking_tags
 
 TEMPLATES = source_dir() / "models" / "templates"
@@ -87,3 +95,40 @@ def test_format_none_still_skips_leading_whitespace() -> None:
     config = ChatParseConfig(skip_space=True)
     assert config.active
     _all_splits(config, "\n\n<think>x</think> y", ParsedMessage("<think>x</think> y"))
+
+
+async def _answers(stub: service_pb2_grpc.LlamaServerStub,
+                   req: chat_pb2.ChatCompletionRequest) -> tuple[tuple[str, str], list[str]]:
+    """The whole message's (content, reasoning) and the stream's content deltas."""
+    whole = [m async for m in stub.ChatCompletion(req, timeout=60)]
+    msg = next(c.message for m in whole for c in m.choices if c.HasField("message"))
+    req.stream = True
+    deltas = [c.delta.content async for m in stub.ChatCompletion(req, timeout=60)
+              for c in m.choices if c.delta.content]
+    return (msg.content, msg.reasoning_content), deltas
+
+
+@pytest.mark.slow
+def test_space_after_the_end_tag_over_grpc(tiny_bpe_path: Path) -> None:
+    """Qwen3's template, the model made to write `</think> shop`: the space stays, whole and
+    streamed (llama-server answers the same; the differential corpus compares them)."""
+    config = load_config(["-m", str(tiny_bpe_path), "-c", "512", "-np", "1", "--no-warmup",
+                          "--chat-template-file", str(TEMPLATES / "Qwen-Qwen3-0.6B.jinja")],
+                         env={})
+    req = chat_pb2.ChatCompletionRequest(max_tokens=32, temperature=0.0, stream=False,
+                                         grammar="root ::= " + json.dumps(
+                                             "<think>\nabc\n</think> shop"))
+    req.messages.add(role="user").content.string_value = "Hello there"
+
+    async def scenario() -> tuple[tuple[str, str], list[str]]:
+        handle = await start_server(config, host="127.0.0.1", port=0)
+        try:
+            await asyncio.wait_for(handle.loaded.wait(), 60)
+            async with grpc.aio.insecure_channel(f"127.0.0.1:{handle.port}") as ch:
+                return await _answers(service_pb2_grpc.LlamaServerStub(ch), req)
+        finally:
+            await handle.stop(0)
+
+    whole, deltas = asyncio.run(scenario())
+    assert whole == (" shop", "abc\n")
+    assert "".join(deltas) == " shop" and deltas[0].startswith(" ")
