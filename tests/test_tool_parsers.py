@@ -103,7 +103,8 @@ def _by_pieces(config: ChatParseConfig, pieces: list[str]) -> ParsedMessage:
                          ids=[f"{c[0]}-{i}" for i, c in enumerate(CASES)])
 def test_one_shot_and_every_split(fmt: str, text: str, content: str, reasoning: str,
                                   expected: list[ToolCall]) -> None:
-    config = ChatParseConfig(fmt, reasoning="deepseek")
+    # thinking tags written as Qwen3's template writes them (service.thinking_tags)
+    config = ChatParseConfig(fmt, reasoning="deepseek", thinking_ws=("\n", "\n\n"))
     whole = parse_whole(config, text, ids())
     assert whole == ParsedMessage(content, reasoning, expected)
     for call in whole.tool_calls:
