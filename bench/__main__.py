@@ -101,6 +101,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    "(bench/chat_parsing.py; ours only)")
     p.add_argument("--chat-parsing-only", action="store_true",
                    help="run only the chat parsing A/B and n: 4 scenarios")
+    p.add_argument("--scrape-overhead", action="store_true",
+                   help="also run bench/scrape_overhead.py at the end: 8 streams with and "
+                   "without /metrics and /slots scraped every 100 ms (issue 19)")
     p.add_argument("--infill", action="store_true",
                    help="also run the /infill scenario at the end (bench/infill.py)")
     p.add_argument("--speculative", action="store_true",
@@ -271,6 +274,8 @@ def main(argv: list[str] | None = None) -> int:
         failed = _embeddings(args, server_bin, reps, out) != 0 or failed
     if args.chat_parsing:
         failed = _chat_parsing(args, model, out) != 0 or failed
+    if args.scrape_overhead:
+        _scrape_overhead(args, model, reps, out)
     if args.infill or args.speculative:
         failed = _issue20(args, server_bin, reps, out, args.infill, args.speculative) != 0 or \
             failed
@@ -290,6 +295,19 @@ def _embeddings(args: argparse.Namespace, server_bin: Path | None, reps: int, ou
     for error in result.errors:
         say(error)
     return 1 if result.errors else 0
+
+
+def _scrape_overhead(args: argparse.Namespace, model: Path, reps: int, out: Path) -> None:
+    """What monitoring costs (bench/scrape_overhead.py), on our service alone with the main
+    phase's threads and offload; written to scrape-overhead.txt."""
+    from bench.scrape_overhead import measure
+
+    s = _settings(args, model, 8)
+    extra = ["-ngl", str(s.gpu_layers)] if s.gpu_layers else []
+    text = measure(model, 8, 128 if args.cuda else 64, max(reps, 5), s.threads,
+                   [*extra, *s.extra])
+    (out / "scrape-overhead.txt").write_text(text + "\n")
+    print(text)
 
 
 def _chat_parsing(args: argparse.Namespace, model: Path, out: Path) -> int:

