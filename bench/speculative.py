@@ -6,25 +6,25 @@ at a time, greedy, `ignore_eos`, `cache_prompt: false`, a fresh prompt each run:
 
 - `no speculation, plain`: 32 random token ids, no draft: the single stream the draft rows are
   held to;
-- `draft = target`: `-md` the target itself (the same weights: every draft token is accepted,
-  the upper bound of acceptance; on a CPU the draft costs as much as the target);
+- `draft = target`: `-md` the target itself (the same weights: the upper bound of acceptance;
+  the draft costs as much as the target);
 - `disagreeing draft`: `-md` a draft with the target's vocabulary and other weights (default
   `tiny-bpe-draft`, tiny-bpe's first layer alone: llama-server accepts well under 1% of its
   tokens): the lower bound, what drafting costs for nothing;
 - `n-gram, repetitive` and its `no speculation` twin: draft-free speculation (llama-server's
   `--spec-type ngram-simple`: the tokens that followed the last n-gram's previous occurrence in
   the context are the draft) on a prompt of one line repeated, with a grammar that makes the
-  answer go on repeating it (a random model repeats nothing by itself: without the grammar no
-  n-gram draft is ever accepted). The grammar lets the model split the line into tokens in
-  several ways, so not every draft is accepted even so. Ours does not speculate for a request
-  with a grammar (service/engine/speculative.py: why_not), so a second pair of rows raises the
-  line's tokens by a logit bias of 30 instead: the answer keeps to those few tokens and repeats
-  itself often enough that some n-gram drafts are accepted, on both servers.
+  answer go on repeating it (a random model repeats nothing by itself: on random or
+  repeated-block prompts no n-gram draft was accepted). The grammar lets the model split the
+  line into tokens in several ways, so not every draft is accepted even so. Ours does not
+  speculate for a request with a grammar (service/engine/speculative.py: why_not), so a second
+  pair of rows raises the line's tokens by a logit bias of 30 instead: the answer keeps to
+  those few tokens and repeats itself often enough that some n-gram drafts are accepted, on
+  both servers.
 
 Both servers get `--spec-type draft-simple` and `--spec-draft-n-max/--spec-draft-n-min/
 --spec-draft-p-min` with a draft (the pinned llama-server loads `-md` alone without drafting
-with it; p-min 0: a random model's top probability is low, and a higher p-min would stop every
-draft at once).
+with it; p-min 0, the pinned default, given so that both draft alike).
 Reported per scenario and server: decode tokens/s (timings.predicted_n / predicted_ms), end to
 end tokens/s, acceptance (timings.draft_n_accepted / draft_n, where the server reports them),
 whether each output is token-for-token the non-speculative one, ours / llama-server, and each
