@@ -49,8 +49,8 @@ def token_text(piece: bytes) -> str:
     return piece[:len(piece) - incomplete_utf8_tail(piece)].decode("utf-8", "replace")
 
 
-def _candidate(vocab: Vocab, tok: int, value: float, post: bool) -> Any:
-    piece = vocab.token_to_piece(tok, special=True)
+def _candidate(vocab: Vocab, tok: int, value: float, post: bool, special: bool) -> Any:
+    piece = vocab.token_to_piece(tok, special=special)
     c = common_pb2.TokenCandidate(id=tok, token=token_text(piece),
                                   bytes=list(piece))
     if post:
@@ -60,11 +60,15 @@ def _candidate(vocab: Vocab, tok: int, value: float, post: bool) -> Any:
     return c
 
 
-def probability_msg(vocab: Vocab, p: TokenProbs) -> Any:
-    piece = vocab.token_to_piece(p.id, special=True)
+def probability_msg(vocab: Vocab, p: TokenProbs, special: bool,
+                    keep_special: frozenset[int] = frozenset()) -> Any:
+    """A token's probabilities with its text as llama-server writes them: a special token
+    (an end of generation, a chat marker) is text only with --special, or for the chosen token
+    one the request keeps (a chat format's preserved tokens); else "" and no bytes."""
+    piece = vocab.token_to_piece(p.id, special=special or p.id in keep_special)
     msg = common_pb2.TokenProbability(id=p.id, token=token_text(piece),
                                       bytes=list(piece))
-    top = [_candidate(vocab, t, v, p.post_sampling) for t, v in p.top]
+    top = [_candidate(vocab, t, v, p.post_sampling, special) for t, v in p.top]
     if p.post_sampling:
         msg.prob = p.value
         msg.top_probs.extend(top)

@@ -123,7 +123,9 @@ def _content_chunk(rt: Runtime, req: GenerationRequest, index: int, event: Chunk
                    slot: int) -> Any:
     msg = completion_pb2.CompletionChunk(
         id=req.id, index=index, content=event.text, tokens=event.tokens, id_slot=slot,
-        completion_probabilities=[probability_msg(rt.model.vocab, p) for p in event.probs])
+        completion_probabilities=[
+            probability_msg(rt.model.vocab, p, rt.engine.settings.special,
+                            req.params.keep_special) for p in event.probs])
     if event.timings is not None:
         msg.timings.CopyFrom(timings_msg(event.timings))
     return msg

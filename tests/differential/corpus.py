@@ -147,6 +147,11 @@ def completion_cases() -> Iterator[Case]:
     )
     for label, bias in biases:
         yield _completion(f"completion logit_bias {label}", {"logit_bias": bias})
+    # the end of generation forced (128009, <|eot_id|>): its text in the probabilities
+    # (post-sampling: the logprobs of 128k candidates differ in float32 rounding past 1e-6)
+    yield _completion("completion n_probs end of generation", {
+        "n_probs": 3, "post_sampling_probs": True, "logit_bias": [[128009, 30.0]],
+        "n_predict": 3})
     grammars: tuple[tuple[str, dict[str, Any]], ...] = (
         ("grammar", {"grammar": 'root ::= "yes" | "no"'}),
         ("bad grammar", {"grammar": "root ::= ("}),
