@@ -96,7 +96,9 @@ async def metrics(request: Request, up: Up) -> Response:
 async def list_lora_adapters(request: Request, up: Up) -> Response:
     resp = await up.llama.ListLoraAdapters(server_pb2.ListLoraAdaptersRequest(),
                                            metadata=metadata(request))
-    return json_response([message_json(a) for a in resp.adapters])
+    # llama-server writes task_name and prompt_prefix always, empty when the metadata has none
+    return json_response([{**message_json(a), "task_name": a.task_name,
+                           "prompt_prefix": a.prompt_prefix} for a in resp.adapters])
 
 
 @router.post("/lora-adapters")

@@ -20,6 +20,7 @@ class SpeculativeConfig:
     ctx_size_draft: int = 0  # -cd; 0: the target's context size
     ngram_size_n: int = 12
     ngram_size_m: int = 48
+    spec_types: tuple[str, ...] = ()  # --spec-type's kinds, in the order given
 
     @property
     def enabled(self) -> bool:
@@ -27,9 +28,13 @@ class SpeculativeConfig:
 
     @property
     def types(self) -> str:
-        """generation_settings' speculative.types: the kinds in use, llama-server's names."""
-        kinds = [NGRAM_SIMPLE] * self.ngram + [DRAFT_SIMPLE] * (self.model_draft is not None)
-        return ",".join(kinds) or "none"
+        """generation_settings' speculative.types as llama-server writes them: its default
+        kind "none", then --spec-type's in the order given; `-md` alone drafts too here (the
+        spec's llama-server did), so draft-simple joins them then."""
+        kinds = ["none", *self.spec_types]
+        if self.model_draft is not None and DRAFT_SIMPLE not in kinds:
+            kinds.append(DRAFT_SIMPLE)
+        return ",".join(kinds)
 
 
 def speculative_config(s: Settings) -> SpeculativeConfig:
@@ -44,4 +49,5 @@ def speculative_config(s: Settings) -> SpeculativeConfig:
         model_draft=draft, ngram=NGRAM_SIMPLE in types, n_max=s.int_("draft_n_max"),
         n_min=s.int_("draft_n_min"), p_min=s.float_("draft_p_min"),
         n_gpu_layers_draft=s.int_("n_gpu_layers_draft"), ctx_size_draft=s.int_("ctx_size_draft"),
-        ngram_size_n=s.int_("ngram_simple_size_n"), ngram_size_m=s.int_("ngram_simple_size_m"))
+        ngram_size_n=s.int_("ngram_simple_size_n"), ngram_size_m=s.int_("ngram_simple_size_m"),
+        spec_types=tuple(t for t in types if t and t != "none"))

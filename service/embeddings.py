@@ -144,8 +144,9 @@ def rerank_prompts(rt: Runtime, request: Any) -> list[list[int]]:
         raise ParamError('"documents" must be a non-empty string array')
     if len(documents) > MAX_INPUTS:
         raise ParamError(f"too many documents: {len(documents)}; at most {MAX_INPUTS} a request")
-    if request.HasField("top_n") and request.top_n <= 0:
-        raise ParamError("top_n must be a positive number of results")
+    # top_n 0 asks for no results (llama-server answers an empty list); below 0 it fails
+    if request.HasField("top_n") and request.top_n < 0:
+        raise ParamError("top_n must be a positive number of results (or 0 for none)")
     vocab = rt.model.vocab
     for text in (request.query, *documents):
         check_prompt_text(text, "query" if text is request.query else "documents")

@@ -31,6 +31,8 @@ def props_response(rt: Runtime, build_info: str) -> Any:
         model_ftype=rt.model.ftype_name(), media_marker=MEDIA_MARKER)
     resp.default_generation_settings.n_ctx = rt.engine.n_ctx_slot
     resp.default_generation_settings.params.CopyFrom(settings)
+    # llama-server's defaults shown here carry its default kind alone, whatever --spec-type says
+    resp.default_generation_settings.params.speculative_types = "none"
     # The rest of the spec's example slot, and what the templates say (llama-server's keys).
     resp.default_generation_settings.id_task = -1
     resp.default_generation_settings.next_token.CopyFrom(server_pb2.NextTokenInfo(

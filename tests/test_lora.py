@@ -86,7 +86,9 @@ def test_the_adapter_is_listed_with_its_path_and_scale(stub: Any, lora_path: Pat
     resp = stub.ListLoraAdapters(server_pb2.ListLoraAdaptersRequest())
     assert [(a.id, a.path, a.scale) for a in resp.adapters] == [(0, str(lora_path), 1.0)]
     rest = httpx.get(lora_service[1] + "/lora-adapters", timeout=30).json()
-    assert rest == [{"id": 0, "path": str(lora_path), "scale": 1.0}]
+    # as llama-server: task_name and prompt_prefix always, empty without the metadata
+    assert rest == [{"id": 0, "path": str(lora_path), "scale": 1.0, "task_name": "",
+                     "prompt_prefix": ""}]
 
 
 def test_scale_zero_is_the_base_model_and_a_scale_changes_the_output(
