@@ -41,9 +41,9 @@ from service.rpc_base import Context, ServicerBase
 from service.rpc_chat_control import ChatControlRpcs
 from service.rpc_embedding import EmbeddingServicer
 from service.rpc_errors import abort, check_decoded, unary
+from service.rpc_operations import OperationsRpcs
 from service.rpc_server_info import ServerInfoRpcs
 from service.rpc_slot_files import SlotFileRpcs
-from service.rpc_operations import OperationsRpcs
 from service.runtime import Runtime
 from service.server_info import load_response, models_response, props_response
 from service.streams import openai_chunk
