@@ -73,7 +73,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="client worker processes (default 1; 4 GPU)")
     p.add_argument("--model", type=Path, help="GGUF to serve (default: the generated bench "
                    "model, native.testmodels 'bench')")
-    p.add_argument("--scenarios", help="comma-separated scenario names to run (default all)")
+    p.add_argument("--scenarios", help="scenario names to run, separated by \";\" (or by \",\" "
+                   "when the names hold none; default all)")
     p.add_argument("--gen-tokens", type=int, default=128, help="single-stream tokens")
     p.add_argument("--aggregate-tokens", type=int,
                    help="tokens per stream in the aggregate scenarios (default 64 CPU, 128 GPU)")
@@ -188,13 +189,14 @@ class Phase:
 def _select(scenarios: list[Scenario], names: str | None) -> list[Scenario]:
     if not names:
         return scenarios
-    wanted = set(names.split(","))
+    # Names hold commas ("aggregate generation, 8 streams"): ";" separates them when present.
+    wanted = {n.strip() for n in names.split(";" if ";" in names else ",")}
     return [s for s in scenarios if s.name in wanted]
 
 
 def _batched(binary: Path | None, args: argparse.Namespace, settings: ServerSettings,
              streams: list[int], sizes: Sizes, out: Path) -> dict[int, BatchedPoint]:
-    if binary is None or args.no_batched_bench:
+    if binary is None or args.no_batched_bench or not streams:
         return {}
     say(f"llama-batched-bench at {streams}")
     points = run_batched_bench(binary, settings, streams, sizes.short_prompt, sizes.agg_tokens,
