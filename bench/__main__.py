@@ -73,8 +73,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="client worker processes (default 1; 4 GPU)")
     p.add_argument("--model", type=Path, help="GGUF to serve (default: the generated bench "
                    "model, native.testmodels 'bench')")
-    p.add_argument("--scenarios", help="scenario names to run, separated by \";\" (or by \",\" "
-                   "when the names hold none; default all)")
+    p.add_argument("--scenarios", help="comma-separated scenario ids to run (single, prompt, "
+                   "aggregate_N, ttft_idle, ttft_load, prefix; default all)")
     p.add_argument("--gen-tokens", type=int, default=128, help="single-stream tokens")
     p.add_argument("--aggregate-tokens", type=int,
                    help="tokens per stream in the aggregate scenarios (default 64 CPU, 128 GPU)")
@@ -189,8 +189,7 @@ class Phase:
 def _select(scenarios: list[Scenario], names: str | None) -> list[Scenario]:
     if not names:
         return scenarios
-    # Names hold commas ("aggregate generation, 8 streams"): ";" separates them when present.
-    wanted = {n.strip() for n in names.split(";" if ";" in names else ",")}
+    wanted = {n.strip() for n in names.split(",")}
     return [s for s in scenarios if s.name in wanted]
 
 
@@ -244,7 +243,10 @@ def main(argv: list[str] | None = None) -> int:
     sizes = Sizes(gen_tokens=args.gen_tokens, agg_tokens=agg_tokens,
                   ttft_requests=args.ttft_requests,
                   load_requests=args.load_requests, load_lanes=args.parallel)
-    plan = _plan(args, model)
+    plan = [p for p in _plan(args, model) if p.scenarios]
+    if not plan:
+        say(f"no scenario is named {args.scenarios!r} (see --help)")
+        return 2
     streams = sorted({min(sc.streams, p.settings.parallel) for p in plan for sc in p.scenarios
                       if aggregate_streams(sc.name) is not None})
     batched = _batched(batched_bin, args, plan[-1].settings, streams, sizes, out)
