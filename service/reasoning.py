@@ -2,9 +2,11 @@
 
 `reasoning_format` (request) or `--reasoning-format` (server): "none" leaves the text as
 generated; "deepseek" and "auto" move a leading `<think>…</think>` block (Command R7B:
-`<|START_THINKING|>…<|END_THINKING|>`) to `reasoning_content`; "deepseek-legacy" does too and
-keeps the block, tags included, in `content` as well. A template that opens the block itself
-(its prompt ends with `<think>`) makes the answer start inside it.
+`<|START_THINKING|>…<|END_THINKING|>`) to `reasoning_content`. "deepseek-legacy" reaches this
+module as "deepseek" (service.tool_calls: the pinned llama-server parses it so); the split's
+`legacy` mode, which keeps the block in `content` too, is what llama-server's help text says.
+Only a template that writes a thinking block gets a split (service.thinking_tags). A template
+that opens the block itself (its prompt ends with `<think>`) makes the answer start inside it.
 """
 
 from __future__ import annotations
