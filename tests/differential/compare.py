@@ -78,10 +78,10 @@ def _json_type(v: Any) -> str:
     return type(v).__name__
 
 
-def _same_number(a: float, b: float) -> bool:
+def _same_number(a: float, b: float, tolerance: float = 0.0) -> bool:
     if math.isnan(a) or math.isnan(b):
         return math.isnan(a) and math.isnan(b)
-    return a == b or abs(a - b) <= 1e-6 * max(abs(a), abs(b))
+    return a == b or abs(a - b) <= max(1e-6 * max(abs(a), abs(b)), tolerance)
 
 
 def _types_match(ref: Any, ours: Any) -> bool:
@@ -91,8 +91,10 @@ def _types_match(ref: Any, ours: Any) -> bool:
     return rt == ot or {rt, ot} <= {"float", "float(int)"}
 
 
-def diff_json(ref: Any, ours: Any, path: str = "$", values: bool = True) -> Iterator[str]:
-    """Every difference between llama-server's JSON and ours, as `path: what`."""
+def diff_json(ref: Any, ours: Any, path: str = "$", values: bool = True,
+              tolerance: float = 0.0) -> Iterator[str]:
+    """Every difference between llama-server's JSON and ours, as `path: what`; numbers may
+    differ by `tolerance` (absolute) besides the relative 1e-6."""
     if not _types_match(ref, ours):
         yield f"{path}: type {_json_type(ours)} (llama-server: {_json_type(ref)}: {_short(ref)})"
         return
@@ -103,15 +105,15 @@ def diff_json(ref: Any, ours: Any, path: str = "$", values: bool = True) -> Iter
             yield f"{path}.{key}: extra ({_short(ours[key])})"
         for key in ref.keys() & ours.keys():
             keep = values and key not in VOLATILE and key not in NAMES
-            yield from diff_json(ref[key], ours[key], f"{path}.{key}", keep)
+            yield from diff_json(ref[key], ours[key], f"{path}.{key}", keep, tolerance)
     elif isinstance(ref, list):
         if len(ref) != len(ours):
             yield f"{path}: {len(ours)} elements (llama-server: {len(ref)})"
         for i, (r, o) in enumerate(zip(ref, ours, strict=False)):
-            yield from diff_json(r, o, f"{path}[{i}]", values)
+            yield from diff_json(r, o, f"{path}[{i}]", values, tolerance)
     elif values and ref != ours:
         if isinstance(ref, float | int) and not isinstance(ref, bool) \
-                and _same_number(float(ref), float(ours)):
+                and _same_number(float(ref), float(ours), tolerance):
             return
         yield f"{path}: {_short(ours)} (llama-server: {_short(ref)})"
 
@@ -122,10 +124,11 @@ def _short(v: Any) -> str:
 
 
 def diff_answers(ref: Answer, ours: Answer, compare_text: bool = True,
-                 compare_body: bool = True) -> list[str]:
+                 compare_body: bool = True, tolerance: float = 0.0) -> list[str]:
     """Every difference between two answers; `compare_text` False compares the generated text's
     presence and type only (for requests that sample, where the values cannot agree);
-    `compare_body` False compares status and content type only."""
+    `compare_body` False compares status and content type only; `tolerance` is how far apart
+    (absolute) numbers of a JSON body may be (embeddings, scores: batches move them)."""
     out: list[str] = []
     if ref.status != ours.status:
         out.append(f"status {ours.status} (llama-server: {ref.status})")
@@ -143,7 +146,7 @@ def diff_answers(ref: Answer, ours: Answer, compare_text: bool = True,
         return out + list(_diff_sse(_messages_matched(ref.body, ours.body),
                                     ours.body, compare_text))
     return out + list(diff_json(_text_masked(_messages_matched(ref.body, ours.body), compare_text),
-                                _text_masked(ours.body, compare_text)))
+                                _text_masked(ours.body, compare_text), tolerance=tolerance))
 
 
 _NAMED = re.compile(r"""['"`]([A-Za-z_][A-Za-z0-9_./]*)['"`]""")

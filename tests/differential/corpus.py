@@ -40,6 +40,7 @@ class Case:
     flag_set: str = "default"
     compare_text: bool = True
     compare_body: bool = True  # False: status and content type only (e.g. Prometheus text)
+    tolerance: float = 0.0  # absolute, for numbers batching moves (embeddings, rerank scores)
 
 
 GREEDY: dict[str, Any] = {"temperature": 0.0}
@@ -462,6 +463,7 @@ def all_cases() -> list[Case]:
     cases = [*first_slots_cases(), *completion_cases(), *openai_completion_cases(),
              *chat_cases(), *tokenize_cases(), *server_cases(), *body_cases(), *auth_cases(),
              *infill_cases(), *openai_sampling_cases(), *operations_cases(), *reasoning_cases(),
+             *model_cases(),
              # the default pair's slots after every case above ran there
              Case("GET /slots after the corpus", "GET", "/slots")]
     names = [c.name for c in cases]
@@ -471,6 +473,8 @@ def all_cases() -> list[Case]:
 
 
 # after Case and the shared values exist: corpus_reasoning builds its cases from them
+from .corpus_models import MODEL_FLAG_SETS, model_cases  # noqa: E402
 from .corpus_reasoning import REASONING_FLAG_SETS, reasoning_cases  # noqa: E402
 
 FLAG_SETS.update(REASONING_FLAG_SETS)
+FLAG_SETS.update(MODEL_FLAG_SETS)

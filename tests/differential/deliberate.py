@@ -147,3 +147,8 @@ DELIBERATE: dict[str, str] = {
 
 OPEN: dict[str, str] = {
 }
+
+# the cases on the embedding, reranking, LoRA and speculative pairs (corpus_models.py)
+from .deliberate_models import MODEL_DELIBERATE  # noqa: E402
+
+DELIBERATE.update(MODEL_DELIBERATE)

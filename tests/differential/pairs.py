@@ -49,7 +49,9 @@ def _send(base: str, case: Case) -> Answer:
 
 
 def start_pair(flag_set: str, log_dir: Path) -> ServerPair:
-    model_name, flags = FLAG_SETS[flag_set]
+    model_name, named_flags = FLAG_SETS[flag_set]
+    # a flag value "model:NAME" is the path of test model NAME (an adapter, a draft model)
+    flags = [str(ensure_model(f[6:])) if f.startswith("model:") else f for f in named_flags]
     settings = ServerSettings(model=ensure_model(model_name), ctx=2048, parallel=2, threads=2,
                               extra=tuple(flags))
     binary = ensure_server_build().llama_server

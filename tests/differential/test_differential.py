@@ -29,7 +29,7 @@ def _param(case: Case) -> object:
 @pytest.mark.parametrize("case", [_param(c) for c in CASES])
 def test_same_answer_as_llama_server(pairs: Pairs, case: Case) -> None:
     reference, ours = pairs.get(case.flag_set).send(case)
-    diffs = diff_answers(reference, ours, case.compare_text, case.compare_body)
+    diffs = diff_answers(reference, ours, case.compare_text, case.compare_body, case.tolerance)
     if case.name in DELIBERATE:
         RESULTS.record(case.name, "deliberate")
         assert diffs, f"no longer differs: take {case.name!r} off DELIBERATE and the docs"
