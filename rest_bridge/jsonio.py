@@ -170,6 +170,10 @@ def to_message(body: dict[str, Json], message: M) -> M:
         raise BridgeError.invalid_request("Field 'dry_sequence_breakers': Error: "
                                           "dry_sequence_breakers must be a non-empty array "
                                           "of strings")
+    if body.get("lora") is not None and not isinstance(body["lora"], list) \
+            and "lora" in message.DESCRIPTOR.fields_by_name:  # llama-server's words
+        raise BridgeError.invalid_request("Field 'lora': Error: 'lora' must be an array of "
+                                          "objects with 'id' and 'scale' fields")
     if isinstance(body.get("samplers"), str):
         body = {**body, "samplers": [SAMPLER_LETTERS[c] for c in body["samplers"]
                                      if c in SAMPLER_LETTERS]}

@@ -126,7 +126,8 @@ LORA_REQUEST: tuple[tuple[str, Any], ...] = (
     ("off", [{"id": 0, "scale": 0.0}]), ("on", [{"id": 0, "scale": 1.0}]),
     ("half", [{"id": 0, "scale": 0.5}]), ("empty", []), ("bad id", [{"id": 5, "scale": 1.0}]),
     ("negative id", [{"id": -1, "scale": 1.0}]), ("bad scale", [{"id": 0, "scale": "x"}]),
-    ("no scale", [{"id": 0}]), ("object", {"id": 0, "scale": 1.0}),
+    ("no scale", [{"id": 0}]), ("object", {"id": 0, "scale": 1.0}), ("string", "x"),
+    ("null", None),
 )
 LORA_POSTS: tuple[tuple[str, Any], ...] = (
     ("half", [{"id": 0, "scale": 0.5}]), ("bad id", [{"id": 3, "scale": 1.0}]),

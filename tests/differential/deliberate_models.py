@@ -57,6 +57,8 @@ MODEL_DELIBERATE: dict[str, str] = {
     'lora completion lora empty [lora]': _ECHO,
     'lora completion lora negative id [lora-init]': _LID,
     'lora completion lora negative id [lora]': _LID,
+    'lora completion lora null [lora-init]': _INIT,
+    'lora completion lora null [lora]': _ECHO,
     'lora completion lora no scale [lora-init]': _ECHO,
     'lora completion lora no scale [lora]': _ECHO,
     'lora completion lora off [lora-init]': _ECHO,
