@@ -51,6 +51,18 @@ def test_a_slot_never_used_shows_no_task(tiny_bpe_path: Path) -> None:
         s.svc.stop()
 
 
+def test_a_slot_holds_at_most_the_training_context(tiny_bpe_path: Path) -> None:
+    # As llama-server's n_ctx_slot(): tiny-bpe was made with a 4,096-token context.
+    s = start(tiny_bpe_path, parallel=1, ctx=8192)
+    try:
+        (slot,) = slots(s.stub)
+        assert slot.n_ctx == 4096
+        props = httpx.get(s.url + "/props", timeout=30).json()
+        assert props["default_generation_settings"]["n_ctx"] == 4096
+    finally:
+        s.svc.stop()
+
+
 def test_slot_fields_while_running_and_after(server: Server, open_stream: Any) -> None:
     prompt = "the slot shows this prompt"
     reader = open_stream(server.stub.Completion(completion_request(

@@ -88,20 +88,23 @@ class Engine:
         self.speculator = speculator  # drafts for speculative decoding, if the server has any
         self.settings = settings or EngineSettings()
         self.slots = [Slot(i) for i in range(ctx.n_seq_max)]
-        self.n_ctx_slot = ctx.n_ctx_seq
+        # As llama-server's n_ctx_slot(): a slot holds at most what the model was trained on.
+        n_train = model.n_ctx_train
+        self.n_ctx_slot = min(ctx.n_ctx_seq, n_train) if n_train > 0 else ctx.n_ctx_seq
         self.stats = EngineStats()
         if speculator is not None:  # its acceptance counters are the engine's
             speculator.stats = self.stats
+            speculator.n_ctx_seq = self.n_ctx_slot
         self.eog = self.vocab.eog_tokens()
         self.scheduler = Scheduler(Limits(
-            n_batch=ctx.n_batch, n_ctx_seq=ctx.n_ctx_seq, kv_cells=ctx.n_ctx,
+            n_batch=ctx.n_batch, n_ctx_seq=self.n_ctx_slot, kv_cells=ctx.n_ctx,
             kv_shared=ctx.n_ctx_seq * ctx.n_seq_max > ctx.n_ctx,
             slot_prompt_similarity=self.settings.slot_prompt_similarity,
             can_shift=ctx.can_shift), self.slots)
         self.executor = Executor(ctx, self.settings.sampling_threads, adapters)
         self.monitor = Monitor(self.slots, ctx.n_ctx)  # what /metrics and /slots read
         self.monitor.publish(self.stats, self.scheduler)
-        self.rules = StopRules(eog=self.eog, n_ctx_seq=ctx.n_ctx_seq,
+        self.rules = StopRules(eog=self.eog, n_ctx_seq=self.n_ctx_slot,
                                can_shift=self.settings.context_shift and ctx.can_shift,
                                add_bos=self.vocab.add_bos)
         self._inbox: queue.SimpleQueue[Task | Callable[[], None] | None] = queue.SimpleQueue()
