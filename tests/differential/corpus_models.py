@@ -118,6 +118,10 @@ def rerank_cases() -> Iterator[Case]:
         for label, body in RERANK_BODIES:
             yield Case(f"POST {path} {label} [rerank]", "POST", path, body, flag_set="rerank",
                        tolerance=EMBED_TOLERANCE)
+    for label, body in (("empty query", {"query": "", "documents": DOCS}),
+                        ("top_n string", {"query": "cat", "documents": DOCS, "top_n": "x"})):
+        yield Case(f"POST /rerank {label} [rerank]", "POST", "/rerank", body,
+                   flag_set="rerank", tolerance=EMBED_TOLERANCE)
     yield Case("completion on a reranker [rerank]", "POST", "/completion",
                {"prompt": "hello", "n_predict": 2, **GREEDY}, flag_set="rerank")
 

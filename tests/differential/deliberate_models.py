@@ -19,7 +19,12 @@ _MD = "`-md` alone drafts with the draft model, as the spec's llama-server did (
 _SPF = "the spec README's per-request `speculative.n_max`/`n_min`/`p_min` are honoured (docs/api.md; here they stop every draft, so no draft counts); the pinned llama-server has these fields switched off and ignores them"
 _SPBAD = 'an out-of-range or non-number `speculative.*` field is a 400 (docs/api.md); the pinned llama-server has these fields switched off and ignores them'
 
+_QUERY = 'an empty `query` is a 400, as a missing one (nothing to rank against; docs/api.md); llama-server ranks the documents against the empty text and answers 200'
+_TOPNSTR = 'a `top_n` that is not a number is a 400 (docs/api.md); llama-server ignores it and answers every document'
+
 MODEL_DELIBERATE: dict[str, str] = {
+    'POST /rerank empty query [rerank]': _QUERY,
+    'POST /rerank top_n string [rerank]': _TOPNSTR,
     'GET /lora-adapters [lora-init]': _INIT,
     'GET /slots [spec-md]': _MD,
     'POST /embedding content null [emb-mean]': _EMB500,
