@@ -122,6 +122,8 @@ def rerank_cases() -> Iterator[Case]:
                         ("top_n string", {"query": "cat", "documents": DOCS, "top_n": "x"})):
         yield Case(f"POST /rerank {label} [rerank]", "POST", "/rerank", body,
                    flag_set="rerank", tolerance=EMBED_TOLERANCE)
+    yield Case("POST /embedding on a reranker [rerank]", "POST", "/embedding",
+               {"content": "a cat sat"}, flag_set="rerank", tolerance=EMBED_TOLERANCE)
     yield Case("completion on a reranker [rerank]", "POST", "/completion",
                {"prompt": "hello", "n_predict": 2, **GREEDY}, flag_set="rerank")
 

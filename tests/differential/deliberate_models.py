@@ -22,7 +22,10 @@ _SPBAD = 'an out-of-range or non-number `speculative.*` field is a 400 (docs/api
 _QUERY = 'an empty `query` is a 400, as a missing one (nothing to rank against; docs/api.md); llama-server ranks the documents against the empty text and answers 200'
 _TOPNSTR = 'a `top_n` that is not a number is a 400 (docs/api.md); llama-server ignores it and answers every document'
 
+_RANKEMB = "/embedding on a --reranking server answers the pooled output, the rank score (one value); llama-server copies n_embd floats from that one-value output, reading past it (its send_embedding), so its 384 values are not the model's"
+
 MODEL_DELIBERATE: dict[str, str] = {
+    'POST /embedding on a reranker [rerank]': _RANKEMB,
     'POST /rerank empty query [rerank]': _QUERY,
     'POST /rerank top_n string [rerank]': _TOPNSTR,
     'GET /lora-adapters [lora-init]': _INIT,
