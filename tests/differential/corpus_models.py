@@ -188,6 +188,8 @@ def speculative_cases() -> Iterator[Case]:
                    {"messages": MESSAGES, "max_tokens": 16, **GREEDY}, flag_set=flag_set)
         yield Case(f"spec v1/completions [{flag_set}]", "POST", "/v1/completions",
                    {"prompt": PROMPT, "max_tokens": 16, **GREEDY}, flag_set=flag_set)
+    yield Case("GET /slots after completions [spec-ngram]", "GET", "/slots",
+               flag_set="spec-ngram")
     for name, value in SPEC_FIELDS:
         yield Case(f"spec completion {name}={value!r} [spec-draft]", "POST", "/completion",
                    {**body, name: value}, flag_set="spec-draft")

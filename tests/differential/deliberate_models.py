@@ -24,7 +24,10 @@ _TOPNSTR = 'a `top_n` that is not a number is a 400 (docs/api.md); llama-server 
 
 _RANKEMB = "/embedding on a --reranking server answers the pooled output, the rank score (one value); llama-server copies n_embd floats from that one-value output, reading past it (its send_embedding), so its 384 values are not the model's"
 
+_SLOTPICK = "which of several free slots a request takes: ours the one next to busy slots, else the least recently used, the lowest id among equals (busy slots stay in one run of sequence ids, one decode a step; docs/design.md); llama-server the last of its least recently used; here the same two requests sit in swapped slots, each slot's fields otherwise equal"
+
 MODEL_DELIBERATE: dict[str, str] = {
+    'GET /slots after completions [spec-ngram]': _SLOTPICK,
     'POST /embedding on a reranker [rerank]': _RANKEMB,
     'POST /rerank empty query [rerank]': _QUERY,
     'POST /rerank top_n string [rerank]': _TOPNSTR,
