@@ -36,7 +36,7 @@ def test_completion_reports_its_drafts(spec_http: httpx.Client) -> None:
     out = r.json()
     t = out["timings"]
     assert t["draft_n"] > 0 and 0 <= t["draft_n_accepted"] <= t["draft_n"]
-    assert out["generation_settings"]["speculative.types"] == "ngram-simple,draft-simple"
+    assert out["generation_settings"]["speculative.types"] == "none,ngram-simple,draft-simple"
     off = spec_http.post("/completion", json={**body, "speculative.n_max": 0}).json()
     assert off["content"] == out["content"]  # the same text with speculation off
     assert "draft_n" not in off["timings"]
