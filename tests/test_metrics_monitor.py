@@ -12,6 +12,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from service.engine.monitor import Histogram, Monitor
 from service.engine.slots import Slot
+from service.engine.speculation import SpecStats
 from service.metrics import MemoryBuffer, MemoryLedger, Metrics, kv_cache_bytes
 
 
@@ -34,7 +35,7 @@ class FakeScheduler:
 
 
 @dataclass
-class FakeStats:
+class FakeStats(SpecStats):  # the engine's counters, speculative decoding's among them
     prompt_tokens_total: int = 0
     prompt_seconds_total: float = 0.0
     tokens_predicted_total: int = 0
