@@ -166,8 +166,10 @@ def chat_chunk(msg: Any, created: int, model: str, stream: bool, first: bool) ->
         choice.message.content = msg.content
     elif first or msg.HasField("prompt_progress"):  # as llama-server's
         set_role(choice.delta, "assistant")
-    if stream and msg.content:
-        choice.delta.content = msg.content
+    if stream:  # every streamed choice has a delta, if only {} (OpenAI's last chunk has one)
+        choice.delta.SetInParent()
+        if msg.content:
+            choice.delta.content = msg.content
     if msg.HasField("prompt_progress"):
         out.prompt_progress.CopyFrom(msg.prompt_progress)
     if msg.HasField("timings"):  # as in openai_chunk
