@@ -143,7 +143,10 @@ def test_a_context_shift_drops_n_discard_tokens(server: Server) -> None:
 
 
 def test_default_and_oversized_n_discard(server: Server) -> None:
+    # A shift happens when the next token would take the last cell (n_past = CTX - 1), as
+    # llama-server's: half of what follows n_keep, or the request's, never all of it.
+    n_past = CTX - 1
     _, half = _shifts(server)
-    assert half and all(d == (CTX - k) // 2 for k, d in half), half
+    assert half and all(d == (n_past - k) // 2 for k, d in half), half
     _, clamped = _shifts(server, n_discard=100000)
-    assert clamped and all(d == CTX - k - 1 for k, d in clamped), clamped
+    assert clamped and all(d == n_past - k - 1 for k, d in clamped), clamped
