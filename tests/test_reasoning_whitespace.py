@@ -12,6 +12,7 @@ from pathlib import Path
 import grpc
 import pytest
 from llama.v1 import chat_pb2, service_pb2_grpc
+from test_reasoning import _all_splits  # every split of a text parses as the whole
 
 from native.paths import source_dir
 from service.chat_parse import ChatParseConfig, ChatParser, parse_whole
@@ -24,22 +25,6 @@ from service.thinking_tags import template_thinking_tags
 
 TEMPLATES = source_dir() / "models" / "templates"
 QWEN3 = ChatParseConfig(reasoning="auto", thinking_ws=("\n", "\n\n"), skip_space=True)
-
-
-def _streamed(config: ChatParseConfig, pieces: list[str]) -> ParsedMessage:
-    parser = ChatParser(config)
-    acc = ParsedMessage()
-    for p in pieces:
-        acc.add(parser.feed(p))
-    acc.add(parser.finish())
-    return acc
-
-
-def _all_splits(config: ChatParseConfig, text: str, expected: ParsedMessage) -> None:
-    assert parse_whole(config, text) == expected
-    assert _streamed(config, list(text)) == expected
-    for cut in range(1, len(text)):
-        assert _streamed(config, [text[:cut], text[cut:]]) == expected, cut
 
 
 def test_the_templates_tags_give_the_whitespace_to_skip() -> None:
