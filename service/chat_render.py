@@ -51,8 +51,6 @@ def render_chat_full(rt: Runtime, request: Any) -> RenderedChat:
     choice = tool_choice_of(request)  # checked even without tools, as llama-server does
     if tools and choice.mode != "none" and request.HasField("grammar"):
         raise ParamError("Cannot use custom grammar constraints with tools.")
-    kwargs = (json_format.MessageToDict(request.chat_template_kwargs)
-              if request.HasField("chat_template_kwargs") else {})
     add_gen = request.add_generation_prompt if request.HasField(
         "add_generation_prompt") else True
     if not messages:
@@ -65,7 +63,7 @@ def render_chat_full(rt: Runtime, request: Any) -> RenderedChat:
                              field="messages")
         mode = "auto"
     template = rt.templates.for_request(tools)
-    extra = {**dict(rt.config.chat.template_kwargs), **kwargs}
+    extra = _template_kwargs(rt, request)
     if tools and " functools[" in template.source:  # Firefunction v2 reads them as `functions`
         extra.setdefault("functions", json.dumps(tools, indent=2))
     if mode is None:
@@ -75,6 +73,13 @@ def render_chat_full(rt: Runtime, request: Any) -> RenderedChat:
     continued = template.render_continued(messages, tools=tools, extra_context=extra,
                                           mode=mode, reasoning_tags=tags)
     return RenderedChat(continued.prompt, continued.answer, echo)
+
+
+def _template_kwargs(rt: Runtime, request: Any) -> dict[str, Any]:
+    """The template's extra context: the server's --chat-template-kwargs, then the request's."""
+    kwargs = (json_format.MessageToDict(request.chat_template_kwargs)
+              if request.HasField("chat_template_kwargs") else {})
+    return {**dict(rt.config.chat.template_kwargs), **kwargs}
 
 
 @functools.lru_cache(maxsize=64)
@@ -88,9 +93,7 @@ def template_generation_prompt(rt: Runtime, request: Any, tools: Any) -> str:
     request's settings (`generation_prompt`). Rendered once per template and template kwargs
     on a one-message probe (two renders a request would cost every chat request's first
     token), which is what the header is for the templates we know."""
-    kwargs = (json_format.MessageToDict(request.chat_template_kwargs)
-              if request.HasField("chat_template_kwargs") else {})
-    extra = {**dict(rt.config.chat.template_kwargs), **kwargs}
+    extra = _template_kwargs(rt, request)
     try:
         return _probe_generation_prompt(rt.templates.for_request(tools),
                                         json.dumps(extra, sort_keys=True))
