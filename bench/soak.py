@@ -8,7 +8,12 @@ soak.png (matplotlib) and soak.json (first/last values after warm-up, growth) to
 
 Not in CI. Requests, from --workers threads: gRPC streams read to the end or cancelled after
 their first text, bridge SSE streams dropped or read, non-streamed chat over the bridge,
-tokenize, and a refused bad input; prompts vary so the cache turns over."""
+tokenize, and a refused bad input; prompts vary so the cache turns over.
+
+With --warm-piece-cache the server is started through bench/soak_server.py, which fills its
+token-piece caches (every id, both `special` flags) before it answers, so that the growth
+figures leave out those caches (bounded by the vocabulary; a tiny random model fills them
+slowly, over the whole soak)."""
 
 from __future__ import annotations
 
@@ -142,13 +147,14 @@ def prompt(rnd: random.Random) -> str:
     return " ".join(rnd.choice(words) for _ in range(rnd.randint(3, 60)))
 
 
-def start_server(model: Path, out: Path, probe_s: float) -> tuple[subprocess.Popen[Any],
-                                                                   str, str]:
+def start_server(model: Path, out: Path, probe_s: float,
+                 warm_pieces: bool = False) -> tuple[subprocess.Popen[Any], str, str]:
     grpc_port, http_port = free_port(), free_port()
+    module = "bench.soak_server" if warm_pieces else "service.cli"
     env = {**_env(), PROBE_ENV: str(out / "probe.jsonl"), PERIOD_ENV: str(probe_s)}
     log = (out / "server.log").open("wb")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "service.cli", "-m", str(model), "-c", "8192", "-np", "4",
+        [sys.executable, "-m", module, "-m", str(model), "-c", "8192", "-np", "4",
          "--grpc-port", str(grpc_port), "--port", str(http_port)],
         cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
     base = f"http://127.0.0.1:{http_port}"
@@ -226,11 +232,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--workers", type=int, default=8)
     p.add_argument("--sample-s", type=float, default=5.0)
     p.add_argument("--out", type=Path, default=Path("/tmp/llama-grpc-soak"))
+    p.add_argument("--warm-piece-cache", action="store_true",
+                   help="fill the server's token-piece caches (every id, both flags) at start")
     args = p.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     for name in ("probe.jsonl", "rows.jsonl"):
         (args.out / name).unlink(missing_ok=True)
-    proc, target, base = start_server(ensure_model("tiny-bpe"), args.out, args.sample_s)
+    proc, target, base = start_server(ensure_model("tiny-bpe"), args.out, args.sample_s,
+                                      args.warm_piece_cache)
     load = Load(target, base)
     t0 = time.monotonic()
     until = t0 + args.minutes * 60
@@ -257,7 +266,8 @@ def main(argv: list[str] | None = None) -> int:
         writer = csv.DictWriter(f, fieldnames=sorted({k for r in rows for k in r}))
         writer.writeheader()
         writer.writerows(rows)
-    summary = {"minutes": args.minutes, "workers": args.workers, "requests": load.counts,
+    summary = {"minutes": args.minutes, "workers": args.workers,
+               "warm_piece_cache": args.warm_piece_cache, "requests": load.counts,
                "errors": load.errors, "server_exit": proc.returncode,
                "resources": summarize(rows), "png": plot(rows, args.out / "soak.png")}
     (args.out / "soak.json").write_text(json.dumps(summary, indent=2))
