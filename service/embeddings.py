@@ -27,6 +27,7 @@ from service.engine.params import CompletionParams, ParamError
 from service.engine.task import EventSink, Task
 from service.errors import ServiceError
 from service.limits import check_prompt_text
+from service.media_request import check_request_media
 from service.prompt_values import value_to_json
 from service.prompts import Json, tokenize_prompt
 from service.runtime import Runtime
@@ -66,9 +67,7 @@ def check_reranking(rt: Runtime) -> None:
 
 def embed_job(rt: Runtime, request: Any) -> EmbedJob:
     """The request's inputs as token lists (checked), its normalization and encoding."""
-    # Looked up by name: CompletionRequest has an image_data field of its own, not served.
-    if any(f.name == "image_data" for f, _ in request.ListFields()):
-        raise ParamError("image_data needs a multimodal model; this server has none")
+    check_request_media(rt, request)
     fmt = request.encoding_format
     if fmt not in ("", "float", "base64"):
         raise ParamError("The format to return the embeddings in. Can be either float or base64")

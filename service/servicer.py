@@ -36,6 +36,7 @@ from service.generation_request import (
     generation_id,
     make_tasks,
 )
+from service.media_request import check_request_media
 from service.rpc_adapters import AdapterRpcs
 from service.rpc_base import Context, ServicerBase
 from service.rpc_chat_control import ChatControlRpcs
@@ -76,6 +77,7 @@ class LlamaServicer(ChatControlRpcs, OperationsRpcs, AdapterRpcs, SlotFileRpcs,
                 gen = Generation(generation_id(request, prefix))
 
                 def prepare() -> GenerationRequest:
+                    check_request_media(rt, request)
                     req = build(rt, request, gen.id)
                     gen.tasks = make_tasks(rt, req, gen.sink)
                     return req
@@ -122,6 +124,7 @@ class LlamaServicer(ChatControlRpcs, OperationsRpcs, AdapterRpcs, SlotFileRpcs,
     @unary
     async def ApplyTemplate(self, request: Any, context: Context) -> Any:
         rt = self._rt()
+        check_request_media(rt, request)
         prompt = await self._offload.prepare(request, render_chat, rt, request)
         return chat_pb2.ApplyTemplateResponse(prompt=prompt)
 

@@ -46,19 +46,15 @@ NOT_YET_SERVED: dict[str, str] = {
 
 # Request fields the service does not read yet, by message: what they would do, and what
 # serves them. Every one parses (a request with it is not refused) and has no effect.
-_MEDIA = "multimodal input needs --mmproj, which is refused: to be refused per request too"
 _GENERATION = {
     "stream_options": "REST bridge only (include_usage); gRPC streams always carry usage",
     "response_fields": "REST bridge only: gRPC responses keep every field (issue 20)",
-    "image_data": _MEDIA,
     "verbose": "no __verbose details yet, on gRPC or REST (issue 16)",
 }
 NOT_YET_SERVED_FIELDS: dict[str, dict[str, str]] = {
     "CompletionRequest": {
         **_GENERATION,
     },
-    "TypedPrompt": {"multimodal_data": _MEDIA},
-    "EmbedRequest": {"image_data": "refused when given: " + _MEDIA},
     "ChatCompletionRequest": {
         **_GENERATION,
         "reasoning_effort": "only --reasoning-effort / chat_template_kwargs reach the template",

@@ -1,0 +1,203 @@
+"""Media bytes checked before anything native sees them: the real format sniffed from the
+magic bytes (not the declared MIME type), an image's width and height read from its header
+(never decoded here), a truncated file refused by its missing end, and the limits below.
+
+Pure Python, in time and memory bounded by the header walk: a 20,000 x 20,000 PNG is refused
+from its first 24 bytes. llama.cpp's image decoder (stb_image) would allocate the full bitmap
+(1.2 GB for that PNG) before the projector ever saw it, and its audio decoder (miniaudio)
+reads what it is given; so only files that pass here go on.
+
+The formats are those libmtmd decodes: PNG, JPEG, BMP, GIF (stb_image) and WAV, MP3, FLAC
+(miniaudio), sniffed as mtmd-helper does. WebP is recognised and refused: libmtmd decodes it
+only through ffmpeg, which our build leaves out."""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+
+from api_common.media_uri import AUDIO_MIME, IMAGE_MIME, MediaTextError, check_mime
+
+# Limits (docs/multimodal.md). Per image: each side and the pixel count, read from the header.
+MAX_IMAGE_SIDE = 16_384
+MAX_IMAGE_PIXELS = 8192 * 8192  # 64 Mpx: a 3-byte RGB bitmap of 192 MiB at most
+# Per request: media items and their decoded bytes together.
+MAX_MEDIA_ITEMS = 32
+MAX_MEDIA_BYTES = 20 << 20
+
+IMAGE, AUDIO = "image", "audio"
+_JPEG_SOF = frozenset((0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE,
+                       0xCF))
+_PNG_END = b"\x00\x00\x00\x00IEND\xae\x42\x60\x82"
+
+
+class MediaError(ValueError):
+    """The bytes are not media the server takes; the message says why."""
+
+
+@dataclass(frozen=True)
+class MediaInfo:
+    """What a media item really is. width and height: an image's, from its header (0 for
+    audio)."""
+    kind: str
+    mime: str
+    size: int
+    width: int = 0
+    height: int = 0
+
+
+def sniff(data: bytes) -> tuple[str, str]:
+    """(kind, MIME type) from the magic bytes; MediaError when they are no format we take."""
+    head = data[:16]
+    if head.startswith(b"\x89PNG\r\n\x1a\n"):
+        return IMAGE, "image/png"
+    if head.startswith(b"\xff\xd8\xff"):
+        return IMAGE, "image/jpeg"
+    if head.startswith((b"GIF87a", b"GIF89a")):
+        return IMAGE, "image/gif"
+    if head.startswith(b"BM") and len(head) >= 14:
+        return IMAGE, "image/bmp"
+    if head.startswith(b"RIFF") and head[8:12] == b"WEBP":
+        return IMAGE, "image/webp"
+    if head.startswith(b"RIFF") and head[8:12] == b"WAVE":
+        return AUDIO, "audio/wav"
+    if head.startswith(b"fLaC"):
+        return AUDIO, "audio/flac"
+    # mtmd-helper's MP3 test: an ID3 tag or an MPEG frame sync (11 set bits).
+    if head.startswith(b"ID3") or (len(head) >= 2 and head[0] == 0xFF and head[1] & 0xE0 == 0xE0):
+        return AUDIO, "audio/mpeg"
+    raise MediaError("not a supported image or audio file (the bytes are none of PNG, JPEG, "
+                     "BMP, GIF, WAV, MP3, FLAC)")
+
+
+def inspect(data: bytes, declared_mime: str = "", declared_kind: str = "") -> MediaInfo:
+    """Check one media item: its format, that it agrees with what the request declared, that
+    it is whole, and (an image) its size against the limits."""
+    if not data:
+        raise MediaError("the media item is empty")
+    kind, mime = sniff(data)
+    if declared_mime:
+        try:
+            check_mime(declared_mime)
+        except MediaTextError as e:
+            raise MediaError(str(e)) from None
+        said = IMAGE if declared_mime in IMAGE_MIME else AUDIO if declared_mime in AUDIO_MIME \
+            else ""
+        if said != kind:
+            raise MediaError(f"declared {declared_mime} but the bytes are {mime}")
+    if declared_kind and declared_kind != kind:
+        raise MediaError(f"expected {declared_kind} but the bytes are {mime}")
+    if mime == "image/webp":
+        raise MediaError("WebP images are not supported (libmtmd decodes them only through "
+                         "ffmpeg, which this build lacks): send PNG, JPEG, BMP or GIF")
+    if kind == AUDIO:
+        _check_audio(data, mime)
+        return MediaInfo(kind, mime, len(data))
+    width, height = image_size(data, mime)
+    check_dimensions(width, height)
+    return MediaInfo(kind, mime, len(data), width, height)
+
+
+def check_dimensions(width: int, height: int) -> None:
+    if width <= 0 or height <= 0:
+        raise MediaError(f"the image header declares a size of {width} x {height} pixels")
+    if width > MAX_IMAGE_SIDE or height > MAX_IMAGE_SIDE or width * height > MAX_IMAGE_PIXELS:
+        raise MediaError(f"image too large: {width} x {height} pixels; at most "
+                         f"{MAX_IMAGE_SIDE} a side and {MAX_IMAGE_PIXELS} pixels in all")
+
+
+def image_size(data: bytes, mime: str) -> tuple[int, int]:
+    """(width, height) from the header of an image whose format `sniff` gave; MediaError for
+    a header that is cut off or malformed, or a file whose end is missing."""
+    if mime == "image/png":
+        return _png_size(data)
+    if mime == "image/jpeg":
+        return _jpeg_size(data)
+    if mime == "image/gif":
+        return _gif_size(data)
+    if mime == "image/bmp":
+        return _bmp_size(data)
+    raise MediaError(f"no size reader for {mime}")
+
+
+def _truncated(mime: str) -> MediaError:
+    return MediaError(f"truncated or corrupt {mime} image")
+
+
+def _png_size(data: bytes) -> tuple[int, int]:
+    # The IHDR chunk comes first: length 13, type, width, height (big-endian).
+    if len(data) < 33 or data[12:16] != b"IHDR":
+        raise _truncated("image/png")
+    if not data.endswith(_PNG_END):
+        raise MediaError("truncated image/png image: it lacks its IEND chunk")
+    width, height = struct.unpack(">II", data[16:24])
+    return width, height
+
+
+def _jpeg_size(data: bytes) -> tuple[int, int]:
+    """The frame header (SOFn) of a JPEG, found by walking the marker segments from SOI; each
+    step moves forward by a segment's length, so the walk ends within len(data) steps."""
+    if not data.rstrip(b"\x00").endswith(b"\xff\xd9"):
+        raise MediaError("truncated image/jpeg image: it lacks its end marker")
+    pos, end = 2, len(data)
+    while pos + 4 <= end:
+        if data[pos] != 0xFF:
+            raise _truncated("image/jpeg")
+        marker = data[pos + 1]
+        if marker == 0xFF:  # fill byte
+            pos += 1
+            continue
+        if marker == 0x01 or 0xD0 <= marker <= 0xD8:  # no length
+            pos += 2
+            continue
+        if marker in (0xD9, 0xDA):  # end of image or start of scan before any frame header
+            break
+        (length,) = struct.unpack(">H", data[pos + 2:pos + 4])
+        if length < 2:
+            break
+        if marker in _JPEG_SOF:
+            if pos + 9 > end or length < 7:
+                break
+            height, width = struct.unpack(">HH", data[pos + 5:pos + 9])
+            return width, height
+        pos += 2 + length
+    raise MediaError("corrupt image/jpeg image: no frame header before the image data")
+
+
+def _gif_size(data: bytes) -> tuple[int, int]:
+    if len(data) < 14:
+        raise _truncated("image/gif")
+    if not data.rstrip(b"\x00").endswith(b";"):
+        raise MediaError("truncated image/gif image: it lacks its trailer")
+    width, height = struct.unpack("<HH", data[6:10])
+    return width, height
+
+
+def _bmp_size(data: bytes) -> tuple[int, int]:
+    if len(data) < 26:
+        raise _truncated("image/bmp")
+    (file_size,) = struct.unpack("<I", data[2:6])
+    (offset, header) = struct.unpack("<II", data[10:18])
+    if header == 12:  # OS/2 BITMAPCOREHEADER: 16-bit sides
+        width, height = struct.unpack("<HH", data[18:22])
+    elif header >= 40:
+        width, height = struct.unpack("<ii", data[18:26])
+        height = abs(height)  # negative: rows stored top-down
+    else:
+        raise _truncated("image/bmp")
+    # bfSize is often 0 or wrong; the pixel data's offset is not: it must lie in the file.
+    if offset >= len(data) or (file_size > len(data) and file_size - len(data) > 4):
+        raise MediaError("truncated image/bmp image: the file is shorter than its header says")
+    return width, height
+
+
+def _check_audio(data: bytes, mime: str) -> None:
+    if mime == "audio/wav":
+        if len(data) < 44 or b"fmt " not in data[12:512]:  # JUNK chunks may come first
+            raise MediaError("truncated or corrupt audio/wav file: no format chunk")
+        (riff_size,) = struct.unpack("<I", data[4:8])
+        # Streaming writers leave the size at 0 or 0xFFFFFFFF; any other must fit the bytes.
+        if 0 < riff_size < 0xFFFFFFFF and riff_size + 8 > len(data):
+            raise MediaError("truncated audio/wav file: shorter than its RIFF header says")
+    elif len(data) < 16:
+        raise MediaError(f"truncated {mime} file")

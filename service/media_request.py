@@ -1,0 +1,246 @@
+"""The media of a request, found and checked before the request is built: `image_data` with
+its `[img-<id>]` references, `multimodal_data` (JSON prompt objects and TypedPrompt, with its
+`<__media__>` markers), and chat `image_url` / `input_audio` / `input_video` parts (JSON
+content and typed ContentParts).
+
+Every item is decoded and checked (service.media) first, then the counts against the
+placeholders, then whether the model takes that kind of media at all. No model does yet (the
+engine does not carry media: issue 23), so a request with valid media ends in llama-server's
+own error for a model without a projector: INVALID_ARGUMENT / HTTP 400, never ignored.
+llama-server checks for a projector first; checking the media first here gives each bad input
+its own reason (docs/multimodal.md)."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from api_common.media_uri import MediaTextError, decode_base64, parse_media_url
+from service.errors import ServiceError
+from service.media import (
+    AUDIO,
+    IMAGE,
+    MAX_MEDIA_BYTES,
+    MAX_MEDIA_ITEMS,
+    MediaError,
+    MediaInfo,
+    inspect,
+)
+from service.prompt_values import value_to_json
+from service.server_info import MEDIA_MARKER
+
+Json = Any
+_IMG_REF = re.compile(r"\[img-(-?\d+)\]")
+_KIND_NAMES = {1: IMAGE, 2: AUDIO}  # llama.v1.MediaKind
+NO_PROJECTOR = "Multimodal data provided, but model does not support multimodal requests."
+_HINT = " input is not supported - hint: if this is unexpected, you may need to provide the mmproj"
+
+
+@dataclass(frozen=True)
+class Modalities:
+    vision: bool = False
+    audio: bool = False
+    video: bool = False
+
+
+def model_modalities(rt: Any) -> Modalities:
+    """The media kinds the loaded model takes: none until the engine carries media (--mmproj
+    is refused at start-up)."""
+    return Modalities()
+
+
+@dataclass
+class _Found:
+    """Media met so far: (field, info) per item, with the running byte total."""
+    items: list[tuple[str, MediaInfo]]
+    total: int = 0
+
+    def add(self, field: str, data: bytes, mime: str = "", kind: str = "") -> None:
+        if len(self.items) >= MAX_MEDIA_ITEMS:
+            raise ServiceError("invalid_argument", f"too many media items: at most "
+                               f"{MAX_MEDIA_ITEMS} a request", field=field)
+        self.total += len(data)
+        if self.total > MAX_MEDIA_BYTES:
+            raise ServiceError("invalid_argument", f"media too large: over {MAX_MEDIA_BYTES} "
+                               "bytes in one request", field=field)
+        try:
+            self.items.append((field, inspect(data, mime, kind)))
+        except MediaError as e:
+            raise ServiceError("invalid_argument", f"{field}: {e}", field=field) from None
+
+    def add_text(self, field: str, text: Json, url: bool, kind: str = "") -> None:
+        if not isinstance(text, str):
+            raise ServiceError("invalid_argument", f"{field} must be a string", field=field)
+        try:
+            data, mime = (parse_media_url(text, self._room()) if url
+                          else (decode_base64(text, self._room()), ""))
+        except MediaTextError as e:
+            raise ServiceError("invalid_argument", f"{field}: {e}", field=field) from None
+        self.add(field, data, mime, kind)
+
+    def _room(self) -> int:
+        return max(0, MAX_MEDIA_BYTES - self.total)
+
+
+def check_request_media(rt: Any, request: Any) -> None:
+    """Refuse a request whose media are bad, or that carries media the model cannot take."""
+    found = _Found([])
+    fields = request.DESCRIPTOR.fields_by_name
+    texts: list[str] = []
+    if "messages" in fields:
+        _chat_media(request, found, texts)
+    for name in ("prompt", "input", "content"):
+        if name in fields and request.HasField(name):
+            _value_prompts(value_to_json(request, name), name, found, texts)
+    for name in ("typed_prompt", "typed_input"):
+        if name in fields and request.HasField(name):
+            _typed_prompts(getattr(request, name), name, found, texts)
+    _image_data(request, found, texts)
+    if found.items:
+        _check_capability(model_modalities(rt), found.items, chat="messages" in fields)
+
+
+def _check_capability(caps: Modalities, items: list[tuple[str, MediaInfo]], chat: bool) -> None:
+    for field, info in items:
+        if (info.kind == IMAGE and caps.vision) or (info.kind == AUDIO and caps.audio):
+            continue
+        message = (("image" if info.kind == IMAGE else "audio") + _HINT) if chat \
+            else NO_PROJECTOR
+        raise ServiceError("invalid_argument", message, field=field)
+
+
+def _image_data(request: Any, found: _Found, texts: list[str]) -> None:
+    """`image_data`: ids unique, each referenced by one `[img-<id>]` of the prompt text."""
+    if not request.image_data:
+        return
+    ids: list[int] = []
+    for i, image in enumerate(request.image_data):
+        field = f"image_data[{i}]"
+        if image.id in ids:
+            raise ServiceError("invalid_argument", f"{field}: id {image.id} is given twice",
+                               field="image_data")
+        ids.append(image.id)
+        found.add(field, bytes(image.data), image.mime_type, IMAGE)
+    refs = [int(m) for text in texts for m in _IMG_REF.findall(text)]
+    missing = sorted({r for r in refs if r not in ids})
+    if missing:
+        raise ServiceError("invalid_argument", f"[img-{missing[0]}] names no image of "
+                           f"image_data (ids: {', '.join(map(str, ids))})", field="image_data")
+    if len(refs) != len(ids):
+        unused = [i for i in ids if i not in refs]
+        detail = (f"image_data id {unused[0]} is not referenced as [img-{unused[0]}]"
+                  if unused else "an image is referenced more than once")
+        raise ServiceError("invalid_argument", f"{len(refs)} [img-<id>] placeholders for "
+                           f"{len(ids)} images: {detail}", field="image_data")
+
+
+def _markers(field: str, text: str, n_media: int) -> None:
+    n_markers = text.count(MEDIA_MARKER)
+    if n_markers != n_media:
+        raise ServiceError("invalid_argument", f"{field}: {n_markers} {MEDIA_MARKER} markers "
+                           f"for {n_media} media items; each item needs one marker",
+                           field=field)
+
+
+def _strings(value: Json) -> Iterator[str]:
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, list):
+        for v in value:
+            yield from _strings(v)
+    elif isinstance(value, dict) and "prompt_string" in value:
+        yield from _strings(value["prompt_string"])
+
+
+def _value_prompts(value: Json, name: str, found: _Found, texts: list[str]) -> None:
+    """A JSON prompt (or embedding input): its text, and each `{"prompt_string",
+    "multimodal_data"}` object's media against its markers."""
+    texts.extend(_strings(value))
+    objects = [value] if isinstance(value, dict) else \
+        [v for v in value if isinstance(v, dict)] if isinstance(value, list) else []
+    for i, obj in enumerate(objects):
+        if "multimodal_data" not in obj:
+            continue
+        field = f"{name}.multimodal_data" if isinstance(value, dict) \
+            else f"{name}[{i}].multimodal_data"
+        media = obj["multimodal_data"]
+        if not isinstance(media, list):
+            raise ServiceError("invalid_argument", f"{field} must be an array of base64 "
+                               "strings", field=field)
+        for j, item in enumerate(media):
+            found.add_text(f"{field}[{j}]", item, url=False)
+        _markers(field, "".join(_strings(obj.get("prompt_string"))), len(media))
+
+
+def _typed_prompts(prompts: Any, name: str, found: _Found, texts: list[str]) -> None:
+    for i, prompt in enumerate(prompts.prompts):
+        text = "".join(p.text for p in prompt.pieces if p.HasField("text"))
+        texts.append(text)
+        field = f"{name}.prompts[{i}]"
+        if prompt.multimodal_data and prompt.media:
+            raise ServiceError("invalid_argument", f"{field}: set multimodal_data or media, "
+                               "not both", field=field)
+        for j, data in enumerate(prompt.multimodal_data):
+            found.add(f"{field}.multimodal_data[{j}]", bytes(data))
+        for j, media in enumerate(prompt.media):
+            found.add(f"{field}.media[{j}]", bytes(media.data), media.mime_type,
+                      _KIND_NAMES.get(media.kind, ""))
+        if prompt.multimodal_data or prompt.media:
+            _markers(field, text, len(prompt.multimodal_data) + len(prompt.media))
+
+
+def _chat_media(request: Any, found: _Found, texts: list[str]) -> None:
+    for i, message in enumerate(request.messages):
+        field = f"messages[{i}].content"
+        if message.HasField("content_parts"):
+            for j, part in enumerate(message.content_parts.parts):
+                _typed_part(part, f"{field}[{j}]", found, texts)
+        elif message.HasField("content"):
+            content = value_to_json(message, "content")
+            if isinstance(content, str):
+                texts.append(content)
+            elif isinstance(content, list):
+                for j, part in enumerate(content):
+                    if isinstance(part, dict):
+                        _json_part(part, f"{field}[{j}]", found, texts)
+
+
+def _json_part(part: dict[str, Json], field: str, found: _Found, texts: list[str]) -> None:
+    kind = part.get("type")
+    if kind == "text" and isinstance(part.get("text"), str):
+        texts.append(part["text"])
+    elif kind == "image_url":
+        inner = part.get("image_url")
+        url = inner.get("url") if isinstance(inner, dict) else None
+        found.add_text(f"{field}.image_url.url", url, url=True, kind=IMAGE)
+    elif kind == "input_audio":
+        inner = part.get("input_audio")
+        inner = inner if isinstance(inner, dict) else {}
+        data = inner.get("data", inner.get("url"))
+        found.add_text(f"{field}.input_audio.data", data, url=True, kind=AUDIO)
+    elif kind in ("input_video", "video_url"):
+        raise ServiceError("invalid_argument", "video" + _HINT, field=field)
+
+
+def _typed_part(part: Any, field: str, found: _Found, texts: list[str]) -> None:
+    if part.type == "text":
+        texts.append(part.text)
+        return
+    if part.type in ("input_video", "video_url"):
+        raise ServiceError("invalid_argument", "video" + _HINT, field=field)
+    if part.type not in ("image_url", "input_audio"):
+        return  # the template's parser names the unknown type
+    kind = IMAGE if part.type == "image_url" else AUDIO
+    text = part.image_url.url if kind == IMAGE else (part.input_audio.data
+                                                     or part.input_audio.url)
+    if part.HasField("media"):
+        if text:
+            raise ServiceError("invalid_argument", f"{field}: set media or the "
+                               f"{part.type} text, not both", field=field)
+        found.add(f"{field}.media", bytes(part.media.data), part.media.mime_type,
+                  _KIND_NAMES.get(part.media.kind, kind))
+        return
+    sub = "image_url.url" if kind == IMAGE else "input_audio.data"
+    found.add_text(f"{field}.{sub}", text, url=True, kind=kind)
