@@ -8,8 +8,10 @@ from typing import Any
 
 import pytest
 from cancel_harness import StreamReader, stream_readers
+from grammar_harness import GrammarRunner
 from grpc_harness import ServiceProcess, running_service
 
+import native
 from native.testmodels import ensure_model
 
 
@@ -26,6 +28,16 @@ def tiny_spm_path() -> Path:
 @pytest.fixture(scope="session")
 def minilm_path() -> Path:
     return ensure_model("minilm")
+
+
+@pytest.fixture(scope="module")
+def runner(tiny_bpe_path: Path) -> Iterator[GrammarRunner]:
+    """A GrammarRunner (tests/grammar_harness.py) on tiny-bpe, one per test module."""
+    model = native.Model(tiny_bpe_path)
+    r = GrammarRunner(model)
+    yield r
+    r.close()
+    model.close()
 
 
 @pytest.fixture(scope="session")

@@ -5,29 +5,17 @@ whatever the split of the text, and the whole path over gRPC on the tiny model."
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 from grammar_harness import GrammarRunner
 from grpc_harness import GREEDY, chat_request
 
-import native
 from service import gbnf
 from service.json_schema_answer import JsonAnswerText, chat_answer_grammar
 from service.json_schema_grammar import json_object_grammar, schema_to_grammar
 
 POINT = {"type": "object", "properties": {"a": {"type": "integer"}}, "required": ["a"]}
-
-
-@pytest.fixture(scope="module")
-def runner(tiny_bpe_path: Path) -> Iterator[GrammarRunner]:
-    model = native.Model(tiny_bpe_path)
-    r = GrammarRunner(model)
-    yield r
-    r.close()
-    model.close()
 
 
 # -- the grammar ----------------------------------------------------------------------------

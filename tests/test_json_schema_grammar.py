@@ -11,8 +11,6 @@ import calendar
 import json
 import re
 import uuid
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import jsonschema
@@ -20,7 +18,6 @@ import pytest
 from google.protobuf import json_format, struct_pb2
 from grammar_harness import GrammarRunner
 
-import native
 from native import paths
 from service.json_schema_grammar import (
     SchemaError,
@@ -103,15 +100,6 @@ SCHEMAS: dict[str, Any] = {
                                          "uniqueItems": True}},
                  "required": ["pets"], "title": "Owner", "type": "object"},
 }
-
-
-@pytest.fixture(scope="module")
-def runner(tiny_bpe_path: Path) -> Iterator[GrammarRunner]:
-    model = native.Model(tiny_bpe_path)
-    r = GrammarRunner(model)
-    yield r
-    r.close()
-    model.close()
 
 
 def validate(schema: Any, value: Any) -> None:

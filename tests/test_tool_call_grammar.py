@@ -4,13 +4,9 @@ back as the call) and refuses a call of another tool or with arguments off the s
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
 import pytest
 from grammar_harness import GrammarRunner
 
-import native
 from service.chat_parse import ChatParseConfig, parse_whole
 from service.chat_parse_formats import (
     COMMAND_R7B,
@@ -50,15 +46,6 @@ CALL_TEXT = {
                  f"get_weather\n```json\n{ARGS}\n```{DS['tool_call_end']}{DS['tool_calls_end']}",
     GENERIC: f'{{"tool_calls": [{{"name": "get_weather", "arguments": {ARGS}}}]}}',
 }
-
-
-@pytest.fixture(scope="module")
-def runner(tiny_bpe_path: Path) -> Iterator[GrammarRunner]:
-    model = native.Model(tiny_bpe_path)
-    r = GrammarRunner(model)
-    yield r
-    r.close()
-    model.close()
 
 
 @pytest.mark.parametrize("fmt", sorted(CALL_TEXT))
