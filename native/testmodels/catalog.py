@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from native import paths
-from native.testmodels import bert_convert, bert_reranker, sources
+from native.testmodels import bert_convert, bert_reranker, kquant_llama, sources
 from native.testmodels.random_clip import ClipSpec, write_random_clip
 from native.testmodels.random_llama import LlamaSpec, write_random_llama
 from native.testmodels.random_lora import LoraSpec, write_random_lora
@@ -128,6 +128,35 @@ BENCH = LlamaSpec(
     seed=3,
 )
 
+# GPU benchmark models (issue 26): Llama-3.2-1B's and Llama-3.1-8B's shapes in Q4_K_M's mix of
+# k-quants, random blocks written directly (kquant_llama: seconds, bounded by the disk; 0.8 and
+# 4.9 GB). The 1B ties its output to the embeddings as Llama-3.2-1B does. No rope scaling
+# (Llama 3.1's rope_freqs tensor): it changes nothing at the benchmark's context lengths.
+LLAMA_1B = dataclasses.replace(
+    BENCH,
+    general_name="llama-grpc 1b (random Q4_K_M blocks, Llama-3.2-1B shape)",
+    n_embd=2048,
+    n_layer=16,
+    n_head=32,
+    n_head_kv=8,
+    n_ff=8192,
+    n_ctx_train=131072,
+    rope_freq_base=500000.0,
+    tied_embeddings=True,
+    embedding_type=kquant_llama.MIX,
+    weight_type=kquant_llama.MIX,
+    seed=12,
+)
+LLAMA_8B = dataclasses.replace(
+    LLAMA_1B,
+    general_name="llama-grpc 8b (random Q4_K_M blocks, Llama-3.1-8B shape)",
+    n_embd=4096,
+    n_layer=32,
+    n_ff=14336,
+    tied_embeddings=False,
+    seed=13,
+)
+
 
 @dataclass(frozen=True)
 class ModelRecipe:
@@ -146,6 +175,13 @@ def _llama_recipe(spec: LlamaSpec) -> ModelRecipe:
         }
 
     return ModelRecipe(parameters, lambda out: write_random_llama(spec, out))
+
+
+def _kquant_recipe(spec: LlamaSpec) -> ModelRecipe:
+    def parameters() -> dict[str, object]:
+        return {**_llama_recipe(spec).parameters(), "writer": "kquant_llama"}
+
+    return ModelRecipe(parameters, lambda out: kquant_llama.write_kquant_llama(spec, out))
 
 
 def _minilm_parameters() -> dict[str, object]:
@@ -218,6 +254,8 @@ RECIPES: dict[str, ModelRecipe] = {
     "tiny-bpe": _llama_recipe(TINY_BPE),
     "tiny-spm": _llama_recipe(TINY_SPM),
     "bench": _llama_recipe(BENCH),
+    "1b": _kquant_recipe(LLAMA_1B),
+    "8b": _kquant_recipe(LLAMA_8B),
     "minilm": ModelRecipe(_minilm_parameters, _write_minilm),
     "tiny-bpe-lora": _lora_recipe(TINY_BPE_LORA),
     "tiny-bpe-draft": _llama_recipe(TINY_BPE_DRAFT),
