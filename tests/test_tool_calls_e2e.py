@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -53,10 +54,11 @@ GREEDY: dict[str, Any] = {"temperature": 0, "seed": 1, "max_tokens": 160,
                           "parallel_tool_calls": False}
 
 
-@pytest.fixture(scope="module", params=TEMPLATES)
-def server(request: pytest.FixtureRequest, tiny_bpe_path: Path) -> Iterator[RestServer]:
-    path = llama_cpp_models_dir() / "templates" / f"{request.param}.jinja"
-    srv = RestServer(tiny_bpe_path, "--chat-template-file", str(path), ctx=4096, parallel=2)
+@contextmanager
+def template_server(model: Path, template: str, ctx: int, parallel: int) -> Iterator[RestServer]:
+    """The service and its bridge on `model` with llama.cpp's chat template `template`."""
+    path = llama_cpp_models_dir() / "templates" / f"{template}.jinja"
+    srv = RestServer(model, "--chat-template-file", str(path), ctx=ctx, parallel=parallel)
     try:
         srv.wait_ready()
         yield srv
@@ -64,7 +66,14 @@ def server(request: pytest.FixtureRequest, tiny_bpe_path: Path) -> Iterator[Rest
         srv.stop()
 
 
-def _check_call(name: str, arguments: str) -> None:
+@pytest.fixture(scope="module", params=TEMPLATES)
+def server(request: pytest.FixtureRequest, tiny_bpe_path: Path) -> Iterator[RestServer]:
+    with template_server(tiny_bpe_path, request.param, ctx=4096, parallel=2) as srv:
+        yield srv
+
+
+def check_call(name: str, arguments: str) -> None:
+    """A call of one of TOOLS whose arguments are valid for its schema."""
     args = json.loads(arguments)
     if name == "get_weather":
         assert args["city"] in ("Paris", "Rome") and 1 <= args["days"] <= 9
@@ -88,7 +97,7 @@ def test_required_over_grpc(server: RestServer) -> None:
         assert len(calls) == 1
         assert all(c.id and c.type == "function" for c in choice.message.tool_calls)
         for call in calls:
-            _check_call(*call)
+            check_call(*call)
         assert not choice.message.HasField("content")
         streamed: dict[int, list[str]] = {}
         finish = ""
@@ -119,7 +128,7 @@ def test_named_function_through_the_bridge(server: RestServer) -> None:
         calls = _calls(choice["message"])
         assert [n for n, _ in calls] == ["get_time"] * len(calls)
         for call in calls:
-            _check_call(*call)
+            check_call(*call)
         r = http.post("/v1/chat/completions", json={**body, "stream": True})
         deltas = [json.loads(e) for e in sse_events(r.text) if e != "[DONE]"]
         first = [tc for d in deltas for c in d["choices"]
@@ -148,4 +157,4 @@ def test_openai_sdk_stream_accumulates_to_the_whole_answer(server: RestServer) -
     assert len(calls_a) == len(a.message.tool_calls) == 1
     assert calls_a == calls_b
     for call in calls_a:
-        _check_call(*call)
+        check_call(*call)

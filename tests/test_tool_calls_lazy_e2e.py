@@ -10,7 +10,6 @@ answers it and the next request."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,25 +20,13 @@ import pytest
 from grpc_harness import chat_request
 from llama.v1 import service_pb2_grpc
 from rest.rest_harness import RestServer
-
-from native.testmodels.sources import llama_cpp_models_dir
+from test_tool_calls_e2e import TOOLS, check_call, template_server
 
 pytestmark = pytest.mark.slow
 
 FUNCTIONARY = "meetkai-functionary-medium-v3.2"
 LLAMA32 = "meta-llama-Llama-3.2-3B-Instruct"
 HERMES = "NousResearch-Hermes-2-Pro-Llama-3-8B-tool_use"
-WEATHER = {"type": "object", "properties": {
-    "city": {"type": "string", "enum": ["Paris", "Rome"]},
-    "days": {"type": "integer", "minimum": 1, "maximum": 9}}, "required": ["city", "days"]}
-TOOLS: list[Any] = [
-    {"type": "function", "function": {"name": "get_weather", "description": "Weather",
-                                      "parameters": WEATHER}},
-    {"type": "function", "function": {"name": "get_time", "description": "Time",
-                                      "parameters": {"type": "object", "properties": {
-                                          "zone": {"type": "string", "enum": ["UTC", "CET"]}},
-                                          "required": ["zone"]}}},
-]
 USER: list[Any] = [{"role": "user", "content": "What is the weather in Paris?"}]
 GREEDY: dict[str, Any] = {"temperature": 0, "seed": 1, "max_tokens": 120,
                           "parallel_tool_calls": False, "tools": TOOLS, "tool_choice": "auto"}
@@ -52,22 +39,13 @@ PREFILLS = {
 
 @pytest.fixture(scope="module", params=[FUNCTIONARY, LLAMA32, HERMES])
 def server(request: pytest.FixtureRequest, tiny_bpe_path: Path) -> Iterator[RestServer]:
-    path = llama_cpp_models_dir() / "templates" / f"{request.param}.jinja"
-    srv = RestServer(tiny_bpe_path, "--chat-template-file", str(path), ctx=2048, parallel=1)
-    srv.template = request.param  # type: ignore[attr-defined]
-    try:
-        srv.wait_ready()
+    with template_server(tiny_bpe_path, request.param, ctx=2048, parallel=1) as srv:
+        srv.template = request.param  # type: ignore[attr-defined]
         yield srv
-    finally:
-        srv.stop()
 
 
 def _check_call(call: dict[str, Any]) -> None:
-    args = json.loads(call["function"]["arguments"])
-    if call["function"]["name"] == "get_weather":
-        assert args["city"] in ("Paris", "Rome") and 1 <= args["days"] <= 9
-    else:
-        assert call["function"]["name"] == "get_time" and args["zone"] in ("UTC", "CET")
+    check_call(call["function"]["name"], call["function"]["arguments"])
 
 
 def _body(template: str, broken: bool) -> dict[str, Any]:
