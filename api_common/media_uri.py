@@ -21,6 +21,11 @@ AUDIO_MIME = frozenset({"audio/wav", "audio/x-wav", "audio/wave", "audio/vnd.wav
                         "audio/mpeg", "audio/mp3", "audio/mpeg3", "audio/flac", "audio/x-flac"})
 KNOWN_MIME = IMAGE_MIME | AUDIO_MIME
 
+# The most media bytes (decoded) one request may carry; service.media's other limits beside it.
+MAX_MEDIA_BYTES = 20 << 20
+# input_audio's OpenAI `format` as a MIME type.
+AUDIO_FORMATS = {"wav": "audio/wav", "mp3": "audio/mpeg", "flac": "audio/flac"}
+
 _WHITESPACE = re.compile(rb"[ \t\r\n]+")
 _MIME = re.compile(r"[a-z0-9][a-z0-9!#$&^_.+-]*/[a-z0-9][a-z0-9!#$&^_.+-]*")
 
@@ -91,3 +96,11 @@ def check_mime(mime: str) -> None:
     shown = mime if _MIME.fullmatch(mime) else repr(mime[:40])
     raise MediaTextError(f"unsupported MIME type {shown}: images may be PNG, JPEG, BMP or "
                          "GIF, audio WAV, MP3 or FLAC")
+
+
+def audio_format_mime(fmt: object) -> str:
+    """input_audio's `format` ("wav", "mp3", "flac") as a MIME type; another is refused
+    (llama-server ignores it and sniffs the bytes, as we do after this)."""
+    if isinstance(fmt, str) and fmt.lower() in AUDIO_FORMATS:
+        return AUDIO_FORMATS[fmt.lower()]
+    raise MediaTextError(f"unsupported input_audio format {str(fmt)[:40]!r}: wav, mp3 or flac")

@@ -12,6 +12,7 @@ from google.protobuf import json_format
 from google.protobuf.message import Message
 
 from rest_bridge.errors import BridgeError
+from rest_bridge.media_json import map_media
 from rest_bridge.protoparse import parse_into
 
 Json = Any  # a decoded JSON value
@@ -182,6 +183,8 @@ def to_message(body: dict[str, Json], message: M) -> M:
         body = {**body, "no_samplers": True}
     if "json_schema_json" in message.DESCRIPTOR.fields_by_name:
         body = schemas_as_text(body)
+    if "image_data" in body or "messages" in body:
+        body = map_media(body, message)
     if isinstance(body.get("content"), list) \
             and "content_pieces" in message.DESCRIPTOR.fields_by_name:
         body = content_as_pieces(body)

@@ -16,14 +16,19 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
-from api_common.media_uri import AUDIO_MIME, IMAGE_MIME, MediaTextError, check_mime
+from api_common.media_uri import (
+    AUDIO_MIME,
+    IMAGE_MIME,
+    MediaTextError,
+    check_mime,
+)
 
 # Limits (docs/multimodal.md). Per image: each side and the pixel count, read from the header.
 MAX_IMAGE_SIDE = 16_384
 MAX_IMAGE_PIXELS = 8192 * 8192  # 64 Mpx: a 3-byte RGB bitmap of 192 MiB at most
 # Per request: media items and their decoded bytes together.
 MAX_MEDIA_ITEMS = 32
-MAX_MEDIA_BYTES = 20 << 20
+# MAX_MEDIA_BYTES (per request) is api_common's: the REST bridge applies it too.
 
 IMAGE, AUDIO = "image", "audio"
 _JPEG_SOF = frozenset((0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE,

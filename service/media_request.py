@@ -17,12 +17,17 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from api_common.media_uri import MediaTextError, decode_base64, parse_media_url
+from api_common.media_uri import (
+    MAX_MEDIA_BYTES,
+    MediaTextError,
+    audio_format_mime,
+    decode_base64,
+    parse_media_url,
+)
 from service.errors import ServiceError
 from service.media import (
     AUDIO,
     IMAGE,
-    MAX_MEDIA_BYTES,
     MAX_MEDIA_ITEMS,
     MediaError,
     MediaInfo,
@@ -70,12 +75,17 @@ class _Found:
         except MediaError as e:
             raise ServiceError("invalid_argument", f"{field}: {e}", field=field) from None
 
-    def add_text(self, field: str, text: Json, url: bool, kind: str = "") -> None:
+    def add_text(self, field: str, text: Json, url: bool, kind: str = "",
+                 audio_format: Json = None) -> None:
+        """An item given as text: a data URI or base64 (url), else base64 only."""
         if not isinstance(text, str):
-            raise ServiceError("invalid_argument", f"{field} must be a string", field=field)
+            raise ServiceError("invalid_argument", f"{field} must hold the media as a string",
+                               field=field)
         try:
             data, mime = (parse_media_url(text, self._room()) if url
                           else (decode_base64(text, self._room()), ""))
+            if audio_format is not None and not mime:
+                mime = audio_format_mime(audio_format)
         except MediaTextError as e:
             raise ServiceError("invalid_argument", f"{field}: {e}", field=field) from None
         self.add(field, data, mime, kind)
@@ -97,6 +107,9 @@ def check_request_media(rt: Any, request: Any) -> None:
     for name in ("typed_prompt", "typed_input"):
         if name in fields and request.HasField(name):
             _typed_prompts(getattr(request, name), name, found, texts)
+    if "input_prefix" in fields:  # infill: its text is placeholders' text too
+        texts += [request.input_prefix, request.input_suffix,
+                  *(chunk.text for chunk in request.input_extra)]
     _image_data(request, found, texts)
     if found.items:
         _check_capability(model_modalities(rt), found.items, chat="messages" in fields)
@@ -158,13 +171,13 @@ def _value_prompts(value: Json, name: str, found: _Found, texts: list[str]) -> N
     """A JSON prompt (or embedding input): its text, and each `{"prompt_string",
     "multimodal_data"}` object's media against its markers."""
     texts.extend(_strings(value))
-    objects = [value] if isinstance(value, dict) else \
-        [v for v in value if isinstance(v, dict)] if isinstance(value, list) else []
-    for i, obj in enumerate(objects):
+    objects = [(name, value)] if isinstance(value, dict) else \
+        [(f"{name}[{i}]", v) for i, v in enumerate(value) if isinstance(v, dict)] \
+        if isinstance(value, list) else []
+    for where, obj in objects:
         if "multimodal_data" not in obj:
             continue
-        field = f"{name}.multimodal_data" if isinstance(value, dict) \
-            else f"{name}[{i}].multimodal_data"
+        field = f"{where}.multimodal_data"
         media = obj["multimodal_data"]
         if not isinstance(media, list):
             raise ServiceError("invalid_argument", f"{field} must be an array of base64 "
@@ -214,12 +227,13 @@ def _json_part(part: dict[str, Json], field: str, found: _Found, texts: list[str
     elif kind == "image_url":
         inner = part.get("image_url")
         url = inner.get("url") if isinstance(inner, dict) else None
-        found.add_text(f"{field}.image_url.url", url, url=True, kind=IMAGE)
+        found.add_text(f"{field}.image_url", url, url=True, kind=IMAGE)
     elif kind == "input_audio":
         inner = part.get("input_audio")
         inner = inner if isinstance(inner, dict) else {}
         data = inner.get("data", inner.get("url"))
-        found.add_text(f"{field}.input_audio.data", data, url=True, kind=AUDIO)
+        found.add_text(f"{field}.input_audio", data, url=True, kind=AUDIO,
+                       audio_format=inner.get("format"))
     elif kind in ("input_video", "video_url"):
         raise ServiceError("invalid_argument", "video" + _HINT, field=field)
 
@@ -239,8 +253,11 @@ def _typed_part(part: Any, field: str, found: _Found, texts: list[str]) -> None:
         if text:
             raise ServiceError("invalid_argument", f"{field}: set media or the "
                                f"{part.type} text, not both", field=field)
-        found.add(f"{field}.media", bytes(part.media.data), part.media.mime_type,
+        # Named as the part's image_url / input_audio, which media stands for (the REST
+        # bridge puts a JSON part's data here: its client knows no `media`).
+        found.add(f"{field}.{part.type}", bytes(part.media.data), part.media.mime_type,
                   _KIND_NAMES.get(part.media.kind, kind))
         return
-    sub = "image_url.url" if kind == IMAGE else "input_audio.data"
-    found.add_text(f"{field}.{sub}", text, url=True, kind=kind)
+    fmt = part.input_audio.format if kind == AUDIO and part.input_audio.HasField("format") \
+        else None
+    found.add_text(f"{field}.{part.type}", text, url=True, kind=kind, audio_format=fmt)

@@ -124,8 +124,7 @@ class LlamaServicer(ChatControlRpcs, OperationsRpcs, AdapterRpcs, SlotFileRpcs,
     @unary
     async def ApplyTemplate(self, request: Any, context: Context) -> Any:
         rt = self._rt()
-        check_request_media(rt, request)
-        prompt = await self._offload.prepare(request, render_chat, rt, request)
+        prompt = await self._offload.prepare(request, _render_checked, rt, request)
         return chat_pb2.ApplyTemplateResponse(prompt=prompt)
 
     # -- tokens -----------------------------------------------------------------------------
@@ -155,6 +154,12 @@ class LlamaServicer(ChatControlRpcs, OperationsRpcs, AdapterRpcs, SlotFileRpcs,
     async def Cancel(self, request: Any, context: Context) -> Any:
         found = cancel_generation(self._rt().engine, self._registry, request.id)
         return server_pb2.CancelResponse(found=found)
+
+
+def _render_checked(rt: Runtime, request: Any) -> str:
+    """ApplyTemplate's prompt, its media checked first (decoding them is not loop work)."""
+    check_request_media(rt, request)
+    return render_chat(rt, request)
 
 
 # The three generation RPCs' shapes: CompletionChunk -> the RPC's message.

@@ -266,7 +266,7 @@ SERVICE_MAY_IMPORT_FROM_BRIDGE = frozenset({
     "rest_bridge", "rest_bridge.errors", "rest_bridge.jsonio", "rest_bridge.protoparse",
     "rest_bridge.shapes", "rest_bridge.render_native", "rest_bridge.render_openai",
     "rest_bridge.render_embedding", "rest_bridge.render_server", "rest_bridge.sse_frames",
-    "rest_bridge.input_checks"})
+    "rest_bridge.input_checks", "rest_bridge.media_json"})
 WEB_FRAMEWORKS = frozenset({"fastapi", "starlette", "uvicorn"})
 # service/cli.py also starts the bridge as a child process and sets up grpc as it needs.
 CLI_MAY_IMPORT_FROM_BRIDGE = frozenset({"rest_bridge.launcher", "rest_bridge.grpc_polling"})
