@@ -115,8 +115,10 @@ ACCEPTED_FLAGS: tuple[FlagSpec, ...] = (
     _acc(("-e", "--escape"), MISC,
          "escape processing applies to llama.cpp's command-line prompts; requests are JSON",
          negative=("--no-escape",)),
-    _acc(("-bs", "--backend-sampling"), MISC, "sampling runs in libllama's sampler chain",
-         env=("LLAMA_ARG_BACKEND_SAMPLING",)),
+    _acc(("-bs", "--backend-sampling"), MISC,
+         "no effect: sampling always runs on the CPU, in libllama's sampler chains, a step's "
+         "slots in parallel on --threads-sampling threads; llama.cpp's sampling in the "
+         "backend (GPU) graph is not used", env=("LLAMA_ARG_BACKEND_SAMPLING",)),
     _acc(("--sleep-idle-seconds",), MISC, "the model stays loaded while the server runs",
          metavar="SECONDS"),
     _acc(("--log-jsonl",), MISC, "logs are plain text", negative=("--no-log-jsonl",),
