@@ -14,14 +14,13 @@ of concurrent requests share decodes as far as n_batch and the slots allow.
 
 from __future__ import annotations
 
-import math
-from array import array
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from llama.v1 import common_pb2, embedding_pb2
 
+from service.embedding_vectors import FloatArray, float32_bytes, normalized, put_floats
 from service.engine.events import Embedded
 from service.engine.params import CompletionParams, ParamError
 from service.engine.task import EventSink, Task
@@ -182,35 +181,19 @@ def can_split(rt: Runtime) -> bool:
 
 
 # -- responses ------------------------------------------------------------------------------
-def normalized(vector: list[float], norm: int) -> list[float]:
-    """common_embd_normalize, rounding where it rounds (float32 squares summed in a double, a
-    float32 scale, float32 products), so that the JSON is llama-server's to the byte: -1 none,
-    0 max absolute (to the int16 range), 2 Euclidean, else the p-norm."""
-    if norm == -1:
-        total = 1.0
-    elif norm == 0:
-        total = max(map(abs, vector), default=0.0) / 32760.0
-    elif norm == 2:
-        total = math.sqrt(sum(array("f", [v * v for v in vector])))
-    else:
-        total = sum(abs(v) ** norm for v in vector) ** (1.0 / norm)
-    scale = array("f", [1.0 / total if total > 0 else 0.0])[0]
-    return array("f", [v * scale for v in vector]).tolist()
-
-
-def _vectors(rt: Runtime, result: Embedded, norm: int) -> list[list[float]]:
+def _vectors(rt: Runtime, result: Embedded, norm: int) -> Sequence[FloatArray]:
     if rt.ctx.pooling == _POOLING_NONE:
-        return list(result.vectors)
+        return result.vectors
     return [normalized(result.vectors[0], norm)]
 
 
 def embed_response(rt: Runtime, job: EmbedJob, results: Sequence[Embedded]) -> Any:
-    return embedding_pb2.EmbedResponse(results=[
-        embedding_pb2.EmbeddingResult(
-            index=i, tokens_evaluated=r.n_tokens,
-            embedding=[embedding_pb2.FloatVector(values=v)
-                       for v in _vectors(rt, r, job.normalize)])
-        for i, r in enumerate(results)])
+    resp = embedding_pb2.EmbedResponse()
+    for i, r in enumerate(results):
+        item = resp.results.add(index=i, tokens_evaluated=r.n_tokens)
+        for v in _vectors(rt, r, job.normalize):
+            put_floats(item.embedding.add(), "values", v)
+    return resp
 
 
 def openai_response(rt: Runtime, request: Any, job: EmbedJob,
@@ -220,9 +203,9 @@ def openai_response(rt: Runtime, request: Any, job: EmbedJob,
         vector = normalized(r.vectors[0], job.normalize)
         item = embedding_pb2.OpenAIEmbedding(object="embedding", index=i)
         if job.base64:
-            item.embedding_base64 = array("f", vector).tobytes()  # little-endian hosts only
+            item.embedding_base64 = float32_bytes(vector)
         else:
-            item.embedding.extend(vector)
+            put_floats(item, "embedding", vector)
         data.append(item)
     n = sum(r.n_tokens for r in results)
     return embedding_pb2.OpenAIEmbedResponse(
@@ -232,7 +215,7 @@ def openai_response(rt: Runtime, request: Any, job: EmbedJob,
 
 def rerank_response(rt: Runtime, request: Any, results: Sequence[Embedded]) -> Any:
     documents = list(request.documents or request.texts)
-    scored = sorted(((r.vectors[0][0], i) for i, r in enumerate(results)),
+    scored = sorted(((float(r.vectors[0][0]), i) for i, r in enumerate(results)),
                     key=lambda s: -s[0])  # stable: equal scores keep document order
     top_n = request.top_n if request.HasField("top_n") else len(documents)
     with_text = bool(request.texts) and not request.documents and request.return_text

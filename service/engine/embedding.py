@@ -2,12 +2,13 @@
 
 llama.cpp keeps the outputs of the last decode: a pooled vector per sequence (or a reranker's
 class scores, for pooling `rank`), or with pooling `none` one vector per token, at the batch
-indices of that sequence's tokens. They are copied out at once: the next decode overwrites them.
+indices of that sequence's tokens. They are copied out at once, as float32 arrays (no Python float
+per value: service/embedding_vectors.py): the next decode overwrites them.
 """
 
 from __future__ import annotations
 
-from typing import cast
+import numpy as np
 
 from native import Context
 from service.engine.events import Embedded
@@ -23,9 +24,8 @@ def read_embedding(ctx: Context, task: Task) -> Embedded:
     if ctx.pooling == POOLING_NONE:
         # Never split (service/embeddings.py): every token of the prompt is in this batch.
         first = task.out_index - task.n_prompt + 1
-        vectors = tuple(ctx.embeddings_ith(i).tolist()
+        vectors = tuple(np.array(ctx.embeddings_ith(i), dtype=np.float32)
                         for i in range(first, task.out_index + 1))
     else:
-        vectors = (ctx.embeddings_seq(task.slot.id).tolist(),)
-    # memoryview.tolist() is typed list[int]; these are float32 views.
-    return Embedded(cast(tuple[list[float], ...], vectors), task.n_prompt)
+        vectors = (np.array(ctx.embeddings_seq(task.slot.id), dtype=np.float32),)
+    return Embedded(vectors, task.n_prompt)

@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
 
 
 @dataclass(frozen=True)
@@ -94,7 +99,7 @@ class Embedded:
     """An embedding input's result, its last event: one pooled vector (a reranker's class
     scores for pooling `rank`), or with pooling `none` one unnormalized vector per token."""
 
-    vectors: tuple[list[float], ...]
+    vectors: tuple[npt.NDArray[np.float32], ...]
     n_tokens: int  # tokens evaluated
 
 
