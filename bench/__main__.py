@@ -3,6 +3,8 @@ in one run.
 
     python -m bench                 # CPU: builds llama-server (cached), runs every scenario
     python -m bench --cuda          # GPU: CUDA builds, all layers offloaded, plus 32/64 streams
+    python -m bench --cuda --models bench,1b,8b --wide-concurrency 64,128,256 --wide-parallel 0
+                                    # several models in one run, a phase per stream count
 
 Steps: build llama-server and llama-batched-bench from the pinned llama.cpp source (cached),
 make sure our cffi extension is current, generate (or reuse) the bench model, run
@@ -35,7 +37,12 @@ from bench import report  # noqa: E402 - after the sys.path fix-up above
 from bench.batched_bench import BatchedPoint, run_batched_bench  # noqa: E402
 from bench.load import LoadRunner  # noqa: E402
 from bench.machine import machine_info  # noqa: E402
-from bench.output import write_outputs  # noqa: E402
+from bench.output import (  # noqa: E402
+    ModelPanel,
+    plot_title,
+    write_combined,
+    write_outputs,
+)
 from bench.runner import PhaseResult, run_phase, say  # noqa: E402
 from bench.scenarios import (  # noqa: E402
     Scenario,
@@ -45,10 +52,20 @@ from bench.scenarios import (  # noqa: E402
     main_scenarios,
 )
 from bench.servers import ServerSettings  # noqa: E402
+from native.testmodels import MODEL_NAMES  # noqa: E402
 
 
 def _ints(text: str) -> list[int]:
     return [int(x) for x in text.split(",") if x.strip()]
+
+
+def _names(text: str) -> list[str]:
+    names = [x.strip() for x in text.split(",") if x.strip()]
+    unknown = [n for n in names if n not in MODEL_NAMES]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(f"unknown model(s) {', '.join(unknown) or '(none)'}; "
+                                         f"known: {', '.join(MODEL_NAMES)}")
+    return names
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -60,9 +77,20 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--concurrency", type=_ints, default=[1, 2, 4, 8, 16],
                    help="stream counts of the aggregate scenarios (default 1,2,4,8,16)")
     p.add_argument("--wide-parallel", type=int, default=64,
-                   help="--parallel of the wide phase (GPU only)")
-    p.add_argument("--wide-concurrency", type=_ints, default=[16, 32, 64],
-                   help="stream counts at --wide-parallel (GPU only; empty string: no phase)")
+                   help="--parallel of the wide phase; 0: one phase per stream count N at "
+                   "--parallel N")
+    p.add_argument("--wide-concurrency", type=_ints,
+                   help="stream counts of the wide phase(s) (default 16,32,64 with --cuda, "
+                   "none on CPU; empty string: no wide phase)")
+    p.add_argument("--wide-ctx-per-slot", type=int,
+                   help="context per slot in the wide phases (default --ctx-per-slot; the "
+                   "aggregate requests need 32 + their tokens; an 8B model's cache at 256 slots "
+                   "x 2048 would not fit three servers on one GPU)")
+    p.add_argument("--models", type=_names, default=["bench"],
+                   help="native.testmodels names measured one after another, each with every "
+                   f"phase (default bench; e.g. bench,1b,8b; known: {', '.join(MODEL_NAMES)})")
+    p.add_argument("--no-backend-sampling", action="store_true",
+                   help="no second llama-server with --backend-sampling (-bs)")
     p.add_argument("--server-args", default=os.environ.get("BENCH_SERVER_ARGS", ""),
                    help="more llama-server flags for both servers, one string of shell words "
                    "(default: $BENCH_SERVER_ARGS)")
@@ -71,8 +99,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="-t/-tb for both (default: usable CPUs - 1, at least 1; 4 GPU)")
     p.add_argument("--client-procs", type=int,
                    help="client worker processes (default 1; 4 GPU)")
-    p.add_argument("--model", type=Path, help="GGUF to serve (default: the generated bench "
-                   "model, native.testmodels 'bench')")
+    p.add_argument("--model", type=Path, help="a GGUF to serve instead of --models")
     p.add_argument("--scenarios", help="comma-separated scenario ids to run (single, prompt, "
                    "aggregate_N, ttft_idle, ttft_load, prefix; default all)")
     p.add_argument("--gen-tokens", type=int, default=128, help="single-stream tokens")
@@ -166,13 +193,15 @@ def _prepare_binaries(args: argparse.Namespace) -> tuple[Path | None, Path | Non
     return server_bin, batched_bin
 
 
-def _settings(args: argparse.Namespace, model: Path, parallel: int) -> ServerSettings:
+def _settings(args: argparse.Namespace, model: Path, parallel: int,
+              ctx_per_slot: int | None = None) -> ServerSettings:
     # One CPU stays free for the servers' own I/O threads and the client: ggml's threads wait
     # for each other at every barrier, and one of them descheduled stalls them all (on 2
     # shared cores, -t 2 ran 20-200x slower than -t 1 in llama-batched-bench).
     usable = len(os.sched_getaffinity(0))
     threads = args.threads or (min(4, usable) if args.cuda else max(1, usable - 1))
-    return ServerSettings(model=model, ctx=parallel * args.ctx_per_slot, parallel=parallel,
+    per_slot = ctx_per_slot or args.ctx_per_slot
+    return ServerSettings(model=model, ctx=parallel * per_slot, parallel=parallel,
                           threads=threads, gpu_layers=999 if args.cuda else 0,
                           extra=tuple(shlex.split(args.server_args)))
 
@@ -206,11 +235,90 @@ def _batched(binary: Path | None, args: argparse.Namespace, settings: ServerSett
 def _plan(args: argparse.Namespace, model: Path) -> list[Phase]:
     phases = [Phase(f"np{args.parallel}", _settings(args, model, args.parallel),
                     _select(main_scenarios(args.concurrency, args.parallel), args.scenarios))]
-    if args.cuda and args.wide_concurrency:
+    wide = args.wide_concurrency if args.wide_concurrency is not None else (
+        [16, 32, 64] if args.cuda else [])
+    per_slot = args.wide_ctx_per_slot
+    if args.wide_parallel == 0:  # matched: N streams at --parallel N
+        phases += [Phase(f"np{n}", _settings(args, model, n, per_slot),
+                         _select([aggregate(n)], args.scenarios)) for n in wide]
+    elif wide:
         phases.append(Phase(f"np{args.wide_parallel}",
-                            _settings(args, model, args.wide_parallel),
-                            [aggregate(n) for n in args.wide_concurrency]))
+                            _settings(args, model, args.wide_parallel, per_slot),
+                            _select([aggregate(n) for n in wide], args.scenarios)))
     return phases
+
+
+@dataclass
+class ModelRun:
+    """One model measured: its name, file, how long generating it took (None: cached)."""
+
+    name: str
+    path: Path
+    generated_s: float | None = None
+
+
+def _models(args: argparse.Namespace) -> list[ModelRun]:
+    """The models to measure, generated first where not cached (timed: issue 26 asks)."""
+    if args.model:
+        return [ModelRun(args.model.stem, args.model)]
+    from native.testmodels import ensure_model, model_path
+
+    runs = []
+    for name in args.models:
+        cached = model_path(name).is_file()
+        t0 = time.monotonic()
+        path = ensure_model(name)
+        took = None if cached else round(time.monotonic() - t0, 1)
+        if took is not None:
+            say(f"generated {name}: {path.stat().st_size / 1e9:.2f} GB in {took:.1f}s")
+        runs.append(ModelRun(name, path, took))
+    return runs
+
+
+def _run_model(args: argparse.Namespace, argv: list[str] | None, run: ModelRun,
+               binaries: tuple[Path | None, Path | None], reps: int,
+               out: Path) -> tuple[str, list[report.Row], dict[int, BatchedPoint], bool] | None:
+    """Every phase on one model; its outputs go to `out`. None when no scenario is selected."""
+    server_bin, batched_bin = binaries
+    started = time.monotonic()
+    agg_tokens = args.aggregate_tokens or (128 if args.cuda else 64)
+    sizes = Sizes(gen_tokens=args.gen_tokens, agg_tokens=agg_tokens,
+                  ttft_requests=args.ttft_requests,
+                  load_requests=args.load_requests, load_lanes=args.parallel)
+    plan = [p for p in _plan(args, run.path) if p.scenarios]
+    if not plan:
+        return None
+    streams = sorted({min(sc.streams, p.settings.parallel) for p in plan for sc in p.scenarios
+                      if aggregate_streams(sc.name) is not None})
+    batched_settings = max((p.settings for p in plan), key=lambda st: st.parallel)
+    batched = _batched(batched_bin, args, batched_settings, streams, sizes, out)
+    runner = LoadRunner(args.client_procs or (4 if args.cuda else 1))
+    runner.warm_up()
+    phases: list[PhaseResult] = []
+    try:
+        for p in plan:
+            say(f"{run.name}, phase {p.name}: {len(p.scenarios)} scenarios x {reps} runs per "
+                "path")
+            phases.append(run_phase(p.name, p.settings, p.scenarios, sizes, reps, server_bin,
+                                    not args.no_bridge, runner, out, args.profile,
+                                    args.profile_gil, envoy=not args.no_envoy,
+                                    backend_sampling=not args.no_backend_sampling))
+    finally:
+        runner.close()
+    generated = "" if run.generated_s is None else f"; generated in {run.generated_s}s"
+    meta = {
+        "date": datetime.datetime.now().strftime("%Y-%m-%d %H:%M"),
+        "command": "python -m bench " + shlex.join(argv if argv is not None else sys.argv[1:]),
+        "machine": machine_info(plan[0].settings.threads),
+        "settings": f"{plan[0].settings.flags()[2:]} (model {run.name}: {run.path.name}, "
+                    f"{run.path.stat().st_size / 1e6:,.0f} MB{generated}); reps {reps}; "
+                    f"client processes {runner.procs}; sizes {asdict(sizes)}",
+        "elapsed_s": round(time.monotonic() - started, 1),
+    }
+    rows = [r for p, ph in zip(plan, phases, strict=True)
+            for r in report.summarize(ph, p.scenarios)]
+    markdown = write_outputs(out, meta, rows, phases, batched)
+    return markdown, rows, batched, any(ph.errors for ph in phases)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -224,14 +332,10 @@ def main(argv: list[str] | None = None) -> int:
     out: Path = args.out or paths.cache_root() / "bench-results" / stamp
     out.mkdir(parents=True, exist_ok=True)
     server_bin, batched_bin = _prepare_binaries(args)
-    if args.model:
-        model = args.model
-    else:
-        from native.testmodels import ensure_model
-
-        model = ensure_model("bench")
+    models = _models(args)
+    model = models[0].path
     if args.prepare_only:
-        say(f"prepared: llama-server {server_bin}, model {model}")
+        say(f"prepared: llama-server {server_bin}, models {[str(m.path) for m in models]}")
         return 0
     if args.embeddings_only:
         return _embeddings(args, server_bin, reps, out)
@@ -239,41 +343,22 @@ def main(argv: list[str] | None = None) -> int:
         return _chat_parsing(args, model, out)
     if args.infill_only or args.speculative_only:
         return _issue20(args, server_bin, reps, out, args.infill_only, args.speculative_only)
-    agg_tokens = args.aggregate_tokens or (128 if args.cuda else 64)
-    sizes = Sizes(gen_tokens=args.gen_tokens, agg_tokens=agg_tokens,
-                  ttft_requests=args.ttft_requests,
-                  load_requests=args.load_requests, load_lanes=args.parallel)
-    plan = [p for p in _plan(args, model) if p.scenarios]
-    if not plan:
-        say(f"no scenario is named {args.scenarios!r} (see --help)")
-        return 2
-    streams = sorted({min(sc.streams, p.settings.parallel) for p in plan for sc in p.scenarios
-                      if aggregate_streams(sc.name) is not None})
-    batched = _batched(batched_bin, args, plan[-1].settings, streams, sizes, out)
-    runner = LoadRunner(args.client_procs or (4 if args.cuda else 1))
-    runner.warm_up()
-    phases: list[PhaseResult] = []
-    try:
-        for p in plan:
-            say(f"phase {p.name}: {len(p.scenarios)} scenarios x {reps} runs per path")
-            phases.append(run_phase(p.name, p.settings, p.scenarios, sizes, reps, server_bin,
-                                    not args.no_bridge, runner, out, args.profile,
-                                    args.profile_gil, envoy=not args.no_envoy))
-    finally:
-        runner.close()
-    machine = machine_info(plan[0].settings.threads)
-    meta = {
-        "date": datetime.datetime.now().strftime("%Y-%m-%d %H:%M"),
-        "command": "python -m bench " + shlex.join(argv if argv is not None else sys.argv[1:]),
-        "machine": machine,
-        "settings": f"{plan[0].settings.flags()[2:]} (model {model.name}); reps {reps}; "
-                    f"client processes {runner.procs}; sizes {asdict(sizes)}",
-        "elapsed_s": round(time.monotonic() - started, 1),
-    }
-    rows = [r for p, ph in zip(plan, phases, strict=True)
-            for r in report.summarize(ph, p.scenarios)]
-    print(write_outputs(out, meta, rows, phases, batched))
-    failed = any(ph.errors for ph in phases)
+    failed, panels = False, []
+    for run in models:
+        # One model: its files in --out itself, as before; several: a folder each.
+        model_out = out if len(models) == 1 else out / run.name
+        model_out.mkdir(parents=True, exist_ok=True)
+        done = _run_model(args, argv, run, (server_bin, batched_bin), reps, model_out)
+        if done is None:
+            say(f"no scenario is named {args.scenarios!r} (see --help)")
+            return 2
+        markdown, rows, batched, errors = done
+        print(markdown)
+        failed = failed or errors
+        panels.append(ModelPanel(run.name, markdown, rows, batched))
+    if len(models) > 1:
+        threads = _settings(args, model, args.parallel).threads
+        write_combined(out, panels, plot_title(machine_info(threads)))
     if not args.no_embeddings:
         failed = _embeddings(args, server_bin, reps, out) != 0 or failed
     if args.chat_parsing:

@@ -57,13 +57,14 @@ def _wanted(rel: Path) -> bool:
     if not parts:
         return True
     if parts[0] == "models":
-        # The bench model's vocabulary and template, and the FIM model's vocabulary (the /infill
-        # scenario, bench/infill.py; tiny-bpe and its draft share the bench model's).
+        # The bench models' vocabulary and template (bench, and 1b and 8b, generated on the GPU
+        # host: issue 26), and the FIM model's vocabulary (the /infill scenario, bench/infill.py;
+        # tiny-bpe and its draft share the bench model's).
+        generated = (catalog.BENCH, catalog.LLAMA_1B, catalog.LLAMA_8B)
         vocabs = {Path("models", f"ggml-vocab-{spec.vocab}.gguf")
-                  for spec in (catalog.BENCH, catalog.TINY_FIM_REPO)}
-        template = f"{catalog.BENCH.template}.jinja"
-        return rel in {Path("models"), Path("models", "templates"),
-                       Path("models", "templates", template), *vocabs}
+                  for spec in (*generated, catalog.TINY_FIM_REPO)}
+        templates = {Path("models", "templates", f"{spec.template}.jinja") for spec in generated}
+        return rel in {Path("models"), Path("models", "templates"), *templates, *vocabs}
     if parts[0] == "scripts":
         return rel in (Path("scripts"), Path("scripts", "ui-assets.cmake"))
     if parts[0] not in _KEEP_TOP:

@@ -7,6 +7,9 @@
 #   bash bench/gpu_run.sh start [bench args]   # set up, then run the whole benchmark in the
 #                                              # background (it outlives this command), and wait
 #   bash bench/gpu_run.sh wait                 # wait for it again (a later command, same machine)
+#   bash bench/gpu_run.sh plan [more args]     # `start` with issue 26's plan (PLAN_ARGS below):
+#                                              # generates the 1b and 8b models here (timed, in
+#                                              # run.log and results.md), then every model
 #
 # Either one waits up to WAIT_S seconds (default 540), then copies what is ready to $OUT: the
 # results (results.md, results.json, aggregate.png), profiles and logs (logs.tar.gz).
@@ -48,12 +51,23 @@ EOF
     nproc
 }
 
+# Issue 26: three models (bench, Llama-3.2-1B's and Llama-3.1-8B's shapes in Q4_K_M), ours
+# against llama-server with default flags and with --backend-sampling and llama-batched-bench,
+# at 1 and 8 streams (--parallel 8) and 64, 128, 256 streams at matching --parallel (256 tokens
+# a slot: three 8B servers' caches fit one 80 GB card). docs/benchmarks.md has the estimate.
+PLAN_ARGS=(--models bench,1b,8b --reps 3 --concurrency 1,8 --wide-concurrency 64,128,256
+           --wide-parallel 0 --wide-ctx-per-slot 256 --no-envoy --no-embeddings
+           --scenarios single,aggregate_1,aggregate_8,ttft_idle,aggregate_64,aggregate_128,aggregate_256)
+
 collect() {
     local out="${OUT:-$RUN_DIR/out}"
     mkdir -p "$out"
-    for f in results.md results.json aggregate.png; do
-        if [ -f "$RUN_DIR/results/$f" ]; then cp "$RUN_DIR/results/$f" "$out/"; fi
-    done
+    # The tables, JSON and plots, each model's in its folder when several were measured.
+    if [ -d "$RUN_DIR/results" ]; then
+        (cd "$RUN_DIR/results" && find . \( -name 'results.md' -o -name 'results.json' \
+            -o -name '*.png' -o -name 'models.json' \) -print0 | tar cf - --null -T -) \
+            | tar xf - -C "$out"
+    fi
     cp "$RUN_DIR/run.log" "$out/run.log" 2>/dev/null || true
     (cd "$RUN_DIR" && tar czf "$out/logs.tar.gz" --exclude='*.json' --exclude='*.png' \
         results/ 2>/dev/null) || true
@@ -75,6 +89,11 @@ wait_done() {
     collect
 }
 
+if [ "${1:-}" = plan ]; then
+    shift
+    set -- start "${PLAN_ARGS[@]}" "$@"
+fi
+
 case "${1:-}" in
     start)
         shift
@@ -90,7 +109,7 @@ case "${1:-}" in
         wait_done
         ;;
     *)
-        echo "usage: bash bench/gpu_run.sh start [bench args] | wait" >&2
+        echo "usage: bash bench/gpu_run.sh start [bench args] | plan [bench args] | wait" >&2
         exit 2
         ;;
 esac

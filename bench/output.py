@@ -1,6 +1,8 @@
 """Writing a run's outputs (results.md, results.json, aggregate.png), and re-rendering them.
 
     python -m bench.output path/to/results.json     # results.md and aggregate.png again
+    python -m bench.output path/to/models.json      # a --models run: every model's, and the
+                                                    # combined results.md and aggregate-models.png
 
 Re-rendering reads only results.json, so the tables and the plot of a run made elsewhere (the
 GPU host) can be regenerated after the report code changes, without running anything again.
@@ -11,13 +13,13 @@ from __future__ import annotations
 import argparse
 import json
 from collections.abc import Sequence
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from bench import report
 from bench.batched_bench import BatchedPoint
-from bench.plot import plot_aggregate
+from bench.plot import plot_aggregate, plot_panels
 from bench.runner import PhaseResult
 
 
@@ -43,6 +45,47 @@ def write_outputs(out: Path, meta: dict[str, Any], rows: Sequence[report.Row],
     return markdown
 
 
+@dataclass(frozen=True)
+class ModelPanel:
+    """One model's part of a --models run."""
+
+    name: str
+    markdown: str
+    rows: Sequence[report.Row]
+    batched: dict[int, BatchedPoint]
+
+
+def write_combined(out: Path, panels: Sequence[ModelPanel], title: str) -> str:
+    """A --models run's top level: results.md with a section per model (each model's own files
+    are in out/<name>/), aggregate-models.png with a panel per model, and models.json naming
+    them for re-rendering. Returns the Markdown."""
+    parts = []
+    for panel in panels:
+        body = panel.markdown.replace("\n### ", "\n#### ")
+        parts += [f"### Model `{panel.name}`", "", body]
+    markdown = "\n".join(parts)
+    (out / "results.md").write_text(markdown)
+    (out / "models.json").write_text(json.dumps({"models": [p.name for p in panels]}))
+    plot_panels([(p.name, report.aggregate_points(p.rows), p.batched) for p in panels],
+                title, out / "aggregate-models.png")
+    return markdown
+
+
+def _rerender_models(listing: Path, out: Path) -> str:
+    names = json.loads(listing.read_text())["models"]
+    panels, title = [], ""
+    for name in names:
+        sub = listing.parent / name
+        markdown = rerender(sub / "results.json", out / name)
+        data = json.loads((sub / "results.json").read_text())
+        title = plot_title(data["machine"])
+        panels.append(ModelPanel(name, markdown, [report.Row(**r) for r in data["summary"]],
+                                 {int(p["streams"]): BatchedPoint(**p)
+                                  for p in data["batched_bench"]}))
+    out.mkdir(parents=True, exist_ok=True)
+    return write_combined(out, panels, title)
+
+
 def rerender(results: Path, out: Path) -> str:
     data = json.loads(results.read_text())
     meta = {k: data[k] for k in ("date", "command", "machine", "settings", "elapsed_s")}
@@ -55,10 +98,15 @@ def rerender(results: Path, out: Path) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="re-render results.md and aggregate.png")
-    parser.add_argument("results", type=Path, help="a results.json written by python -m bench")
+    parser.add_argument("results", type=Path, help="a results.json written by python -m bench, "
+                        "or the models.json of a --models run")
     parser.add_argument("--out", type=Path, help="directory (default: the JSON's)")
     args = parser.parse_args(argv)
-    print(rerender(args.results, args.out or args.results.parent))
+    out = args.out or args.results.parent
+    if args.results.name == "models.json":
+        print(_rerender_models(args.results, out))
+    else:
+        print(rerender(args.results, out))
     return 0
 
 

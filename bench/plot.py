@@ -1,20 +1,50 @@
-"""The PNG: aggregate generation tokens/s against concurrent streams, one line per path, with
-llama-batched-bench's throughput as the engine's ceiling."""
+"""The PNGs: aggregate generation tokens/s against concurrent streams, one line per path and
+anchor (llama-server with default flags, with --backend-sampling, and llama-batched-bench's
+throughput as the engine's ceiling); one panel per model when a run measured several."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from bench.batched_bench import BatchedPoint
 
 _LABELS = {"grpc": "ours, gRPC", "rest": "ours, REST bridge", "envoy": "ours, REST via Envoy",
-           "llama-server": "llama-server"}
+           "llama-server": "llama-server (default flags)",
+           "llama-server-bs": "llama-server --backend-sampling"}
+_STYLES = {"grpc": ("tab:blue", "-"), "rest": ("tab:orange", "-"), "envoy": ("tab:purple", "-"),
+           "llama-server": ("tab:green", "-."), "llama-server-bs": ("tab:red", "-.")}
+
+# One model's curves: path -> streams -> tok/s, and llama-batched-bench's points.
+Panel = tuple[str, dict[str, dict[int, float]], dict[int, BatchedPoint]]
 
 
-def plot_aggregate(points: dict[tuple[str, str], dict[int, float]],
-                   batched: dict[int, BatchedPoint], title: str, out: Path) -> bool:
-    """Write the plot (one colour per path, one line style per phase); False (and nothing
-    written) when matplotlib is not installed."""
+def _draw(ax: Any, points: dict[str, dict[int, float]], batched: dict[int, BatchedPoint],
+          title: str) -> None:
+    order = list(_LABELS)
+    for path, by_streams in sorted(points.items(), key=lambda kv: (
+            order.index(kv[0]) if kv[0] in order else len(order), kv[0])):
+        xs = sorted(by_streams)
+        colour, style = _STYLES.get(path, (None, "-"))
+        ax.plot(xs, [by_streams[x] for x in xs], style, marker="o", color=colour,
+                label=_LABELS.get(path, path))
+    if batched:
+        xs = sorted(batched)
+        ax.plot(xs, [batched[x].speed_tg for x in xs], linestyle="--", marker=".",
+                color="grey", label="llama-batched-bench (no server)")
+    ax.set_xscale("log", base=2)
+    ticks = sorted({x for by in points.values() for x in by} | set(batched))
+    ax.set_xticks(ticks, [str(x) for x in ticks])
+    ax.set_xlabel("concurrent streams (--parallel at least as many)")
+    ax.set_ylabel("generated tokens/s (all streams)")
+    ax.set_title(title, fontsize=10)
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=7)
+
+
+def plot_panels(panels: Sequence[Panel], title: str, out: Path) -> bool:
+    """One figure, one panel per model; False (and nothing written) without matplotlib."""
     try:
         import matplotlib
 
@@ -22,25 +52,17 @@ def plot_aggregate(points: dict[tuple[str, str], dict[int, float]],
         import matplotlib.pyplot as plt
     except ImportError:
         return False
-    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
-    phases = sorted({phase for _, phase in points}, key=lambda p: int(p.lstrip("np") or 0))
-    colours = {"grpc": "tab:blue", "rest": "tab:orange", "llama-server": "tab:green"}
-    for (path, phase), by_streams in sorted(points.items()):
-        xs = sorted(by_streams)
-        style = "-" if phase == phases[0] else ":"
-        ax.plot(xs, [by_streams[x] for x in xs], style, marker="o", color=colours.get(path),
-                label=f"{_LABELS.get(path, path)} ({phase.replace('np', '--parallel ')})")
-    if batched:
-        xs = sorted(batched)
-        ax.plot(xs, [batched[x].speed_tg for x in xs], linestyle="--", color="grey",
-                label="llama-batched-bench (no server)")
-    ax.set_xscale("log", base=2)
-    ax.set_xlabel("concurrent streams")
-    ax.set_ylabel("generated tokens/s (all streams)")
-    ax.set_title(title, fontsize=10)
-    ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=8)
+    fig, axes = plt.subplots(1, len(panels), figsize=(7 * len(panels), 4.8), dpi=120,
+                             squeeze=False)
+    for ax, (name, points, batched) in zip(axes[0], panels, strict=True):
+        _draw(ax, points, batched, f"{title}: {name}" if name else title)
     fig.tight_layout()
     fig.savefig(out)
     plt.close(fig)
     return True
+
+
+def plot_aggregate(points: dict[str, dict[int, float]], batched: dict[int, BatchedPoint],
+                   title: str, out: Path) -> bool:
+    """One model's plot (see plot_panels)."""
+    return plot_panels([("", points, batched)], title, out)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from bench.batched_bench import BatchedPoint
-from bench.runner import ENVOY, GRPC, LLAMA_SERVER, PATHS, REST, PhaseResult
+from bench.runner import ENVOY, GRPC, LLAMA_SERVER, LLAMA_SERVER_BS, PATHS, REST, PhaseResult
 from bench.scenarios import Scenario, aggregate_streams
 
 
@@ -80,30 +80,55 @@ def _fmt(x: float, unit: str = "") -> str:
     return f"{x:,.1f}" if abs(x) < 1000 else f"{x:,.0f}"
 
 
+# The ratio columns: (numerator path, denominator path, header).
+RATIOS = ((GRPC, LLAMA_SERVER, "gRPC / llama-server"), (REST, LLAMA_SERVER, "REST / llama-server"),
+          (GRPC, LLAMA_SERVER_BS, "gRPC / llama-server -bs"),
+          (REST, LLAMA_SERVER_BS, "REST / llama-server -bs"),
+          (ENVOY, REST, "Envoy / REST bridge"))
+PATH_HEADERS = {GRPC: "gRPC", REST: "REST bridge", ENVOY: "REST via Envoy",
+                LLAMA_SERVER: "llama-server", LLAMA_SERVER_BS: "llama-server -bs"}
+
+
 def results_table(rows: Sequence[Row], skipped: dict[str, str]) -> str:
-    head = ("| phase | scenario | metric | gRPC | REST bridge | REST via Envoy | llama-server "
-            "| gRPC / llama-server | REST / llama-server | Envoy / REST bridge |")
-    lines = [head, "|" + " --- |" * 10]
+    head = ("| phase | scenario | metric | " + " | ".join(PATH_HEADERS[p] for p in PATHS) + " | "
+            + " | ".join(h for _, _, h in RATIOS) + " |")
+    lines = [head, "|" + " --- |" * (3 + len(PATHS) + len(RATIOS))]
     for r in rows:
         label = f"{r.metric} {r.stat}" if r.stat != "median" else r.metric
         cells = [_fmt(r.values.get(p, math.nan)) for p in PATHS]
+        ratios = [_fmt(r.ratio(a, b), "ratio") for a, b, _ in RATIOS]
         lines.append(f"| {r.phase} | {r.title} (n={r.n}) | {label} ({r.unit}) | "
-                     + " | ".join(cells) + f" | {_fmt(r.ratio(GRPC), 'ratio')} | "
-                     f"{_fmt(r.ratio(REST), 'ratio')} | "
-                     f"{_fmt(r.ratio(ENVOY, REST), 'ratio')} |")
+                     + " | ".join(cells) + " | " + " | ".join(ratios) + " |")
     for path, why in skipped.items():
         lines.append(f"\n*{path} skipped: {why}.*")
     return "\n".join(lines)
 
 
-def aggregate_points(rows: Sequence[Row]) -> dict[tuple[str, str], dict[int, float]]:
-    """(path, phase) -> streams -> median aggregate tok/s."""
-    found: dict[tuple[str, str], dict[int, float]] = {}
+def phase_parallel(phase: str) -> int:
+    """--parallel of a phase named "npN" (0 for another name)."""
+    rest = phase.removeprefix("np")
+    return int(rest) if rest.isdigit() else 0
+
+
+def aggregate_points(rows: Sequence[Row]) -> dict[str, dict[int, float]]:
+    """path -> streams -> median aggregate tok/s, over every phase. Where two phases ran the
+    same stream count (16 streams at --parallel 8 and at 64), the phase with a slot for every
+    stream and the fewest slots wins (the other's extra streams only queue)."""
+    best: dict[tuple[str, int], tuple[tuple[bool, int], float]] = {}
     for r in rows:
         n = aggregate_streams(r.scenario)
-        if r.metric == "aggregate" and n is not None:
-            for path, v in r.values.items():
-                found.setdefault((path, r.phase), {})[n] = v
+        if r.metric != "aggregate" or n is None:
+            continue
+        par = phase_parallel(r.phase)
+        rank = (par < n, par if par >= n else -par)
+        for path, v in r.values.items():
+            if math.isnan(v):
+                continue
+            if (path, n) not in best or rank < best[(path, n)][0]:
+                best[(path, n)] = (rank, v)
+    found: dict[str, dict[int, float]] = {}
+    for (path, n), (_, v) in sorted(best.items()):
+        found.setdefault(path, {})[n] = v
     return found
 
 
@@ -111,8 +136,8 @@ def limit_table(rows: Sequence[Row], batched: dict[int, BatchedPoint],
                 parallel_of: dict[str, int]) -> str:
     """Each path's aggregate throughput as a fraction of llama-batched-bench's at the same
     number of sequences (at most the phase's --parallel: more streams than slots just wait)."""
-    lines = ["| phase | streams | batched-bench tok/s | gRPC | REST bridge | REST via Envoy "
-             "| llama-server |", "|" + " --- |" * 7]
+    lines = ["| phase | streams | batched-bench tok/s | "
+             + " | ".join(PATH_HEADERS[p] for p in PATHS) + " |", "|" + " --- |" * (3 + len(PATHS))]
     for r in rows:
         n = aggregate_streams(r.scenario)
         if r.metric != "aggregate" or n is None:
@@ -129,13 +154,14 @@ def limit_table(rows: Sequence[Row], batched: dict[int, BatchedPoint],
 
 
 def memory_table(phases: Sequence[PhaseResult]) -> str:
-    lines = ["| phase | our service (all processes) | llama-server | ours / llama-server |",
-             "| --- | --- | --- | --- |"]
+    lines = ["| phase | our service (all processes) | llama-server | llama-server -bs "
+             "| ours / llama-server |", "| --- | --- | --- | --- | --- |"]
     for ph in phases:
         ours = ph.peak_rss_mib.get("ours", math.nan)
         theirs = ph.peak_rss_mib.get(LLAMA_SERVER, math.nan)
+        bs = ph.peak_rss_mib.get(LLAMA_SERVER_BS, math.nan)
         ratio = ours / theirs if theirs > 0 else math.nan
-        lines.append(f"| {ph.name} | {_fmt(ours)} MiB | {_fmt(theirs)} MiB | "
+        lines.append(f"| {ph.name} | {_fmt(ours)} MiB | {_fmt(theirs)} MiB | {_fmt(bs)} MiB | "
                      f"{_fmt(ratio, 'ratio')} |")
     return "\n".join(lines)
 

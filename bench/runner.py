@@ -28,7 +28,10 @@ from bench.servers import (
 )
 
 GRPC, REST, ENVOY, LLAMA_SERVER = "grpc", "rest", "envoy", "llama-server"
-PATHS = (GRPC, REST, ENVOY, LLAMA_SERVER)
+# llama-server with --backend-sampling: the setting a user who cares about concurrency runs
+# (issue 26), a second anchor beside the default flags.
+LLAMA_SERVER_BS = "llama-server-bs"
+PATHS = (GRPC, REST, ENVOY, LLAMA_SERVER, LLAMA_SERVER_BS)
 
 
 @dataclass
@@ -63,7 +66,8 @@ class _Servers:
 
 
 def _start(settings: ServerSettings, llama_server: Path | None, bridge: bool, log_dir: Path,
-           result: PhaseResult, envoy: bool = False) -> _Servers:
+           result: PhaseResult, envoy: bool = False, backend_sampling: bool = False
+           ) -> _Servers:
     servers = _Servers()
     try:
         ours: OurService = start_our_service(settings, log_dir, bridge)
@@ -87,6 +91,15 @@ def _start(settings: ServerSettings, llama_server: Path | None, bridge: bool, lo
             proc, url = start_llama_server(llama_server, settings, log_dir)
             servers.processes[LLAMA_SERVER] = proc
             servers.endpoints[LLAMA_SERVER] = Endpoint("http", url)
+        if llama_server is not None and backend_sampling:
+            proc, url = start_llama_server(llama_server, settings, log_dir, ("-bs",),
+                                           LLAMA_SERVER_BS)
+            servers.processes[LLAMA_SERVER_BS] = proc
+            servers.endpoints[LLAMA_SERVER_BS] = Endpoint("http", url)
+        else:
+            result.skipped[LLAMA_SERVER_BS] = (
+                "llama-server not built (--no-llama-server)" if llama_server is None
+                else "not requested (--no-backend-sampling)")
     except BaseException:
         servers.close(result)
         raise
@@ -94,9 +107,11 @@ def _start(settings: ServerSettings, llama_server: Path | None, bridge: bool, lo
 
 
 def _warm_up(runner: LoadRunner, endpoint: Endpoint, pm: PromptMaker, sizes: Sizes,
-             streams: int) -> None:
+             streams: int, slot_ctx: int) -> None:
     # First requests pay for allocations, kernel selection and graph capture at each batch size.
-    runner.run(endpoint, [(GenRequest(pm.unique(sizes.long_prompt), 4),)])
+    # A wide phase's slots may be smaller than the long prompt (--wide-ctx-per-slot).
+    long_prompt = min(sizes.long_prompt, slot_ctx - 8)
+    runner.run(endpoint, [(GenRequest(pm.unique(long_prompt), 4),)])
     for n in sorted({1, 2, 4, 8, streams}):
         runner.run(endpoint, [(GenRequest(pm.unique(sizes.short_prompt), 16),)] * n)
 
@@ -133,16 +148,17 @@ def _profile(servers: _Servers, runner: LoadRunner, scenario: Scenario, pm: Prom
 def run_phase(name: str, settings: ServerSettings, scenarios: Sequence[Scenario], sizes: Sizes,
               reps: int, llama_server: Path | None, bridge: bool, runner: LoadRunner,
               log_dir: Path, profile_s: float = 0.0, profile_gil: bool = False,
-              envoy: bool = False) -> PhaseResult:
+              envoy: bool = False, backend_sampling: bool = False) -> PhaseResult:
     settings_dict = {k: str(v) if isinstance(v, Path) else v for k, v in asdict(settings).items()}
     result = PhaseResult(name, settings_dict)
-    servers = _start(settings, llama_server, bridge, log_dir, result, envoy)
+    servers = _start(settings, llama_server, bridge, log_dir, result, envoy, backend_sampling)
     try:
         paths = [p for p in PATHS if p in servers.endpoints]
         pm = PromptMaker(seed=len(name) * 7919)
         max_streams = max(s.streams for s in scenarios)
         for p in paths:
-            _warm_up(runner, servers.endpoints[p], pm, sizes, max_streams)
+            _warm_up(runner, servers.endpoints[p], pm, sizes, max_streams,
+                     settings.ctx // settings.parallel)
         for scenario in scenarios:
             started = time.monotonic()
             for rep in range(reps):

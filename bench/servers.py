@@ -142,13 +142,15 @@ def _wait_grpc(server: ServerProcess, address: str, deadline: float) -> None:
                        f"{server.log_tail()}")
 
 
-def start_llama_server(binary: Path, settings: ServerSettings, log_dir: Path) -> tuple[
+def start_llama_server(binary: Path, settings: ServerSettings, log_dir: Path,
+                       extra: tuple[str, ...] = (), name: str = "llama-server") -> tuple[
         ServerProcess, str]:
-    """llama-server on a free port, once /health says the model is loaded; returns its URL."""
+    """llama-server on a free port, once /health says the model is loaded; returns its URL.
+    `extra`: flags for this one only (`-bs`, the backend-sampling anchor)."""
     port = free_port()
-    server = ServerProcess("llama-server", [str(binary), *settings.flags(), "--host",
-                                            "127.0.0.1", "--port", str(port)],
-                           log_dir / f"llama-server-np{settings.parallel}.log")
+    server = ServerProcess(name, [str(binary), *settings.flags(), *extra, "--host",
+                                  "127.0.0.1", "--port", str(port)],
+                           log_dir / f"{name}-np{settings.parallel}.log")
     url = f"http://127.0.0.1:{port}"
     if not _wait_http(server, f"{url}/health", time.monotonic() + START_TIMEOUT_S):
         server.stop()
