@@ -16,27 +16,28 @@ device memory (`memory_bytes{part, memory}`), as llama.cpp logs them when it all
 (native.buffers; llama.h returns none of these sizes); plus the process's own memory and CPU
 (prometheus-client's process collector).
 
-Each server has its own CollectorRegistry (never the global one): several servers in one
-process (tests) do not share metrics.
+Each server has its own Metrics and process collector (never prometheus-client's global
+registry): several servers in one process (tests) do not share metrics. What a scrape costs, and
+why the text is rendered through templates: service/metrics_text.py, docs/api.md.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from llama.v1 import server_pb2
-from prometheus_client import CollectorRegistry, ProcessCollector, generate_latest
+from prometheus_client import ProcessCollector
 from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
     HistogramMetricFamily,
     Metric,
 )
-from prometheus_client.registry import Collector
 
 from service.engine.monitor import EngineSnapshot, Histogram
+from service.metrics_text import TextTemplate, sample_values
 
 CONTENT_TYPE = "text/plain; version=0.0.4"
 # Bytes per element of the KV cache types (ggml block sizes / elements per block).
@@ -110,25 +111,81 @@ def _rate(count: float, seconds: float) -> float:
     return count / seconds if seconds > 0 else 0.0
 
 
-class _SnapshotCollector(Collector):
-    """Yields the families made for the scrape in progress."""
-
-    def __init__(self) -> None:
-        self.families: list[Metric] = []
-
-    def collect(self) -> Iterable[Metric]:
-        return list(self.families)
+# The scalar families: (type, name, help, the MetricsResponse field that holds the value), in
+# the order the text writes them; llama-server's before the speculative per-position counter,
+# ours (under llamagrpc:, after the histograms) after it.
+_Scalar = tuple[str, str, str, str]
+_LLAMACPP: tuple[_Scalar, ...] = (
+    ("counter", "prompt_tokens", "Number of prompt tokens processed, excluding cached tokens",
+     "prompt_tokens_total"),
+    ("counter", "prompt_tokens_cached", "Number of prompt tokens reused from the cache",
+     "prompt_tokens_cached_total"),
+    ("counter", "prompt_seconds", "Total time spent processing prompts", "prompt_seconds_total"),
+    ("counter", "tokens_predicted", "Number of generation tokens processed",
+     "tokens_predicted_total"),
+    ("counter", "tokens_predicted_seconds", "Total time spent generating tokens",
+     "tokens_predicted_seconds_total"),
+    ("counter", "n_decode", "Total number of llama_decode() calls", "n_decode_total"),
+    ("counter", "spec_decode_num_draft_tokens", "Speculative: Total draft tokens generated",
+     "spec_decode_num_draft_tokens_total"),
+    ("counter", "spec_decode_num_accepted_tokens",
+     "Speculative: Total draft tokens accepted by the target model",
+     "spec_decode_num_accepted_tokens_total"),
+    ("counter", "spec_decode_num_drafts",
+     "Speculative: Total speculative decoding verification steps",
+     "spec_decode_num_drafts_total"),
+    ("gauge", "n_tokens_max", "Largest observed sequence length (prompt + generation)",
+     "n_tokens_max"),
+    ("gauge", "prompt_tokens_seconds", "Average prompt throughput in tokens/s",
+     "prompt_tokens_seconds"),
+    ("gauge", "predicted_tokens_seconds", "Average generation throughput in tokens/s",
+     "predicted_tokens_seconds"),
+    ("gauge", "kv_cache_usage_ratio", "KV-cache usage. 1 means 100 percent usage",
+     "kv_cache_usage_ratio"),
+    ("gauge", "kv_cache_tokens", "KV-cache tokens", "kv_cache_tokens"),
+    ("gauge", "requests_processing", "Number of requests processing", "requests_processing"),
+    ("gauge", "requests_deferred", "Number of requests deferred", "requests_deferred"),
+    ("gauge", "n_busy_slots_per_decode", "Average number of busy slots per llama_decode() call",
+     "n_busy_slots_per_decode"))
+_HISTOGRAMS = (
+    ("time_to_first_token_seconds", "Time from a request's arrival to its first generated token",
+     "time_to_first_token"),
+    ("inter_token_latency_seconds", "Time between two generated tokens of a request",
+     "inter_token_latency"),
+    ("queue_wait_seconds", "Time a request waited for a slot and its KV reservation",
+     "queue_wait"))
+_OURS: tuple[_Scalar, ...] = (
+    ("counter", "requests_cancelled", "Requests cancelled, waiting or running",
+     "requests_cancelled_total"),
+    ("counter", "requests_finished", "Requests that ended with a stop (eos, word, limit)",
+     "requests_finished_total"),
+    ("counter", "decodes_interrupted",
+     "Prompt decodes interrupted and redone with a burst's newer requests",
+     "decodes_interrupted_total"),
+    ("gauge", "kv_cells_total", "KV cache cells of the context", "kv_cells_total"),
+    ("gauge", "kv_cells_used", "KV cells holding tokens (running and cached prompts)",
+     "kv_cells_used"),
+    ("gauge", "kv_cells_reserved",
+     "KV cells reserved by running requests (prompt + n_predict each)", "kv_cells_reserved"),
+    ("gauge", "requests_waiting", "Requests waiting for a slot or KV cells", "requests_deferred"),
+    ("gauge", "slots_idle", "Slots with no request", "slots_idle"))
 
 
 class Metrics:
-    """One per server: its registry, and the previous scrape for the windowed gauges."""
+    """One per server: the previous scrape (for the windowed gauges) and the text templates.
+
+    The text is prometheus-client's (generate_latest's bytes), rendered through a TextTemplate
+    per shape (service.metrics_text): a scrape writes the values only. The memory ledger's
+    typed message and values are made once: llama.cpp allocates its buffers at load."""
 
     def __init__(self, memory: MemoryLedger) -> None:
         self.memory = memory
-        self.registry = CollectorRegistry(auto_describe=False)
-        self._collector = _SnapshotCollector()
-        self.registry.register(self._collector)
-        ProcessCollector(namespace="llamagrpc", registry=self.registry)
+        self._memory_msg = memory.message()
+        self._memory_values = sample_values([_memory(self._memory_msg)])
+        self._process = ProcessCollector(namespace="llamagrpc", registry=None)
+        # by the number of speculative positions (the one part whose shape changes)
+        self._templates: dict[int, TextTemplate] = {}
+        self._process_templates: dict[tuple[tuple[str, int], ...], TextTemplate] = {}
         self._window = _Window()
         self._lock = threading.Lock()
 
@@ -166,91 +223,65 @@ class Metrics:
                 time_to_first_token=_histogram_msg(snap.ttft),
                 inter_token_latency=_histogram_msg(snap.token_gap),
                 queue_wait=_histogram_msg(snap.queue_wait),
-                memory=self.memory.message(),
+                memory=self._memory_msg,
                 spec_decode_num_draft_tokens_total=s.draft_tokens,
                 spec_decode_num_accepted_tokens_total=s.accepted_tokens,
                 spec_decode_num_drafts_total=s.verifications,
                 spec_decode_num_accepted_tokens_per_pos=s.accepted_per_pos)
-            self._collector.families = list(_families(resp, snap.n_waiting))
             resp.prometheus.content_type = CONTENT_TYPE
-            resp.prometheus.data = generate_latest(self.registry)
-            self._collector.families = []
+            resp.prometheus.data = (self._engine_text(resp) + self._process_text()).encode()
         return resp
 
+    def _engine_text(self, r: server_pb2.MetricsResponse) -> str:
+        n_pos = len(r.spec_decode_num_accepted_tokens_per_pos)
+        template = self._templates.get(n_pos)
+        if template is None:
+            template = self._templates[n_pos] = TextTemplate(families(r))
+        return template.render(_values(r, self._memory_values))
 
-def _families(r: server_pb2.MetricsResponse, n_waiting: int) -> Iterator[Metric]:
-    for name, doc, value in (
-            ("prompt_tokens", "Number of prompt tokens processed, excluding cached tokens",
-             r.prompt_tokens_total),
-            ("prompt_tokens_cached", "Number of prompt tokens reused from the cache",
-             r.prompt_tokens_cached_total),
-            ("prompt_seconds", "Total time spent processing prompts", r.prompt_seconds_total),
-            ("tokens_predicted", "Number of generation tokens processed",
-             r.tokens_predicted_total),
-            ("tokens_predicted_seconds", "Total time spent generating tokens",
-             r.tokens_predicted_seconds_total),
-            ("n_decode", "Total number of llama_decode() calls", r.n_decode_total),
-            ("spec_decode_num_draft_tokens", "Speculative: Total draft tokens generated",
-             r.spec_decode_num_draft_tokens_total),
-            ("spec_decode_num_accepted_tokens",
-             "Speculative: Total draft tokens accepted by the target model",
-             r.spec_decode_num_accepted_tokens_total),
-            ("spec_decode_num_drafts",
-             "Speculative: Total speculative decoding verification steps",
-             r.spec_decode_num_drafts_total)):
-        yield CounterMetricFamily(f"llamacpp:{name}", doc, value=value)
-    for name, doc, value in (
-            ("n_tokens_max", "Largest observed sequence length (prompt + generation)",
-             r.n_tokens_max),
-            ("prompt_tokens_seconds", "Average prompt throughput in tokens/s",
-             r.prompt_tokens_seconds),
-            ("predicted_tokens_seconds", "Average generation throughput in tokens/s",
-             r.predicted_tokens_seconds),
-            ("kv_cache_usage_ratio", "KV-cache usage. 1 means 100 percent usage",
-             r.kv_cache_usage_ratio),
-            ("kv_cache_tokens", "KV-cache tokens", r.kv_cache_tokens),
-            ("requests_processing", "Number of requests processing", r.requests_processing),
-            ("requests_deferred", "Number of requests deferred", r.requests_deferred),
-            ("n_busy_slots_per_decode", "Average number of busy slots per llama_decode() call",
-             r.n_busy_slots_per_decode)):
-        yield GaugeMetricFamily(f"llamacpp:{name}", doc, value=value)
+    def _process_text(self) -> str:
+        """prometheus-client's process collector (llamagrpc_process_*): read each scrape."""
+        found = list(self._process.collect())
+        shape = tuple((f.name, len(f.samples)) for f in found)
+        template = self._process_templates.get(shape)
+        if template is None:
+            template = self._process_templates[shape] = TextTemplate(found)
+        return template.render(sample_values(found))
+
+
+def _values(r: server_pb2.MetricsResponse, memory: list[float]) -> list[float]:
+    """The samples of `families(r)`, in order, read from the message without making them."""
+    out = [float(getattr(r, field)) for _, _, _, field in _LLAMACPP]
+    out += r.spec_decode_num_accepted_tokens_per_pos
+    for _, _, field in _HISTOGRAMS:
+        h = getattr(r, field)
+        out += h.cumulative_counts
+        out += (h.cumulative_counts[-1], h.sum)
+    out += [float(getattr(r, field)) for _, _, _, field in _OURS]
+    out += memory
+    return out
+
+
+def families(r: server_pb2.MetricsResponse) -> list[Metric]:
+    """Every family the text holds but the process's, as prometheus-client's objects: what a
+    TextTemplate is made from (and what a test renders with generate_latest to compare)."""
+    out: list[Metric] = [_scalar("llamacpp", spec, r) for spec in _LLAMACPP]
     if r.spec_decode_num_accepted_tokens_per_pos:  # as llama-server: once anything was drafted
         per_pos = CounterMetricFamily("llamacpp:spec_decode_num_accepted_tokens_per_pos",
                                       "Accepted tokens per draft position", labels=["position"])
         for i, n in enumerate(r.spec_decode_num_accepted_tokens_per_pos):
             per_pos.add_metric([str(i)], n)
-        yield per_pos
-    yield from _ours(r, n_waiting)
+        out.append(per_pos)
+    out += [_histogram(name, doc, getattr(r, field)) for name, doc, field in _HISTOGRAMS]
+    out += [_scalar("llamagrpc", spec, r) for spec in _OURS]
+    out.append(_memory(r.memory))
+    return out
 
 
-def _ours(r: server_pb2.MetricsResponse, n_waiting: int) -> Iterator[Metric]:
-    yield _histogram("time_to_first_token_seconds",
-                     "Time from a request's arrival to its first generated token",
-                     r.time_to_first_token)
-    yield _histogram("inter_token_latency_seconds",
-                     "Time between two generated tokens of a request", r.inter_token_latency)
-    yield _histogram("queue_wait_seconds",
-                     "Time a request waited for a slot and its KV reservation", r.queue_wait)
-    for name, doc, value in (
-            ("requests_cancelled", "Requests cancelled, waiting or running",
-             r.requests_cancelled_total),
-            ("requests_finished", "Requests that ended with a stop (eos, word, limit)",
-             r.requests_finished_total),
-            ("decodes_interrupted",
-             "Prompt decodes interrupted and redone with a burst's newer requests",
-             r.decodes_interrupted_total)):
-        yield CounterMetricFamily(f"llamagrpc:{name}", doc, value=value)
-    for name, doc, value in (
-            ("kv_cells_total", "KV cache cells of the context", r.kv_cells_total),
-            ("kv_cells_used", "KV cells holding tokens (running and cached prompts)",
-             r.kv_cells_used),
-            ("kv_cells_reserved",
-             "KV cells reserved by running requests (prompt + n_predict each)",
-             r.kv_cells_reserved),
-            ("requests_waiting", "Requests waiting for a slot or KV cells", n_waiting),
-            ("slots_idle", "Slots with no request", r.slots_idle)):
-        yield GaugeMetricFamily(f"llamagrpc:{name}", doc, value=value)
-    yield _memory(r.memory)
+def _scalar(prefix: str, spec: _Scalar, r: server_pb2.MetricsResponse) -> Metric:
+    kind, name, doc, field = spec
+    family = CounterMetricFamily if kind == "counter" else GaugeMetricFamily
+    return family(f"{prefix}:{name}", doc, value=getattr(r, field))
 
 
 def _memory(ledger: server_pb2.MemoryLedger) -> Metric:

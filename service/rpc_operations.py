@@ -18,19 +18,21 @@ from service.metrics import MemoryBuffer, MemoryLedger, Metrics, kv_cache_bytes
 from service.rpc_base import Context, ServicerBase
 from service.rpc_errors import unary
 from service.runtime import Runtime
-from service.slots_view import prompt_tokens, slots_response
+from service.slots_view import SlotsView
 
 # llama-server's messages when an endpoint is off (HTTP 501 not_supported_error).
 METRICS_OFF = "This server does not support metrics endpoint. Start it with `--metrics`"
 SLOTS_OFF = "This server does not support slots endpoint. Start it with `--slots`"
 PROPS_OFF = ("This server does not support changing global properties. Start it with "
              "`--props`")
-# Slots whose prompts together hold more tokens than this are turned into text off the loop.
+# Prompts not yet made into text that together hold more tokens than this are turned into text
+# off the loop (a task's text is made once: SlotsView).
 _INLINE_PROMPT_TOKENS = 4096
 
 
 class OperationsRpcs(ServicerBase):
     _metrics_state: tuple[Runtime, Metrics] | None = None
+    _slots_view: SlotsView | None = None
 
     def _snapshot(self, rt: Runtime) -> EngineSnapshot:
         snap = rt.engine.monitor.snapshot
@@ -43,6 +45,12 @@ class OperationsRpcs(ServicerBase):
         if state is None or state[0] is not rt:
             state = self._metrics_state = (rt, Metrics(memory_ledger(rt)))
         return state[1]
+
+    def _slots(self, rt: Runtime) -> SlotsView:
+        view = self._slots_view
+        if view is None or view.rt is not rt:
+            view = self._slots_view = SlotsView(rt)
+        return view
 
     @unary
     async def GetMetrics(self, request: Any, context: Context) -> Any:
@@ -59,9 +67,10 @@ class OperationsRpcs(ServicerBase):
         snap = self._snapshot(rt)
         if request.fail_on_no_slot and snap.idle_slots == 0:
             raise ServiceError("unavailable", "no slot available")
-        if prompt_tokens(snap) <= _INLINE_PROMPT_TOKENS:
-            return slots_response(rt, snap)
-        return await self._offload.run(slots_response, rt, snap)
+        view = self._slots(rt)
+        if view.text_tokens(snap) <= _INLINE_PROMPT_TOKENS:
+            return view.response(snap)
+        return await self._offload.run(view.response, snap)
 
     @unary
     async def SetProps(self, request: Any, context: Context) -> Any:

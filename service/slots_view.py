@@ -22,35 +22,66 @@ from service.runtime import Runtime
 from service.tokens import prompt_text
 
 
-def prompt_tokens(snap: EngineSnapshot) -> int:
-    """Tokens the slots' prompts hold: what turning them into text costs."""
-    return sum(len(s.task.prompt) for s in snap.slots if s.task is not None)
+class SlotsView:
+    """One per runtime: the /slots answer, with each task's unchanging part (its id, settings
+    and prompt as text: most of a slot's fields, and most of the work) made once per task, not
+    once per scrape; a scrape adds what moves (is_processing and the counts).
+
+    Holds one entry a slot (its latest task's), as the monitor holds the task itself. Read from
+    the event loop and the offload threads: an entry is one dict item, replaced whole."""
+
+    def __init__(self, rt: Runtime) -> None:
+        self.rt = rt
+        self._made: dict[int, tuple[Any, Any]] = {}  # slot id -> (task, its SlotInfo part)
+
+    def text_tokens(self, snap: EngineSnapshot) -> int:
+        """Tokens of the prompts still to turn into text: what the next answer costs."""
+        return sum(len(s.task.prompt) for s in snap.slots
+                   if s.task is not None and not self._has(s))
+
+    def response(self, snap: EngineSnapshot) -> Any:
+        return server_pb2.ListSlotsResponse(slots=[self._slot(s) for s in snap.slots])
+
+    def _has(self, state: SlotState) -> bool:
+        made = self._made.get(state.id)
+        return made is not None and made[0] is state.task
+
+    def _slot(self, state: SlotState) -> Any:
+        task = state.task
+        if task is None:  # never used: llama-server shows these four fields only
+            return server_pb2.SlotInfo(id=state.id, id_task=-1, n_ctx=self.rt.engine.n_ctx_slot,
+                                       speculative=self.rt.engine.speculator is not None,
+                                       is_processing=state.busy)
+        made = self._made.get(state.id)
+        if made is None or made[0] is not task:
+            made = self._made[state.id] = (task, _task_part(self.rt, state.id, task))
+        info = server_pb2.SlotInfo()
+        info.CopyFrom(made[1])
+        _add_counts(info, state)
+        return info
 
 
-def slots_response(rt: Runtime, snap: EngineSnapshot) -> Any:
-    return server_pb2.ListSlotsResponse(slots=[slot_info(rt, s) for s in snap.slots])
-
-
-def slot_info(rt: Runtime, state: SlotState) -> Any:
-    n_ctx = rt.engine.n_ctx_slot
-    info = server_pb2.SlotInfo(id=state.id, id_task=-1, n_ctx=n_ctx,
-                               speculative=rt.engine.speculator is not None,
-                               is_processing=state.busy)
-    task = state.task
-    if task is None:
-        return info  # never used: llama-server shows the four fields above only
-    # The task may be running: each field below is one read of an int, a list's length or a
-    # bytearray (atomic under the GIL); together they may be one token apart.
-    info.id_task = task.order
+def _task_part(rt: Runtime, slot_id: int, task: Any) -> Any:
+    """What a slot shows of its task that the task keeps for its life."""
+    info = server_pb2.SlotInfo(id=slot_id, id_task=task.order, n_ctx=rt.engine.n_ctx_slot,
+                               speculative=rt.engine.speculator is not None)
     info.params.CopyFrom(request_settings(rt, task.params, task.params.streaming))
     info.prompt = prompt_text(rt.model.vocab, list(task.prompt))
+    return info
+
+
+def _add_counts(info: Any, state: SlotState) -> None:
+    task = state.task
+    info.is_processing = state.busy
+    # The task may be running: each field below is one read of an int, a list's length or a
+    # bytearray (atomic under the GIL); together they may be one token apart.
     # llama-server's n_prompt_tokens is what the slot's cells hold (the prompt, then the
     # tokens generated), and a slot that finished keeps its last task but not its counts.
     info.n_prompt_tokens = state.n_cells
     if not state.busy:
-        info.next_token.CopyFrom(server_pb2.NextTokenInfo(n_remain=-1))
+        info.next_token.n_remain = -1
         info.n_prompt_tokens_processed = info.n_prompt_tokens_cache = 0
-        return info
+        return
     generated = len(task.generated)
     n_prompt, n_cached = len(task.prompt), task.n_cached
     stream = task.stream
@@ -61,4 +92,3 @@ def slot_info(rt: Runtime, state: SlotState) -> Any:
         n_decoded=generated, stopping_word=stopped.word if stopped is not None else ""))
     info.n_prompt_tokens_processed = max(min(task.n_past, n_prompt) - n_cached, 0)
     info.n_prompt_tokens_cache = n_cached
-    return info
