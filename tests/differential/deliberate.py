@@ -78,7 +78,7 @@ DELIBERATE: dict[str, str] = {
     "auth GET /props no key":
         "the spec documents GET /props as public (no API key check); the pinned build checks the key",
     "chat content image part":
-        "llama-server answers 500 server_error for this client error (its JSON library's exception); we answer 400 invalid_request_error",
+        "issue 23: the media are checked before the projector: 'AAAA' is no image, a 400 naming the part; llama-server, without a projector, answers 500 server_error 'image input is not supported' before reading the data",
     "chat continue final reasoning_content":
         "continue_final_message \"reasoning_content\" with a template that has no thinking block is a 400 saying so; llama-server renders the conversation without the message (its text is dropped) and answers",
     "chat max_tokens 0":
@@ -99,6 +99,8 @@ DELIBERATE: dict[str, str] = {
         "llama-server answers 500 server_error for this client error (its JSON library's exception); we answer 400 invalid_request_error",
     "completion both":
         "grammar and json_schema together is a 400; llama-server quietly uses the grammar although the spec says json_schema wins",
+    "completion image_data":
+        "issue 23: image_data is read as the spec documents it, never ignored: 'AAAA' is no image, a 400 naming it (valid images: 400 'Multimodal data provided, but model does not support multimodal requests.'); the pinned llama-server no longer reads image_data and answers",
     "completion json_schema":
         "`generation_settings.grammar` shows the grammar our JSON-schema converter wrote: other rule names and layout than llama.cpp's for the same language (the generated text is compared and agrees)",
     "completion json_schema string":
