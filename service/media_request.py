@@ -103,7 +103,10 @@ def check_request_media(rt: Any, request: Any) -> None:
         _chat_media(request, found, texts)
     for name in ("prompt", "input", "content"):
         if name in fields and request.HasField(name):
-            _value_prompts(value_to_json(request, name), name, found, texts)
+            # The text only matters to image_data's [img-<id>]: a long token prompt is not
+            # walked for it (~16 ms for 16,000 ids) unless there are images to match.
+            _value_prompts(value_to_json(request, name), name, found,
+                           texts if request.image_data else None)
     for name in ("typed_prompt", "typed_input"):
         if name in fields and request.HasField(name):
             _typed_prompts(getattr(request, name), name, found, texts)
@@ -167,13 +170,17 @@ def _strings(value: Json) -> Iterator[str]:
         yield from _strings(value["prompt_string"])
 
 
-def _value_prompts(value: Json, name: str, found: _Found, texts: list[str]) -> None:
-    """A JSON prompt (or embedding input): its text, and each `{"prompt_string",
-    "multimodal_data"}` object's media against its markers."""
-    texts.extend(_strings(value))
-    objects = [(name, value)] if isinstance(value, dict) else \
-        [(f"{name}[{i}]", v) for i, v in enumerate(value) if isinstance(v, dict)] \
-        if isinstance(value, list) else []
+def _value_prompts(value: Json, name: str, found: _Found, texts: list[str] | None) -> None:
+    """A JSON prompt (or embedding input): its text (into `texts`, unless None), and each
+    `{"prompt_string", "multimodal_data"}` object's media against its markers."""
+    if texts is not None:
+        texts.extend(_strings(value))
+    if isinstance(value, dict):
+        objects = [(name, value)]
+    elif isinstance(value, list) and dict in map(type, value):
+        objects = [(f"{name}[{i}]", v) for i, v in enumerate(value) if isinstance(v, dict)]
+    else:
+        return
     for where, obj in objects:
         if "multimodal_data" not in obj:
             continue
@@ -205,19 +212,22 @@ def _typed_prompts(prompts: Any, name: str, found: _Found, texts: list[str]) -> 
 
 
 def _chat_media(request: Any, found: _Found, texts: list[str]) -> None:
+    need_text = bool(request.image_data)  # string contents matter to [img-<id>] only
     for i, message in enumerate(request.messages):
-        field = f"messages[{i}].content"
-        if message.HasField("content_parts"):
+        which = message.WhichOneof("content_input")
+        if which == "content_parts":
             for j, part in enumerate(message.content_parts.parts):
-                _typed_part(part, f"{field}[{j}]", found, texts)
-        elif message.HasField("content"):
-            content = value_to_json(message, "content")
-            if isinstance(content, str):
-                texts.append(content)
-            elif isinstance(content, list):
-                for j, part in enumerate(content):
+                _typed_part(part, f"messages[{i}].content[{j}]", found, texts)
+        elif which == "content":
+            content = message.content
+            kind = content.WhichOneof("kind")
+            if kind == "string_value":
+                if need_text:
+                    texts.append(content.string_value)
+            elif kind == "list_value":
+                for j, part in enumerate(value_to_json(message, "content")):
                     if isinstance(part, dict):
-                        _json_part(part, f"{field}[{j}]", found, texts)
+                        _json_part(part, f"messages[{i}].content[{j}]", found, texts)
 
 
 def _json_part(part: dict[str, Json], field: str, found: _Found, texts: list[str]) -> None:
