@@ -176,24 +176,32 @@ class Context:
             raise InvalidInputError("empty batch")
         if n > self.n_batch:
             raise InvalidInputError(f"batch of {n} tokens exceeds n_batch {self.n_batch}")
-        self.model.vocab.check_ids(ffi.unpack(batch.tokens, n))
-        seq = ffi.unpack(batch.seq_id, n)
+        if n == 1:  # a single stream's decode step: the same checks without three lists
+            self.model.vocab.check_token(batch.tokens[0])
+            seq, pos = [batch.seq_id[0]], [batch.pos[0]]
+        else:
+            self.model.vocab.check_ids(ffi.unpack(batch.tokens, n))
+            seq, pos = ffi.unpack(batch.seq_id, n), ffi.unpack(batch.pos, n)
         if min(seq) < 0 or max(seq) >= self.n_seq_max:
             raise InvalidInputError(
                 f"sequence id out of range (0..{self.n_seq_max - 1}) in batch")
-        pos = ffi.unpack(batch.pos, n)
         if min(pos) < 0 or max(pos) >= self.n_ctx_seq:
             raise InvalidInputError(
                 f"position out of range (0..{self.n_ctx_seq - 1}) in batch")
 
     # -- compute ----------------------------------------------------------------------------
-    def decode(self, batch: Batch) -> None:
+    def decode(self, batch: Batch, wake_fd: int = -1) -> None:
         """Run the batch through the decoder. Releases the GIL for the whole computation.
-        Raises DecodeAbortedError if interrupt() stopped it (see there)."""
+        Raises DecodeAbortedError if interrupt() stopped it (see there). With `wake_fd` >= 0,
+        one byte is written to that file descriptor first, without the GIL (an event loop's
+        wake-up, service/engine/waker.py)."""
         self.check_batch(batch)
         decoding.interrupt_flag = self._interrupt
         try:
-            rc = int(lib.llama_decode(self.ptr, batch.c_struct()))
+            if wake_fd >= 0:
+                rc = int(lib.llama_grpc_decode_wake(self.ptr, batch.c_struct(), wake_fd))
+            else:
+                rc = int(lib.llama_decode(self.ptr, batch.c_struct()))
         finally:
             decoding.interrupt_flag = None
         if rc != 0:

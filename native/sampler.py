@@ -5,6 +5,7 @@ A chain owns the samplers added to it; the chain itself is freed exactly once by
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -327,11 +328,11 @@ def sample_parallel(ctx: Context, work: Sequence[tuple[SamplerChain, int]],
     n = len(work)
     if n == 0:
         return []
-    if len({id(chain) for chain, _ in work}) != n:
+    if n > 1 and len({id(chain) for chain, _ in work}) != n:
         raise InvalidInputError("a sampler chain appears twice in one parallel sample")
     n_vocab = ctx.n_vocab
-    items = ffi.new("llama_grpc_sample_item[]", n)
-    for item, (chain, idx) in zip(items, work, strict=True):
+    items = _sample_items(n)
+    for item, (chain, idx) in zip(items, work, strict=False):  # items: n or more
         if chain.vocab.n_tokens != n_vocab:
             raise InvalidInputError("the sampler chain was made for another vocabulary")
         item.chain, item.idx, item.cand = chain.ptr, idx, chain.candidates()
@@ -340,7 +341,20 @@ def sample_parallel(ctx: Context, work: Sequence[tuple[SamplerChain, int]],
     rc = lib.llama_grpc_sample_parallel(ctx.ptr, items, n, n_vocab, n_threads)
     if rc < 0:
         raise InvalidInputError(f"no logits for batch index {work[-1 - rc][1]}")
-    return [int(item.token) for item in items]
+    return [int(items[i].token) for i in range(n)]
+
+
+# This thread's item array for sample_parallel, reused by the next call on the same thread
+# (a call per decode step: one allocation a token on a single stream, otherwise). Per thread:
+# the native call runs without the GIL, so two threads may be sampling at once.
+_scratch = threading.local()
+
+
+def _sample_items(n: int) -> Any:
+    items = getattr(_scratch, "items", None)
+    if items is None or len(items) < n:
+        items = _scratch.items = ffi.new("llama_grpc_sample_item[]", max(n, 8))
+    return items
 
 
 def top_logits(logits: memoryview[float], k: int) -> tuple[list[int], float]:

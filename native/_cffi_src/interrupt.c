@@ -6,6 +6,7 @@
  * 0: interrupts are not allowed (a request is ignored); 1: allowed; 2: requested. Only the
  * owner allows or disallows; a request turns 1 into 2 and nothing else, so a late one cannot
  * stop a decode that was never meant to be interruptible. */
+#include <unistd.h>
 
 static bool llama_grpc_interrupt_requested(void * flag) {
     return __atomic_load_n((const int *) flag, __ATOMIC_RELAXED) == 2;
@@ -27,4 +28,20 @@ int llama_grpc_request_interrupt(int * flag) {
 
 int llama_grpc_interrupt_pending(const int * flag) {
     return __atomic_load_n(flag, __ATOMIC_RELAXED) == 2;
+}
+
+/* llama_decode, after writing one byte to wake_fd when it is >= 0 (a pipe an asyncio loop
+ * reads, service/engine/waker.py): the engine hands a step's events to the event loop this way
+ * so that the loop takes the GIL while this thread decodes without it. Woken from Python
+ * instead, the engine thread dropped the GIL for the write and waited for the loop to finish
+ * with the events before it could go on (~0.35 ms a token on a busy 2-core machine). A full
+ * pipe already wakes the loop, so a failed write is ignored. */
+int32_t llama_grpc_decode_wake(struct llama_context * ctx, struct llama_batch batch,
+                               int wake_fd) {
+    if (wake_fd >= 0) {
+        const char byte = 0;
+        ssize_t ignored = write(wake_fd, &byte, 1);
+        (void) ignored;
+    }
+    return llama_decode(ctx, batch);
 }

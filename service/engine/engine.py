@@ -285,6 +285,8 @@ class Engine:
         reach the engine a few tenths of a millisecond apart, and a burst sent to an idle
         server is prefilled together (docs/benchmarks.md, item 8). In a burst, also wait (up
         to ARRIVAL_WAIT_S) for open Arrivals. At most one look per slot, none once full."""
+        if self._inbox.empty() and not (wait_for_arrivals and self._arrivals.open > 0):
+            return  # the usual step: nothing came, nothing to wait for (no slot count)
         deadline = time.monotonic() + ARRIVAL_WAIT_S
         for _ in self.slots:
             if not self._room_for_more():

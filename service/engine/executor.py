@@ -130,6 +130,8 @@ class Executor:
         over a large vocabulary it costs more than the decode itself once many slots are busy.
         Requests for probabilities take the slower path, one by one.
         """
+        if all(t.budget is None and t.lazy is None and not t.params.n_probs for t in tasks):
+            return self._sample_plain(tasks)  # the per-token path: one native call, no maps
         forced = {id(t): tok for t in tasks if t.budget is not None
                   and (tok := t.budget.forced()) is not None}
         plain = [t for t in tasks if not t.params.n_probs and id(t) not in forced]
@@ -157,6 +159,15 @@ class Executor:
             if task.lazy is not None and not isinstance(result, str):
                 task.lazy.accept(_chain(task), result[0])  # a tool call may start here
         return out
+
+    def _sample_plain(self, tasks: Sequence[Task]) -> list[Sampled]:
+        """sample() for tasks without probabilities, a thinking budget or a lazy grammar."""
+        try:
+            tokens = sample_parallel(self.ctx, [(_chain(t), t.out_index) for t in tasks],
+                                     self.sampling_threads)
+        except LlamaError as e:
+            return [str(e)] * len(tasks)
+        return [NO_TOKEN_SELECTED if token == NO_TOKEN else (token, None) for token in tokens]
 
     def _forced(self, task: Task, token: int) -> Sampled:
         """A token the thinking budget forces in place of sampling (service.reasoning_budget);
