@@ -49,7 +49,7 @@ WHEELS = ("grpcio", "grpcio-health-checking", "grpcio-reflection", "grpcio-statu
           "googleapis-common-protos", "cffi", "pycparser", "gguf", "fastapi", "starlette",
           "pydantic", "pydantic-core", "sse-starlette", "uvicorn", "uvloop", "httptools",
           "typing-inspection", "annotated-types", "typing-extensions", "py-spy",
-          "opentelemetry-api", "prometheus-client")
+          "opentelemetry-api", "prometheus-client", "orjson")
 
 
 def _wanted(rel: Path) -> bool:

@@ -31,7 +31,11 @@ _NOT_BRACKETS_OR_QUOTES = bytes(b for b in range(256) if b not in _NESTING and b
 
 
 def dumps(obj: Json) -> bytes:
-    """Compact JSON as llama-server sends it; NaN and infinities become null (JSON has none)."""
+    """Compact JSON as llama-server sends it; NaN and infinities become null (JSON has none).
+    Bytes are JSON text already (the embedding bodies: rest_bridge/render_embedding.py) and
+    pass as they are."""
+    if isinstance(obj, bytes):
+        return obj
     try:
         text = json.dumps(obj, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
     except ValueError:
