@@ -22,10 +22,11 @@ from api_common.media_uri import (
     MediaTextError,
     check_mime,
 )
+from native.media_probe import MAX_AUDIO_BYTES, MAX_IMAGE_PIXELS, MAX_IMAGE_SIDE
 
-# Limits (docs/multimodal.md). Per image: each side and the pixel count, read from the header.
-MAX_IMAGE_SIDE = 16_384
-MAX_IMAGE_PIXELS = 8192 * 8192  # 64 Mpx: a 3-byte RGB bitmap of 192 MiB at most
+# Limits (docs/api.md, "Media"). Per image, each side and the pixel count, read from the
+# header; per audio file, its bytes: native.media_probe's, which the engine applies again
+# before libmtmd, so the two checks cannot disagree.
 # Per request: media items and their decoded bytes together.
 MAX_MEDIA_ITEMS = 32
 # MAX_MEDIA_BYTES (per request) is api_common's: the REST bridge applies it too.
@@ -197,6 +198,8 @@ def _bmp_size(data: bytes) -> tuple[int, int]:
 
 
 def _check_audio(data: bytes, mime: str) -> None:
+    if len(data) > MAX_AUDIO_BYTES:
+        raise MediaError(f"audio file too large: {len(data)} bytes, at most {MAX_AUDIO_BYTES}")
     if mime == "audio/wav":
         if len(data) < 44 or b"fmt " not in data[12:512]:  # JUNK chunks may come first
             raise MediaError("truncated or corrupt audio/wav file: no format chunk")

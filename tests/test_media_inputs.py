@@ -17,9 +17,8 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from api_common.media_uri import MediaTextError, decode_base64, parse_media_url
+from native.media_probe import MAX_IMAGE_PIXELS, MAX_IMAGE_SIDE
 from service.media import (
-    MAX_IMAGE_PIXELS,
-    MAX_IMAGE_SIDE,
     MediaError,
     image_size,
     inspect,
