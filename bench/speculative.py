@@ -8,6 +8,10 @@ at a time, greedy, `ignore_eos`, `cache_prompt: false`, a fresh prompt each run:
   held to;
 - `draft = target`: `-md` the target itself (the same weights: the upper bound of acceptance;
   the draft costs as much as the target);
+- `cheap agreeing draft` and its `no speculation` twin, on their own target: `spm-deep`, which
+  is `spm-deep-draft`'s two layers plus 22 inert ones (native.testmodels), so the draft agrees
+  token for token (greedy) at a fraction of the target's cost per token: what a well-matched
+  small draft gives, on any machine;
 - `disagreeing draft`: `-md` a draft with the target's vocabulary and other weights (default
   `tiny-bpe-draft`, tiny-bpe's first layer alone: llama-server accepts well under 1% of its
   tokens): the lower bound, what drafting costs for nothing;
@@ -54,18 +58,22 @@ from bench.servers import ServerSettings, start_llama_server, start_our_service
 
 OURS, THEIRS = "ours (bridge)", "llama-server"
 PLAIN, REPETITIVE, BIASED = "plain", "repetitive", "repetitive, logit bias"
+DEEP = "plain, spm-deep"  # random ids, on the cheap agreeing draft's own target
+DEEP_TARGET, DEEP_DRAFT = "spm-deep", "spm-deep-draft"
 LINE = "x = x + 1\n"
 GRAMMAR = 'root ::= ("x = x + 1\\n")+'
 BASELINE = "no speculation"
 VOCAB_RANGE = (1000, 100_000)  # ordinary tokens of Llama 3's vocabulary (no specials)
+SPM_RANGE = (1000, 32_000)  # and of Llama 2's (spm-deep)
 
 
 @dataclass(frozen=True)
 class SpecScenario:
     name: str
-    prompt: str  # PLAIN or REPETITIVE
+    prompt: str  # PLAIN, DEEP, REPETITIVE or BIASED
     flags: tuple[str, ...] = ()  # llama-server's spelling, given to both servers
     ours_flags: tuple[str, ...] | None = None  # ours, when it spells them otherwise
+    target: Path | None = None  # the servers' model, when not the run's target
 
     @property
     def speculative(self) -> bool:
@@ -103,11 +111,18 @@ NGRAM_FLAGS = ("--spec-type", "ngram-simple", "--spec-ngram-simple-size-n", "3",
 
 
 def scenarios(target: Path, disagreeing: Path, n_max: int, gpu: bool,
-              ours_ngram: Sequence[str] | None = None) -> list[SpecScenario]:
+              ours_ngram: Sequence[str] | None = None,
+              deep: tuple[Path, Path] | None = None) -> list[SpecScenario]:
+    """The plan; `deep` (spm-deep and spm-deep-draft) adds the cheap agreeing draft's pair."""
     ngram = SpecScenario("n-gram", REPETITIVE, NGRAM_FLAGS,
                          tuple(ours_ngram) if ours_ngram is not None else None)
+    cheap = [] if deep is None else [
+        SpecScenario(BASELINE, DEEP, target=deep[0]),
+        SpecScenario("cheap agreeing draft", DEEP, draft_flags(deep[1], n_max, gpu),
+                     target=deep[0])]
     return [SpecScenario(BASELINE, PLAIN),
             SpecScenario("draft = target", PLAIN, draft_flags(target, n_max, gpu)),
+            *cheap,
             SpecScenario("disagreeing draft", PLAIN, draft_flags(disagreeing, n_max, gpu)),
             SpecScenario(BASELINE, REPETITIVE), ngram,
             SpecScenario(BASELINE, BIASED), replace(ngram, prompt=BIASED)]
@@ -118,9 +133,10 @@ def request(kind: str, rep: int, n_predict: int) -> dict[str, Any]:
     grammar that keeps repeating it, or (biased) with its tokens' logits raised by 30."""
     body: dict[str, Any] = {"n_predict": n_predict, "temperature": 0.0, "ignore_eos": True,
                             "seed": 1234, "cache_prompt": False, "stream": False}
-    if kind == PLAIN:
+    if kind in (PLAIN, DEEP):
         rng = random.Random(f"{kind}-{rep}")
-        return {**body, "prompt": [rng.randrange(*VOCAB_RANGE) for _ in range(32)]}
+        ids = VOCAB_RANGE if kind == PLAIN else SPM_RANGE
+        return {**body, "prompt": [rng.randrange(*ids) for _ in range(32)]}
     body["prompt"] = f"# run {rep}\n" + LINE * 16
     if kind == BIASED:
         return {**body, "logit_bias": [[LINE, 30]]}
@@ -162,6 +178,8 @@ def _start(sc: SpecScenario, base: ServerSettings, server_bin: Path | None, ours
     urls: dict[str, str] = {}
     stops: list[Callable[[], None]] = []
     key = f"{sc.name}, {sc.prompt}"
+    if sc.target is not None:
+        base = replace(base, model=sc.target)
     if ours:
         flags = sc.flags if sc.ours_flags is None else sc.ours_flags
         try:
@@ -303,11 +321,13 @@ def run(server_bin: Path | None, threads: int, gpu_layers: int, extra: tuple[str
     """`python -m bench --speculative[-only]`: every scenario, the table printed and appended
     to results.md; 1 if a request failed."""
     target_path = model_path(target)
-    plan = scenarios(target_path, model_path(draft), n_max, gpu_layers > 0, ours_ngram)
+    plan = scenarios(target_path, model_path(draft), n_max, gpu_layers > 0, ours_ngram,
+                     (model_path(DEEP_TARGET), model_path(DEEP_DRAFT)))
     base = ServerSettings(target_path, ctx=4096, parallel=1, threads=threads,
                           gpu_layers=gpu_layers, extra=extra)
     result = run_speculative_bench(server_bin, base, plan, reps, n_predict, out)
-    header = (f"Target {target_path.name}, disagreeing draft {draft}, {n_predict} tokens a "
+    header = (f"Target {target_path.name} ({DEEP_TARGET} for the {DEEP} rows, drafted by "
+              f"{DEEP_DRAFT}), disagreeing draft {draft}, {n_predict} tokens a "
               f"request, {reps} runs; medians; ratios above 1: ours (or speculation) faster\n\n")
     print(write_results(result, plan, out, header))
     for error in result.errors:

@@ -148,3 +148,16 @@ def test_a_tiny_speculative_run_measures_both_servers(tmp_path: Path) -> None:
     assert all(s.predicted_n == 8 for s in result.samples)
     assert {(s.scenario, s.server) for s in result.samples} == {
         (f"{sc.name}, {sc.prompt}", p) for sc in plan for p in paths}
+
+
+def test_the_cheap_agreeing_draft_runs_on_its_own_target() -> None:
+    target, draft = Path("/m/spm-deep.gguf"), Path("/m/spm-deep-draft.gguf")
+    plan = speculative.scenarios(Path("/m/t.gguf"), Path("/m/d.gguf"), 8, gpu=False,
+                                 deep=(target, draft))
+    pair = [sc for sc in plan if sc.prompt == speculative.DEEP]
+    assert [(sc.name, sc.target) for sc in pair] == [
+        (speculative.BASELINE, target), ("cheap agreeing draft", target)]
+    assert pair[1].flags[:2] == ("-md", str(draft)) and not pair[0].flags
+    assert all(sc.target is None for sc in plan if sc.prompt != speculative.DEEP)
+    ids = speculative.request(speculative.DEEP, 0, 8)["prompt"]
+    assert len(ids) == 32 and all(1000 <= i < 32_000 for i in ids)  # Llama 2's vocabulary
