@@ -4,10 +4,11 @@ The real engine over real libllama, in process: the same prompts run on an engin
 speculation and on engines drafting with tiny-bpe-draft (one layer of tiny-bpe's two: it
 disagrees often, the lower bound), with tiny-bpe itself (the draft that agrees: the upper
 bound), and with n-gram lookup (over tiny-bpe-loop, whose output repeats tokens); at 1 and 4
-slots, n_max 1, 4 and 16, beside requests that do not speculate (n_probs, a grammar) in the
-same decodes. With sampling at a fixed seed the tokens are the same too: the chain samples each
-kept position once, from the target's logits, in the order it would have without speculation,
-so its random draws are the same.
+slots, n_max 1, 4 and 16, with requests asking for probabilities (n_probs) or held to a grammar
+among them (they speculate too: tests/test_speculative_grammar.py has more of them). With
+sampling at a fixed seed the tokens are the same too: the chain samples each kept position
+once, from the target's logits, in the order it would have without speculation, so its random
+draws are the same.
 """
 
 from __future__ import annotations
@@ -100,12 +101,14 @@ def _run(engine: Engine, params: list[CompletionParams],
 
 
 def _params(n_max: int, sampling: SamplingParams = GREEDY) -> list[CompletionParams]:
-    """One request a prompt; the third asks for probabilities and the fourth has a grammar:
-    they never speculate, and share the decodes of those that do."""
+    """One request a prompt; the third asks for probabilities and the fourth has a grammar."""
     spec = SpecParams(n_max=n_max, cap=n_max)
     out = [CompletionParams(n_predict=N_PREDICT, sampling=sampling, speculative=spec)
            for _ in PROMPTS]
-    out[2] = replace(out[2], n_probs=3)
+    # Without the repetition penalty: with it, tiny-bpe-loop's greedy pick at this prompt's
+    # token 22 is a near tie (penalized logits 0.66784, 0.66750, 0.66745), which a batched
+    # verification's rounding flips (measured; docs/benchmarks.md on such forks).
+    out[2] = replace(out[2], n_probs=3, sampling=replace(sampling, repeat_penalty=1.0))
     out[3] = replace(out[3], sampling=replace(sampling, grammar='root ::= [^x]*'))
     out[4] = replace(out[4], n_predict=7)  # ends on n_predict inside a speculative step
     return out
@@ -153,8 +156,6 @@ def test_greedy_output_is_token_for_token_the_same(draft: str, ngram: bool, n_sl
     for i, (e, g) in enumerate(zip(expected, got, strict=True)):
         assert g.tokens == e.tokens, f"request {i}"
         assert (g.content, g.stop_type) == (e.content, e.stop_type)
-        if i in (2, 3):  # n_probs, grammar: never speculate
-            assert g.timings.draft_n == 0
     assert len(got[4].tokens) == 7
     assert stats.draft_tokens == sum(g.timings.draft_n for g in got) > 0
     assert stats.accepted_tokens == sum(g.timings.draft_n_accepted for g in got)

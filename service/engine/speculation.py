@@ -10,6 +10,13 @@ decode (docs/design.md, "Speculative decoding").
    output is the one the request would have had without speculation (greedy or seeded).
    Rejected cells are dropped; the tokens go one by one through the one stop decision, and a
    stop rolls back what followed it.
+
+A grammar is verified the same way (as llama.cpp's common_sampler_sample_and_accept_n): it is
+part of the chain, and the chain accepts each kept token before the next position is sampled,
+so every position is sampled with the grammar advanced by the tokens before it; a lazy tool-call
+grammar watches each token as it is sampled and may join the chain between two positions.
+Probabilities (n_probs) are read at each position from the target's logits there, as the
+executor reads them for a token sampled alone.
 """
 
 from __future__ import annotations
@@ -19,7 +26,10 @@ from dataclasses import dataclass, field
 
 from native import Context, LlamaError
 from native.errors import SamplerError
+from native.sampler import NO_TOKEN
+from service.engine.events import TokenProbs
 from service.engine.executor import NO_TOKEN_SELECTED
+from service.engine.sampling import top_probs
 from service.engine.scheduler import Scheduler
 from service.engine.speculative import NgramSettings, draft_room, ngram_draft, why_not
 from service.engine.speculative_draft import DraftAsk, DraftModel
@@ -91,24 +101,49 @@ class Speculator:
             s.accepted_per_pos[i] += 1
 
 
-def sample_verified(ctx: Context, task: Task, draft: Sequence[int]) -> list[int] | str:
+Kept = tuple[int, TokenProbs | None]  # a kept token, with its probabilities if asked
+
+
+def sample_verified(ctx: Context, task: Task, draft: Sequence[int]) -> list[Kept] | str:
     """The tokens a verification keeps: the target's sample at each position while it equals
     the draft's token there, then the one that differs (or follows the whole draft); or why
     sampling failed."""
     chain = task.chain
     assert chain is not None
-    out: list[int] = []
+    n_probs, lazy = task.params.n_probs, task.lazy
+    out: list[Kept] = []
     for i in range(len(draft) + 1):
         try:
-            token = chain.sample(ctx, task.out_index + i)
+            kept = (_sample_with_probs(ctx, task, task.out_index + i) if n_probs
+                    else (chain.sample(ctx, task.out_index + i), None))
         except SamplerError:
             return NO_TOKEN_SELECTED
         except LlamaError as e:
             return str(e)
-        out.append(token)
-        if i == len(draft) or token != draft[i]:
+        if kept[0] == NO_TOKEN:
+            return NO_TOKEN_SELECTED
+        if lazy is not None:
+            lazy.accept(chain, kept[0])  # a tool call may start here: the grammar joins
+        out.append(kept)
+        if i == len(draft) or kept[0] != draft[i]:
             break
     return out
+
+
+def _sample_with_probs(ctx: Context, task: Task, idx: int) -> Kept:
+    """The token at batch output `idx` with its probabilities, as the executor gives them for
+    a token sampled alone: after sampling (post_sampling_probs) or the model's own."""
+    chain, n_probs = task.chain, task.params.n_probs
+    assert chain is not None
+    if task.params.post_sampling_probs:
+        token, top = chain.sample_with_probs(ctx, idx, n_probs)
+        value = next((p for t, p in top if t == token), 0.0)
+        return token, TokenProbs(token, value, tuple(top), True)
+    logits = ctx.logits_ith(idx)
+    top_list, lse = top_probs(logits, n_probs)
+    token = chain.sample(ctx, idx)
+    value = float(logits[token]) - lse
+    return token, TokenProbs(token, value, tuple((t.id, t.p) for t in top_list), False)
 
 
 def rollback(ctx: Context, scheduler: Scheduler, task: Task, n_past: int) -> None:
@@ -133,7 +168,9 @@ def verify(ctx: Context, scheduler: Scheduler, speculator: Speculator, task: Tas
     speculator.count(len(draft), n_accepted)
     task.draft_n += len(draft)
     task.draft_n_accepted += n_accepted
-    for j, token in enumerate(tokens):
+    for j, (token, probs) in enumerate(tokens):
+        if probs is not None:  # recorded as update.accept records a token's probabilities
+            task.pending_probs.append(probs)
         emit(task, token)
         if task.ended:
             # As without speculation: the cells hold what preceded the stopping token.

@@ -72,13 +72,10 @@ def spec_params_of(req: Any, defaults: SpecParams) -> SpecParams:
 
 
 def why_not(task: Any) -> str:
-    """Why a generating request does not speculate ("" if it may): its tokens come from a
-    grammar, the thinking budget or probabilities, which are read one position at a time."""
-    p = task.params
-    if p.sampling.grammar:
-        return "grammar"
-    if p.n_probs:
-        return "n_probs"
+    """Why a generating request does not speculate ("" if it may): the thinking budget forces
+    tokens in place of sampling, one position at a time. (A grammar and n_probs speculate:
+    service/engine/speculation.py verifies each position with the grammar advanced by the
+    kept tokens before it, and reads each position's probabilities.)"""
     if task.budget is not None:
         return "thinking budget"
     if task.embedding:
