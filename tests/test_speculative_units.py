@@ -126,3 +126,26 @@ def test_request_fields_over_the_server_s() -> None:
 def test_request_fields_out_of_range_are_refused(field: str, value: float) -> None:
     with pytest.raises(ParamError, match=field.replace(".", r"\.")):
         spec_params_of(_req(**{field: value}), SpecParams())
+
+
+def test_the_drafts_best_token_is_top_logits_pick() -> None:
+    """best_token's argmax (p_min 0) picks what the softmax path picks, ties to the lower id."""
+    import math
+    import random
+
+    from native._ffi import ffi
+    from native.context import _floats
+    from native.sampler import top_logits
+    from service.engine.speculative_draft import best_token
+
+    rng = random.Random(7)
+    rows = [[rng.gauss(0, 3) for _ in range(5000)] for _ in range(5)]
+    rows.append([1.0, 3.0, 2.0, 3.0])  # a tie: the lower id
+    for values in rows:
+        buf = ffi.new("float[]", values)
+        logits = _floats(buf, len(values))
+        ids, lse = top_logits(logits, 1)
+        assert best_token(logits, 0.0) == (ids[0], 1.0)
+        token, p = best_token(logits, 0.5)
+        assert token == ids[0] and p == math.exp(float(logits[ids[0]]) - lse)
+    assert best_token(_floats(ffi.new("float[]", [1.0, 3.0, 2.0, 3.0]), 4), 0.0)[0] == 1

@@ -15,6 +15,8 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from native import Batch, Context, LlamaError, Model, Vocab
 from native.sampler import top_logits
 from service.engine.slots import common_prefix_len
@@ -48,6 +50,17 @@ def incompatibility(target: Vocab, draft: Vocab) -> str:
             return (f"token {i} differs: the target's is {target.text(i)!r}, the draft's "
                     f"{draft.text(i)!r}")
     return ""
+
+
+def best_token(logits: memoryview[float], p_min: float) -> tuple[int, float]:
+    """The draft's best next token (ties: the lower id) and its probability. With p_min 0 (the
+    default) no probability is below it, and the softmax's exponentials over the vocabulary
+    (measured: ~0.7 ms a drafted token of 128k, as much as the draft's own decode of tiny-bpe)
+    are skipped: an argmax, with 1.0 for the probability."""
+    if p_min <= 0.0:
+        return int(np.asarray(logits).argmax()), 1.0
+    ids, lse = top_logits(logits, 1)
+    return ids[0], math.exp(float(logits[ids[0]]) - lse)
 
 
 @dataclass
@@ -132,9 +145,7 @@ class DraftModel:
         self.ctx.decode(self._batch)
         self._batch.clear()
         for a, i in outputs:
-            logits = self.ctx.logits_ith(i)
-            ids, lse = top_logits(logits, 1)
-            a._next = (ids[0], math.exp(float(logits[ids[0]]) - lse))
+            a._next = best_token(self.ctx.logits_ith(i), a.p_min)
 
     def _draft(self, asks: Sequence[DraftAsk]) -> None:
         """Greedy drafting, one position of every active ask per decode."""
