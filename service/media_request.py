@@ -265,8 +265,11 @@ def _typed_part(part: Any, field: str, found: _Found, texts: list[str]) -> None:
                                f"{part.type} text, not both", field=field)
         # Named as the part's image_url / input_audio, which media stands for (the REST
         # bridge puts a JSON part's data here: its client knows no `media`).
-        found.add(f"{field}.{part.type}", bytes(part.media.data), part.media.mime_type,
-                  _KIND_NAMES.get(part.media.kind, kind))
+        declared = _KIND_NAMES.get(part.media.kind, kind)
+        if declared != kind:
+            raise ServiceError("invalid_argument", f"{field}: an {part.type} part's media "
+                               f"must be {kind}, not {declared}", field=field)
+        found.add(f"{field}.{part.type}", bytes(part.media.data), part.media.mime_type, kind)
         return
     fmt = part.input_audio.format if kind == AUDIO and part.input_audio.HasField("format") \
         else None

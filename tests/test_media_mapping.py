@@ -147,3 +147,11 @@ def test_request_byte_limit() -> None:
                                multimodal_data=[big, big, big])]))
     message = str(refused(request))
     assert message.startswith("media too large: over"), message[:200]
+
+
+def test_typed_part_kind_must_match_the_part() -> None:
+    part = chat_pb2.ContentPart(type="image_url", media=common_pb2.Media(
+        data=PNG, kind=common_pb2.MEDIA_KIND_AUDIO))
+    request = chat_pb2.ChatCompletionRequest(messages=[chat_pb2.ChatMessage(
+        role="user", content_parts=chat_pb2.ContentPartList(parts=[part]))])
+    assert "an image_url part's media must be image, not audio" in str(refused(request))
