@@ -19,6 +19,7 @@ from typing import Any
 
 import grpc
 import httpx
+import openai
 import pytest
 from envoy_harness import EnvoyProcess
 from google.protobuf import json_format
@@ -316,3 +317,17 @@ def test_props_report_no_modality(doors: Doors) -> None:
     assert props["modalities"] == {"vision": False, "audio": False, "video": False}
     assert props["media_marker"] == "<__media__>"
     assert info["modalities"] in ({}, {"vision": False, "audio": False, "video": False})
+
+
+@pytest.mark.parametrize("door", ["bridge", "envoy"])
+def test_openai_sdk_sees_a_bad_request(doors: Doors, door: str) -> None:
+    """The OpenAI client's image message, as it sends it, is its BadRequestError with the
+    reason."""
+    base = doors.server.url if door == "bridge" else doors.envoy
+    client = openai.OpenAI(base_url=base + "/v1", api_key="none", max_retries=0)
+    with pytest.raises(openai.BadRequestError, match="image input is not supported"):
+        client.chat.completions.create(model="any", max_tokens=2, messages=[{
+            "role": "user", "content": [
+                {"type": "text", "text": "What is this?"},
+                {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{PNG}",
+                                                    "detail": "low"}}]}])
