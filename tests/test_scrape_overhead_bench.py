@@ -1,0 +1,58 @@
+"""bench/scrape_overhead.py (issue 19: what scraping /metrics and /slots costs): its summary
+figures from known runs (pure), and one short real run against the tiny model through the REST
+bridge, whose report carries every figure."""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import pytest
+
+from bench.scrape_overhead import Run, blocked_share, measure, ratio_spread, report, thread_times
+
+
+def test_ratio_spread_is_over_pairs() -> None:
+    pairs = [(100.0, 99.0), (50.0, 52.0), (80.0, 80.0), (200.0, 190.0), (10.0, 11.0)]
+    mid, q1, q3, lo, hi = ratio_spread(pairs)
+    assert (lo, mid, hi) == pytest.approx((0.95, 1.0, 1.1))
+    assert (q1, q3) == pytest.approx((0.99, 1.04))
+    assert ratio_spread([(4.0, 2.0)]) == (0.5,) * 5
+
+
+def test_blocked_share_is_the_engine_thread_s_time_off_cpu_and_off_the_run_queue() -> None:
+    pid, engine, other = 10, 11, 12
+    before = {pid: (0, 0), engine: (1_000, 0), other: (0, 0)}
+    # the main thread (the event loop) ran most, but it is not the engine
+    after = {pid: (900, 0), engine: (601_000, 100), other: (50, 0), 13: (10, 0)}
+    assert blocked_share(before, after, 1_000_000, pid) == pytest.approx(
+        (1_000_000 - 600_000 - 100) / 1_000_000)
+    assert blocked_share(before, {}, 1_000, pid) == 0.0
+
+
+def test_thread_times_reads_this_process() -> None:
+    times = thread_times(os.getpid())
+    assert os.getpid() in times and times[os.getpid()][0] > 0
+
+
+def test_report_says_every_figure() -> None:
+    runs = [(Run(100.0, 0, 0.01), Run(98.0, 20, 0.02)), (Run(90.0, 0, 0.03), Run(93.0, 22, 0.01))]
+    text = report("m.gguf", 8, 64, 1, runs,
+                  {"/metrics": 0.5, "/slots": 0.4, "/health": 0.3})
+    assert "95.0 tok/s unscraped, 95.5 tok/s scraped" in text
+    assert "42 scrapes" in text
+    assert "median 1.007, middle half 0.993-1.020, all 0.980-1.033" in text
+    assert "2.00% unscraped, 1.50% scraped" in text
+    assert "/metrics 0.50 ms, /slots 0.40 ms, GET /health (the gRPC hop alone) 0.30 ms" in text
+    assert "0.9% of one core" in text
+
+
+@pytest.mark.slow
+def test_a_short_run_reports_throughput_and_cpu_per_scrape(tiny_bpe_path: Path) -> None:
+    text = measure(tiny_bpe_path, 2, 16, 1, 1)
+    assert "1 runs each" in text
+    cpu = re.search(r"/metrics ([\d.]+) ms, /slots ([\d.]+) ms, GET /health .* ([\d.]+) ms;",
+                    text)
+    assert cpu is not None and all(float(v) > 0 for v in cpu.groups()), text
+    assert re.search(r"median \d+\.\d{3}, middle half", text), text
