@@ -17,7 +17,7 @@ import openai
 import pytest
 from grpc_harness import chat_request, completion_request
 from llama.v1 import service_pb2_grpc
-from rest.rest_harness import RestServer, sse_events
+from rest.rest_harness import RestServer, serving, sse_events
 from scheduler_harness import Runner, make_scheduler, request, work_of
 
 N_SLOTS = 4
@@ -61,12 +61,8 @@ def test_a_choice_whose_sibling_is_gone_decodes_its_prompt_itself() -> None:
 # -- the service ---------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def server(tiny_bpe_path: Path) -> Iterator[RestServer]:
-    srv = RestServer(tiny_bpe_path, ctx=4096, parallel=N_SLOTS)
-    try:
-        srv.wait_ready()
+    with serving(RestServer(tiny_bpe_path, ctx=4096, parallel=N_SLOTS)) as srv:
         yield srv
-    finally:
-        srv.stop()
 
 
 @pytest.fixture(scope="module")

@@ -21,7 +21,7 @@ from cancel_harness import get_load, show, wait_load
 from envoy_harness import EnvoyProcess
 from grpc_harness import complete, completion_request
 from llama.v1 import service_pb2_grpc
-from rest.rest_harness import RestServer
+from rest.rest_harness import RestServer, serving
 
 pytestmark = pytest.mark.slow
 STREAMS = int(os.environ.get("LLAMA_GRPC_STORM_STREAMS", "1000"))
@@ -35,12 +35,8 @@ TIMEOUT = httpx.Timeout(60.0, connect=10.0)
 @pytest.fixture(scope="module")
 def server(tiny_bpe_path: Path) -> Iterator[RestServer]:
     # ctx 8192 over 4 slots: every stream runs (none waits for cells) while it is dropped.
-    srv = RestServer(tiny_bpe_path, ctx=8192, parallel=4)
-    try:
-        srv.wait_ready()
+    with serving(RestServer(tiny_bpe_path, ctx=8192, parallel=4)) as srv:
         yield srv
-    finally:
-        srv.stop()
 
 
 @pytest.fixture(scope="module")

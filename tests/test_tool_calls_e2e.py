@@ -19,7 +19,7 @@ import openai
 import pytest
 from grpc_harness import chat_request
 from llama.v1 import service_pb2_grpc
-from rest.rest_harness import RestServer, sse_events
+from rest.rest_harness import RestServer, serving, sse_events
 
 from native.testmodels.sources import llama_cpp_models_dir
 
@@ -58,12 +58,9 @@ GREEDY: dict[str, Any] = {"temperature": 0, "seed": 1, "max_tokens": 160,
 def template_server(model: Path, template: str, ctx: int, parallel: int) -> Iterator[RestServer]:
     """The service and its bridge on `model` with llama.cpp's chat template `template`."""
     path = llama_cpp_models_dir() / "templates" / f"{template}.jinja"
-    srv = RestServer(model, "--chat-template-file", str(path), ctx=ctx, parallel=parallel)
-    try:
-        srv.wait_ready()
+    with serving(RestServer(model, "--chat-template-file", str(path), ctx=ctx,
+                            parallel=parallel)) as srv:
         yield srv
-    finally:
-        srv.stop()
 
 
 @pytest.fixture(scope="module", params=TEMPLATES)

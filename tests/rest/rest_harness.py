@@ -11,7 +11,8 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -86,6 +87,16 @@ def started(server: RestServer) -> RestServer:
         server.stop()
         raise
     return server
+
+
+@contextmanager
+def serving(server: RestServer) -> Iterator[RestServer]:
+    """`server` once ready (as `started`), stopped when the block ends: a fixture's body."""
+    started(server)
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
 class BridgeAlone(Process):

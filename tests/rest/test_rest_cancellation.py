@@ -31,19 +31,15 @@ from cancel_harness import (
 )
 from grpc_harness import completion_request
 from llama.v1 import service_pb2_grpc
-from rest_harness import RestServer
+from rest_harness import RestServer, serving
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
 def server(tiny_bpe_path: Path) -> Iterator[RestServer]:
-    srv = RestServer(tiny_bpe_path, "--context-shift", ctx=2048, parallel=1)
-    try:
-        srv.wait_ready()
+    with serving(RestServer(tiny_bpe_path, "--context-shift", ctx=2048, parallel=1)) as srv:
         yield srv
-    finally:
-        srv.stop()
 
 
 @pytest.fixture(scope="module")
