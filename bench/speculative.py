@@ -20,11 +20,10 @@ at a time, greedy, `ignore_eos`, `cache_prompt: false`, a fresh prompt each run:
   the context are the draft) on a prompt of one line repeated, with a grammar that makes the
   answer go on repeating it (a random model repeats nothing by itself: on random or
   repeated-block prompts no n-gram draft was accepted). The grammar lets the model split the
-  line into tokens in several ways, so not every draft is accepted even so. Ours does not
-  speculate for a request with a grammar (service/engine/speculative.py: why_not), so a second
-  pair of rows raises the line's tokens by a logit bias of 30 instead: the answer keeps to
-  those few tokens and repeats itself often enough that some n-gram drafts are accepted, on
-  both servers.
+  line into tokens in several ways, so not every draft is accepted even so. A second pair of
+  rows raises the line's tokens by a logit bias of 30 instead of the grammar: the answer keeps
+  to those few tokens and repeats itself often enough that some n-gram drafts are accepted, on
+  both servers (from before ours speculated under a grammar; kept as the grammar-free case).
 
 Both servers get `--spec-type draft-simple` and `--spec-draft-n-max/--spec-draft-n-min/
 --spec-draft-p-min` with a draft (the pinned llama-server loads `-md` alone without drafting
