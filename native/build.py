@@ -1,4 +1,4 @@
-"""Fetch the pinned llama.cpp source and build libllama, cached outside the work tree.
+"""Fetch the pinned llama.cpp source and build libllama and libmtmd, cached outside the work tree.
 
     python -m native.build            # CPU build (default)
     python -m native.build --cuda     # GGML_CUDA build, for GPU hosts with the CUDA toolkit
@@ -7,7 +7,7 @@ The source comes from the PyPI sdist of llama-cpp-python (pinned by version and 
 carries llama.cpp under vendor/llama.cpp. A build is keyed by that version, the CMake flags and the
 host CPU's instruction-set flags (GGML_NATIVE tunes for the build machine), and is reused while its
 key matches. LLAMA_GRPC_LIB_DIR points at an existing libllama build instead (its headers are then
-taken from LLAMA_GRPC_INCLUDE_DIR, or from the pinned source tree).
+taken from LLAMA_GRPC_INCLUDE_DIR, or from the pinned source tree); it must hold libmtmd.so too.
 """
 
 from __future__ import annotations
@@ -50,6 +50,11 @@ _NO_AMX = "-mno-amx-tile -mno-amx-int8 -mno-amx-bf16"
 if platform.machine() in ("x86_64", "AMD64"):
     _BASE_FLAGS += (f"-DCMAKE_C_FLAGS={_NO_AMX}", f"-DCMAKE_CXX_FLAGS={_NO_AMX}")
 _CUDA_FLAGS = ("-DGGML_CUDA=ON",)
+# libmtmd (tools/mtmd: multimodal projectors) as a shared library beside libllama, standalone:
+# without the tools or common/. No video: it would decode through an ffmpeg subprocess.
+# Passed as a build's flags rather than in _BASE_FLAGS, so builds that share the base flags
+# (bench's llama-server tree) keep their keys.
+MTMD_FLAGS = ("-DLLAMA_BUILD_MTMD=ON", "-DMTMD_VIDEO=OFF")
 
 
 class BuildError(RuntimeError):
@@ -66,6 +71,18 @@ class LlamaBuild:
     @property
     def library(self) -> Path:
         return self.lib_dir / "libllama.so"
+
+    @property
+    def mtmd_library(self) -> Path:
+        return self.lib_dir / "libmtmd.so"
+
+    @property
+    def mtmd_include_dir(self) -> Path:
+        """Where mtmd.h is: installed beside llama.h, else (a tools build, which installs
+        nothing) in the pinned source tree."""
+        if (self.include_dir / "mtmd.h").exists():
+            return self.include_dir
+        return ensure_source() / "tools" / "mtmd"
 
 
 def _say(msg: str) -> None:
@@ -210,15 +227,20 @@ def ensure_build(cuda: bool = False) -> LlamaBuild:
         lib_dir = Path(explicit)
         if not (lib_dir / "libllama.so").exists():
             raise BuildError(f"LLAMA_GRPC_LIB_DIR={lib_dir} has no libllama.so")
+        if not (lib_dir / "libmtmd.so").exists():
+            raise BuildError(
+                f"LLAMA_GRPC_LIB_DIR={lib_dir} has no libmtmd.so; build llama.cpp with "
+                "-DLLAMA_BUILD_MTMD=ON (or with its tools), or unset LLAMA_GRPC_LIB_DIR")
         inc = os.environ.get("LLAMA_GRPC_INCLUDE_DIR")
         include_dir = Path(inc) if inc else ensure_source() / "include"
         return LlamaBuild(lib_dir, include_dir)
-    root = cmake_build(_CUDA_FLAGS if cuda else ())
+    root = cmake_build(MTMD_FLAGS + (_CUDA_FLAGS if cuda else ()))
     install = root / "install"
     candidates = [install / d for d in ("lib", "lib64")]
     found = next((d for d in candidates if (d / "libllama.so").exists()), None)
-    if found is None:
-        raise BuildError(f"the build in {root} installed no libllama.so; remove {root} and retry")
+    if found is None or not (found / "libmtmd.so").exists():
+        raise BuildError(f"the build in {root} installed no libllama.so or libmtmd.so; remove "
+                         f"{root} and retry")
     return LlamaBuild(found, install / "include")
 
 

@@ -48,6 +48,8 @@ def compile_extension(lib: build.LlamaBuild) -> Path:
     fp = fingerprint(lib)
     source = (
         '#include "llama.h"\n'
+        '#include "mtmd.h"\n'
+        '#include "mtmd-helper.h"\n'
         f'static const char *llama_grpc_fp = "{fp}";\n'
         "const char * llama_grpc_binding_fingerprint(void) { return llama_grpc_fp; }\n"
         + helper_sources()
@@ -55,9 +57,9 @@ def compile_extension(lib: build.LlamaBuild) -> Path:
     ffibuilder.set_source(
         MODULE_NAME,
         source,
-        include_dirs=[str(lib.include_dir)],
+        include_dirs=list(dict.fromkeys([str(lib.include_dir), str(lib.mtmd_include_dir)])),
         library_dirs=[str(lib.lib_dir)],
-        libraries=["llama", "pthread", "m"],
+        libraries=["mtmd", "llama", "pthread", "m"],
         extra_compile_args=["-O2", "-Werror=implicit-function-declaration"],
         # DT_RPATH (not RUNPATH) so libllama's own dependencies (libggml*) resolve from there too.
         extra_link_args=[f"-Wl,-rpath,{lib.lib_dir.resolve()}", "-Wl,--disable-new-dtags"],

@@ -15,6 +15,7 @@ from native._cffi_src import (
     ggml,
     interrupt,
     model,
+    mtmd,
     ranking,
     sample_parallel,
     sampler,
@@ -22,7 +23,7 @@ from native._cffi_src import (
 )
 
 _AREAS = (ggml, core, model, vocab, context, sampler, sample_parallel, ranking,
-          interrupt)
+          interrupt, mtmd)
 
 
 def declarations() -> str:
