@@ -32,6 +32,7 @@ from service.engine.speculation import SpecStats, Speculator, verify
 from service.engine.task import EventSink, LoopSink, Task
 from service.engine.textstream import TextStream
 from service.engine.update import StopRules, accept, shift_span, slot_full, stop_reason
+from service.engine.waker import Wakers
 
 _log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -113,6 +114,7 @@ class Engine:
         self._inbox_tasks = 0
         self._inbox_lock = threading.Lock()
         self._outbox: dict[EventSink, list[Event]] = {}
+        self._wakers = Wakers(_deliver_on_loop)  # event loops woken by the next decode
         self._stopping = False
         self._arrivals = ArrivalCounter()
         # Set once, by the engine thread, when its loop raised: what every later request gets.
@@ -134,6 +136,8 @@ class Engine:
         self._stopping = True
         self._inbox.put(None)
         self._thread.join(timeout)
+        if not self._thread.is_alive():
+            self._wakers.close()
 
     def submit(self, task: Task, arrival: Arrival | None = None) -> None:
         """Queue a generation; its events go to task.sink. Never blocks. `arrival`, the
@@ -215,6 +219,7 @@ class Engine:
         for task in list(self.scheduler.pending()):
             self._fail(cast(Task, task), "unavailable", "server is shutting down")
         self._deliver()
+        self._wakers.wake_all()
 
     def _loop(self) -> None:
         # An exception here is a bug, and the context and slots may no longer agree after it
@@ -229,6 +234,7 @@ class Engine:
                 self._gather(wait_for_arrivals=self._in_burst())
                 if self.scheduler.running or self.scheduler.waiting:
                     self._step()
+                    self._wakers.wake_all()  # events no decode of this step took along
             finally:
                 self._deliver()
                 self.monitor.publish(self.stats, self.scheduler)
@@ -266,6 +272,7 @@ class Engine:
                 self._emit(task, Failed(code, message))
         try:
             self._deliver()
+            self._wakers.wake_all()
         finally:
             if self.on_fatal is not None:
                 self.on_fatal(exc)
@@ -303,6 +310,8 @@ class Engine:
         """Take what the inbox holds (waiting for it if `block`, up to `timeout`) and admit
         what fits now, so that admitted requests get their Started events while the rest of
         a burst is gathered."""
+        if block:  # nothing may wait for a decode that is not coming
+            self._wakers.wake_all()
         if self._drain_inbox(block, timeout):
             self._apply(self.scheduler.schedule())
 
@@ -401,10 +410,14 @@ class Engine:
             if self._arrivals.open:  # one began arriving while planning: gather it first
                 self.ctx.allow_interrupt(False)
                 return None
+        # The loops get the events so far as this decode starts, while it runs (waker.py).
+        waker = self._wakers.take()
         try:
-            if self.executor.decode(plan, interruptible):
+            if self.executor.decode(plan, interruptible, waker.write_fd if waker else -1):
                 return ready
         except LlamaError as e:
+            if waker is not None:  # maybe refused before the wake-up was written
+                waker.wake()
             _log.error("decode failed: %s", e)
             for w in plan.work:
                 self._fail(cast(Task, w.request), "internal", f"decode failed: {e}")
@@ -515,8 +528,8 @@ class Engine:
         self._end(task, Failed(code, message))
 
     def _deliver(self) -> None:
-        # Sinks on an event loop get this step's events in ONE call_soon_threadsafe per loop
-        # (each such call wakes the loop with a syscall); other sinks are called directly.
+        # Sinks on an event loop get this step's events in one batch per loop, which the next
+        # decode (or wake_all) wakes the loop for (waker.py); other sinks are called directly.
         outbox, self._outbox = self._outbox, {}
         by_loop: dict[Any, list[tuple[LoopSink, list[Event]]]] = {}
         for sink, events in outbox.items():
@@ -534,7 +547,7 @@ class Engine:
                 _log.debug("dropping events for a closed stream", exc_info=True)
         for loop, items in by_loop.items():
             try:
-                loop.call_soon_threadsafe(_deliver_on_loop, items)
+                self._wakers.post(loop, items)
             except RuntimeError:  # the loop is closed: its consumers are gone
                 _log.debug("dropping events for a closed event loop")
 

@@ -88,11 +88,15 @@ class Executor:
                 ready.append(task)
         return ready
 
-    def decode(self, plan: Plan, interruptible: bool) -> bool:
-        """Decode the built batch; False when an arrival interrupted it (nothing of it stays
-        in the cells). Raises LlamaError when the decode fails."""
+    def decode(self, plan: Plan, interruptible: bool, wake_fd: int = -1) -> bool:
+        """Decode the built batch (writing a byte to `wake_fd` first, if >= 0: Context.decode);
+        False when an arrival interrupted it (nothing of it stays in the cells). Raises
+        LlamaError when the decode fails."""
         try:
-            self.ctx.decode(self._batch)
+            if wake_fd >= 0:
+                self.ctx.decode(self._batch, wake_fd)
+            else:
+                self.ctx.decode(self._batch)
         except DecodeAbortedError:
             self._forget(plan)
             return False
