@@ -443,8 +443,9 @@ class Engine:
 
     def _account(self, plan: Plan, t0: float, t1: float) -> None:
         n_gen = sum(len(w.tokens) for w in plan.work if w.request.generating)
-        n_prompt = plan.n_tokens - n_gen
-        dt, total = t1 - t0, max(plan.n_tokens, 1)
+        n_tokens = plan.n_tokens
+        n_prompt = n_tokens - n_gen
+        dt, total = t1 - t0, max(n_tokens, 1)
         self.stats.n_decode_total += 1
         self.stats.n_busy_slots_total += len(self.scheduler.running)
         self.stats.prompt_tokens_total += n_prompt

@@ -42,6 +42,7 @@ class TextStream:
 
     def __init__(self, stop: Sequence[str] = (), n_indent: int = 0) -> None:
         self._stops = [(s, s.encode("utf-8")) for s in stop if s]
+        self._longest_stop = max((len(b) for _, b in self._stops), default=0)
         self._n_indent = n_indent
         self._indent_checked = 0  # bytes already checked for lines that are not indented enough
         self.data = bytearray()
@@ -52,7 +53,10 @@ class TextStream:
         """Add a token's bytes; returns newly releasable text ("" if everything is held)."""
         if self.stopped is not None:
             return ""
-        start = max(self.sent, len(self.data) - max((len(b) for _, b in self._stops), default=0))
+        if not self._stops and self._n_indent <= 0:  # the usual request: nothing can stop it
+            self.data += piece
+            return self._release(len(self.data) - incomplete_utf8_tail(self.data))
+        start = max(self.sent, len(self.data) - self._longest_stop)
         self.data += piece
         match = self._find_stop(start)
         cut = self._find_short_indent()
@@ -80,7 +84,7 @@ class TextStream:
         # random model can emit them) become U+FFFD rather than an error.
         if end <= self.sent:
             return ""
-        chunk = bytes(self.data[self.sent:end])
+        chunk = self.data[self.sent:end]
         self.sent = end
         return chunk.decode("utf-8", "replace")
 
