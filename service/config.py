@@ -77,6 +77,8 @@ class ModelConfig:
     no_host: bool
     lora_adapters: tuple[LoraAdapter, ...]
     lora_init_without_apply: bool
+    mmproj: str = ""  # the multimodal projector's path (--mmproj); "" for none
+    mmproj_offload: bool = True  # the projector on the GPU (--no-mmproj-offload: CPU)
 
     @property
     def served_names(self) -> tuple[str, ...]:
@@ -314,6 +316,8 @@ def _model(s: Settings) -> ModelConfig:
         no_host=s.bool_("no_host"),
         lora_adapters=tuple(LoraAdapter(str(path), scale) for path, scale in lora),
         lora_init_without_apply=s.bool_("lora_init_without_apply"),
+        mmproj=s.opt_str("mmproj") or "",
+        mmproj_offload=s.bool_("mmproj_offload"),
     )
 
 

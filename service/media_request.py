@@ -51,9 +51,11 @@ class Modalities:
 
 
 def model_modalities(rt: Any) -> Modalities:
-    """The media kinds the loaded model takes: none until the engine carries media (--mmproj
-    is refused at start-up)."""
-    return Modalities()
+    """The media kinds the loaded model takes: its projector's (--mmproj), none without."""
+    proj = getattr(rt, "projector", None)
+    if proj is None:
+        return Modalities()
+    return Modalities(vision=proj.supports_vision, audio=proj.supports_audio)
 
 
 @dataclass

@@ -15,6 +15,8 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from native import Context, ContextParams, LoraAdapter, Model, ModelParams
+from native.errors import ModelLoadError
+from native.mtmd import Projector, ProjectorParams
 from service.chat_template import ChatTemplates, load_chat_templates
 from service.config import ContextConfig, ModelConfig, ServerConfig
 from service.engine.engine import Engine, EngineSettings
@@ -45,6 +47,7 @@ class Runtime:
     defaults: CompletionParams
     created: int  # unix time the model finished loading (the `created` of /v1/models)
     loras: list[LoadedLora] = field(default_factory=list)  # in --lora order; ids are indexes
+    projector: Projector | None = None  # --mmproj: images/audio in prompts (docs/multimodal.md)
 
     @property
     def model_name(self) -> str:
@@ -63,6 +66,8 @@ class Runtime:
         if self.engine.speculator is not None:
             self.engine.speculator.close()
         self.ctx.close()
+        if self.projector is not None:  # before the model, whose vocabulary libmtmd keeps
+            self.projector.close()
         for lora in self.loras:  # before the model, which frees its adapters itself
             lora.adapter.close()
         self.model.close()
@@ -151,6 +156,22 @@ def _templates(config: ServerConfig, model: Model) -> ChatTemplates:
     )
 
 
+def _load_projector(config: ServerConfig, model: Model) -> Projector | None:
+    """--mmproj, loaded for the model (libmtmd refuses one made for another model's width)."""
+    if not config.model.mmproj:
+        return None
+    proj = Projector(model, config.model.mmproj, ProjectorParams(
+        use_gpu=config.model.mmproj_offload, n_threads=max(config.context.n_threads, 1),
+        warmup=config.context.warmup))
+    if proj.uses_mrope:  # its media take fewer positions than embeddings: not carried yet
+        proj.close()
+        raise ModelLoadError(f"projector {config.model.mmproj}: projectors of M-RoPE models "
+                             "(Qwen2-VL and its kind) are not supported yet")
+    _log.info("multimodal projector %s: vision %s, audio %s", config.model.mmproj,
+              proj.supports_vision, proj.supports_audio)
+    return proj
+
+
 def load_runtime(config: ServerConfig) -> Runtime:
     """Load the model, its LoRA adapters and the context, warm up, start the engine.
 
@@ -166,6 +187,9 @@ def load_runtime(config: ServerConfig) -> Runtime:
         cleanup.callback(ctx.close)
         loras = _load_loras(model, config.model, cleanup)
         apply_lora(ctx, loras)
+        projector = _load_projector(config, model)
+        if projector is not None:
+            cleanup.callback(projector.close)
         if config.context.warmup:
             _log.info("warming up the model with a short run (--no-warmup to skip)")
             ctx.warmup()
@@ -179,6 +203,7 @@ def load_runtime(config: ServerConfig) -> Runtime:
             special=config.endpoints.special,
             sampling_threads=config.context.n_threads_sampling,
             max_queue=config.endpoints.max_queue,
+            multimodal=projector is not None,
         ), [lora.adapter for lora in loras], speculator)
         engine.start()
         cleanup.pop_all()
@@ -187,4 +212,4 @@ def load_runtime(config: ServerConfig) -> Runtime:
     _log.info("model loaded in %.1fs: %s, %d slots of %d tokens", time.monotonic() - started,
               model.description(), len(engine.slots), ctx.n_ctx_seq)
     return Runtime(config, model, ctx, engine, templates, completion_defaults(config),
-                   int(time.time()), loras)
+                   int(time.time()), loras, projector)

@@ -41,7 +41,7 @@ def props_response(rt: Runtime, build_info: str) -> Any:
     resp.chat_template_caps.update((templates.tool_use or templates.default).caps.to_map())
     if rt.config.chat.use_jinja and templates.tool_use is not None:
         resp.chat_template_tool_use = _as_lexed(templates.tool_use.source)
-    resp.modalities.SetInParent()
+    _set_modalities(resp.modalities, rt)
     return resp
 
 
@@ -102,7 +102,7 @@ def server_info_response(rt: Runtime, build_info: str, features: list[str]) -> A
         n_ctx=ctx.n_ctx, n_ctx_slot=rt.engine.n_ctx_slot, n_ctx_train=rt.model.n_ctx_train,
         total_slots=rt.n_slots, n_batch=ctx.n_batch, n_ubatch=ctx.n_ubatch,
         max_queue=cfg.endpoints.max_queue))
-    resp.modalities.SetInParent()  # text only: --mmproj is refused
+    _set_modalities(resp.modalities, rt)
     resp.embedding.CopyFrom(server_info_pb2.EmbeddingInfo(
         embeddings=cfg.context.embeddings, reranking=reranks(rt),
         pooling=_POOLING_NAMES.get(ctx.pooling, str(ctx.pooling)), n_embd=rt.model.n_embd))
@@ -133,3 +133,11 @@ def chat_info(rt: Runtime) -> Any:
         template_caps=server_info_pb2.ChatTemplateCaps(
             **{f.name: getattr(caps, f.name)
                for f in server_info_pb2.ChatTemplateCaps.DESCRIPTOR.fields}))
+
+
+def _set_modalities(out: Any, rt: Runtime) -> None:
+    """What the projector (--mmproj) takes; present, all false, for a text-only model."""
+    out.SetInParent()
+    proj = rt.projector
+    if proj is not None:
+        out.vision, out.audio = proj.supports_vision, proj.supports_audio

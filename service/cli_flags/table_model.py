@@ -27,6 +27,11 @@ MODEL_FLAGS: tuple[FlagSpec, ...] = (
         metavar="FNAME", env=("LLAMA_ARG_MODEL",), default_text="required",
     ),
     implemented(
+        ("-mm", "--mmproj"), "mmproj", MODEL,
+        "path to a multimodal projector file (GGUF) for the model: images and audio in "
+        "prompts (docs/multimodal.md)", metavar="FILE", env=("LLAMA_ARG_MMPROJ",),
+    ),
+    implemented(
         ("-a", "--alias"), "aliases", MODEL,
         "model name aliases, comma-separated (the model's names in the API)",
         metavar="STRING", env=("LLAMA_ARG_ALIAS",), convert=v.parse_csv, repeat=True, default=(),

@@ -64,6 +64,9 @@ class EngineSettings:
     special: bool = False  # render special (control) tokens in the text, as --special asks
     sampling_threads: int = 1  # threads that sample a step's slots together (--threads-sampling)
     max_queue: int = 0  # requests that may wait for a slot; 0: no limit (--max-queue)
+    # A projector is loaded (--mmproj): as llama-server, no context shift and no cache reuse
+    # by KV shifting, which could cut through or move a medium's cells.
+    multimodal: bool = False
 
 
 @dataclass
@@ -101,12 +104,13 @@ class Engine:
             n_batch=ctx.n_batch, n_ctx_seq=self.n_ctx_slot, kv_cells=ctx.n_ctx,
             kv_shared=ctx.n_ctx_seq * ctx.n_seq_max > ctx.n_ctx,
             slot_prompt_similarity=self.settings.slot_prompt_similarity,
-            can_shift=ctx.can_shift), self.slots)
+            can_shift=ctx.can_shift and not self.settings.multimodal), self.slots)
         self.executor = Executor(ctx, self.settings.sampling_threads, adapters)
         self.monitor = Monitor(self.slots, ctx.n_ctx)  # what /metrics and /slots read
         self.monitor.publish(self.stats, self.scheduler)
         self.rules = StopRules(eog=self.eog, n_ctx_seq=self.n_ctx_slot,
-                               can_shift=self.settings.context_shift and ctx.can_shift,
+                               can_shift=(self.settings.context_shift and ctx.can_shift
+                                          and not self.settings.multimodal),
                                add_bos=self.vocab.add_bos)
         self._inbox: queue.SimpleQueue[Task | Callable[[], None] | None] = queue.SimpleQueue()
         # Tasks in the inbox, not yet in the scheduler's queue: what --max-queue counts beside
