@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from typing import Any, Protocol
 
 import grpc
@@ -46,7 +46,7 @@ class Renderer(Protocol):
 
 async def sse_stream(first: Any, next_message: Callable[[], Awaitable[Any]],
                      renderer: Renderer, ping: float = 0.0,
-                     finish: Callable[[], None] | None = None) -> AsyncIterator[bytes]:
+                     finish: Callable[[], None] | None = None) -> AsyncGenerator[bytes, None]:
     """A generation's SSE bytes from its first message on: each message's events, an error
     (the message's `error`, or the call failing) as the last event, `data: [DONE]` where
     llama-server sends it. `next_message()` gives the next message, None at the end;
@@ -54,7 +54,7 @@ async def sse_stream(first: Any, next_message: Callable[[], Awaitable[Any]],
 
     With `ping` > 0, `:` keep-alives are yielded after that many seconds of silence (the
     service's HTTP-body streams; the bridge's SSEResponse sends its own at the ASGI level)."""
-    pending: asyncio.Future[Any] | None = None
+    ahead = _ReadAhead(next_message, ping) if ping > 0 else None
     try:
         msg = first
         while msg is not None:
@@ -65,15 +65,12 @@ async def sse_stream(first: Any, next_message: Callable[[], Awaitable[Any]],
             if events:
                 yield frames(events)
             try:
-                if ping > 0:
-                    # A task of its own, so that waiting on it can time out for a keep-alive
-                    # without cancelling the call's read.
-                    pending = asyncio.ensure_future(next_message())
-                    while not (await asyncio.wait({pending}, timeout=ping))[0]:
-                        yield KEEP_ALIVE
-                    msg, pending = pending.result(), None
-                else:
+                if ahead is None:
                     msg = await next_message()
+                else:
+                    while (got := await ahead.next()) is _SILENT:
+                        yield KEEP_ALIVE
+                    msg = got
             except (BridgeError, grpc.aio.AioRpcError) as e:
                 err = e if isinstance(e, BridgeError) else BridgeError.from_rpc(e)
                 yield frame(err.body())
@@ -81,9 +78,60 @@ async def sse_stream(first: Any, next_message: Callable[[], Awaitable[Any]],
         if renderer.done_marker:
             yield DONE
     finally:
-        if pending is not None:  # the client went away while the next message was awaited
-            pending.cancel()
-            with contextlib.suppress(BaseException):
-                await pending
+        if ahead is not None:  # the client may have gone while the next message was awaited
+            await ahead.stop()
         if finish is not None:
             finish()
+
+
+_SILENT = object()  # from _ReadAhead: nothing came for a keep-alive interval
+
+
+class _ReadAhead:
+    """Reads a stream's messages in one task of its own, with one timer that queues _SILENT
+    after `ping` seconds without a message, so that a keep-alive goes out without the read
+    being cancelled. A task and an asyncio.wait for every message instead cost the service's
+    event loop, whose GIL the engine thread needs between decodes, ~14 us of CPU a message
+    more than no keep-alive at all (a micro-benchmark of sse_stream: 17.2 against 3.0 us);
+    this costs ~3 us."""
+
+    def __init__(self, next_message: Callable[[], Awaitable[Any]], ping: float) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._queue: asyncio.Queue[tuple[Any, BaseException | None]] = asyncio.Queue()
+        self._ping = ping
+        self._last = self._loop.time()
+        self._task = asyncio.ensure_future(self._read(next_message))
+        self._timer = self._loop.call_later(ping, self._check_silence)
+
+    async def _read(self, next_message: Callable[[], Awaitable[Any]]) -> None:
+        while True:
+            try:
+                msg = await next_message()
+            except Exception as e:  # handed to the reader, in order
+                self._queue.put_nowait((None, e))
+                return
+            self._last = self._loop.time()
+            self._queue.put_nowait((msg, None))
+            if msg is None:
+                return
+
+    def _check_silence(self) -> None:
+        now = self._loop.time()
+        if now - self._last >= self._ping:
+            self._queue.put_nowait((_SILENT, None))
+            self._last = now
+        self._timer = self._loop.call_later(self._last + self._ping - now, self._check_silence)
+
+    async def next(self) -> Any:
+        """The next message (None at the end) or _SILENT; a read's error is raised here."""
+        msg, error = await self._queue.get()
+        if error is not None:
+            raise error
+        return msg
+
+    async def stop(self) -> None:
+        self._timer.cancel()
+        if not self._task.done():
+            self._task.cancel()
+        with contextlib.suppress(BaseException):
+            await self._task

@@ -90,6 +90,47 @@ def test_an_abort_mid_stream_is_the_last_event() -> None:
     assert last["error"]["code"] == 400 and last["error"]["message"] == "bad field"
 
 
+@pytest.mark.parametrize("ping", [0.0, 30.0])
+def test_an_abort_mid_stream_is_the_last_event_with_keep_alives_on(ping: float) -> None:
+    # With keep-alives the messages are read ahead by a task of the stream's own; a read's
+    # error still reaches the stream in order, after every message before it.
+    aborted = BridgeError(400, "bad field", "invalid_request_error")
+    chunks = asyncio.run(_sse(_messages(_chunk(""), _chunk("a"), _chunk("b"), aborted), ping))
+    assert [json.loads(c[len(b"data: "):]).get("content") for c in chunks[:-1]] == ["a", "b"]
+    assert json.loads(chunks[-1][len(b"data: "):])["error"]["message"] == "bad field"
+
+
+def test_a_stream_closed_while_waiting_stops_its_read() -> None:
+    # The client goes away (the stream generator is closed) while the next message is
+    # awaited: the read ahead is cancelled then, and the typed call's generator closes.
+    closed = asyncio.Event()
+
+    async def slow() -> AsyncIterator[Any]:
+        try:
+            yield _chunk("")
+            yield _chunk("a")
+            await asyncio.sleep(3600)
+            yield _chunk("never")
+        finally:
+            closed.set()
+
+    async def run() -> list[bytes]:
+        call = slow()
+        first = await anext(call)
+        stream = sse_stream(first, lambda: anext(call, None),
+                            NativeRenderer(completion_pb2.CompletionRequest()), ping=30.0)
+        got = [await anext(stream)]
+        pending = asyncio.ensure_future(anext(stream))
+        await asyncio.sleep(0.05)  # the stream is now waiting for a message
+        pending.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await pending
+        await stream.aclose()
+        await asyncio.wait_for(closed.wait(), 5)
+        return got
+
+    assert [json.loads(c[len(b"data: "):])["content"] for c in asyncio.run(run())] == ["a"]
+
 def test_initial_metadata_is_kept_for_the_headers() -> None:
     inner = InnerContext(outer=None)
     asyncio.run(inner.send_initial_metadata((("x-request-id", "cmpl-1"),)))
