@@ -157,6 +157,15 @@ def test_concurrent_requests_each_get_their_own_vectors(server: EmbedServer) -> 
         assert max_abs_diff(g, alone[t]) < 1e-4, t
 
 
+def test_decodes_flag_every_token_as_an_output(server: EmbedServer) -> None:
+    """llama.cpp outputs every token of an embeddings context's batch, and warns (through the
+    log callback, into Python, in the middle of the decode) on each decode whose batch says
+    otherwise; the engine flags them all, as llama-server does."""
+    assert server.post("/v1/embeddings", {"input": ["one more", "and another"]}).status_code \
+        == 200
+    assert "not marked as outputs" not in server.svc.log()
+
+
 # -- bad input --------------------------------------------------------------------------------
 @pytest.mark.parametrize(("body", "message"), [
     ({"input": []}, '"input" must not be empty'),

@@ -28,6 +28,10 @@ class Executor:
         self._batch = Batch(ctx.n_batch)
         self.adapters = tuple(adapters)  # loaded LoRA adapters; an id is an index
         self._active: tuple[tuple[int, float], ...] | None = None  # None: not set by us yet
+        # llama.cpp outputs every token of an embeddings context's batch whatever the batch
+        # says, and logs a warning on each decode whose batch says otherwise (a callback into
+        # Python, which takes the GIL, in the middle of the decode); llama-server flags them all.
+        self._all_outputs = ctx.params.embeddings
 
     def use_adapters(self, adapter_set: tuple[tuple[int, float], ...]) -> None:
         """Make the context decode with this LoRA set: (adapter id, scale) pairs. A call per
@@ -86,6 +90,8 @@ class Executor:
             if w.n_outputs:
                 task.out_index = last
                 ready.append(task)
+        if self._all_outputs:
+            batch.set_all_outputs(True)
         return ready
 
     def decode(self, plan: Plan, interruptible: bool, wake_fd: int = -1) -> bool:
