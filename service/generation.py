@@ -1,9 +1,10 @@
 """Running generations from asyncio: submit a request's tasks to the engine, iterate their events.
 
-The engine calls each task's sink on its own thread; the sink hands the events to this request's
-asyncio queue with one call_soon_threadsafe. If the consumer goes away (client cancel or
-disconnect), every task still running is cancelled in the engine at once. A request is known by
-its id (for Cancel) before its tasks are submitted, so a cancel can never miss a queued one.
+The engine hands each task's events to its sink's loop (deliver_local, run on the loop:
+engine/waker.py; called directly, the sink uses call_soon_threadsafe), into this request's
+asyncio queue. If the consumer goes away (client cancel or disconnect), every task still
+running is cancelled in the engine at once. A request is known by its id (for Cancel) before
+its tasks are submitted, so a cancel can never miss a queued one.
 """
 
 from __future__ import annotations

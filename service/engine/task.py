@@ -21,7 +21,7 @@ EventSink = Callable[[list[Event]], None]
 @runtime_checkable
 class LoopSink(Protocol):
     """A sink living on an asyncio loop: the engine batches all of a step's deliveries to one
-    loop into a single call_soon_threadsafe, then calls deliver_local on that loop."""
+    loop, and deliver_local is called on that loop (service/engine/waker.py)."""
 
     loop: Any
 
