@@ -22,6 +22,7 @@ from service.engine.params import ParamError
 from service.prompt_values import value_to_json
 from service.prompts import Json
 from service.runtime import Runtime
+from service.server_info import MEDIA_MARKER
 from service.thinking_tags import template_thinking_tags
 from service.tool_calls import ChatSetup
 from service.tool_choice import tool_choice_of
@@ -46,7 +47,7 @@ def render_chat_full(rt: Runtime, request: Any) -> RenderedChat:
     Raises ParamError for an empty conversation, a bad tool choice or a grammar beside tools
     (as llama-server, for both routes), TemplateError for one the template refuses.
     """
-    messages = [_message_json(m) for m in request.messages]
+    messages = [_with_markers(_message_json(m)) for m in request.messages]
     tools = [tool_json(t) for t in request.tools] or None
     choice = tool_choice_of(request)  # checked even without tools, as llama-server does
     if tools and choice.mode != "none" and request.HasField("grammar"):
@@ -133,6 +134,22 @@ def _continuation(request: Any, messages: list[dict[str, Json]], add_gen: bool) 
         raise ParamError("Cannot continue an assistant message that contains tool calls.",
                          field="continue_final_message")
     return mode
+
+
+_MEDIA_PARTS = ("image_url", "input_audio")
+
+
+def _with_markers(message: dict[str, Json]) -> dict[str, Json]:
+    """Each image or audio part as the media marker the template renders in its place, as
+    llama-server does (the media themselves were checked and are tokenized by the projector:
+    service/media_prompt.py)."""
+    content = message.get("content")
+    if isinstance(content, list) and any(
+            isinstance(p, dict) and p.get("type") in _MEDIA_PARTS for p in content):
+        message["content"] = [{"type": "media_marker", "text": MEDIA_MARKER}
+                              if isinstance(p, dict) and p.get("type") in _MEDIA_PARTS else p
+                              for p in content]
+    return message
 
 
 def _message_json(raw: Any) -> dict[str, Json]:

@@ -13,6 +13,7 @@ from typing import Any
 from service.chat_render import render_chat_full, template_generation_prompt, with_prefill
 from service.chat_sink import parsing_sink
 from service.engine.chains import build_task_chain
+from service.engine.media import MediaSpan
 from service.engine.params import CompletionParams, ParamError
 from service.engine.task import EventSink, Task
 from service.errors import context_overflow
@@ -21,6 +22,8 @@ from service.grammar_limits import check_grammar
 from service.infill import InfillBudget, check_fim_support, infill_inputs, infill_prompt
 from service.json_schema_answer import chat_answer_grammar, schema_requested
 from service.limits import check_prompt_text
+from service.media_prompt import media_prompt
+from service.media_request import check_request_media
 from service.messages import chat_format_name
 from service.prompt_values import prompt_json, token_prompts
 from service.prompts import split_prompts, tokenize_prompt
@@ -39,6 +42,8 @@ class GenerationRequest:
     priority: int = 0  # lower is admitted sooner (the scheduler's queue order)
     chat: ChatSetup | None = None  # chat: how the answer is parsed (service.tool_calls)
     n_choices: int = 1  # choices per prompt (n, n_cmpl): task i * n_choices + j is prompt i's
+    # Each prompt's media (service/media_prompt.py), () for a request without any.
+    media: tuple[tuple[MediaSpan, ...], ...] = ()
 
     def prompt_of(self, index: int) -> list[int]:
         """The prompt of the task (choice) at `index`."""
@@ -120,7 +125,13 @@ def build_chat(rt: Runtime, req: Any, gen_id: str) -> GenerationRequest:
     params = completion_params(req, rt.request_defaults, rt.model.vocab)
     rendered = render_chat_full(rt, req)
     text = rendered.prompt
-    prompt = tokenize_prompt(text, rt.model.vocab)
+    # Media were checked before the build; taken again here, once a projector can take them.
+    media = check_request_media(rt, req) if rt.projector is not None else []
+    spans: tuple[MediaSpan, ...] = ()
+    if media:
+        prompt, spans = media_prompt(rt, text, media, "messages")
+    else:
+        prompt = tokenize_prompt(text, rt.model.vocab)
     tools = [tool_json(t) for t in req.tools] or None
     template = rt.templates.for_request(tools)
     chat = with_prefill(chat_setup(req, tools, template, text,
@@ -147,7 +158,7 @@ def build_chat(rt: Runtime, req: Any, gen_id: str) -> GenerationRequest:
         # libllama ends the process then: the grammar rules the answer, with no budget
         chat = replace(chat, budget=None)
     return GenerationRequest(gen_id, _checked(rt, [prompt]), params, req.stream, _priority(req),
-                             chat, choices_of(req, rt.n_slots))
+                             chat, choices_of(req, rt.n_slots), (spans,) if spans else ())
 
 
 def _json_answer(chat: ChatSetup, params: CompletionParams) -> tuple[ChatSetup,
@@ -188,6 +199,8 @@ def make_tasks(rt: Runtime, gen: GenerationRequest,
         task = Task(gen.id if single else f"{gen.id}-{k}", gen.prompt_of(k),
                     _choice_params(gen.params, k % n), parsing_sink(sink_for(k), parse),
                     gen.priority)
+        if gen.media:
+            task.media = gen.media[k // n]
         if gen.chat is not None and gen.chat.budget is not None:
             task.budget = gen.chat.budget.state()
         if k % n:  # another choice of the same prompt: shares the first one's prompt cells

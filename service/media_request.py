@@ -15,6 +15,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
+from dataclasses import field as dc_field
 from typing import Any
 
 from api_common.media_uri import (
@@ -63,6 +64,7 @@ class _Found:
     """Media met so far: (field, info) per item, with the running byte total."""
     items: list[tuple[str, MediaInfo]]
     total: int = 0
+    data: list[bytes] = dc_field(default_factory=list)  # each item's bytes, in items' order
 
     def add(self, field: str, data: bytes, mime: str = "", kind: str = "") -> None:
         if len(self.items) >= MAX_MEDIA_ITEMS:
@@ -74,6 +76,7 @@ class _Found:
                                "bytes in one request", field=field)
         try:
             self.items.append((field, inspect(data, mime, kind)))
+            self.data.append(data)
         except MediaError as e:
             raise ServiceError("invalid_argument", f"{field}: {e}", field=field) from None
 
@@ -96,8 +99,10 @@ class _Found:
         return max(0, MAX_MEDIA_BYTES - self.total)
 
 
-def check_request_media(rt: Any, request: Any) -> None:
-    """Refuse a request whose media are bad, or that carries media the model cannot take."""
+def check_request_media(rt: Any, request: Any) -> list[bytes]:
+    """Refuse a request whose media are bad, or that carries media the model cannot take; the
+    media's bytes, in the order their markers come in the prompt (chat: message by message,
+    part by part)."""
     found = _Found([])
     fields = request.DESCRIPTOR.fields_by_name
     texts: list[str] = []
@@ -118,6 +123,7 @@ def check_request_media(rt: Any, request: Any) -> None:
     _image_data(request, found, texts)
     if found.items:
         _check_capability(model_modalities(rt), found.items, chat="messages" in fields)
+    return found.data
 
 
 def _check_capability(caps: Modalities, items: list[tuple[str, MediaInfo]], chat: bool) -> None:

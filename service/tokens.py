@@ -58,5 +58,8 @@ def detokenize(vocab: Vocab, request: Any) -> Any:
 
 
 def prompt_text(vocab: Vocab, tokens: list[int]) -> str:
-    """A prompt as text (llama-server's `prompt` in a final message)."""
+    """A prompt as text (llama-server's `prompt` in a final message); a medium's placeholder
+    ids (negative: service/engine/media.py) are left out."""
+    if tokens and min(tokens) < 0:
+        tokens = [t for t in tokens if t >= 0]
     return vocab.detokenize(tokens).decode("utf-8", "replace")

@@ -26,5 +26,8 @@ def build_task_chain(params: CompletionParams, vocab: Vocab, eog: Collection[int
     window = max(p.repeat_last_n if p.repeat_last_n >= 0 else n_ctx,
                  p.dry_penalty_last_n if p.dry_penalty_last_n >= 0 else n_ctx)
     if window:
-        chain.accept_many(prompt[-window:])
+        tail = prompt[-window:]
+        if tail and min(tail) < 0:  # media placeholders (service/engine/media.py): no tokens
+            tail = [t for t in tail if t >= 0]
+        chain.accept_many(tail)
     return chain

@@ -25,6 +25,7 @@ from service.engine.chains import build_task_chain
 from service.engine.embedding import read_embedding
 from service.engine.events import Chunk, Event, Failed, Finished, Progress, Started, TokenProbs
 from service.engine.executor import NO_TOKEN_SELECTED, Executor
+from service.engine.media_step import decode_media
 from service.engine.monitor import Monitor
 from service.engine.scheduler import Limits, Load, Plan, Scheduler
 from service.engine.slots import Slot
@@ -352,6 +353,9 @@ class Engine:
             self.speculator.propose(cast(list[Task], self.scheduler.running))
         plan = self.scheduler.schedule()
         self._apply(plan)
+        if plan.media:
+            decode_media(self.ctx, self.scheduler, plan.media,
+                         lambda w, why: self._fail(cast(Task, w.request), "internal", why))
         if not plan.work:
             return
         t0 = time.perf_counter()

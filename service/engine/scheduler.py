@@ -28,6 +28,7 @@ from operator import attrgetter
 from typing import NamedTuple
 
 from service.engine.cache_reuse import Shift, reuse_chunks
+from service.engine.media import MediaSpan, span_at, text_run, whole_prefix
 from service.engine.slots import Slot, choose_slot, common_prefix_len
 
 
@@ -65,6 +66,9 @@ class SeqRequest:
     # Another choice of the same prompt (n > 1), admitted before this one: this one's prompt
     # cells are copied from it once it has decoded them, not decoded again (`_copied`).
     copy_of: SeqRequest | None = None
+    # Media in the prompt (service/engine/media.py): each span's ids are placeholders, its
+    # embeddings decoded in a step of their own (`Plan.media`), never split.
+    media: tuple[MediaSpan, ...] = ()
 
     # State, written by the scheduler and the engine thread.
     order: int = -1  # arrival number (FIFO among equal priorities)
@@ -116,6 +120,9 @@ class Plan:
     copies: tuple[tuple[int, int, int], ...] = ()
     work: tuple[Work, ...] = ()  # one decode, in sequence-id order
     adapters: tuple[tuple[int, float], ...] = ()  # the LoRA set every request of `work` uses
+    # Media to decode before `work` (a llama_batch holds ids or embeddings, not both): one
+    # whole span per request, its `tokens` the span's placeholder ids.
+    media: tuple[Work, ...] = ()
 
     @property
     def n_tokens(self) -> int:
@@ -191,10 +198,11 @@ class Scheduler:
         cancelled, cleared = self._reap()
         admitted, evicted = self._admit()
         copies: list[tuple[int, int, int]] = []
-        work, adapters = self._work(copies)
+        media: list[Work] = []
+        work, adapters = self._work(copies, media)
         return Plan(cancelled=tuple(cancelled), cleared=tuple(cleared + evicted),
                     admitted=tuple(admitted), copies=tuple(copies), work=tuple(work),
-                    adapters=adapters)
+                    adapters=adapters, media=tuple(media))
 
     def advance(self, plan: Plan) -> None:
         """The plan's decode succeeded: its tokens are in the cells."""
@@ -202,6 +210,12 @@ class Scheduler:
             w.request.n_past += len(w.tokens)
             if w.request.slot is not None:
                 w.request.slot.cache_tokens.extend(w.tokens)
+
+    def advance_media(self, w: Work) -> None:
+        """A medium's embeddings are in the cells (decoded apart from the plan's batch)."""
+        w.request.n_past += len(w.tokens)
+        if w.request.slot is not None:
+            w.request.slot.cache_tokens.extend(w.tokens)
 
     def rollback(self, req: SeqRequest, n_past: int) -> None:
         """Speculation: `req`'s cells from n_past on are dropped (drafted tokens rejected)."""
@@ -275,6 +289,8 @@ class Scheduler:
         shifts: tuple[Shift, ...] = ()
         if req.cache_prompt:
             n_reuse = min(common_prefix_len(slot.cache_tokens, req.prompt), len(req.prompt) - 1)
+            if req.media:  # a medium is reused whole or decoded again whole
+                n_reuse = whole_prefix(req.media, n_reuse)
             if self.limits.can_shift:
                 shifts, n_reuse = reuse_chunks(slot.cache_tokens, req.prompt, n_reuse,
                                                req.n_cache_reuse)
@@ -286,7 +302,7 @@ class Scheduler:
         self.running.append(req)
         return Admission(req, slot.id, n_reuse, shifts)
 
-    def _work(self, copies: list[tuple[int, int, int]]
+    def _work(self, copies: list[tuple[int, int, int]], media: list[Work]
               ) -> tuple[list[Work], tuple[tuple[int, float], ...]]:
         if not self.running:
             return [], ()
@@ -320,6 +336,14 @@ class Scheduler:
             n = min(len(r.prompt) - r.n_past, budget)
             if n <= 0:
                 continue
+            if r.media:
+                span = span_at(r.media, r.n_past)
+                if span is not None:  # whole, in a decode of its own; it uses up the budget
+                    media.append(Work(r, _slot_id(r), r.n_past,
+                                      r.prompt[span.start:span.end], 0))
+                    budget -= min(budget, span.n_tokens)
+                    continue
+                n = text_run(r.media, r.n_past, n)
             done = r.n_past + n == len(r.prompt)
             if not (done or r.splittable):
                 break  # whole or not at all: it goes first into the next decode

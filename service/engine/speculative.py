@@ -80,6 +80,8 @@ def why_not(task: Any) -> str:
         return "thinking budget"
     if task.embedding:
         return "embedding"
+    if task.media:  # drafts from a history with media placeholders (as llama-server: none)
+        return "media"
     return ""
 
 
