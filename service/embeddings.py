@@ -22,10 +22,12 @@ from llama.v1 import common_pb2, embedding_pb2
 
 from service.embedding_vectors import FloatArray, float32_bytes, normalized, put_floats
 from service.engine.events import Embedded
+from service.engine.media import MediaSpan
 from service.engine.params import CompletionParams, ParamError
 from service.engine.task import EventSink, Task
 from service.errors import ServiceError
 from service.limits import check_prompt_text
+from service.media_completion import embedding_media_inputs
 from service.media_request import check_request_media
 from service.prompt_values import value_to_json
 from service.prompts import Json, tokenize_prompt
@@ -45,6 +47,7 @@ class EmbedJob:
     prompts: list[list[int]]
     normalize: int
     base64: bool
+    media: tuple[tuple[MediaSpan, ...], ...] = ()  # each input's (service/media_completion.py)
 
 
 def check_embeddings(rt: Runtime, oai: bool) -> None:
@@ -75,10 +78,12 @@ def embed_job(rt: Runtime, request: Any) -> EmbedJob:
     if normalize < -1:  # a negative p-norm would divide by a zero component
         raise ParamError("embd_normalize must be -1 (none), 0 (max absolute), 1 (taxicab), "
                          "2 (Euclidean) or a larger p-norm")
-    return EmbedJob(_inputs(rt, request), normalize, fmt == "base64")
+    prompts, media = _inputs(rt, request)
+    return EmbedJob(prompts, normalize, fmt == "base64", media)
 
 
-def _inputs(rt: Runtime, request: Any) -> list[list[int]]:
+def _inputs(rt: Runtime, request: Any) -> tuple[list[list[int]], tuple[tuple[MediaSpan, ...],
+                                                                         ...]]:
     vocab = rt.model.vocab
     if request.HasField("input") or request.HasField("content"):
         value = value_to_json(request, "input" if request.HasField("input") else "content")
@@ -95,6 +100,9 @@ def _inputs(rt: Runtime, request: Any) -> list[list[int]]:
         raise ParamError('"input" must not be empty')
     if len(entries) > MAX_INPUTS:
         raise ParamError(f"too many inputs: {len(entries)}; at most {MAX_INPUTS} a request")
+    with_media = embedding_media_inputs(rt, request, entries, can_split(rt))
+    if with_media is not None:
+        return with_media
     prompts = []
     for entry in entries:
         if isinstance(entry, dict):
@@ -104,7 +112,7 @@ def _inputs(rt: Runtime, request: Any) -> list[list[int]]:
         if not tokens:
             raise ParamError("Input content cannot be empty")
         prompts.append(tokens)
-    return prompts
+    return prompts, ()
 
 
 def _flatten(parts: list[Any]) -> list[Any]:
@@ -163,12 +171,15 @@ def rerank_prompts(rt: Runtime, request: Any) -> list[list[int]]:
 
 
 def make_tasks(rt: Runtime, gen_id: str, prompts: Sequence[list[int]],
-               sink_for: Callable[[int], EventSink]) -> list[Task]:
+               sink_for: Callable[[int], EventSink],
+               media: Sequence[tuple[MediaSpan, ...]] = ()) -> list[Task]:
     splittable = can_split(rt)
     tasks = []
     for i, prompt in enumerate(prompts):
         task = Task(f"{gen_id}-{i}", prompt, _EMBED_PARAMS, sink_for(i))
         task.embedding, task.splittable = True, splittable
+        if media:
+            task.media = media[i]
         tasks.append(task)
     return tasks
 

@@ -22,6 +22,7 @@ from service.grammar_limits import check_grammar
 from service.infill import InfillBudget, check_fim_support, infill_inputs, infill_prompt
 from service.json_schema_answer import chat_answer_grammar, schema_requested
 from service.limits import check_prompt_text
+from service.media_completion import completion_media_prompts
 from service.media_prompt import media_prompt
 from service.media_request import check_request_media
 from service.messages import chat_format_name
@@ -77,10 +78,17 @@ def build_completion(rt: Runtime, req: Any, gen_id: str) -> GenerationRequest:
     """For Completion and OpenAICompletion (one CompletionRequest message)."""
     vocab = rt.model.vocab
     params = completion_params(req, rt.request_defaults, vocab)
-    prompts = token_prompts(req, vocab.n_tokens) or [
-        tokenize_prompt(p, vocab) for p in split_prompts(prompt_json(req))]
+    prompts = token_prompts(req, vocab.n_tokens)
+    media: tuple[tuple[MediaSpan, ...], ...] = ()
+    if prompts is None:
+        split = split_prompts(prompt_json(req))
+        found = completion_media_prompts(rt, req, split)
+        if found is not None:
+            prompts, media = found
+        else:
+            prompts = [tokenize_prompt(p, vocab) for p in split]
     return GenerationRequest(gen_id, _checked(rt, prompts), params, req.stream, _priority(req),
-                             n_choices=choices_of(req, rt.n_slots))
+                             n_choices=choices_of(req, rt.n_slots), media=media)
 
 
 def _priority(req: Any) -> int:
@@ -108,6 +116,8 @@ def build_infill(rt: Runtime, req: Any, gen_id: str) -> GenerationRequest:
     """For Infill: the fill-in-the-middle prompt of service.infill, one prompt per request."""
     vocab = rt.model.vocab
     check_fim_support(vocab)  # before anything else, as llama-server checks the model first
+    if req.image_data and rt.projector is not None:
+        raise ParamError("image_data in /infill is not supported yet", field="image_data")
     params = completion_params(req, rt.request_defaults, vocab)
     prefix, suffix, extra, prompt = infill_inputs(req)
     check_prompt_text("".join([prefix, suffix, prompt, *(text for _, text in extra)]))

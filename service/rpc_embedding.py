@@ -20,6 +20,7 @@ from service.embeddings import (
 )
 from service.engine.arrival import Arrival
 from service.engine.events import Embedded, Failed
+from service.engine.media import MediaSpan
 from service.errors import ServiceError
 from service.generation import Generation, new_request_id, running
 from service.rpc_base import Context, ServicerBase
@@ -33,7 +34,7 @@ class EmbeddingServicer(ServicerBase):
         rt = self._rt()
         check_embeddings(rt, oai=False)
         job = await self._offload.prepare(request, embed_job, rt, request)
-        results = await self._embed(rt, job.prompts, "embd")
+        results = await self._embed(rt, job.prompts, "embd", job.media)
         return embed_response(rt, job, results)
 
     @unary
@@ -41,7 +42,7 @@ class EmbeddingServicer(ServicerBase):
         rt = self._rt()
         check_embeddings(rt, oai=True)
         job = await self._offload.prepare(request, embed_job, rt, request)
-        results = await self._embed(rt, job.prompts, "embd")
+        results = await self._embed(rt, job.prompts, "embd", job.media)
         return openai_response(rt, request, job, results)
 
     @unary
@@ -52,13 +53,13 @@ class EmbeddingServicer(ServicerBase):
         results = await self._embed(rt, prompts, "rerank")
         return rerank_response(rt, request, results)
 
-    async def _embed(self, rt: Runtime, prompts: Sequence[list[int]],
-                     prefix: str) -> list[Embedded]:
+    async def _embed(self, rt: Runtime, prompts: Sequence[list[int]], prefix: str,
+                     media: Sequence[tuple[MediaSpan, ...]] = ()) -> list[Embedded]:
         """Every input's result, in input order; the first failure fails the request (and the
         inputs still queued or running are cancelled as it leaves)."""
         with Arrival(rt.engine) as arrival:
             gen = Generation(new_request_id(prefix))
-            gen.tasks = make_tasks(rt, gen.id, prompts, gen.sink)
+            gen.tasks = make_tasks(rt, gen.id, prompts, gen.sink, media)
             results: list[Embedded | None] = [None] * len(prompts)
             with running(rt.engine, self._registry, gen, arrival):
                 while not gen.done:

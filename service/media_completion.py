@@ -1,0 +1,125 @@
+"""Media in /completion, /v1/completions and /embedding prompts (issue 23), with a projector
+loaded: llama-server's `{"prompt_string", "multimodal_data"}` objects (one `<__media__>` marker
+per item), typed prompts with `multimodal_data` or `media`, and `image_data` with its
+`[img-<id>]` placeholders (each placeholder becomes a marker, its image the medium there).
+
+service.media_request checked every item, count and reference before; these build the prompts
+(service/media_prompt.py). None means the request has no media: the text path builds it.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from api_common.media_uri import MAX_MEDIA_BYTES, decode_base64
+from service.engine.media import MediaSpan
+from service.engine.params import ParamError
+from service.media_prompt import media_prompt
+from service.prompts import Json, tokenize_prompt
+from service.server_info import MEDIA_MARKER
+
+_IMG_REF = re.compile(r"\[img-(-?\d+)\]")
+Prompts = tuple[list[list[int]], tuple[tuple[MediaSpan, ...], ...]]
+
+
+def _has_media(request: Any, typed: str) -> bool:
+    if request.image_data:
+        return True
+    if request.HasField(typed):
+        return any(tp.media or tp.multimodal_data for tp in getattr(request, typed).prompts)
+    return True  # a JSON prompt: its objects are looked at one by one
+
+
+def _typed_entries(request: Any, typed: str) -> list[tuple[Json, list[bytes]]]:
+    entries: list[tuple[Json, list[bytes]]] = []
+    for i, tp in enumerate(getattr(request, typed).prompts):
+        media = [bytes(d) for d in tp.multimodal_data] + [bytes(m.data) for m in tp.media]
+        if media and not all(p.HasField("text") for p in tp.pieces):
+            raise ParamError(f"{typed}.prompts[{i}]: a prompt with media is text only (its "
+                             "markers split it); token pieces cannot be mixed in",
+                             field=typed)
+        parts: list[Json] = [p.text if p.HasField("text") else list(p.tokens.ids)
+                             for p in tp.pieces]
+        text_only = all(isinstance(p, str) for p in parts)
+        entries.append(("".join(parts) if text_only else _flat(parts), media))
+    return entries
+
+
+def _flat(parts: list[Json]) -> list[Json]:
+    out: list[Json] = []
+    for p in parts:
+        out.extend(p if isinstance(p, list) else [p])
+    return out
+
+
+def _object_entry(obj: Json, field: str) -> tuple[Json, list[bytes]]:
+    if not isinstance(obj, dict) or "multimodal_data" not in obj:
+        return obj, []
+    text = obj.get("prompt_string")
+    if not isinstance(text, str):
+        raise ParamError(f"{field}: with multimodal_data, prompt_string must be a string",
+                         field=field)
+    return text, [decode_base64(item, MAX_MEDIA_BYTES) for item in obj["multimodal_data"]]
+
+
+def _with_images(entry: Json, media: list[bytes], images: dict[int, bytes]
+                 ) -> tuple[Json, list[bytes]]:
+    """image_data: each [img-<id>] of a text prompt becomes a marker, its image the medium."""
+    if not images or not isinstance(entry, str) or not _IMG_REF.search(entry):
+        return entry, media
+    if media:
+        raise ParamError("a prompt takes multimodal_data or image_data, not both",
+                         field="image_data")
+    refs = [images[int(m)] for m in _IMG_REF.findall(entry)]
+    return _IMG_REF.sub(lambda _: MEDIA_MARKER, entry), refs
+
+
+def _build(rt: Any, entries: list[tuple[Json, list[bytes]]], field: str,
+           add_special: bool = True) -> Prompts:
+    prompts: list[list[int]] = []
+    spans: list[tuple[MediaSpan, ...]] = []
+    for entry, media in entries:
+        if media:
+            tokens, found = media_prompt(rt, entry, media, field)
+        else:
+            tokens, found = tokenize_prompt(entry, rt.model.vocab, add_special=add_special), ()
+        prompts.append(tokens)
+        spans.append(found)
+    return prompts, tuple(spans)
+
+
+def completion_media_prompts(rt: Any, request: Any, prompts_json: list[Json] | None
+                             ) -> Prompts | None:
+    """A CompletionRequest's prompts with their media; None without media (or projector)."""
+    if rt.projector is None or not _has_media(request, "typed_prompt"):
+        return None
+    images = {img.id: bytes(img.data) for img in request.image_data}
+    if request.HasField("typed_prompt"):
+        entries = _typed_entries(request, "typed_prompt")
+    else:
+        entries = [_object_entry(p, "prompt") for p in prompts_json or []]
+    entries = [_with_images(e, m, images) for e, m in entries]
+    if not any(m for _, m in entries):
+        return None
+    return _build(rt, entries, "prompt")
+
+
+def embedding_media_inputs(rt: Any, request: Any, entries: list[Json], splittable: bool
+                           ) -> Prompts | None:
+    """An EmbedRequest's inputs with their media; None without media (or projector)."""
+    if rt.projector is None or not _has_media(request, "typed_input"):
+        return None
+    images = {img.id: bytes(img.data) for img in request.image_data}
+    if request.HasField("typed_input"):
+        pairs = _typed_entries(request, "typed_input")
+    else:
+        pairs = [_object_entry(e, "input") for e in entries]
+    pairs = [_with_images(e, m, images) for e, m in pairs]
+    if not any(m for _, m in pairs):
+        return None
+    if not splittable:  # a medium is decoded apart from the text: pooling must not span both
+        raise ParamError("inputs with media need an embedding read at the last token "
+                         "(--pooling last on a causal model); this server pools over the "
+                         "whole input", field="input")
+    return _build(rt, pairs, "input")
