@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import gguf
 import numpy as np
 
 from native._ffi import captured_log, ensure_initialised, ffi, lib
@@ -88,6 +89,26 @@ def _check_projector_file(path: Path) -> None:
     with path.open("rb") as f:
         if f.read(4) != b"GGUF":
             raise ModelLoadError(f"projector file {path} is not a GGUF file")
+    _check_projector_tensors(path)
+
+
+# clip.cpp reads these projectors' output width through a tensor it loads as optional: a file
+# without it crashes the process (a null pointer) instead of failing the load.
+_REQUIRED_TENSORS = {"mlp": ("mm.0.weight", "mm.0.bias", "mm.2.weight", "mm.2.bias")}
+
+
+def _check_projector_tensors(path: Path) -> None:
+    try:
+        reader = gguf.GGUFReader(str(path))
+        field_ = reader.get_field("clip.projector_type")
+        proj_type = str(field_.contents()) if field_ is not None else ""
+        names = {t.name for t in reader.tensors}
+    except Exception as exc:  # gguf raises ValueError, struct.error, IndexError, ...
+        raise ModelLoadError(f"projector file {path} is not a readable GGUF: {exc}") from exc
+    missing = [n for n in _REQUIRED_TENSORS.get(proj_type, ()) if n not in names]
+    if missing:
+        raise ModelLoadError(f"projector file {path} of type {proj_type!r} lacks the tensors "
+                             f"{', '.join(missing)}")
 
 
 def _check_params(p: ProjectorParams) -> None:

@@ -229,8 +229,34 @@ def test_truncated_projector_file(model: native.Model, tmp_path: Path) -> None:
     data = ensure_model("tiny-vl-mmproj").read_bytes()
     cut = tmp_path / "cut.gguf"
     cut.write_bytes(data[: len(data) // 2])
-    with pytest.raises(ModelLoadError, match="libmtmd could not load"):
+    with pytest.raises(ModelLoadError, match="not a readable GGUF"):  # gguf-py's reader
         Projector(model, cut, PARAMS)
+    cut.write_bytes(data[:-100])  # tensor infos intact, the last tensor's data short
+    with pytest.raises(ModelLoadError, match=r"could not load|not a readable GGUF"):
+        Projector(model, cut, PARAMS)
+
+
+def test_mlp_projector_without_its_second_layer(model: native.Model, tmp_path: Path) -> None:
+    import gguf
+
+    src = gguf.GGUFReader(str(ensure_model("tiny-vl-mmproj")))
+    out = tmp_path / "no-mm2.gguf"
+    writer = gguf.GGUFWriter(str(out), arch="clip")
+    for key, f in src.fields.items():
+        if key.startswith("clip.") and f.types[0] != gguf.GGUFValueType.ARRAY:
+            writer.add_key_value(key, f.contents(), f.types[0])
+    writer.add_array("clip.vision.image_mean", [0.5, 0.5, 0.5])
+    writer.add_array("clip.vision.image_std", [0.5, 0.5, 0.5])
+    for t in src.tensors:
+        if not t.name.startswith("mm.2."):
+            writer.add_tensor(t.name, np.array(t.data).reshape(tuple(reversed(t.shape))))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    # clip.cpp would read mm.2's width through a null pointer: refused before it loads
+    with pytest.raises(ModelLoadError, match=r"lacks the tensors mm\.2\.weight, mm\.2\.bias"):
+        Projector(model, out, PARAMS)
 
 
 def test_bad_params_and_closed_projector(model: native.Model) -> None:
