@@ -332,3 +332,24 @@ def test_explicit_lib_dir_needs_libmtmd(tmp_path: Path, monkeypatch: pytest.Monk
     monkeypatch.setenv("LLAMA_GRPC_LIB_DIR", str(tmp_path))
     with pytest.raises(build.BuildError, match=r"has no libmtmd\.so.*LLAMA_BUILD_MTMD"):
         build.ensure_build()
+
+
+def test_encode_from_several_threads(proj: Projector) -> None:
+    import threading
+
+    chunks = [proj.tokenize(proj.marker, [proj.bitmap(make_png(32, 32, p))]).media[0]
+              for p in range(4)]
+    expected = [proj.encode(c) for c in chunks]
+    results: dict[int, list[np.ndarray]] = {}
+
+    def work(i: int) -> None:
+        results[i] = [proj.encode(c) for c in chunks]
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for got in results.values():
+        assert all(np.array_equal(a, b) for a, b in zip(got, expected, strict=True))
+    assert len(results) == 3
