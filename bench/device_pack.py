@@ -59,8 +59,9 @@ def _wanted(rel: Path) -> bool:
     if parts[0] == "models":
         # The bench models' vocabulary and template (bench, and 1b and 8b, generated on the GPU
         # host: issue 26), and the FIM model's vocabulary (the /infill scenario, bench/infill.py;
-        # tiny-bpe and its draft share the bench model's).
-        generated = (catalog.BENCH, catalog.LLAMA_1B, catalog.LLAMA_8B)
+        # tiny-bpe and its draft share the bench model's; spm-deep and its draft: the cheap
+        # agreeing draft's rows of bench/speculative.py).
+        generated = (catalog.BENCH, catalog.LLAMA_1B, catalog.LLAMA_8B, catalog.SPM_DEEP)
         vocabs = {Path("models", f"ggml-vocab-{spec.vocab}.gguf")
                   for spec in (*generated, catalog.TINY_FIM_REPO)}
         templates = {Path("models", "templates", f"{spec.template}.jinja") for spec in generated}
