@@ -145,6 +145,10 @@ def _bmp_size(data: bytes) -> tuple[int, int]:
     return w, abs(h)  # a negative height means top-down rows
 
 
+_ASCII_DIGITS = frozenset(b"0123456789")
+_PNM_SPACE = frozenset(b" \t\n\v\f\r")
+
+
 def _pnm_size(data: bytes) -> tuple[int, int]:
     fields: list[int] = []
     i, n = 2, min(len(data), 1024)  # the text header is short; a longer one is refused
@@ -153,15 +157,15 @@ def _pnm_size(data: bytes) -> tuple[int, int]:
         if c == ord("#"):
             while i < n and data[i] not in b"\r\n":
                 i += 1
-        elif chr(c).isdigit():
+        elif c in _ASCII_DIGITS:  # not str.isdigit(): "\xb2" (superscript two) is one
             j = i
-            while j < n and chr(data[j]).isdigit():
+            while j < n and data[j] in _ASCII_DIGITS:
                 j += 1
             if j - i > 9:
                 raise MediaError("malformed PNM: size field too long")
             fields.append(int(data[i:j]))
             i = j
-        elif chr(c).isspace():
+        elif c in _PNM_SPACE:
             i += 1
         else:
             raise MediaError("malformed PNM header")

@@ -59,6 +59,11 @@ def test_pixel_limit_is_a_parameter() -> None:
     (b"\xff\xd8garbage!", "JPEG"),
     (_jpeg(0, 10), "empty size"),
     (b"P6 12", "truncated PNM"),
+    # Latin-1 superscript digits and a no-break space: str.isdigit()/isspace() say yes, so
+    # they once reached int() and raised a plain ValueError.
+    (b"P6 \xb2 2 255\n", "malformed PNM"),
+    (b"P5 2\xa02 255\n", "malformed PNM"),
+    (b"P6 1\xb9 2 255\n", "malformed PNM"),
 ])
 def test_malformed_headers_are_clear_errors(data: bytes, message: str) -> None:
     with pytest.raises(MediaError, match=message):
