@@ -50,7 +50,7 @@ def probe(data: bytes, max_side: int = MAX_IMAGE_SIDE,
             raise MediaError(f"audio file of {len(data)} bytes exceeds the limit of "
                              f"{MAX_AUDIO_BYTES} bytes")
         return MediaInfo("audio", audio)
-    fmt, width, height = _image_size(data)
+    fmt, width, height = read_image_size(data)
     if width <= 0 or height <= 0:
         raise MediaError(f"{fmt} image declares an empty size ({width} x {height})")
     if width > max_side or height > max_side or width * height > max_pixels:
@@ -73,7 +73,10 @@ def _audio_format(data: bytes) -> str | None:
     return None
 
 
-def _image_size(data: bytes) -> tuple[str, int, int]:
+def read_image_size(data: bytes) -> tuple[str, int, int]:
+    """(format, width, height) from an image's header, nothing decoded; MediaError for a
+    format this module does not read or a header cut off or malformed. The one header reader
+    of the service and the native layer (service/media.py adds its request-side checks)."""
     if data.startswith(b"\x89PNG\r\n\x1a\n"):
         return "PNG", *_png_size(data)
     if data.startswith(b"\xff\xd8"):

@@ -22,7 +22,8 @@ from api_common.media_uri import (
     MediaTextError,
     check_mime,
 )
-from native.media_probe import MAX_AUDIO_BYTES, MAX_IMAGE_PIXELS, MAX_IMAGE_SIDE
+from native.media_probe import MAX_AUDIO_BYTES, MAX_IMAGE_PIXELS, MAX_IMAGE_SIDE, read_image_size
+from native.media_probe import MediaError as ProbeError
 
 # Limits (docs/api.md, "Media"). Per image, each side and the pixel count, read from the
 # header; per audio file, its bytes: native.media_probe's, which the engine applies again
@@ -32,8 +33,6 @@ MAX_MEDIA_ITEMS = 32
 # MAX_MEDIA_BYTES (per request) is api_common's: the REST bridge applies it too.
 
 IMAGE, AUDIO = "image", "audio"
-_JPEG_SOF = frozenset((0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE,
-                       0xCF))
 _PNG_END = b"\x00\x00\x00\x00IEND\xae\x42\x60\x82"
 
 
@@ -113,88 +112,53 @@ def check_dimensions(width: int, height: int) -> None:
 
 
 def image_size(data: bytes, mime: str) -> tuple[int, int]:
-    """(width, height) from the header of an image whose format `sniff` gave; MediaError for
-    a header that is cut off or malformed, or a file whose end is missing."""
-    if mime == "image/png":
-        return _png_size(data)
-    if mime == "image/jpeg":
-        return _jpeg_size(data)
-    if mime == "image/gif":
-        return _gif_size(data)
-    if mime == "image/bmp":
-        return _bmp_size(data)
-    raise MediaError(f"no size reader for {mime}")
+    """(width, height) from the header of an image whose format `sniff` gave (read by
+    native.media_probe, the one header reader); MediaError for a header that is cut off or
+    malformed, or a file whose end is missing."""
+    whole = _WHOLE.get(mime)
+    if whole is None:
+        raise MediaError(f"no size reader for {mime}")
+    try:
+        _, width, height = read_image_size(data)
+    except ProbeError as e:
+        raise MediaError(f"truncated or corrupt {mime} image: {e}") from None
+    whole(data)
+    return width, height
 
 
 def _truncated(mime: str) -> MediaError:
     return MediaError(f"truncated or corrupt {mime} image")
 
 
-def _png_size(data: bytes) -> tuple[int, int]:
-    # The IHDR chunk comes first: length 13, type, width, height (big-endian).
-    if len(data) < 33 or data[12:16] != b"IHDR":
-        raise _truncated("image/png")
+def _png_whole(data: bytes) -> None:
     if not data.endswith(_PNG_END):
         raise MediaError("truncated image/png image: it lacks its IEND chunk")
-    width, height = struct.unpack(">II", data[16:24])
-    return width, height
 
 
-def _jpeg_size(data: bytes) -> tuple[int, int]:
-    """The frame header (SOFn) of a JPEG, found by walking the marker segments from SOI; each
-    step moves forward by a segment's length, so the walk ends within len(data) steps."""
+def _jpeg_whole(data: bytes) -> None:
     if not data.rstrip(b"\x00").endswith(b"\xff\xd9"):
         raise MediaError("truncated image/jpeg image: it lacks its end marker")
-    pos, end = 2, len(data)
-    while pos + 4 <= end:
-        if data[pos] != 0xFF:
-            raise _truncated("image/jpeg")
-        marker = data[pos + 1]
-        if marker == 0xFF:  # fill byte
-            pos += 1
-            continue
-        if marker == 0x01 or 0xD0 <= marker <= 0xD8:  # no length
-            pos += 2
-            continue
-        if marker in (0xD9, 0xDA):  # end of image or start of scan before any frame header
-            break
-        (length,) = struct.unpack(">H", data[pos + 2:pos + 4])
-        if length < 2:
-            break
-        if marker in _JPEG_SOF:
-            if pos + 9 > end or length < 7:
-                break
-            height, width = struct.unpack(">HH", data[pos + 5:pos + 9])
-            return width, height
-        pos += 2 + length
-    raise MediaError("corrupt image/jpeg image: no frame header before the image data")
 
 
-def _gif_size(data: bytes) -> tuple[int, int]:
-    if len(data) < 14:
-        raise _truncated("image/gif")
+def _gif_whole(data: bytes) -> None:
     if not data.rstrip(b"\x00").endswith(b";"):
         raise MediaError("truncated image/gif image: it lacks its trailer")
-    width, height = struct.unpack("<HH", data[6:10])
-    return width, height
 
 
-def _bmp_size(data: bytes) -> tuple[int, int]:
-    if len(data) < 26:
-        raise _truncated("image/bmp")
+def _bmp_whole(data: bytes) -> None:
     (file_size,) = struct.unpack("<I", data[2:6])
     (offset, header) = struct.unpack("<II", data[10:18])
-    if header == 12:  # OS/2 BITMAPCOREHEADER: 16-bit sides
-        width, height = struct.unpack("<HH", data[18:22])
-    elif header >= 40:
-        width, height = struct.unpack("<ii", data[18:26])
-        height = abs(height)  # negative: rows stored top-down
-    else:
+    if header != 12 and header < 40:
         raise _truncated("image/bmp")
     # bfSize is often 0 or wrong; the pixel data's offset is not: it must lie in the file.
     if offset >= len(data) or (file_size > len(data) and file_size - len(data) > 4):
         raise MediaError("truncated image/bmp image: the file is shorter than its header says")
-    return width, height
+
+
+# A file's end, checked beside its header: a cut-off upload is refused here, where the
+# decoder would fail later with a vaguer reason.
+_WHOLE = {"image/png": _png_whole, "image/jpeg": _jpeg_whole, "image/gif": _gif_whole,
+          "image/bmp": _bmp_whole}
 
 
 def _check_audio(data: bytes, mime: str) -> None:

@@ -77,3 +77,22 @@ def test_audio_is_recognised_by_magic_and_bounded() -> None:
     assert probe(b"ID3" + bytes(20)).format == "mp3"
     with pytest.raises(MediaError, match="audio file"):
         probe(b"ID3" + bytes(MAX_AUDIO_BYTES))
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "JPEG", "GIF", "BMP"])
+def test_the_service_reads_sizes_with_this_reader(fmt: str) -> None:
+    """service.media's image_size is this module's reader plus its end-of-file checks: the
+    two agree on every format both take."""
+    import io
+
+    from PIL import Image
+
+    from native.media_probe import read_image_size
+    from service.media import inspect
+
+    out = io.BytesIO()
+    Image.new("RGB", (37, 19), (1, 2, 3)).save(out, format=fmt)
+    data = out.getvalue()
+    assert read_image_size(data)[1:] == (37, 19)
+    info = inspect(data)
+    assert (info.width, info.height) == (37, 19)
