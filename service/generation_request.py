@@ -137,6 +137,9 @@ def build_chat(rt: Runtime, req: Any, gen_id: str) -> GenerationRequest:
     text = rendered.prompt
     # Media were checked before the build; taken again here, once a projector can take them.
     media = check_request_media(rt, req) if rt.projector is not None else []
+    if media and req.image_data:  # its [img-<id>] would be in the rendered text: not carried
+        raise ParamError("image_data in a chat request is not supported: send the images as "
+                         "image_url content parts", field="image_data")
     spans: tuple[MediaSpan, ...] = ()
     if media:
         prompt, spans = media_prompt(rt, text, media, "messages")

@@ -175,6 +175,9 @@ def test_props_report_vision(doors: Doors) -> None:
      "audio input is not supported"),
     ("/completion", {"prompt": {"prompt_string": "ends with <__media__>",
                                 "multimodal_data": [b64(GREEN)]}}, "the prompt ends with a medium"),
+    ("/v1/chat/completions", {"messages": [{"role": "user", "content": "see [img-1]"}],
+                              "image_data": [{"data": b64(GREEN), "id": 1}]},
+     "image_data in a chat request is not supported"),
     ("/completion", {"prompt": "[img-1] and [img-2]", "image_data": [
         {"data": b64(GREEN), "id": 1}]}, "[img-2] names no image of image_data"),
 ])
