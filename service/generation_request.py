@@ -24,7 +24,7 @@ from service.json_schema_answer import chat_answer_grammar, schema_requested
 from service.limits import check_prompt_text
 from service.media_completion import completion_media_prompts
 from service.media_prompt import media_prompt
-from service.media_request import check_request_media
+from service.media_request import checked_media
 from service.messages import chat_format_name
 from service.prompt_values import prompt_json, token_prompts
 from service.prompts import split_prompts, tokenize_prompt
@@ -136,7 +136,7 @@ def build_chat(rt: Runtime, req: Any, gen_id: str) -> GenerationRequest:
     rendered = render_chat_full(rt, req)
     text = rendered.prompt
     # Media were checked before the build; taken again here, once a projector can take them.
-    media = check_request_media(rt, req) if rt.projector is not None else []
+    media = checked_media(rt, req) if rt.projector is not None else []
     if media and req.image_data:  # its [img-<id>] would be in the rendered text: not carried
         raise ParamError("image_data in a chat request is not supported: send the images as "
                          "image_url content parts", field="image_data")

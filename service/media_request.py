@@ -13,6 +13,7 @@ its own reason (docs/multimodal.md)."""
 from __future__ import annotations
 
 import re
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from dataclasses import field as dc_field
@@ -99,6 +100,21 @@ class _Found:
         return max(0, MAX_MEDIA_BYTES - self.total)
 
 
+# The last request checked on this thread and its media: the servicer checks a request, then
+# builds it on the same thread, and the build takes the media without decoding them again.
+_last = threading.local()
+
+
+def checked_media(rt: Any, request: Any) -> list[bytes]:
+    """check_request_media's answer for `request`: remembered if this thread just checked
+    this very message, else checked now."""
+    if getattr(_last, "request", None) is request:
+        data: list[bytes] = _last.data
+        _last.request, _last.data = None, []  # the bytes are not kept past the build
+        return data
+    return check_request_media(rt, request)
+
+
 def check_request_media(rt: Any, request: Any) -> list[bytes]:
     """Refuse a request whose media are bad, or that carries media the model cannot take; the
     media's bytes, in the order their markers come in the prompt (chat: message by message,
@@ -123,6 +139,9 @@ def check_request_media(rt: Any, request: Any) -> list[bytes]:
     _image_data(request, found, texts)
     if found.items:
         _check_capability(model_modalities(rt), found.items, chat="messages" in fields)
+    # Kept only for a chat build to take (the one that reads them back, with a projector).
+    keep = found.data and "messages" in fields and model_modalities(rt) != Modalities()
+    _last.request, _last.data = (request, found.data) if keep else (None, [])
     return found.data
 
 
