@@ -369,6 +369,14 @@ def top_logits(logits: memoryview[float], k: int) -> tuple[list[int], float]:
     return ffi.unpack(ids, got), float(lse[0])
 
 
+def argmax_logit(logits: memoryview[float]) -> int:
+    """The id of a row's largest logit (ties: the lower id); ValueError for an empty row."""
+    best = int(lib.llama_grpc_argmax(ffi.from_buffer("float[]", logits), len(logits)))
+    if best < 0:
+        raise ValueError("an empty logits row has no largest logit")
+    return best
+
+
 def float32(x: float) -> float:
     """x as a sampler receives it: rounded to a C float (too large a value becomes infinite)."""
     return float(ffi.cast("float", x))

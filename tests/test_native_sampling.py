@@ -11,7 +11,7 @@ import pytest
 
 import native
 from native._ffi import lib
-from native.sampler import NO_TOKEN, PRESELECT_MAX_KEEP, sample_parallel
+from native.sampler import NO_TOKEN, PRESELECT_MAX_KEEP, argmax_logit, sample_parallel
 
 N_SEQ = 6
 
@@ -164,3 +164,12 @@ def test_invalid_parallel_requests_raise(model: native.Model) -> None:
         with pytest.raises(native.InvalidInputError):
             chain.preselect_top_k(0)
         assert sample_parallel(ctx, [], 4) == []
+
+
+def test_argmax_logit_takes_the_lower_id_on_a_tie_and_refuses_an_empty_row() -> None:
+    import array
+    row = array.array("f", [0.5, 2.0, -1.0, 2.0, float("-inf")])
+    assert argmax_logit(memoryview(row)) == 1
+    assert argmax_logit(memoryview(array.array("f", [float("-inf")] * 3))) == 0
+    with pytest.raises(ValueError, match="empty"):
+        argmax_logit(memoryview(array.array("f")))

@@ -68,6 +68,14 @@ int32_t llama_grpc_top_logits(const float * logits, int32_t n, int32_t k, int32_
     return llama_grpc_top_k((const char *) logits, sizeof *logits, n, k, out_ids);
 }
 
+/* The id of a logits row's largest logit (ties: the lower id), -1 for an empty row: a greedy
+ * pick without the log-sum-exp's exponentials over the vocabulary. */
+int32_t llama_grpc_argmax(const float * logits, int32_t n) {
+    int32_t best = n > 0 ? 0 : -1;
+    for (int32_t i = 1; i < n; i++) if (logits[i] > logits[best]) best = i;
+    return best;
+}
+
 /* Fills n candidates from a logits row: token i with its logit, p 0 (as a sampler chain
  * expects them). */
 void llama_grpc_fill_candidates(llama_token_data * cand, const float * logits, int32_t n) {

@@ -13,6 +13,7 @@ TYPES = ""
 FUNCTIONS = """
 int32_t llama_grpc_top_logits(const float * logits, int32_t n, int32_t k, int32_t * out_ids,
                               double * lse);
+int32_t llama_grpc_argmax(const float * logits, int32_t n);
 void llama_grpc_fill_candidates(llama_token_data * cand, const float * logits, int32_t n);
 int32_t llama_grpc_top_by_p(const llama_token_data * data, int32_t n, int32_t k,
                             int32_t * out);
