@@ -215,3 +215,24 @@ def test_embedding_with_an_image(embed_server: RestServer) -> None:
     assert green == green_again and green != red
     assert r.status_code == 200 and len(r.json()["data"]) == 2
     assert r.json()["usage"]["prompt_tokens"] > 16
+
+
+def test_a_stream_with_an_image(doors: Doors) -> None:
+    r = doors.post("envoy", "/v1/chat/completions", chat(RED, stream=True))
+    assert r.status_code == 200 and r.text.rstrip().endswith("data: [DONE]")
+    assert r.text.count("data: ") >= 3
+
+
+def test_choices_share_the_image_cells(tiny_bpe_path: Path) -> None:
+    """n choices copy the first choice's prompt cells, the image's among them: greedy, all
+    give the single answer."""
+    server = RestServer(tiny_bpe_path, "--no-webui", *_mmproj_flags(), ctx=1024, parallel=3)
+    try:
+        server.wait_ready()
+        with httpx.Client(base_url=server.url, timeout=TIMEOUT) as client:
+            one = client.post("/v1/chat/completions", json=chat(RED)).json()
+            many = client.post("/v1/chat/completions", json=chat(RED, n=3)).json()
+    finally:
+        server.stop()
+    answer = one["choices"][0]["message"]["content"]
+    assert [c["message"]["content"] for c in many["choices"]] == [answer] * 3
