@@ -23,14 +23,18 @@ write them."""
 from __future__ import annotations
 
 import base64
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
-import numpy.typing as npt
 import orjson
 from google.protobuf.message import Message
 
 from rest_bridge.jsonio import Json, dumps
+
+if TYPE_CHECKING:  # numpy is imported where it is used: the service imports this module for
+    # its HTTP-body routes, and a server that computes no embeddings never loads numpy (it
+    # slows libllama's CPU kernels ~3%: test_the_server_process_never_loads_numpy)
+    import numpy as np
+    import numpy.typing as npt
 
 
 def native_json(resp: Any) -> bytes:
@@ -62,6 +66,8 @@ def packed_floats(message: Message, field: str) -> npt.NDArray[np.float32]:
     """The values of `message`'s `repeated float` field as a float32 array, read from the
     message's wire form (proto3 packs them: one run of little-endian floats), without the
     Python float per value that reading the field makes."""
+    import numpy as np
+
     number = message.DESCRIPTOR.fields_by_name[field].number
     wire = message.SerializeToString()
     runs: list[bytes] = []
@@ -130,6 +136,8 @@ _SMALL = 1e-4
 
 def float_array(values: npt.NDArray[np.floating]) -> bytes:
     """`values` (float32 or float64) as a compact JSON array of numbers (module docstring)."""
+    import numpy as np
+
     with np.errstate(invalid="ignore"):  # a NaN: compares false, stays a float (null)
         wide = values.astype(np.float64, copy=False)
         small = np.flatnonzero((np.abs(wide) < _SMALL) & (wide != 0.0))

@@ -10,21 +10,29 @@ the response (docs/benchmarks.md, "Embeddings and reranking").
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
-import numpy as np
-import numpy.typing as npt
 from google.protobuf.message import Message
 
-FloatArray = npt.NDArray[np.float32]
+# numpy is imported where it is used, not with the module: a server that computes no
+# embeddings never loads it (numpy in the process slows libllama's CPU kernels ~3%:
+# tests/test_grpc_server.py, test_the_server_process_never_loads_numpy).
+if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
+
+    FloatArray = npt.NDArray[np.float32]
 
 # The packed wire form is little-endian (a big-endian host's floats are swapped first).
-_WIRE_FLOAT = np.dtype("<f4")
+_WIRE_FLOAT = "<f4"
 
 
 def normalized(vector: FloatArray, norm: int) -> FloatArray:
     """common_embd_normalize, rounding where it rounds, so that the JSON is llama-server's to
     the byte: float32 squares summed one after another in a double, a float32 scale, float32
     products. -1 none, 0 max absolute (to the int16 range), 2 Euclidean, else the p-norm."""
+    import numpy as np
+
     if norm == -1:
         total = 1.0
     elif norm == 0:

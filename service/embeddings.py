@@ -16,11 +16,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from llama.v1 import common_pb2, embedding_pb2
 
-from service.embedding_vectors import FloatArray, float32_bytes, normalized, put_floats
+from service.embedding_vectors import float32_bytes, normalized, put_floats
 from service.engine.events import Embedded
 from service.engine.media import MediaSpan
 from service.engine.params import CompletionParams, ParamError
@@ -32,6 +32,9 @@ from service.media_request import check_request_media
 from service.prompt_values import value_to_json
 from service.prompts import Json, tokenize_prompt
 from service.runtime import Runtime
+
+if TYPE_CHECKING:
+    from service.embedding_vectors import FloatArray
 
 # Inputs one request may carry (OpenAI's own limit for /v1/embeddings): a request is answered
 # whole, so an unbounded one would hold every slot and its memory for as long as it likes.

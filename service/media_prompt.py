@@ -7,14 +7,16 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from native import LlamaError
 from native.media_probe import MediaError
-from native.mtmd import MediaChunk, TextChunk
 from service.engine.media import MediaSpan, media_ids
 from service.errors import ServiceError, context_overflow
 from service.limits import check_prompt_text
+
+if TYPE_CHECKING:  # imported where used: native.mtmd loads numpy (service/runtime.py)
+    from native.mtmd import MediaChunk
 
 MediaPrompt = tuple[list[int], tuple[MediaSpan, ...]]
 
@@ -40,6 +42,8 @@ def media_prompt(rt: Any, text: str, media: Sequence[bytes], field: str = "") ->
     Raises ServiceError (INVALID_ARGUMENT) for media the projector cannot decode, a prompt
     longer than a slot, a prompt ending with a medium, a medium too large for one ubatch where
     it needs non-causal attention."""
+    from native.mtmd import MediaChunk, TextChunk
+
     proj = rt.projector
     check_prompt_text(text)
     try:

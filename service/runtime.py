@@ -13,16 +13,21 @@ from collections.abc import Callable, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field, fields
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from native import Context, ContextParams, LoraAdapter, Model, ModelParams
 from native.errors import ModelLoadError
-from native.mtmd import Projector, ProjectorParams
 from service.chat_template import ChatTemplates, load_chat_templates
 from service.config import ContextConfig, ModelConfig, ServerConfig
 from service.engine.engine import Engine, EngineSettings
 from service.engine.params import CompletionParams, SamplingParams
 from service.request_params import Defaults
 from service.speculative_runtime import load_speculator, spec_defaults
+
+if TYPE_CHECKING:  # imported by _load_projector: native.mtmd loads numpy, which a server
+    # without a projector never loads (it slows libllama's CPU kernels ~3%: see
+    # test_the_server_process_never_loads_numpy)
+    from native.mtmd import Projector
 
 _log = logging.getLogger(__name__)
 
@@ -160,6 +165,8 @@ def _load_projector(config: ServerConfig, model: Model) -> Projector | None:
     """--mmproj, loaded for the model (libmtmd refuses one made for another model's width)."""
     if not config.model.mmproj:
         return None
+    from native.mtmd import Projector, ProjectorParams
+
     proj = Projector(model, config.model.mmproj, ProjectorParams(
         use_gpu=config.model.mmproj_offload, n_threads=max(config.context.n_threads, 1),
         warmup=config.context.warmup))

@@ -8,8 +8,6 @@ per value: service/embedding_vectors.py): the next decode overwrites them.
 
 from __future__ import annotations
 
-import numpy as np
-
 from native import Context
 from service.engine.events import Embedded
 from service.engine.task import Task
@@ -20,6 +18,8 @@ POOLING_NONE = 0  # llama_pooling_type
 def read_embedding(ctx: Context, task: Task) -> Embedded:
     """The result of `task`, whose whole prompt ended at batch index `task.out_index`. Raises
     InvalidInputError when llama.cpp holds no such output."""
+    import numpy as np  # here, not with the module: see service/embedding_vectors.py
+
     assert task.slot is not None
     if ctx.pooling == POOLING_NONE:
         # Never split (service/embeddings.py): every token of the prompt is in this batch.

@@ -8,7 +8,6 @@ import logging
 from collections.abc import Callable, Sequence
 
 from native import Context, LlamaError
-from native.mtmd_decode import decode_embeddings
 from service.engine.media import span_at
 from service.engine.scheduler import Scheduler, Work
 
@@ -20,6 +19,10 @@ Fail = Callable[[Work, str], None]
 def decode_media(ctx: Context, scheduler: Scheduler, works: Sequence[Work], fail: Fail) -> None:
     """Decode each medium whole (its embeddings were encoded when the request was built);
     a failure fails its request only, its partial cells dropped."""
+    # Here, not with the module: native.mtmd_decode loads numpy, which a server without a
+    # projector never loads (service/runtime.py says why).
+    from native.mtmd_decode import decode_embeddings
+
     for w in works:
         span = span_at(w.request.media, w.pos)
         assert span is not None and span.n_tokens == len(w.tokens)
