@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
-from typing import Any, TypeVar, cast
+from typing import TypeVar, cast
 
 from native import Context, LlamaError, LoraAdapter, Model
 from service.engine.arrival import ARRIVAL_WAIT_S, BURST_WINDOW_S, Arrival, ArrivalCounter
@@ -27,13 +27,13 @@ from service.engine.events import Chunk, Event, Failed, Finished, Progress, Star
 from service.engine.executor import NO_TOKEN_SELECTED, Executor
 from service.engine.media_step import decode_media
 from service.engine.monitor import Monitor
+from service.engine.outbox import Outbox
 from service.engine.scheduler import Limits, Load, Plan, Scheduler
 from service.engine.slots import Slot
 from service.engine.speculation import SpecStats, Speculator, verify
-from service.engine.task import EventSink, LoopSink, Task
+from service.engine.task import Task
 from service.engine.textstream import TextStream
 from service.engine.update import StopRules, accept, shift_span, slot_full, stop_reason
-from service.engine.waker import Wakers
 
 _log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -118,8 +118,7 @@ class Engine:
         # it (the inbox also holds wake-ups and calls, GetLoad's among them, which it must not).
         self._inbox_tasks = 0
         self._inbox_lock = threading.Lock()
-        self._outbox: dict[EventSink, list[Event]] = {}
-        self._wakers = Wakers(_deliver_on_loop)  # event loops woken by the next decode
+        self._outbox = Outbox()  # a step's events, delivered together
         self._stopping = False
         self._arrivals = ArrivalCounter()
         # Set once, by the engine thread, when its loop raised: what every later request gets.
@@ -142,7 +141,7 @@ class Engine:
         self._inbox.put(None)
         self._thread.join(timeout)
         if not self._thread.is_alive():
-            self._wakers.close()
+            self._outbox.close()
 
     def submit(self, task: Task, arrival: Arrival | None = None) -> None:
         """Queue a generation; its events go to task.sink. Never blocks. `arrival`, the
@@ -223,8 +222,8 @@ class Engine:
             return
         for task in list(self.scheduler.pending()):
             self._fail(cast(Task, task), "unavailable", "server is shutting down")
-        self._deliver()
-        self._wakers.wake_all()
+        self._outbox.deliver()
+        self._outbox.wake_all()
 
     def _loop(self) -> None:
         # An exception here is a bug, and the context and slots may no longer agree after it
@@ -239,9 +238,9 @@ class Engine:
                 self._gather(wait_for_arrivals=self._in_burst())
                 if self.scheduler.running or self.scheduler.waiting:
                     self._step()
-                    self._wakers.wake_all()  # events no decode of this step took along
+                    self._outbox.wake_all()  # events no decode of this step took along
             finally:
-                self._deliver()
+                self._outbox.deliver()
                 self.monitor.publish(self.stats, self.scheduler)
 
     def _stopped_error(self) -> EngineStoppedError:
@@ -276,8 +275,8 @@ class Engine:
             except Exception:  # the state is broken: the event matters
                 self._emit(task, Failed(code, message))
         try:
-            self._deliver()
-            self._wakers.wake_all()
+            self._outbox.deliver()
+            self._outbox.wake_all()
         finally:
             if self.on_fatal is not None:
                 self.on_fatal(exc)
@@ -316,7 +315,7 @@ class Engine:
         what fits now, so that admitted requests get their Started events while the rest of
         a burst is gathered."""
         if block:  # nothing may wait for a decode that is not coming
-            self._wakers.wake_all()
+            self._outbox.wake_all()
         if self._drain_inbox(block, timeout):
             self._apply(self.scheduler.schedule())
 
@@ -405,7 +404,7 @@ class Engine:
             # Started events now, not with the first token after the prompt's decode: the
             # consumer (a gRPC stream, the REST bridge setting up its SSE response) does its
             # per-request work while the prompt is decoded.
-            self._deliver()
+            self._outbox.deliver()
 
     def _decode(self, plan: Plan) -> list[Task] | None:
         """Run the plan's decode; the tasks to sample, or None if nothing was decoded (an
@@ -419,7 +418,7 @@ class Engine:
                 self.ctx.allow_interrupt(False)
                 return None
         # The loops get the events so far as this decode starts, while it runs (waker.py).
-        waker = self._wakers.take()
+        waker = self._outbox.take_waker()
         try:
             if self.executor.decode(plan, interruptible, waker.write_fd if waker else -1):
                 return ready
@@ -490,7 +489,7 @@ class Engine:
 
     # -- endings and events -----------------------------------------------------------------
     def _emit(self, task: Task, event: Event) -> None:
-        self._outbox.setdefault(task.sink, []).append(event)
+        self._outbox.emit(task.sink, event)
 
     def _emit_chunk(self, task: Task, text: str, timed: bool = False) -> None:
         timed = timed or task.params.timings_per_token
@@ -535,33 +534,3 @@ class Engine:
     def _fail(self, task: Task, code: str, message: str) -> None:
         self.executor.drop(self.scheduler.drop(task))
         self._end(task, Failed(code, message))
-
-    def _deliver(self) -> None:
-        # Sinks on an event loop get this step's events in one batch per loop, which the next
-        # decode (or wake_all) wakes the loop for (waker.py); other sinks are called directly.
-        outbox, self._outbox = self._outbox, {}
-        by_loop: dict[Any, list[tuple[LoopSink, list[Event]]]] = {}
-        for sink, events in outbox.items():
-            transform = getattr(sink, "transform", None)  # a chat answer's parser (chat_sink)
-            if transform is not None:
-                events = transform(events)
-            # Not isinstance(sink, LoopSink): a runtime protocol check costs ~15 us a call.
-            if hasattr(sink, "deliver_local"):
-                loop_sink = cast(LoopSink, sink)
-                by_loop.setdefault(loop_sink.loop, []).append((loop_sink, events))
-                continue
-            try:
-                sink(events)
-            except Exception:  # a consumer that went away must not stop the engine
-                _log.debug("dropping events for a closed stream", exc_info=True)
-        for loop, items in by_loop.items():
-            try:
-                self._wakers.post(loop, items)
-            except RuntimeError:  # the loop is closed: its consumers are gone
-                _log.debug("dropping events for a closed event loop")
-
-
-def _deliver_on_loop(items: list[tuple[LoopSink, list[Event]]]) -> None:
-    for sink, events in items:
-        sink.deliver_local(events)
-

@@ -3,7 +3,8 @@
 `loop.call_soon_threadsafe` wakes a loop by writing to its self-pipe, and the write gives up
 the GIL: the loop thread, woken by it, takes the GIL and turns the events into messages (~0.1
 ms a token for a gRPC stream) while the engine thread waits to take it back. Measured on one
-stream of the tiny model (2 shared cores): 350 us a token in `Engine._deliver`, 13 us of it CPU.
+stream of the tiny model (2 shared cores): 350 us a token in `Engine._deliver` (now
+`Outbox.deliver`, outbox.py), 13 us of it CPU.
 
 Here each loop gets a pipe of ours, read by the loop (`add_reader`). The engine queues a step's
 events for the loop and leaves the wake-up for the next decode, which writes the byte from C
