@@ -14,6 +14,7 @@ from pathlib import Path
 
 from native import paths
 from native.testmodels import bert_convert, bert_reranker, kquant_llama, sources
+from native.testmodels.random_audio import AudioSpec, write_random_audio
 from native.testmodels.random_clip import ClipSpec, write_random_clip
 from native.testmodels.random_llama import LlamaSpec, write_random_llama
 from native.testmodels.random_lora import LoraSpec, write_random_lora
@@ -250,6 +251,27 @@ def _clip_recipe(spec: ClipSpec) -> ModelRecipe:
     return ModelRecipe(parameters, lambda out: write_random_clip(spec, out))
 
 
+# An audio projector (--mmproj) for tiny-bpe: Qwen2-Audio's type (random_audio's docstring says
+# why). Every started 30 s of audio is 750 embeddings, whatever the widths.
+TINY_AUDIO_MMPROJ = AudioSpec(
+    general_name="llama-grpc tiny-audio-mmproj (random weights, qwen2a)",
+    n_embd_text=TINY_BPE.n_embd,
+    n_embd=16,
+    n_head=2,
+    n_ff=32,
+    n_layer=1,
+    n_mel=16,
+    seed=9,
+)
+
+
+def _audio_recipe(spec: AudioSpec) -> ModelRecipe:
+    def parameters() -> dict[str, object]:
+        return {"generator": GENERATOR_VERSION, "llama_cpp": paths.LLAMA_CPP_PYTHON_VERSION,
+                **spec.key_parameters()}
+
+    return ModelRecipe(parameters, lambda out: write_random_audio(spec, out))
+
 RECIPES: dict[str, ModelRecipe] = {
     "tiny-bpe": _llama_recipe(TINY_BPE),
     "tiny-spm": _llama_recipe(TINY_SPM),
@@ -268,4 +290,5 @@ RECIPES: dict[str, ModelRecipe] = {
     "minilm-reranker": ModelRecipe(_reranker_parameters, _write_reranker),
     "tiny-vl-mmproj": _clip_recipe(TINY_VL_MMPROJ),
     "tiny-vl-mmproj-wide": _clip_recipe(TINY_VL_MMPROJ_WIDE),
+    "tiny-audio-mmproj": _audio_recipe(TINY_AUDIO_MMPROJ),
 }
