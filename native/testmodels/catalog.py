@@ -272,6 +272,7 @@ def _audio_recipe(spec: AudioSpec) -> ModelRecipe:
 
     return ModelRecipe(parameters, lambda out: write_random_audio(spec, out))
 
+
 RECIPES: dict[str, ModelRecipe] = {
     "tiny-bpe": _llama_recipe(TINY_BPE),
     "tiny-spm": _llama_recipe(TINY_SPM),
