@@ -5,9 +5,10 @@ stride 2, GELU; learned positions; pre-norm layers of LayerNorm / attention with
 but none on k / GELU MLP), a 2 x average pool, then one linear layer `mm.a.fc` into the text
 model's embedding width. Of the audio projectors in the pinned clip.cpp it has the fewest
 tensors and keys: ultravox, voxtral, meralion and glma add frame stacking and more projector
-layers; qwen3a, gemma, granite, parakeet and the conformers add conv2d stacks, relative
-positions or their own preprocessors. The mel filterbank is not in the file: libmtmd's Whisper
-preprocessor computes it from `num_mel_bins`, the 16 kHz rate and the 400-point FFT it fixes.
+layers, music_flamingo a two-layer projector; qwen3a, gemma, granite, parakeet and the
+conformers add conv2d stacks, relative positions or their own preprocessors. The mel filterbank
+is not in the file: libmtmd's Whisper preprocessor computes it from `num_mel_bins`, the 16 kHz
+rate and the 400-point FFT it fixes.
 
 What clip.cpp fixes and the spec cannot change: every 30 s of audio (the preprocessor pads the
 input with 30 s of silence and keeps whole chunks) is 3000 mel frames -> 1500 positions after
