@@ -6,6 +6,7 @@ from __future__ import annotations
 import itertools
 import json
 import math
+from json.encoder import encode_basestring
 from typing import Any, TypeVar
 
 from google.protobuf import json_format
@@ -30,6 +31,12 @@ _NESTING = {ord("["): 1, ord("{"): 1, ord("]"): -1, ord("}"): -1}
 _NOT_BRACKETS_OR_QUOTES = bytes(b for b in range(256) if b not in _NESTING and b != ord('"'))
 
 
+# Made once: json.dumps with any argument builds a new encoder on every call (~1 us, as much
+# as encoding a small streamed chunk).
+_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+_NULLING_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+
+
 def dumps(obj: Json) -> bytes:
     """Compact JSON as llama-server sends it; NaN and infinities become null (JSON has none).
     Bytes are JSON text already (the embedding bodies: rest_bridge/render_embedding.py) and
@@ -37,10 +44,15 @@ def dumps(obj: Json) -> bytes:
     if isinstance(obj, bytes):
         return obj
     try:
-        text = json.dumps(obj, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+        text = _ENCODER.encode(obj)
     except ValueError:
-        text = json.dumps(_finite(obj), ensure_ascii=False, separators=(",", ":"))
+        text = _NULLING_ENCODER.encode(_finite(obj))
     return text.encode("utf-8")
+
+
+def dumps_str(text: str) -> bytes:
+    """A JSON string, as dumps writes it, for a str alone (no encoder call at all)."""
+    return encode_basestring(text).encode("utf-8")
 
 
 def _finite(obj: Json) -> Json:

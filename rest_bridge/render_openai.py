@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from rest_bridge.jsonio import Json
+from rest_bridge.jsonio import Json, dumps, dumps_str
 from rest_bridge.shapes import (
     choices_per_prompt,
     probabilities_json,
@@ -111,6 +111,15 @@ def _tool_call(tc: Any, with_index: bool) -> dict[str, Json]:
     return out
 
 
+def _content_only(m: Any, c: Any) -> bool:
+    """Whether a chat chunk's event is its one choice's text and nothing else."""
+    d = c.delta
+    return (d.HasField("content") and not d.HasField("role")
+            and not d.HasField("reasoning_content") and not d.tool_calls
+            and not c.logprobs.content and not c.HasField("finish_reason")
+            and not m.HasField("timings") and not m.HasField("prompt_progress"))
+
+
 def delta_json(d: Any) -> dict[str, Json]:
     out: dict[str, Json] = {}
     if d.HasField("role"):
@@ -171,8 +180,11 @@ class ChatRenderer:
         self._include_usage = bool(request.stream_options.include_usage)
         self._n = choices_per_prompt(request)
         self._usages: list[dict[str, Json]] = []  # the finished choices' (stream)
+        self._heads: dict[tuple[Any, ...], bytes] = {}  # _content_event's, per envelope
 
     def events(self, m: Any) -> list[Json]:
+        if len(m.choices) == 1 and _content_only(m, m.choices[0]):
+            return [self._content_event(m, m.choices[0])]
         events: list[Json] = []
         finishing: list[Any] = []
         for c in m.choices:
@@ -200,6 +212,20 @@ class ChatRenderer:
         elif m.HasField("prompt_progress"):
             events.append(_extras(m, {**_envelope(m, "chat.completion.chunk"), "choices": []}))
         return events
+
+    def _content_event(self, m: Any, c: Any) -> bytes:
+        """A chunk carrying only text (most of a stream's) as its JSON text: the stream's
+        constant envelope written once, then only the text. The same bytes as the general
+        path's event gives (tests/rest/test_rest_units.py): through Envoy the service renders
+        every chunk on the event loop whose GIL the engine thread needs."""
+        key = (m.id, m.created, m.model, m.system_fingerprint, c.index)
+        head = self._heads.get(key)
+        if head is None:
+            envelope = dumps(_envelope(m, "chat.completion.chunk"))
+            head = self._heads[key] = (envelope[:-1] + b',"choices":[{"finish_reason":null,'
+                                       b'"index":' + str(c.index).encode() +
+                                       b',"delta":{"content":')
+        return head + dumps_str(c.delta.content) + b"}}]}"
 
     def result(self, msgs: Sequence[Any]) -> Json:
         messages: dict[int, _ChatMessage] = {}

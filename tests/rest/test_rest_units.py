@@ -11,6 +11,8 @@ from typing import Any
 import grpc
 import httpx
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from llama.v1 import chat_pb2, common_pb2, completion_pb2
 from rest_harness import free_port
 from starlette.datastructures import Headers
@@ -311,3 +313,34 @@ def test_sse_disconnect_ends_the_call_not_the_reading_task() -> None:
 
     asyncio.run(run())
     assert outcome == ["read ended by the call's cancel"]
+
+
+@settings(max_examples=300, deadline=None)
+@given(text=st.text(), index=st.integers(0, 7), model=st.text(max_size=20))
+def test_a_text_only_chat_chunk_is_the_general_paths_json(text: str, index: int,
+                                                          model: str) -> None:
+    # ChatRenderer writes text-only chunks from a cached envelope (the common case of a
+    # stream); the bytes must be what the general path's event would dump to.
+    m = chat_pb2.ChatCompletionChunk(id="chatcmpl-x\"1", created=1765000000, model=model,
+                                     system_fingerprint="b1-\u00e9")
+    c = m.choices.add(index=index)
+    c.delta.content = text
+    renderer = ChatRenderer(chat_pb2.ChatCompletionRequest(stream=True))
+    expected = dumps({"id": m.id, "object": "chat.completion.chunk", "created": m.created,
+                      "model": m.model, "system_fingerprint": m.system_fingerprint,
+                      "choices": [{"finish_reason": None, "index": index,
+                                   "delta": {"content": text}}]})
+    for _ in range(2):  # the second time from the cached envelope
+        assert frames(renderer.events(m)) == b"data: " + expected + b"\n\n"
+
+
+def test_a_chunk_with_more_than_text_takes_the_general_path() -> None:
+    m = chat_pb2.ChatCompletionChunk(id="chatcmpl-1", created=1, model="m")
+    c = m.choices.add(index=0)
+    c.delta.role = "assistant"
+    c.delta.content = ""
+    events = ChatRenderer(chat_pb2.ChatCompletionRequest(stream=True)).events(m)
+    assert events == [{"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 1,
+                       "model": "m", "system_fingerprint": "",
+                       "choices": [{"finish_reason": None, "index": 0,
+                                    "delta": {"role": "assistant", "content": ""}}]}]
