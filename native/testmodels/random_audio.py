@@ -25,7 +25,12 @@ from pathlib import Path
 
 import gguf
 
-from native.testmodels.random_clip import _values
+from native.testmodels.random_clip import (
+    TensorSpec,
+    add_encoder_keys,
+    encoder_blocks,
+    write_tensors,
+)
 
 # Whisper's 30 s window in mel frames, halved by the stride-2 conv (clip.cpp's whisper graph).
 N_POSITIONS = 1500
@@ -55,7 +60,7 @@ class AudioSpec:
         return asdict(self)
 
 
-def _tensors(spec: AudioSpec) -> Iterator[tuple[str, tuple[int, ...], float]]:
+def _tensors(spec: AudioSpec) -> Iterator[TensorSpec]:
     """(name, numpy shape, std) in file order; std 0 means ones (a norm's weight), -1 zeros."""
     d, ff, m = spec.n_embd, spec.n_ff, spec.n_mel
     # conv1d kernels are (out, in, width) in numpy; their biases (out, 1) to broadcast over time.
@@ -64,19 +69,8 @@ def _tensors(spec: AudioSpec) -> Iterator[tuple[str, tuple[int, ...], float]]:
     yield "a.conv1d.2.weight", (d, d, 3), 1.0 / math.sqrt(3 * d)
     yield "a.conv1d.2.bias", (d, 1), 0.02
     yield "a.position_embd.weight", (N_POSITIONS, d), 0.02
-    for il in range(spec.n_layer):
-        b = f"a.blk.{il}."
-        for name in ("attn_q", "attn_k", "attn_v", "attn_out"):
-            yield b + name + ".weight", (d, d), 1.0 / math.sqrt(d)
-            if name != "attn_k":  # Whisper's k projection has no bias (the graph asserts it)
-                yield b + name + ".bias", (d,), 0.02
-        for norm in ("ln1", "ln2"):
-            yield b + norm + ".weight", (d,), 0.0
-            yield b + norm + ".bias", (d,), -1.0
-        yield b + "ffn_up.weight", (ff, d), 1.0 / math.sqrt(d)
-        yield b + "ffn_up.bias", (ff,), 0.02
-        yield b + "ffn_down.weight", (d, ff), 1.0 / math.sqrt(ff)
-        yield b + "ffn_down.bias", (d,), 0.02
+    # Whisper's k projection has no bias (the graph asserts it)
+    yield from encoder_blocks("a", spec.n_layer, d, ff, k_bias=False)
     yield "a.post_ln.weight", (d,), 0.0
     yield "a.post_ln.bias", (d,), -1.0
     yield "mm.a.fc.weight", (spec.n_embd_text, d), 1.0 / math.sqrt(d)
@@ -92,17 +86,7 @@ def write_random_audio(spec: AudioSpec, out_path: Path) -> None:
     writer.add_file_type(gguf.LlamaFileType.ALL_F32)
     writer.add_bool("clip.has_audio_encoder", True)
     writer.add_string("clip.projector_type", "qwen2a")
-    a = "clip.audio."
-    writer.add_uint32(a + "embedding_length", spec.n_embd)
-    writer.add_uint32(a + "feed_forward_length", spec.n_ff)
-    writer.add_uint32(a + "block_count", spec.n_layer)
-    writer.add_uint32(a + "projection_dim", spec.n_embd_text)
-    writer.add_uint32(a + "attention.head_count", spec.n_head)
-    writer.add_float32(a + "attention.layer_norm_epsilon", spec.layer_norm_eps)
-    writer.add_uint32(a + "num_mel_bins", spec.n_mel)
-    for name, shape, std in _tensors(spec):
-        writer.add_tensor(name, _values(name, shape, std, spec.seed))
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()
+    add_encoder_keys(writer, "clip.audio.", spec.n_embd, spec.n_ff, spec.n_layer,
+                     spec.n_embd_text, spec.n_head, spec.layer_norm_eps)
+    writer.add_uint32("clip.audio.num_mel_bins", spec.n_mel)
+    write_tensors(writer, _tensors(spec), spec.seed)

@@ -20,6 +20,8 @@ from pathlib import Path
 import gguf
 import numpy as np
 
+TensorSpec = tuple[str, tuple[int, ...], float]  # a tensor: name, numpy shape, std
+
 
 @dataclass(frozen=True)
 class ClipSpec:
@@ -45,7 +47,7 @@ class ClipSpec:
         return asdict(self)
 
 
-def _tensors(spec: ClipSpec) -> Iterator[tuple[str, tuple[int, ...], float]]:
+def _tensors(spec: ClipSpec) -> Iterator[TensorSpec]:
     """(name, numpy shape, std) in file order; std 0 means ones (a norm's weight), -1 zeros."""
     d, ff, p = spec.n_embd, spec.n_ff, spec.patch_size
     yield "v.patch_embd.weight", (d, 3, p, p), 1.0 / math.sqrt(3 * p * p)
@@ -53,11 +55,23 @@ def _tensors(spec: ClipSpec) -> Iterator[tuple[str, tuple[int, ...], float]]:
     yield "v.position_embd.weight", (spec.n_patches + 1, d), 0.02
     yield "v.pre_ln.weight", (d,), 0.0
     yield "v.pre_ln.bias", (d,), -1.0
-    for il in range(spec.n_layer):
-        b = f"v.blk.{il}."
+    yield from encoder_blocks("v", spec.n_layer, d, ff)
+    yield "mm.0.weight", (spec.n_mm_hidden, d), 1.0 / math.sqrt(d)
+    yield "mm.0.bias", (spec.n_mm_hidden,), 0.02
+    yield "mm.2.weight", (spec.n_embd_text, spec.n_mm_hidden), 1.0 / math.sqrt(spec.n_mm_hidden)
+    yield "mm.2.bias", (spec.n_embd_text,), 0.02
+
+
+def encoder_blocks(tower: str, n_layer: int, d: int, ff: int, k_bias: bool = True
+                   ) -> Iterator[TensorSpec]:
+    """A clip.cpp encoder's transformer blocks (`v` vision, `a` audio), as _tensors yields them;
+    `k_bias` False for Whisper's bias-free k projection."""
+    for il in range(n_layer):
+        b = f"{tower}.blk.{il}."
         for name in ("attn_q", "attn_k", "attn_v", "attn_out"):
             yield b + name + ".weight", (d, d), 1.0 / math.sqrt(d)
-            yield b + name + ".bias", (d,), 0.02
+            if k_bias or name != "attn_k":
+                yield b + name + ".bias", (d,), 0.02
         for norm in ("ln1", "ln2"):
             yield b + norm + ".weight", (d,), 0.0
             yield b + norm + ".bias", (d,), -1.0
@@ -65,10 +79,27 @@ def _tensors(spec: ClipSpec) -> Iterator[tuple[str, tuple[int, ...], float]]:
         yield b + "ffn_up.bias", (ff,), 0.02
         yield b + "ffn_down.weight", (d, ff), 1.0 / math.sqrt(ff)
         yield b + "ffn_down.bias", (d,), 0.02
-    yield "mm.0.weight", (spec.n_mm_hidden, d), 1.0 / math.sqrt(d)
-    yield "mm.0.bias", (spec.n_mm_hidden,), 0.02
-    yield "mm.2.weight", (spec.n_embd_text, spec.n_mm_hidden), 1.0 / math.sqrt(spec.n_mm_hidden)
-    yield "mm.2.bias", (spec.n_embd_text,), 0.02
+
+
+def add_encoder_keys(writer: gguf.GGUFWriter, prefix: str, n_embd: int, n_ff: int,
+                     n_layer: int, n_embd_text: int, n_head: int, eps: float) -> None:
+    """The encoder's sizes under `prefix` (clip.vision. or clip.audio.)."""
+    writer.add_uint32(prefix + "embedding_length", n_embd)
+    writer.add_uint32(prefix + "feed_forward_length", n_ff)
+    writer.add_uint32(prefix + "block_count", n_layer)
+    writer.add_uint32(prefix + "projection_dim", n_embd_text)
+    writer.add_uint32(prefix + "attention.head_count", n_head)
+    writer.add_float32(prefix + "attention.layer_norm_epsilon", eps)
+
+
+def write_tensors(writer: gguf.GGUFWriter, tensors: Iterator[TensorSpec], seed: int) -> None:
+    """Every tensor (std 0: ones, -1: zeros, else seeded normal values), then the file."""
+    for name, shape, std in tensors:
+        writer.add_tensor(name, _values(name, shape, std, seed))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
 
 
 def _values(name: str, shape: tuple[int, ...], std: float, seed: int) -> np.ndarray:
@@ -94,20 +125,11 @@ def write_random_clip(spec: ClipSpec, out_path: Path) -> None:
     writer.add_string("clip.projector_type", "mlp")
     writer.add_bool("clip.use_gelu", True)
     v = "clip.vision."
-    writer.add_uint32(v + "embedding_length", spec.n_embd)
-    writer.add_uint32(v + "feed_forward_length", spec.n_ff)
-    writer.add_uint32(v + "block_count", spec.n_layer)
-    writer.add_uint32(v + "projection_dim", spec.n_embd_text)
-    writer.add_uint32(v + "attention.head_count", spec.n_head)
-    writer.add_float32(v + "attention.layer_norm_epsilon", spec.layer_norm_eps)
+    add_encoder_keys(writer, v, spec.n_embd, spec.n_ff, spec.n_layer, spec.n_embd_text,
+                     spec.n_head, spec.layer_norm_eps)
     writer.add_uint32(v + "image_size", spec.image_size)
     writer.add_uint32(v + "patch_size", spec.patch_size)
     # CLIP's normalisation constants, as LLaVA's converter writes them.
     writer.add_array(v + "image_mean", [0.48145466, 0.4578275, 0.40821073])
     writer.add_array(v + "image_std", [0.26862954, 0.26130258, 0.27577711])
-    for name, shape, std in _tensors(spec):
-        writer.add_tensor(name, _values(name, shape, std, spec.seed))
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()
+    write_tensors(writer, _tensors(spec), spec.seed)
