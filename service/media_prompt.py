@@ -40,8 +40,9 @@ def media_prompt(rt: Any, text: str, media: Sequence[bytes], field: str = "") ->
     """`text` (with one media marker per item of `media`, in order) as prompt ids and spans.
 
     Raises ServiceError (INVALID_ARGUMENT) for media the projector cannot decode, a prompt
-    longer than a slot, a prompt ending with a medium, a medium too large for one ubatch where
-    it needs non-causal attention."""
+    longer than a slot, a medium too large for one ubatch where it needs non-causal attention.
+    A prompt may end with a medium: its last embedding's logits give the first token
+    (service/engine/media_step.py)."""
     from native.mtmd import MediaChunk, TextChunk
 
     proj = rt.projector
@@ -67,9 +68,6 @@ def media_prompt(rt: Any, text: str, media: Sequence[bytes], field: str = "") ->
     n_ctx = rt.engine.n_ctx_slot
     if len(tokens) >= n_ctx:  # before encoding: the costly part
         raise context_overflow(len(tokens), n_ctx)
-    if pending and pending[-1][0] + pending[-1][1].n_tokens == len(tokens):
-        raise _refuse("the prompt ends with a medium: put some text after its marker (the "
-                      "first token is sampled from a text token's logits)", field)
     spans = []
     for start, chunk in pending:
         try:

@@ -173,8 +173,6 @@ def test_props_report_vision(doors: Doors) -> None:
     ("/v1/chat/completions", {"messages": [{"role": "user", "content": [
         {"type": "input_audio", "input_audio": {"data": b64(_wav()), "format": "wav"}}]}]},
      "audio input is not supported"),
-    ("/completion", {"prompt": {"prompt_string": "ends with <__media__>",
-                                "multimodal_data": [b64(GREEN)]}}, "the prompt ends with a medium"),
     ("/v1/chat/completions", {"messages": [{"role": "user", "content": "see [img-1]"}],
                               "image_data": [{"data": b64(GREEN), "id": 1}]},
      "image_data in a chat request is not supported"),

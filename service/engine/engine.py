@@ -353,8 +353,10 @@ class Engine:
         plan = self.scheduler.schedule()
         self._apply(plan)
         if plan.media:
-            decode_media(self.ctx, self.scheduler, plan.media,
-                         lambda w, why: self._fail(cast(Task, w.request), "internal", why))
+            ended = decode_media(self.ctx, self.scheduler, plan.media,
+                                 lambda w, why: self._fail(cast(Task, w.request), "internal", why))
+            if ended:
+                self._after_media(ended)
         if not plan.work:
             return
         t0 = time.perf_counter()
@@ -387,6 +389,28 @@ class Engine:
             else:
                 self._on_token(task, *result)
         self.monitor.sampled(wanted, time.perf_counter())
+
+    def _after_media(self, tasks: list[Task]) -> None:
+        """Prompts that ended with a medium: their output (logits or embedding) is taken now,
+        before the plan's decode overwrites it. No drafts: a task with media never speculates."""
+        wanted = []
+        for task in tasks:
+            if task.embedding:
+                self._embedded(task)
+            elif task.n_predict == 0:
+                self._finish(task, "limit")
+            else:
+                wanted.append(task)
+        if not wanted:
+            return
+        for task, result in zip(wanted, self.executor.sample(wanted), strict=True):
+            if isinstance(result, str):
+                kind = "invalid_argument" if result == NO_TOKEN_SELECTED else "internal"
+                self._fail(task, kind, f"sampling failed: {result}")
+            else:
+                self._on_token(task, *result)
+                # first tokens only: monitor.sampled would restart the step's token-gap clock
+                self.monitor.ttft.observe(max(task.t_first - task.submitted, 0.0))
 
     def _apply(self, plan: Plan) -> None:
         """A plan's cancellations, memory operations and admissions (their Started events

@@ -339,8 +339,10 @@ class Scheduler:
             if r.media:
                 span = span_at(r.media, r.n_past)
                 if span is not None:  # whole, in a decode of its own; it uses up the budget
+                    # a prompt ending with this medium: its last embedding gives the output
+                    outputs = 1 if span.end == len(r.prompt) else 0
                     media.append(Work(r, _slot_id(r), r.n_past,
-                                      r.prompt[span.start:span.end], 0))
+                                      r.prompt[span.start:span.end], outputs))
                     budget -= min(budget, span.n_tokens)
                     continue
                 n = text_run(r.media, r.n_past, n)
@@ -360,6 +362,8 @@ class Scheduler:
         last token are planned to be copied (that token `r` decodes itself, for its own
         logits), or the sibling is gone and `r` decodes its prompt itself; False: wait."""
         src, end = r.copy_of, len(r.prompt) - 1
+        if r.media:  # a prompt ending with a medium: `r` decodes that medium whole itself
+            end = whole_prefix(r.media, end)
         assert src is not None and r.slot is not None
         if r.n_past >= end or src.slot is None or src.slot.task is not src or src.cancelled:
             r.copy_of = None
