@@ -24,7 +24,7 @@ import native
 from native.context import ContextParams
 from native.testmodels import ensure_model
 from service.engine.engine import Engine
-from service.engine.events import Event, Failed, Finished
+from service.engine.events import Chunk, Event, Failed, Finished, TokenProbs
 from service.engine.params import CompletionParams, SamplingParams
 from service.engine.speculation import Speculator
 from service.engine.speculative import NgramSettings, SpecParams
@@ -54,6 +54,10 @@ class _Recorder:
         last = self.events[-1]
         assert isinstance(last, Finished), last
         return last
+
+    @property
+    def probs(self) -> list[TokenProbs]:
+        return [p for e in self.events if isinstance(e, Chunk) for p in e.probs]
 
 
 @dataclass

@@ -11,7 +11,6 @@ grammar (the bench's n-gram scenario).
 from __future__ import annotations
 
 import math
-import threading
 from dataclasses import replace
 from pathlib import Path
 
@@ -20,11 +19,10 @@ import pytest
 import native
 from native.testmodels import ensure_model
 from service.engine.engine import Engine
-from service.engine.events import Chunk, Event, Failed, Finished, TokenProbs
 from service.engine.params import CompletionParams, SamplingParams
 from service.engine.speculative import SpecParams
 from service.engine.task import Task
-from tests.test_speculative_engine import PROMPTS, _serve
+from tests.test_speculative_engine import PROMPTS, _Recorder, _serve
 
 pytestmark = pytest.mark.slow
 GREEDY = SamplingParams(temperature=0.0)
@@ -34,27 +32,6 @@ GRAMMARS = {
     "finite": 'root ::= [a-z ]{1,24} "."',  # ends (EOS forced) inside a speculative step
     "choice": 'root ::= ("yes" | "no" | "maybe") (" " [0-9]+)*',
 }
-
-
-class _Recorder:
-    def __init__(self) -> None:
-        self.events: list[Event] = []
-        self.done = threading.Event()
-
-    def __call__(self, events: list[Event]) -> None:
-        self.events.extend(events)
-        if any(isinstance(e, Finished | Failed) for e in events):
-            self.done.set()
-
-    @property
-    def final(self) -> Finished:
-        last = self.events[-1]
-        assert isinstance(last, Finished), last
-        return last
-
-    @property
-    def probs(self) -> list[TokenProbs]:
-        return [p for e in self.events if isinstance(e, Chunk) for p in e.probs]
 
 
 def _run(engine: Engine, params: list[CompletionParams],
