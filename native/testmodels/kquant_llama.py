@@ -28,14 +28,13 @@ import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import gguf
 import numpy as np
 from gguf import GGMLQuantizationType
 
 from native.testmodels import sources, vocab_copy
-from native.testmodels.random_llama import LlamaSpec
+from native.testmodels.random_llama import LlamaSpec, add_hyperparameters, vocab_size
 
 MIX = "Q4_K_M"  # LlamaSpec.weight_type of the models this module writes
 QK_K = 256
@@ -144,37 +143,15 @@ def materialise(plan: KPlan, seed: int) -> np.ndarray:
     return make(rng, rows * per_row, plan.std).reshape(rows, -1)
 
 
-def _add_hyperparameters(writer: Any, spec: LlamaSpec, n_vocab: int) -> None:
-    writer.add_name(spec.general_name)
-    writer.add_context_length(spec.n_ctx_train)
-    writer.add_embedding_length(spec.n_embd)
-    writer.add_block_count(spec.n_layer)
-    writer.add_feed_forward_length(spec.n_ff)
-    writer.add_head_count(spec.n_head)
-    writer.add_head_count_kv(spec.n_head_kv)
-    writer.add_rope_dimension_count(spec.head_dim)
-    writer.add_rope_freq_base(spec.rope_freq_base)
-    writer.add_layer_norm_rms_eps(spec.rms_norm_eps)
-    writer.add_vocab_size(n_vocab)
-    writer.add_file_type(gguf.LlamaFileType.MOSTLY_Q4_K_M)
-
-
-def _vocab_size(fields: tuple[vocab_copy.MetadataField, ...]) -> int:
-    for field in fields:
-        if field.key == "tokenizer.ggml.tokens":
-            return len(field.value)
-    raise ValueError("vocab file has no tokenizer.ggml.tokens")
-
-
 def write_kquant_llama(spec: LlamaSpec, out_path: Path) -> None:
     """Write `spec` as a Q4_K_M-typed model of random blocks, one tensor in memory at a time."""
     if spec.weight_type != MIX:
         raise ValueError(f"{spec.general_name}: weight_type must be {MIX!r}")
     tokenizer = vocab_copy.read_tokenizer_fields(sources.vocab_gguf(spec.vocab))
-    n_vocab = _vocab_size(tokenizer)
+    n_vocab = vocab_size(tokenizer)
     plans = list(kquant_plans(spec, n_vocab))
     writer = gguf.GGUFWriter(str(out_path), arch="llama")
-    _add_hyperparameters(writer, spec, n_vocab)
+    add_hyperparameters(writer, spec, n_vocab, gguf.LlamaFileType.MOSTLY_Q4_K_M)
     vocab_copy.add_fields(writer, tokenizer)
     writer.add_chat_template(sources.chat_template(spec.template))
     for plan in plans:

@@ -133,7 +133,9 @@ def _file_type(weight_type: str) -> gguf.LlamaFileType:
     }[weight_type]
 
 
-def _add_hyperparameters(writer: Any, spec: LlamaSpec, n_vocab: int) -> None:
+def add_hyperparameters(writer: Any, spec: LlamaSpec, n_vocab: int,
+                        file_type: gguf.LlamaFileType | None = None) -> None:
+    """The llama architecture's keys for `spec` (file type: its weight_type's unless given)."""
     writer.add_name(spec.general_name)
     writer.add_context_length(spec.n_ctx_train)
     writer.add_embedding_length(spec.n_embd)
@@ -145,10 +147,10 @@ def _add_hyperparameters(writer: Any, spec: LlamaSpec, n_vocab: int) -> None:
     writer.add_rope_freq_base(spec.rope_freq_base)
     writer.add_layer_norm_rms_eps(spec.rms_norm_eps)
     writer.add_vocab_size(n_vocab)
-    writer.add_file_type(_file_type(spec.weight_type))
+    writer.add_file_type(file_type if file_type is not None else _file_type(spec.weight_type))
 
 
-def _vocab_size(fields: tuple[vocab_copy.MetadataField, ...]) -> int:
+def vocab_size(fields: tuple[vocab_copy.MetadataField, ...]) -> int:
     for field in fields:
         if field.key == "tokenizer.ggml.tokens":
             return len(field.value)
@@ -158,9 +160,9 @@ def _vocab_size(fields: tuple[vocab_copy.MetadataField, ...]) -> int:
 def write_random_llama(spec: LlamaSpec, out_path: Path) -> None:
     """Write the model described by `spec` to `out_path` (overwriting it)."""
     tokenizer = vocab_copy.read_tokenizer_fields(sources.vocab_gguf(spec.vocab))
-    n_vocab = _vocab_size(tokenizer)
+    n_vocab = vocab_size(tokenizer)
     writer = gguf.GGUFWriter(str(out_path), arch="llama")
-    _add_hyperparameters(writer, spec, n_vocab)
+    add_hyperparameters(writer, spec, n_vocab)
     vocab_copy.add_fields(writer, tokenizer)
     for name, token in spec.token_ids:
         writer.add_uint32(f"tokenizer.ggml.{name}", token)
