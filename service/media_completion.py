@@ -118,8 +118,23 @@ def embedding_media_inputs(rt: Any, request: Any, entries: list[Json], splittabl
     pairs = [_with_images(e, m, images) for e, m in pairs]
     if not any(m for _, m in pairs):
         return None
-    if not splittable:  # a medium is decoded apart from the text: pooling must not span both
-        raise ParamError("inputs with media need an embedding read at the last token "
-                         "(--pooling last on a causal model); this server pools over the "
-                         "whole input", field="input")
-    return _build(rt, pairs, "input")
+    if not splittable and not rt.ctx.has_memory:  # a medium is decoded apart from the text
+        raise ParamError("inputs with media need a model that keeps a memory (its media are "
+                         "decoded apart from its text)", field="input")
+    built = _build(rt, pairs, "input")
+    if not splittable:
+        _check_pooled_tail(*built)
+    return built
+
+
+def _check_pooled_tail(prompts: list[list[int]], spans: tuple[tuple[MediaSpan, ...], ...]
+                       ) -> None:
+    """Pooling mean, cls or none with media: as the pinned llama-server, the media are decoded
+    apart and the input's last text run, in one decode, gives the pooled result; an input
+    whose last piece is a medium has no such run (llama-server returns nothing for it)."""
+    for i, (tokens, found) in enumerate(zip(prompts, spans, strict=True)):
+        if found and found[-1].end == len(tokens):
+            raise ParamError(f"input {i} ends with a medium: with this pooling the result is "
+                             "pooled over the text after the last medium (llama-server's "
+                             "rule); put text after its marker, or use --pooling last",
+                             field="input")

@@ -3,8 +3,9 @@ random LLaVA projector tiny-vl-mmproj, over real gRPC and the REST bridge: a pro
 with a medium generates (its first token sampled from the medium's last embedding's logits, as
 llama-server does), the prompt cache never reuses that medium's last cell (it has no logits:
 the medium is decoded again whole), and n choices of such a prompt agree; an embedding input
-that ends with an image (pooling last) reads the image's last output. What stays refused is a
-clear 400 (embeddings with media under mean pooling: docs/multimodal.md)."""
+that ends with an image (pooling last) reads the image's last output. Embeddings with media under
+mean and none pooling, as the pinned llama-server: the media decoded apart, the input's last
+text run (attending to them) pooled; an input that ends with a medium there is a clear 400."""
 
 from __future__ import annotations
 
@@ -63,6 +64,26 @@ def test_a_second_choice_decodes_the_ending_medium_itself() -> None:
     seconds = [w for p in plans for w in p.media if w.request is second]
     assert len(seconds) == 1 and seconds[0].pos == len(head) and seconds[0].n_outputs == 1
     assert not [w for p in plans for w in p.work if w.request is second]
+
+
+def test_an_unsplittable_input_goes_a_text_run_or_a_medium_at_a_time() -> None:
+    """Pure logic, pooling mean/cls/none: the run before a medium goes alone, the medium, then
+    the last run whole with an output at each of its tokens; a run the budget would cut waits."""
+    sched = make_scheduler(1, n_batch=8)
+    r = _with_media("e", fresh(3), b"img", 4, fresh(5))
+    r.embedding, r.splittable = True, False
+    sched.add(r)
+    plans = [_step(sched) for _ in range(3)]
+    assert [(len(w.tokens), w.n_outputs) for w in plans[0].work] == [(3, 0)]
+    assert [(w.pos, w.n_outputs) for w in plans[1].media] == [(3, 0)] and not plans[1].work
+    assert [(w.pos, len(w.tokens), w.n_outputs) for w in plans[2].work] == [(7, 5, 5)]
+    cut = make_scheduler(1, n_batch=4)
+    long = _with_media("l", fresh(3), b"img", 2, fresh(6))
+    long.embedding, long.splittable = True, False
+    cut.add(long)
+    assert [len(w.tokens) for w in _step(cut).work] == [3]
+    _step(cut)  # the medium
+    assert not _step(cut).work  # its last run (6) never fits a batch of 4: never split
 
 
 @pytest.fixture(scope="module")
@@ -152,3 +173,78 @@ def test_an_embedding_ending_with_an_image(last_server: RestServer) -> None:
     green, red, green_again = embed(GREEN), embed(RED), embed(GREEN)
     assert green == green_again and green != red
     assert any(v != 0.0 for v in green)
+
+
+def _pooled_server(tiny_bpe_path: Path, pooling: str) -> Iterator[RestServer]:
+    srv = RestServer(tiny_bpe_path, "--no-webui", "--embeddings", "--pooling", pooling,
+                     *_mmproj_flags(), ctx=1024, parallel=1)
+    try:
+        srv.wait_ready()
+        yield srv
+    finally:
+        srv.stop()
+
+
+@pytest.fixture(scope="module")
+def mean_server(tiny_bpe_path: Path) -> Iterator[RestServer]:
+    yield from _pooled_server(tiny_bpe_path, "mean")
+
+
+def _embed(server: RestServer, text: str, image: bytes) -> list[list[float]]:
+    r = _post(server, "/embedding", {"content": text, "image_data": [{"data": b64(image),
+                                                                      "id": 3}]})
+    assert r.status_code == 200, r.text
+    return [list(v) for v in r.json()[0]["embedding"]]
+
+
+def test_an_embedding_with_an_image_under_mean_pooling(mean_server: RestServer) -> None:
+    green, red = (_embed(mean_server, "[img-3] a cat", image) for image in (GREEN, RED))
+    assert green == _embed(mean_server, "[img-3] a cat", GREEN)  # deterministic
+    assert len(green) == 1 and green != red  # the text attends to the image
+    plain = _post(mean_server, "/embedding", {"content": "a cat"}).json()[0]["embedding"]
+    assert green[0] != plain[0]
+    # a medium in the middle: the runs before it are decoded, the last one pooled
+    both = _embed(mean_server, "two [img-3] cats", GREEN)
+    assert len(both) == 1 and both != green
+    r = _post(mean_server, "/v1/embeddings", {"input": [
+        {"prompt_string": "<__media__> a cat", "multimodal_data": [b64(GREEN)]}, "a cat"]})
+    assert r.status_code == 200, r.text
+    data = r.json()["data"]
+    assert data[0]["embedding"] == pytest.approx(green[0], abs=1e-6)
+    assert data[1]["embedding"] == pytest.approx(plain[0], abs=1e-6)
+
+
+def test_an_embedding_ending_with_an_image_under_mean_pooling_is_a_400(
+        mean_server: RestServer) -> None:
+    cases: list[tuple[str, dict[str, Any]]] = [
+        ("/embedding", {"content": "a cat [img-3]", "image_data": [{"data": b64(GREEN),
+                                                                    "id": 3}]}),
+        ("/v1/embeddings", {"input": [{"prompt_string": "a cat <__media__>",
+                                       "multimodal_data": [b64(GREEN)]}]})]
+    for path, body in cases:
+        r = _post(mean_server, path, body)
+        assert r.status_code == 400, r.text
+        assert "ends with a medium" in r.json()["error"]["message"]
+    assert _post(mean_server, "/embedding", {"content": "still fine"}).status_code == 200
+
+
+@pytest.fixture(scope="module")
+def none_server(tiny_bpe_path: Path) -> Iterator[RestServer]:
+    yield from _pooled_server(tiny_bpe_path, "none")
+
+
+def test_pooling_none_gives_the_last_text_runs_vectors(none_server: RestServer) -> None:
+    tail = _post(none_server, "/tokenize", {"content": " a cat", "add_special": False}
+                 ).json()["tokens"]
+    vectors = _embed(none_server, "[img-3] a cat", RED)
+    assert len(vectors) == len(tail)
+    assert vectors == _embed(none_server, "[img-3] a cat", RED)
+    assert vectors != _embed(none_server, "[img-3] a cat", GREEN)
+
+
+def test_cls_pooling_with_an_image(tiny_bpe_path: Path) -> None:
+    """cls: the first token of the last text run (which attends to the image)."""
+    for srv in _pooled_server(tiny_bpe_path, "cls"):
+        green = _embed(srv, "[img-3] a cat", GREEN)
+        assert green == _embed(srv, "[img-3] a cat", GREEN)
+        assert len(green) == 1 and green != _embed(srv, "[img-3] a cat", RED)

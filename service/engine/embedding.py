@@ -22,8 +22,9 @@ def read_embedding(ctx: Context, task: Task) -> Embedded:
 
     assert task.slot is not None
     if ctx.pooling == POOLING_NONE:
-        # Never split (service/embeddings.py): every token of the prompt is in this batch.
-        first = task.out_index - task.n_prompt + 1
+        # Never split (service/embeddings.py): every token of the prompt is in this batch,
+        # or with media every token of its last text run (the media decoded apart before it)
+        first = task.out_index - (task.n_prompt - (task.media[-1].end if task.media else 0)) + 1
         vectors = tuple(np.array(ctx.embeddings_ith(i), dtype=np.float32)
                         for i in range(first, task.out_index + 1))
     else:

@@ -347,7 +347,7 @@ class Scheduler:
                     continue
                 n = text_run(r.media, r.n_past, n)
             done = r.n_past + n == len(r.prompt)
-            if not (done or r.splittable):
+            if not (done or r.splittable or _run_to_medium(r, n)):
                 break  # whole or not at all: it goes first into the next decode
             outputs = (n if r.embedding else 1) if done else 0
             work.append(Work(r, _slot_id(r), r.n_past, r.prompt[r.n_past:r.n_past + n],
@@ -395,6 +395,14 @@ _ORDER = attrgetter("order")
 
 def _queue_key(req: SeqRequest) -> tuple[int, int]:
     return req.priority, req.order
+
+
+def _run_to_medium(req: SeqRequest, n: int) -> bool:
+    """Whether the `n` tokens from req.n_past are a whole text run ending at a medium: an
+    unsplittable input (pooling mean, cls, none) with media is decoded a text run or a medium
+    at a time, the last text run whole, which alone is pooled (the pinned llama-server's
+    rule)."""
+    return bool(req.media) and span_at(req.media, req.n_past + n) is not None
 
 
 def _slot_id(req: SeqRequest) -> int:
