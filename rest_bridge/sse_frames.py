@@ -38,7 +38,8 @@ class Renderer(Protocol):
         """Whether the SSE stream ends with `data: [DONE]` (the OpenAI routes)."""
 
     def events(self, msg: Any) -> list[Json]:
-        """The SSE events for one streamed message (possibly none)."""
+        """The SSE events for one streamed message (possibly none); an event may be bytes,
+        its JSON text already (jsonio.dumps passes those as they are)."""
 
     def result(self, msgs: Sequence[Any]) -> Json:
         """The non-streaming body, from every message of the call."""

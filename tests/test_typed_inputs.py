@@ -14,7 +14,9 @@ from grpc_harness import GREEDY, CompletionResult, chat_request, complete, compl
 from llama.v1 import chat_pb2, completion_pb2, server_pb2, typed_pb2
 
 from api_common import rich_status
+from rest_bridge.jsonio import dumps
 from rest_bridge.render_openai import ChatRenderer, TextCompletionRenderer
+from rest_bridge.sse_frames import frames
 from service.engine.params import ParamError
 from service.tool_choice import ToolChoice, tool_choice_of
 from service.typed_inputs import slot_action_of
@@ -380,8 +382,11 @@ def test_the_rest_bridge_writes_no_enum_companions(grpc_stub: Any) -> None:
     """The bridge renders llama-server's JSON: the strings, never the enums."""
     chat = _chat(grpc_stub)
     renderer = ChatRenderer(chat_request(messages=[]))
-    text = json.dumps([renderer.events(m) for m in chat]) + json.dumps(renderer.result(chat))
-    assert '"finish_reason": "length"' in text and '"role": "assistant"' in text
+    # as the bridge writes them: an event may be its JSON text already (ChatRenderer's text-only
+    # chunks)
+    text = (b"".join(frames(renderer.events(m)) for m in chat) + dumps(renderer.result(chat))
+            ).decode()
+    assert '"finish_reason":"length"' in text and '"role":"assistant"' in text
     assert "typed_" not in text and "FINISH_REASON" not in text and "ROLE_" not in text
     request = completion_pb2.CompletionRequest(n_predict=3, temperature=0.0, stream=True)
     request.prompt.string_value = PROMPT
