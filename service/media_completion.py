@@ -89,34 +89,33 @@ def _build(rt: Any, entries: list[tuple[Json, list[bytes]]], field: str,
     return prompts, tuple(spans)
 
 
+def _media_entries(rt: Any, request: Any, typed: str, raw: list[Json], field: str
+                   ) -> list[Any] | None:
+    """The request's entries (its `typed` field's, else the JSON `raw` ones under `field`)
+    with their media and image_data's images; None when none carries media."""
+    if rt.projector is None or not _has_media(request, typed):
+        return None
+    images = {img.id: bytes(img.data) for img in request.image_data}
+    if request.HasField(typed):
+        pairs = _typed_entries(request, typed)
+    else:
+        pairs = [_object_entry(e, field) for e in raw]
+    pairs = [_with_images(e, m, images) for e, m in pairs]
+    return pairs if any(m for _, m in pairs) else None
+
+
 def completion_media_prompts(rt: Any, request: Any, prompts_json: list[Json] | None
                              ) -> Prompts | None:
     """A CompletionRequest's prompts with their media; None without media (or projector)."""
-    if rt.projector is None or not _has_media(request, "typed_prompt"):
-        return None
-    images = {img.id: bytes(img.data) for img in request.image_data}
-    if request.HasField("typed_prompt"):
-        entries = _typed_entries(request, "typed_prompt")
-    else:
-        entries = [_object_entry(p, "prompt") for p in prompts_json or []]
-    entries = [_with_images(e, m, images) for e, m in entries]
-    if not any(m for _, m in entries):
-        return None
-    return _build(rt, entries, "prompt")
+    entries = _media_entries(rt, request, "typed_prompt", prompts_json or [], "prompt")
+    return None if entries is None else _build(rt, entries, "prompt")
 
 
 def embedding_media_inputs(rt: Any, request: Any, entries: list[Json], splittable: bool
                            ) -> Prompts | None:
     """An EmbedRequest's inputs with their media; None without media (or projector)."""
-    if rt.projector is None or not _has_media(request, "typed_input"):
-        return None
-    images = {img.id: bytes(img.data) for img in request.image_data}
-    if request.HasField("typed_input"):
-        pairs = _typed_entries(request, "typed_input")
-    else:
-        pairs = [_object_entry(e, "input") for e in entries]
-    pairs = [_with_images(e, m, images) for e, m in pairs]
-    if not any(m for _, m in pairs):
+    pairs = _media_entries(rt, request, "typed_input", entries, "input")
+    if pairs is None:
         return None
     if not splittable and not rt.ctx.has_memory:  # a medium is decoded apart from the text
         raise ParamError("inputs with media need a model that keeps a memory (its media are "

@@ -92,8 +92,9 @@ def _serve(target: Path, n_slots: int, draft: str = "", ngram: bool = False,
     return _Server(engine, [ctx, model])
 
 
-def _run(engine: Engine, params: list[CompletionParams],
-         prompts: list[list[int]] = PROMPTS) -> list[Finished]:
+def _record(engine: Engine, params: list[CompletionParams],
+            prompts: list[list[int]] = PROMPTS) -> list[_Recorder]:
+    """Run every prompt at once; each request's events, once all have ended."""
     recorders = []
     for i, (prompt, p) in enumerate(zip(prompts, params, strict=True)):
         rec = _Recorder()
@@ -101,7 +102,12 @@ def _run(engine: Engine, params: list[CompletionParams],
         recorders.append(rec)
     for rec in recorders:
         assert rec.done.wait(300), "the request did not end"
-    return [rec.final for rec in recorders]
+    return recorders
+
+
+def _run(engine: Engine, params: list[CompletionParams],
+         prompts: list[list[int]] = PROMPTS) -> list[Finished]:
+    return [rec.final for rec in _record(engine, params, prompts)]
 
 
 def _params(n_max: int, sampling: SamplingParams = GREEDY) -> list[CompletionParams]:

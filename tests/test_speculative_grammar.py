@@ -18,11 +18,9 @@ import pytest
 
 import native
 from native.testmodels import ensure_model
-from service.engine.engine import Engine
 from service.engine.params import CompletionParams, SamplingParams
 from service.engine.speculative import SpecParams
-from service.engine.task import Task
-from tests.test_speculative_engine import PROMPTS, _Recorder, _serve
+from tests.test_speculative_engine import PROMPTS, _record, _Recorder, _serve
 
 pytestmark = pytest.mark.slow
 GREEDY = SamplingParams(temperature=0.0)
@@ -34,18 +32,6 @@ GRAMMARS = {
 }
 
 
-def _run(engine: Engine, params: list[CompletionParams],
-         prompts: list[list[int]]) -> list[_Recorder]:
-    recorders = []
-    for i, (prompt, p) in enumerate(zip(prompts, params, strict=True)):
-        rec = _Recorder()
-        engine.submit(Task(f"t{i}", prompt, p, rec))
-        recorders.append(rec)
-    for rec in recorders:
-        assert rec.done.wait(300), "the request did not end"
-    return recorders
-
-
 def _both(target: Path, n_slots: int, draft: str, params: list[CompletionParams],
           prompts: list[list[int]], ngram: bool = False) -> tuple[list[_Recorder],
                                                                   list[_Recorder]]:
@@ -54,7 +40,7 @@ def _both(target: Path, n_slots: int, draft: str, params: list[CompletionParams]
     for spec in (False, True):
         server = _serve(target, n_slots, draft if spec else "", ngram and spec)
         try:
-            outputs.append(_run(server.engine, params, prompts))
+            outputs.append(_record(server.engine, params, prompts))
         finally:
             server.close()
     return outputs[0], outputs[1]
