@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import os
-import queue
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -25,6 +24,7 @@ from service.engine.chains import build_task_chain
 from service.engine.embedding import read_embedding
 from service.engine.events import Chunk, Event, Failed, Finished, Progress, Started, TokenProbs
 from service.engine.executor import NO_TOKEN_SELECTED, Executor
+from service.engine.inbox import EngineStoppedError, Inbox, QueueFullError
 from service.engine.media_step import decode_media
 from service.engine.monitor import Monitor
 from service.engine.outbox import Outbox
@@ -47,15 +47,6 @@ FAULT_AT_STEP_ENV = "LLAMA_GRPC_TEST_ENGINE_FAULT_AT_STEP"
 
 __all__ = ["ARRIVAL_WAIT_S", "BURST_WINDOW_S", "Arrival", "Engine", "EngineSettings",
            "EngineStoppedError", "QueueFullError"]
-
-
-class EngineStoppedError(Exception):
-    """The engine thread stopped after an unexpected error; the process is exiting so that a
-    supervisor restarts it (UNAVAILABLE / HTTP 503: another replica can take the request)."""
-
-
-class QueueFullError(Exception):
-    """The queue of waiting requests is at --max-queue (RESOURCE_EXHAUSTED / HTTP 503)."""
 
 
 @dataclass(frozen=True)
@@ -113,16 +104,10 @@ class Engine:
                                can_shift=(self.settings.context_shift and ctx.can_shift
                                           and not self.settings.multimodal),
                                add_bos=self.vocab.add_bos)
-        self._inbox: queue.SimpleQueue[Task | Callable[[], None] | None] = queue.SimpleQueue()
-        # Tasks in the inbox, not yet in the scheduler's queue: what --max-queue counts beside
-        # it (the inbox also holds wake-ups and calls, GetLoad's among them, which it must not).
-        self._inbox_tasks = 0
-        self._inbox_lock = threading.Lock()
+        self._inbox = Inbox(self.settings.max_queue)  # tasks, calls and wake-ups for the loop
         self._outbox = Outbox()  # a step's events, delivered together
         self._stopping = False
         self._arrivals = ArrivalCounter()
-        # Set once, by the engine thread, when its loop raised: what every later request gets.
-        self.fatal: BaseException | None = None
         self.on_fatal: Callable[[BaseException], None] | None = None
         self._fault_at_step = int(os.environ.get(FAULT_AT_STEP_ENV) or 0)
         self._n_steps = 0
@@ -138,7 +123,7 @@ class Engine:
 
     def stop(self, timeout: float = 10.0) -> None:
         self._stopping = True
-        self._inbox.put(None)
+        self._inbox.wake()
         self._thread.join(timeout)
         if not self._thread.is_alive():
             self._outbox.close()
@@ -147,24 +132,13 @@ class Engine:
         """Queue a generation; its events go to task.sink. Never blocks. `arrival`, the
         request's, closes when the engine takes this task (give it with a request's last).
         Raises QueueFullError when --max-queue requests already wait."""
-        limit = self.settings.max_queue
-        with self._inbox_lock:
-            if limit and len(self.scheduler.waiting) + self._inbox_tasks >= limit:
-                raise QueueFullError(f"the server is busy: {limit} requests are already "
-                                     "waiting (--max-queue); retry later")
-            if self.fatal is not None:
-                raise self._stopped_error()
-            self._inbox_tasks += 1
-            task.arrival = arrival
-            # Under the lock: a dying engine drains the inbox after setting `fatal` under it,
-            # so no task is left behind in it.
-            self._inbox.put(task)
+        self._inbox.put_task(task, arrival, len(self.scheduler.waiting))
 
     def cancel(self, task: Task) -> None:
         """Stop a generation wherever it is: queued (it never takes a slot), running (it leaves
         before the next decode and its cells are freed), or already ended (nothing happens)."""
         task.cancelled = True
-        self._inbox.put(None)  # wake the loop if idle
+        self._inbox.wake()  # wake the loop if idle
 
     def call(self, fn: Callable[[], T]) -> Future[T]:
         """Run fn on the engine thread between two steps (for slot save/restore, load...)."""
@@ -174,20 +148,22 @@ class Engine:
             if fut.set_running_or_notify_cancel():
                 try:
                     if self.fatal is not None:  # never run on the state a failed loop left
-                        raise self._stopped_error()
+                        raise self._inbox.stopped_error()
                     fut.set_result(fn())
                 except BaseException as e:  # handed to the caller, not raised here
                     fut.set_exception(e)
 
-        with self._inbox_lock:
-            if self.fatal is not None:
-                job()
-            else:
-                self._inbox.put(job)
+        self._inbox.put_call(job)
         return fut
 
     def load(self) -> Future[Load]:
         return self.call(self.scheduler.load)
+
+    @property
+    def fatal(self) -> BaseException | None:
+        """Set once, by the engine thread, when its loop raised: what every later request
+        gets."""
+        return self._inbox.fatal
 
     @property
     def n_waiting(self) -> int:
@@ -211,7 +187,7 @@ class Engine:
         with self._arrivals.lock:
             self._arrivals.open -= 1
         if not taken:
-            self._inbox.put(None)  # ended with no task: wake an engine waiting for it
+            self._inbox.wake()  # ended with no task: wake an engine waiting for it
 
     # -- the loop ---------------------------------------------------------------------------
     def _run(self) -> None:
@@ -243,29 +219,14 @@ class Engine:
                 self._outbox.deliver()
                 self.monitor.publish(self.stats, self.scheduler)
 
-    def _stopped_error(self) -> EngineStoppedError:
-        e = self.fatal
-        return EngineStoppedError(f"the engine stopped after an internal error "
-                                  f"({type(e).__name__}: {e}); the server is restarting")
-
     def _die(self, exc: BaseException) -> None:
         """Fail every request the engine holds or will be handed, then tell the server."""
         _log.critical("the engine thread stopped: %s: %s", type(exc).__name__, exc,
                       exc_info=exc)
-        with self._inbox_lock:
-            self.fatal = exc
-        message = str(self._stopped_error())
+        queued = self._inbox.kill(exc)
+        message = str(self._inbox.stopped_error())
         running = {id(t) for t in self.scheduler.running}
-        doomed: list[Task] = [cast(Task, t) for t in self.scheduler.pending()]
-        while True:
-            try:
-                item = self._inbox.get_nowait()
-            except queue.Empty:
-                break
-            if isinstance(item, Task):
-                doomed.append(item)
-            elif item is not None:
-                item()  # a call: its future gets the EngineStoppedError
+        doomed: list[Task] = [cast(Task, t) for t in self.scheduler.pending()] + queued
         for task in doomed:
             # What ran in the failed step had streamed part of its answer: INTERNAL; what
             # waited may be retried elsewhere as it is: UNAVAILABLE.
@@ -316,32 +277,18 @@ class Engine:
         a burst is gathered."""
         if block:  # nothing may wait for a decode that is not coming
             self._outbox.wake_all()
-        if self._drain_inbox(block, timeout):
+        if self._inbox.drain(block, timeout, self._take):
             self._apply(self.scheduler.schedule())
 
-    def _drain_inbox(self, block: bool, timeout: float | None = None) -> bool:
-        """Queue the tasks the inbox holds and run its calls; whether anything came."""
-        came = False
-        while True:
-            try:
-                item = self._inbox.get(block=block, timeout=timeout)
-            except queue.Empty:
-                return came
-            block, came = False, True
-            if item is None:
-                continue
-            if not isinstance(item, Task):
-                item()
-                continue
-            if item.arrival is not None:
-                item.arrival.close()
-            refusal = self.scheduler.never_fits(item)
-            if refusal:
-                self._fail(item, "invalid_argument", refusal)
-            with self._inbox_lock:  # from the inbox to the queue at once: counted once
-                if not refusal:
-                    self.scheduler.add(item)
-                self._inbox_tasks -= 1
+    def _take(self, task: Task) -> Callable[[], None] | None:
+        """A task from the inbox: what adds it to the scheduler's queue, or None if refused."""
+        if task.arrival is not None:
+            task.arrival.close()
+        refusal = self.scheduler.never_fits(task)
+        if refusal:
+            self._fail(task, "invalid_argument", refusal)
+            return None
+        return lambda: self.scheduler.add(task)
 
     # -- one step: schedule, execute, update -----------------------------------------------
     def _step(self) -> None:
