@@ -15,7 +15,6 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
-from dataclasses import dataclass
 from typing import TypeVar, cast
 
 from native import Context, LlamaError, LoraAdapter, Model
@@ -29,10 +28,12 @@ from service.engine.media_step import decode_media
 from service.engine.monitor import Monitor
 from service.engine.outbox import Outbox
 from service.engine.scheduler import Limits, Load, Plan, Scheduler
+from service.engine.settings import EngineSettings, EngineStats
 from service.engine.slots import Slot
-from service.engine.speculation import SpecStats, Speculator, verify
+from service.engine.speculation import Speculator, verify
 from service.engine.task import Task
 from service.engine.textstream import TextStream
+from service.engine.timeline import BUILD, INTAKE, POST, SAMPLE, SCHEDULE, TOKENS, from_env
 from service.engine.update import StopRules, accept, shift_span, slot_full, stop_reason
 
 _log = logging.getLogger(__name__)
@@ -47,33 +48,6 @@ FAULT_AT_STEP_ENV = "LLAMA_GRPC_TEST_ENGINE_FAULT_AT_STEP"
 
 __all__ = ["ARRIVAL_WAIT_S", "BURST_WINDOW_S", "Arrival", "Engine", "EngineSettings",
            "EngineStoppedError", "QueueFullError"]
-
-
-@dataclass(frozen=True)
-class EngineSettings:
-    context_shift: bool = True
-    slot_prompt_similarity: float = 0.5
-    special: bool = False  # render special (control) tokens in the text, as --special asks
-    sampling_threads: int = 1  # threads that sample a step's slots together (--threads-sampling)
-    max_queue: int = 0  # requests that may wait for a slot; 0: no limit (--max-queue)
-    # A projector is loaded (--mmproj): as llama-server, no context shift and no cache reuse
-    # by KV shifting, which could cut through or move a medium's cells.
-    multimodal: bool = False
-
-
-@dataclass
-class EngineStats(SpecStats):
-    """Counters for /metrics and /slots; written by the engine thread only."""
-
-    prompt_tokens_total: int = 0
-    prompt_seconds_total: float = 0.0
-    tokens_predicted_total: int = 0
-    tokens_predicted_seconds_total: float = 0.0
-    n_decode_total: int = 0
-    n_busy_slots_total: int = 0
-    requests_processing: int = 0
-    requests_deferred: int = 0
-    decodes_interrupted: int = 0  # redone with the requests of a burst that came meanwhile
 
 
 class Engine:
@@ -111,6 +85,7 @@ class Engine:
         self.on_fatal: Callable[[BaseException], None] | None = None
         self._fault_at_step = int(os.environ.get(FAULT_AT_STEP_ENV) or 0)
         self._n_steps = 0
+        self._timeline = from_env()  # off unless measuring (timeline.py)
         previous = threading.stack_size(ENGINE_STACK_BYTES)
         try:
             self._thread = threading.Thread(target=self._run, name="llama-engine", daemon=True)
@@ -127,6 +102,10 @@ class Engine:
         self._thread.join(timeout)
         if not self._thread.is_alive():
             self._outbox.close()
+        try:
+            self._timeline.write()
+        except OSError as e:  # a measurement's file: never a reason to fail a shutdown
+            _log.warning("step timeline not written: %s", e)
 
     def submit(self, task: Task, arrival: Arrival | None = None) -> None:
         """Queue a generation; its events go to task.sink. Never blocks. `arrival`, the
@@ -205,19 +184,24 @@ class Engine:
         # An exception here is a bug, and the context and slots may no longer agree after it
         # (a decode half done, cells not freed): going on could serve wrong text, so it ends
         # the loop (_die), and the process exits for a supervisor to restart it.
+        tl = self._timeline
         while not self._stopping:
             try:
+                tl.begin()
                 idle = not self.scheduler.running and not self.scheduler.waiting
                 self._intake(block=idle)
                 if idle:
                     self._arrivals.burst_until = time.monotonic() + BURST_WINDOW_S
+                    tl.begin()  # waiting for work is no step's time
                 self._gather(wait_for_arrivals=self._in_burst())
+                tl.mark(INTAKE)
                 if self.scheduler.running or self.scheduler.waiting:
                     self._step()
                     self._outbox.wake_all()  # events no decode of this step took along
             finally:
                 self._outbox.deliver()
                 self.monitor.publish(self.stats, self.scheduler)
+                tl.end(self.stats.tokens_predicted_total)
 
     def _die(self, exc: BaseException) -> None:
         """Fail every request the engine holds or will be handed, then tell the server."""
@@ -304,14 +288,17 @@ class Engine:
                                  lambda w, why: self._fail(cast(Task, w.request), "internal", why))
             if ended:
                 self._after_media(ended)
+        tl = self._timeline
+        tl.mark(SCHEDULE)
         if not plan.work:
             return
         t0 = time.perf_counter()
         ready = self._decode(plan)
         if ready is None:
             return
+        tl.decoded(self.ctx, plan.n_tokens)
         self.scheduler.advance(plan)
-        self._account(plan, t0, time.perf_counter())
+        self.stats.account(plan, len(self.scheduler.running), time.perf_counter() - t0)
         self._progress(plan)
         wanted = []
         for task in ready:
@@ -321,6 +308,7 @@ class Engine:
                 self._finish(task, "limit")  # the prompt is now cached, nothing more
             else:
                 wanted.append(task)
+        tl.mark(POST)
         plain = [t for t in wanted if not t.verify]
         for task in (t for t in wanted if t.verify):  # speculative: service/engine/speculation
             assert self.speculator is not None
@@ -329,13 +317,16 @@ class Engine:
             if failed is not None:
                 self._fail(task, "invalid_argument" if failed == NO_TOKEN_SELECTED
                            else "internal", f"sampling failed: {failed}")
-        for task, result in zip(plain, self.executor.sample(plain), strict=True):
+        results = self.executor.sample(plain)
+        tl.mark(SAMPLE)
+        for task, result in zip(plain, results, strict=True):
             if isinstance(result, str):
                 kind = "invalid_argument" if result == NO_TOKEN_SELECTED else "internal"
                 self._fail(task, kind, f"sampling failed: {result}")
             else:
                 self._on_token(task, *result)
         self.monitor.sampled(wanted, time.perf_counter())
+        tl.mark(TOKENS)
 
     def _after_media(self, tasks: list[Task]) -> None:
         """Prompts that ended with a medium: their output (logits or embedding) is taken now,
@@ -388,6 +379,7 @@ class Engine:
             if self._arrivals.open:  # one began arriving while planning: gather it first
                 self.ctx.allow_interrupt(False)
                 return None
+        self._timeline.mark(BUILD)
         # The loops get the events so far as this decode starts, while it runs (waker.py).
         waker = self._outbox.take_waker()
         try:
@@ -418,17 +410,6 @@ class Engine:
         assert task.slot is not None
         self._emit(task, Started(task.id, task.slot.id, len(task.prompt), task.n_cached))
         self.monitor.started(task)
-
-    def _account(self, plan: Plan, t0: float, t1: float) -> None:
-        n_gen = sum(len(w.tokens) for w in plan.work if w.request.generating)
-        n_tokens = plan.n_tokens
-        n_prompt = n_tokens - n_gen
-        dt, total = t1 - t0, max(n_tokens, 1)
-        self.stats.n_decode_total += 1
-        self.stats.n_busy_slots_total += len(self.scheduler.running)
-        self.stats.prompt_tokens_total += n_prompt
-        self.stats.prompt_seconds_total += dt * n_prompt / total
-        self.stats.tokens_predicted_seconds_total += dt * n_gen / total
 
     def _progress(self, plan: Plan) -> None:
         """llama-server's prompt_progress after each decode of a prompt chunk, for requests
