@@ -102,7 +102,11 @@ def test_off_unless_the_variable_names_a_file(monkeypatch: pytest.MonkeyPatch,
     on = from_env()
     assert on.enabled and isinstance(on, StepTimeline)
     off = Timeline()
-    off.begin(), off.mark(0), off.end(0), off.write()  # all nothing
+    off.begin()
+    off.mark(0)
+    off.end(0)
+    off.write()  # all nothing: no file, no stamps
+    assert not hasattr(off, "stamps")
 
 
 def test_a_real_engine_writes_its_steps_when_it_stops(tiny_bpe_path: Path, tmp_path: Path,
