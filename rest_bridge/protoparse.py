@@ -6,12 +6,14 @@ a fraction takes it truncated toward zero (1.5 -> 1), where ParseDict refuses it
 ParseDict is pure Python and costs ~50 us for a plain /completion body, on the path to the
 first token. Top-level fields whose value needs no conversion (an int for an integer field, a
 number for a float, a bool, a string, a string/number/bool for a google.protobuf.Value) are
-set directly here. Every other key goes to ParseDict in one call, with its order kept: real
-oneof members, enums, bytes, nested and repeated messages, nulls, strings with unpaired
-surrogates, unknown names, and any value of another type (ParseDict's conversions and errors
-then apply unchanged). Keys are independent in ParseDict, except two keys naming one field
-(`top_k` and `topK`) or two members of one oneof (`prompt`, `typed_prompt`): such a body goes
-to ParseDict whole.
+set directly here, and so are lists of strings for a repeated string field or a Value (the
+`input` of an embedding request, a rerank request's `documents`: ParseDict spends ~5 us a
+string on them, ~0.5 ms for 64 documents; `extend` ~0.03 ms). Every other key goes to
+ParseDict in one call, with its order kept: real oneof members, enums, bytes, nested messages,
+other repeated fields, nulls, strings with unpaired surrogates, unknown names, and any value
+of another type (ParseDict's conversions and errors then apply unchanged). Keys are
+independent in ParseDict, except two keys naming one field (`top_k` and `topK`) or two
+members of one oneof (`prompt`, `typed_prompt`): such a body goes to ParseDict whole.
 """
 
 from __future__ import annotations
@@ -87,6 +89,17 @@ def _string_setter(name: str) -> Setter:
     return put
 
 
+def _strings(value: Any) -> bool:
+    """Whether `value` is a non-empty list of strings that protobuf takes as they are (an
+    empty list, another element or a lone surrogate: ParseDict's outcome, whatever it is)."""
+    if type(value) is not list or not value:
+        return False
+    for v in value:
+        if type(v) is not str or (not v.isascii() and _UNPAIRED_SURROGATE.search(v)):
+            return False
+    return True
+
+
 def _value_setter(name: str) -> Setter:
     def put(message: Message, value: Any) -> bool:
         kind = type(value)
@@ -96,15 +109,27 @@ def _value_setter(name: str) -> Setter:
             getattr(message, name).bool_value = value
         elif kind is int or kind is float:
             getattr(message, name).number_value = value
+        elif _strings(value):
+            getattr(message, name).list_value.extend(value)
         else:
             return False
         return True
     return put
 
 
+def _strings_setter(name: str) -> Setter:
+    """A repeated string field given a list of strings."""
+    def put(message: Message, value: Any) -> bool:
+        if not _strings(value):
+            return False
+        getattr(message, name).extend(value)
+        return True
+    return put
+
+
 def _setter(field: FieldDescriptor) -> Setter | None:
     if field.is_repeated:
-        return None
+        return _strings_setter(field.name) if field.type == FieldDescriptor.TYPE_STRING else None
     cpp = field.cpp_type
     if cpp in _INT_TYPES:
         return _int_setter(field.name)
