@@ -10,10 +10,19 @@ small repository; without them, each extra file follows a plain "--- snippet ---
 a batch, the suffix what is left of the 1/4 after the prompt, and the extra context the last
 `n_ctx - n_batch - 2 * n_predict` tokens (n_predict being the server's -n): the same budgets
 as llama-server, so both send the model the same tokens.
+
+Editor plugins send the same `input_extra` files with every request (llama.vim and
+llama.vscode keep a ring of chunks and send all of it each time), so each file's tokens are
+kept by text (`ExtraTokens`): a warm request tokenizes only its prefix and suffix. Tokenizing
+~2,000 tokens of files costs ~2 ms, as much as the rest of a warm request's first token
+(docs/benchmarks.md, issue 20).
 """
 
 from __future__ import annotations
 
+import threading
+import weakref
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -24,6 +33,62 @@ from service.errors import ServiceError
 
 _SNIPPET_SEPARATOR = "\n\n--- snippet ---\n\n"
 _FIM_NAMES = (("pre", "prefix"), ("suf", "suffix"), ("mid", "middle"))
+# Tokens of extra-context texts kept per vocabulary: a plugin's ring of chunks is ~10-20k
+# tokens (llama.vim: 16 chunks of 64 lines); ~36 bytes a kept token id in Python.
+EXTRA_CACHE_TOKENS = 1 << 16
+
+
+class ExtraTokens:
+    """Token ids of texts (tokenized without special tokens), the most recently used kept up
+    to `budget` tokens in all; safe to share between the threads that prepare requests."""
+
+    def __init__(self, vocab: Vocab, budget: int = EXTRA_CACHE_TOKENS,
+                 largest: int | None = None) -> None:
+        self._vocab = weakref.ref(vocab)  # the cache hangs off the vocabulary: no cycle
+        self.budget = budget
+        # a text of more tokens is not kept: one large file must not flush the others
+        self.largest = budget // 4 if largest is None else largest
+        self.n_tokens = 0
+        self._kept: OrderedDict[str, tuple[int, ...]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def __call__(self, text: str) -> tuple[int, ...]:
+        if not text:
+            return ()
+        with self._lock:
+            found = self._kept.get(text)
+            if found is not None:
+                self._kept.move_to_end(text)
+                return found
+        vocab = self._vocab()
+        assert vocab is not None  # a caller holds it
+        tokens = tuple(vocab.tokenize(text, add_special=False, parse_special=False))
+        if len(tokens) <= self.largest:
+            self._keep(text, tokens)
+        return tokens
+
+    def _keep(self, text: str, tokens: tuple[int, ...]) -> None:
+        with self._lock:
+            if text in self._kept:  # another thread tokenized it meanwhile
+                return
+            self._kept[text] = tokens
+            self.n_tokens += len(tokens)
+            while self.n_tokens > self.budget:
+                _, dropped = self._kept.popitem(last=False)
+                self.n_tokens -= len(dropped)
+
+
+_extra_caches: weakref.WeakKeyDictionary[Vocab, ExtraTokens] = weakref.WeakKeyDictionary()
+_extra_caches_lock = threading.Lock()
+
+
+def extra_tokens_of(vocab: Vocab) -> ExtraTokens:
+    """The vocabulary's cache of extra-context tokens (made on first use)."""
+    with _extra_caches_lock:
+        cache = _extra_caches.get(vocab)
+        if cache is None:
+            cache = _extra_caches[vocab] = ExtraTokens(vocab)
+        return cache
 
 
 @dataclass(frozen=True)
@@ -54,7 +119,7 @@ def infill_prompt(vocab: Vocab, prefix: str, suffix: str, extra: Sequence[tuple[
     def tokens(text: str) -> list[int]:
         return vocab.tokenize(text, add_special=False, parse_special=False) if text else []
 
-    extra_tokens = _extra_context(fim, extra, tokens)
+    extra_tokens = _extra_context(fim, extra, extra_tokens_of(vocab))
     prefix_tokens, suffix_tokens = tokens(prefix), tokens(suffix)
     n_prefix = min(len(prefix_tokens), 3 * (budget.n_batch // 4))
     n_suffix = min(len(suffix_tokens), max(0, budget.n_batch // 4 - (2 + len(prompt))))
@@ -70,7 +135,7 @@ def infill_prompt(vocab: Vocab, prefix: str, suffix: str, extra: Sequence[tuple[
 
 
 def _extra_context(fim: dict[str, int], extra: Sequence[tuple[str, str]],
-                   tokens: Callable[[str], list[int]]) -> list[int]:
+                   tokens: Callable[[str], Sequence[int]]) -> list[int]:
     out: list[int] = []
     repo_level = fim["sep"] >= 0
     if fim["rep"] >= 0:

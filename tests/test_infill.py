@@ -122,6 +122,22 @@ def test_infill_evaluates_the_layout(fim_stub: Any, repo_vocab: Any) -> None:
 
 
 @pytest.mark.slow
+def test_a_repeated_request_evaluates_the_same_prompt(fim_stub: Any) -> None:
+    # the second request's input_extra tokens come from service.infill's ExtraTokens
+    extra = [{"filename": f"m{i}.py", "text": f"def f{i}(x):\n    return x + {i}\n"}
+             for i in range(4)]
+    answers = []
+    for prefix in ("def g(y):\n", "def g(y):\n", "def h(z):\n"):
+        messages, code, details = _infill(fim_stub, input_prefix=prefix, input_suffix="\n",
+                                          input_extra=extra, n_predict=4, **GREEDY)
+        assert code == grpc.StatusCode.OK, details
+        answers.append((messages[-1].prompt, messages[-1].tokens_evaluated,
+                        "".join(m.content for m in messages)))
+    assert answers[1] == answers[0]
+    assert answers[2][0] == answers[0][0].replace("def g(y)", "def h(z)")
+
+
+@pytest.mark.slow
 def test_n_indent_cuts_a_generation(fim_stub: Any) -> None:
     # The grammar writes an indented line, then one that is not: n_indent 4 stops it there.
     messages, code, details = _infill(
