@@ -12,9 +12,19 @@ Prints, for readers who want "does scraping cost throughput?":
   GIL, mostly) as a share of each run, with and without scraping, from the kernel's per-thread
   schedstat: what a scrape's Python work on the event loop takes from the engine, whatever else
   loads the machine (time waiting for a core is counted apart);
+- the same over each run's steady state (every stream generating, none finished: start-up and
+  wind-down, where the engine idles waiting for requests, left out), and from it the engine's
+  extra blocked time per GET: the figure to set against the server's CPU per GET (a GET cannot
+  take the engine more GIL time than the loop spends on it; `--interval 0.01` magnifies it);
 - the server process's own CPU per GET of each route (summed over its threads' schedstat, with
   the engine idle), and per GET /health, the gRPC hop alone: the robust figure on a shared
   machine. The bridge and the scraper are other processes.
+
+The scraper's HTTP client and its connection are made before the first run and it starts after
+the streams' requests are sent: made inside each scraped run (as before 2026-12-07) its set-up
+(an httpx client builds an SSL context: 20-30 ms of CPU here) ran on the bench's event loop
+ahead of the streams, so every scraped run started late while the engine idled, which read as
+~5 % of throughput and ~3 ms of engine blocked per GET (docs/benchmarks.md).
 
 The server gets usable CPUs - 1 threads, as in `python -m bench`, so that on a small machine the
 scraper has a core. GetMetrics and ListSlots read the snapshot the engine publishes after each
@@ -46,27 +56,60 @@ from bench.servers import free_port
 from native.testmodels import ensure_model
 
 
-async def _stream(stub: service_pb2_grpc.LlamaServerStub, first: int, n_predict: int) -> int:
+class Window:
+    """A run's steady state: from the moment every stream has its first token to the moment
+    the first one has all of its tokens. What start-up and wind-down add (the engine idle,
+    waiting for requests to arrive or to be read) is left out, and so is the scraper's first
+    GET, sent as the run begins."""
+
+    def __init__(self, pid: int, streams: int) -> None:
+        self.pid, self.waiting, self.tokens = pid, streams, 0
+        self.start: tuple[int, dict[int, tuple[int, int]], int] | None = None
+        self.end: tuple[int, dict[int, tuple[int, int]], int] | None = None
+        self.gets: list[int] = []  # when each GET of the scraper was sent (perf_counter_ns)
+
+    def _mark(self) -> tuple[int, dict[int, tuple[int, int]], int]:
+        return time.perf_counter_ns(), thread_times(self.pid), self.tokens
+
+    def first_token(self) -> None:
+        self.waiting -= 1
+        if self.waiting == 0:
+            self.start = self._mark()
+
+    def stream_done(self) -> None:
+        if self.end is None and self.start is not None:
+            self.end = self._mark()
+
+
+async def _stream(stub: service_pb2_grpc.LlamaServerStub, first: int, n_predict: int,
+                  window: Window | None = None) -> int:
     req = completion_pb2.CompletionRequest(stream=True, n_predict=n_predict, ignore_eos=True,
                                            temperature=0.0, cache_prompt=False)
     req.prompt.list_value.values.extend(
         struct_pb2.Value(number_value=(first + j) % 30_000 + 1000) for j in range(32))
     n = 0
     async for msg in stub.Completion(req):
+        if window is not None and msg.tokens:
+            window.tokens += len(msg.tokens)
+            if not n:
+                window.first_token()
+            if n + len(msg.tokens) >= n_predict:
+                window.stream_done()
         n += len(msg.tokens)
     return n
 
 
-async def _scrape(url: str, interval: float, stop: asyncio.Event) -> int:
+async def _scrape(http: httpx.AsyncClient, paths: Sequence[str], interval: float,
+                  stop: asyncio.Event, window: Window) -> int:
     done = 0
-    async with httpx.AsyncClient(base_url=url, timeout=30) as http:
-        while not stop.is_set():
-            for path in ("/metrics", "/slots"):
-                r = await http.get(path)
-                r.raise_for_status()
-                done += 1
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), interval)
+    while not stop.is_set():
+        for path in paths:
+            window.gets.append(time.perf_counter_ns())
+            r = await http.get(path)
+            r.raise_for_status()
+            done += 1
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), interval)
     return done
 
 
@@ -75,6 +118,12 @@ class Run:
     rate: float  # tokens/s, all streams together
     scrapes: int  # GETs answered during the run
     blocked: float  # share of the run the engine thread was blocked (not running, not runnable)
+    # the steady state (Window): tokens/s, the engine's blocked share, its length in seconds
+    # and the GETs sent in it
+    steady_rate: float = 0.0
+    steady_blocked: float = 0.0
+    steady_s: float = 0.0
+    steady_gets: int = 0
 
 
 def thread_times(pid: int) -> dict[int, tuple[int, int]]:
@@ -99,31 +148,49 @@ def blocked_share(before: dict[int, tuple[int, int]], after: dict[int, tuple[int
     return max(wall_ns - run - wait, 0) / wall_ns
 
 
-async def _run(stub: service_pb2_grpc.LlamaServerStub, url: str, pid: int, streams: int,
-               n_predict: int, rep: int, scrape: bool) -> Run:
-    stop = asyncio.Event()
-    scraper = asyncio.create_task(_scrape(url, 0.1, stop)) if scrape else None
+def _steady(window: Window) -> tuple[float, float, float, int]:
+    """Run's steady_* fields, all 0 if there was no steady state (a stream ended first)."""
+    if window.start is None or window.end is None or window.end[0] <= window.start[0]:
+        return 0.0, 0.0, 0.0, 0
+    (t0, before, n0), (t1, after, n1) = window.start, window.end
+    return ((n1 - n0) * 1e9 / (t1 - t0), blocked_share(before, after, t1 - t0, window.pid),
+            (t1 - t0) / 1e9, sum(1 for t in window.gets if t0 <= t < t1))
+
+
+async def _run(stub: service_pb2_grpc.LlamaServerStub, http: httpx.AsyncClient, pid: int,
+               streams: int, n_predict: int, rep: int, scrape: Sequence[str],
+               interval: float) -> Run:
+    """One run; the scraper (if `scrape` names paths) starts after the streams' requests are
+    on their way, on a connection made before, so that its set-up delays no stream."""
+    stop, window = asyncio.Event(), Window(pid, streams)
     before, t0 = thread_times(pid), time.perf_counter_ns()
-    counts = await asyncio.gather(*(_stream(stub, (rep * streams + i) * 97, n_predict)
-                                    for i in range(streams)))
+    load = asyncio.gather(*(_stream(stub, (rep * streams + i) * 97, n_predict, window)
+                            for i in range(streams)))
+    scraper = (asyncio.create_task(_scrape(http, scrape, interval, stop, window))
+               if scrape else None)
+    counts = await load
     wall = time.perf_counter_ns() - t0
     blocked = blocked_share(before, thread_times(pid), wall, pid)
     stop.set()
-    return Run(sum(counts) * 1e9 / wall, await scraper if scraper is not None else 0, blocked)
+    scrapes = await scraper if scraper is not None else 0
+    return Run(sum(counts) * 1e9 / wall, scrapes, blocked, *_steady(window))
 
 
 async def _drive(address: str, url: str, pid: int, streams: int, n_predict: int,
-                 reps: int) -> list[tuple[Run, Run]]:
+                 reps: int, paths: Sequence[str], interval: float) -> list[tuple[Run, Run]]:
     """(unscraped, scraped) runs, each pair run back to back, in alternating order."""
     out = []
-    async with grpc.aio.insecure_channel(address) as channel:
+    async with (grpc.aio.insecure_channel(address) as channel,
+                httpx.AsyncClient(base_url=url, timeout=30) as http):
         stub = service_pb2_grpc.LlamaServerStub(channel)
         await _stream(stub, 0, 4)  # warm-up
+        for path in paths:  # the scraper's connection, made before any run
+            (await http.get(path)).raise_for_status()
         for rep in range(reps):
             pair: dict[bool, Run] = {}
             for scrape in ((False, True) if rep % 2 == 0 else (True, False)):
-                pair[scrape] = await _run(stub, url, pid, streams, n_predict,
-                                          2 * rep + scrape, scrape)
+                pair[scrape] = await _run(stub, http, pid, streams, n_predict,
+                                          2 * rep + scrape, paths if scrape else (), interval)
             out.append((pair[False], pair[True]))
     return out
 
@@ -171,8 +238,12 @@ def ratio_spread(pairs: Sequence[tuple[float, float]]) -> tuple[float, float, fl
     return statistics.median(ratios), q1, q3, ratios[0], ratios[-1]
 
 
+SCRAPED = ("/metrics", "/slots")
+
+
 def measure(model: Path, streams: int, n_predict: int, reps: int, threads: int,
-            extra: Sequence[str] = ()) -> str:
+            extra: Sequence[str] = (), paths: Sequence[str] = SCRAPED,
+            interval: float = 0.1) -> str:
     grpc_port, http_port = free_port(), free_port()
     url = f"http://127.0.0.1:{http_port}"
     cmd = [sys.executable, "-m", "service.cli", "-m", str(model), "-c", str(1024 * streams),
@@ -185,36 +256,62 @@ def measure(model: Path, streams: int, n_predict: int, reps: int, threads: int,
     try:
         _wait_ready(url, server, log)
         runs = asyncio.run(_drive(f"127.0.0.1:{grpc_port}", url, server.pid, streams,
-                                  n_predict, reps))
+                                  n_predict, reps, paths, interval))
         cpu = _server_cpu_per_scrape(url, server.pid)
     finally:
         server.terminate()
         server.wait(60)
-    return report(model.name, streams, n_predict, threads, runs, cpu)
+    return report(model.name, streams, n_predict, threads, runs, cpu, paths, interval)
+
+
+def blocked_per_get(runs: Sequence[tuple[Run, Run]]) -> float:
+    """Milliseconds of the engine thread's time blocked per GET, over the steady states: the
+    scraped run's blocked share less its unscraped neighbour's, times the scraped run's
+    length, over its GETs; the median of the pairs (nan without any)."""
+    each = [(b.steady_blocked - a.steady_blocked) * b.steady_s * 1000 / b.steady_gets
+            for a, b in runs if a.steady_s > 0 and b.steady_gets > 0]
+    return statistics.median(each) if each else float("nan")
+
+
+def _pct(runs: Sequence[tuple[Run, Run]], field: str) -> tuple[float, float]:
+    return (statistics.median(getattr(a, field) for a, _ in runs) * 100,
+            statistics.median(getattr(b, field) for _, b in runs) * 100)
 
 
 def report(model: str, streams: int, n_predict: int, threads: int,
-           runs: Sequence[tuple[Run, Run]], cpu: dict[str, float]) -> str:
+           runs: Sequence[tuple[Run, Run]], cpu: dict[str, float],
+           paths: Sequence[str] = SCRAPED, interval: float = 0.1) -> str:
     off = statistics.median(a.rate for a, _ in runs)
     on = statistics.median(b.rate for _, b in runs)
     mid, q1, q3, lo, hi = ratio_spread([(a.rate, b.rate) for a, b in runs])
+    s_mid, s_q1, s_q3, s_lo, s_hi = ratio_spread([(a.steady_rate, b.steady_rate)
+                                                  for a, b in runs])
     scrapes = sum(b.scrapes for _, b in runs)
-    per_core = (cpu["/metrics"] + cpu["/slots"]) * 10 / 1000 * 100  # both every 100 ms
-    blocked_off = statistics.median(a.blocked for a, _ in runs) * 100
-    blocked_on = statistics.median(b.blocked for _, b in runs) * 100
+    hz = 1 / interval if interval > 0 else float("inf")
+    per_core = sum(cpu.get(p, 0.0) for p in paths) * hz / 1000 * 100
+    blocked_off, blocked_on = _pct(runs, "blocked")
+    steady_off, steady_on = _pct(runs, "steady_blocked")
+    steady_s = statistics.median(b.steady_s for _, b in runs)
+    named = " and ".join(paths)
     return (f"{model}, {streams} streams x {n_predict} tokens, {len(runs)} runs each, "
             f"server -t {threads}: "
-            f"{off:,.1f} tok/s unscraped, {on:,.1f} tok/s scraped every 100 ms "
-            f"({scrapes} scrapes of /metrics and /slots answered)\n"
+            f"{off:,.1f} tok/s unscraped, {on:,.1f} tok/s scraped every "
+            f"{interval * 1000:g} ms ({scrapes} scrapes of {named} answered)\n"
             f"  throughput ratio scraped / unscraped, pair by pair: median {mid:.3f}, "
             f"middle half {q1:.3f}-{q3:.3f}, all {lo:.3f}-{hi:.3f}\n"
             f"  unscraped runs: {', '.join(f'{a.rate:,.1f}' for a, _ in runs)}\n"
             f"  scraped runs:   {', '.join(f'{b.rate:,.1f}' for _, b in runs)}\n"
             f"  engine thread blocked (not running, not waiting for a core; median of runs): "
             f"{blocked_off:.2f}% unscraped, {blocked_on:.2f}% scraped\n"
+            f"  steady state (every stream generating; {steady_s:.2f} s of a scraped run): "
+            f"ratio median {s_mid:.3f}, middle half {s_q1:.3f}-{s_q3:.3f}, "
+            f"all {s_lo:.3f}-{s_hi:.3f}; engine blocked {steady_off:.2f}% unscraped, "
+            f"{steady_on:.2f}% scraped: {blocked_per_get(runs):+.3f} ms per GET "
+            f"({sum(b.steady_gets for _, b in runs)} GETs)\n"
             f"  server CPU per scrape: /metrics {cpu['/metrics']:.2f} ms, "
             f"/slots {cpu['/slots']:.2f} ms, GET /health (the gRPC hop alone) "
-            f"{cpu['/health']:.2f} ms; {per_core:.1f}% of one core for both at 10 Hz")
+            f"{cpu['/health']:.2f} ms; {per_core:.1f}% of one core for {named} "
+            f"at {hz:g} Hz")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -228,11 +325,16 @@ def main(argv: list[str] | None = None) -> int:
                    help="the server's -t/-tb (default: usable CPUs - 1, at least 1)")
     p.add_argument("--server-args", default="",
                    help="more server flags, one string of shell words (e.g. '-ngl 99' on a GPU)")
+    p.add_argument("--interval", type=float, default=0.1,
+                   help="seconds between two rounds of GETs (default 0.1: 10 Hz); a shorter "
+                   "one magnifies what a GET costs the engine")
+    p.add_argument("--paths", default=",".join(SCRAPED),
+                   help="the routes each round GETs, comma-separated (default: /metrics,/slots)")
     args = p.parse_args(argv)
     model = Path(args.model) if Path(args.model).is_file() else ensure_model(args.model)
     threads = args.threads or max(1, len(os.sched_getaffinity(0)) - 1)
     print(measure(model, args.streams, args.tokens, args.reps, threads,
-                  shlex.split(args.server_args)))
+                  shlex.split(args.server_args), args.paths.split(","), args.interval))
     return 0
 
 

@@ -10,7 +10,15 @@ from pathlib import Path
 
 import pytest
 
-from bench.scrape_overhead import Run, blocked_share, measure, ratio_spread, report, thread_times
+from bench.scrape_overhead import (
+    Run,
+    blocked_per_get,
+    blocked_share,
+    measure,
+    ratio_spread,
+    report,
+    thread_times,
+)
 
 
 def test_ratio_spread_is_over_pairs() -> None:
@@ -36,8 +44,19 @@ def test_thread_times_reads_this_process() -> None:
     assert os.getpid() in times and times[os.getpid()][0] > 0
 
 
+def test_blocked_per_get_is_the_scraped_run_s_extra_blocked_time_over_its_gets() -> None:
+    # 2 points more of a 2 s steady state over 10 GETs: 4 ms a GET; 1 point less over 1 s and
+    # 20 GETs: -0.5 ms; a pair without GETs in its steady state counts for nothing
+    runs = [(Run(1.0, 0, 0.0, 1.0, 0.03, 2.0, 0), Run(1.0, 12, 0.0, 1.0, 0.05, 2.0, 10)),
+            (Run(1.0, 0, 0.0, 1.0, 0.02, 1.0, 0), Run(1.0, 22, 0.0, 1.0, 0.01, 1.0, 20)),
+            (Run(1.0, 0, 0.0, 1.0, 0.02, 1.0, 0), Run(1.0, 1, 0.0, 0.0, 0.0, 0.0, 0))]
+    assert blocked_per_get(runs) == pytest.approx((4 - 0.5) / 2)
+    assert blocked_per_get(runs[2:]) != blocked_per_get(runs[2:])  # nan: nothing to say
+
+
 def test_report_says_every_figure() -> None:
-    runs = [(Run(100.0, 0, 0.01), Run(98.0, 20, 0.02)), (Run(90.0, 0, 0.03), Run(93.0, 22, 0.01))]
+    runs = [(Run(100.0, 0, 0.01, 101.0, 0.01, 2.0, 0), Run(98.0, 20, 0.02, 99.0, 0.02, 2.0, 20)),
+            (Run(90.0, 0, 0.03, 91.0, 0.02, 2.0, 0), Run(93.0, 22, 0.01, 93.0, 0.02, 2.0, 20))]
     text = report("m.gguf", 8, 64, 1, runs,
                   {"/metrics": 0.5, "/slots": 0.4, "/health": 0.3})
     assert "95.0 tok/s unscraped, 95.5 tok/s scraped" in text
@@ -45,7 +64,10 @@ def test_report_says_every_figure() -> None:
     assert "median 1.007, middle half 0.993-1.020, all 0.980-1.033" in text
     assert "2.00% unscraped, 1.50% scraped" in text
     assert "/metrics 0.50 ms, /slots 0.40 ms, GET /health (the gRPC hop alone) 0.30 ms" in text
-    assert "0.9% of one core" in text
+    assert "0.9% of one core for /metrics and /slots at 10 Hz" in text
+    assert ("steady state (every stream generating; 2.00 s of a scraped run): ratio median "
+            "1.001") in text
+    assert "engine blocked 1.50% unscraped, 2.00% scraped: +0.500 ms per GET (40 GETs)" in text
 
 
 @pytest.mark.slow
@@ -56,3 +78,4 @@ def test_a_short_run_reports_throughput_and_cpu_per_scrape(tiny_bpe_path: Path) 
                     text)
     assert cpu is not None and all(float(v) > 0 for v in cpu.groups()), text
     assert re.search(r"median \d+\.\d{3}, middle half", text), text
+    assert re.search(r"steady state .* ms per GET \(\d+ GETs\)", text), text
