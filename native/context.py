@@ -198,10 +198,8 @@ class Context:
         self.check_batch(batch)
         decoding.interrupt_flag = self._interrupt
         try:
-            if wake_fd >= 0:
-                rc = int(lib.llama_grpc_decode_wake(self.ptr, batch.c_struct(), wake_fd))
-            else:
-                rc = int(lib.llama_decode(self.ptr, batch.c_struct()))
+            # llama_decode, or for a context without memory llama_encode (interrupt.c)
+            rc = int(lib.llama_grpc_decode_wake(self.ptr, batch.c_struct(), wake_fd))
         finally:
             decoding.interrupt_flag = None
         if rc != 0:

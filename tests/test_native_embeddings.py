@@ -40,3 +40,30 @@ def test_minilm_matches_reference(minilm_path: Path, reference: dict) -> None:  
         assert cosine >= 0.999, f"{s['text']!r}: cosine {cosine}"
     ctx.close()
     model.close()
+
+
+def test_decode_without_memory_encodes_without_a_log_line(minilm_path: Path) -> None:
+    # llama_decode on a memory-less context (BERT) calls encode after a debug line: a call
+    # into Python's log callback, taking the GIL mid-decode. Context.decode goes straight to
+    # llama_encode (interrupt.c): the same vectors, no line.
+    from native._ffi import captured_log
+
+    model = native.Model(minilm_path)
+    params = native.ContextParams(n_ctx=512, n_batch=512, n_ubatch=512, n_seq_max=2,
+                                  embeddings=True, pooling="mean")
+    tokens = model.vocab.tokenize("pandas live in the mountains", add_special=True)
+    vectors = []
+    for decode in (False, True):
+        ctx = native.Context(model, params)
+        assert not ctx.has_memory
+        batch = native.Batch(64)
+        batch.add_sequence(tokens, 0, 0, output_last=False)
+        batch.set_all_outputs(True)
+        with captured_log() as lines:
+            (ctx.decode if decode else ctx.encode)(batch)
+        if decode:
+            assert lines == []
+        vectors.append(list(ctx.embeddings_seq(0)))
+        ctx.close()
+    assert vectors[0] == vectors[1]
+    model.close()

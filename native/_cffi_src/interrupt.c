@@ -35,13 +35,21 @@ int llama_grpc_interrupt_pending(const int * flag) {
  * so that the loop takes the GIL while this thread decodes without it. Woken from Python
  * instead, the engine thread dropped the GIL for the write and waited for the loop to finish
  * with the events before it could go on (~0.35 ms a token on a busy 2-core machine). A full
- * pipe already wakes the loop, so a failed write is ignored. */
+ * pipe already wakes the loop, so a failed write is ignored.
+ *
+ * A context without memory (an encoder such as BERT: embeddings, reranking) goes straight to
+ * llama_encode, which is all llama_decode does for it after logging a debug line on every call:
+ * a call into Python's log callback, which takes the GIL in the middle of the decode (and waits
+ * for it while the event loop holds it, e.g. turning the last step's results into responses). */
 int32_t llama_grpc_decode_wake(struct llama_context * ctx, struct llama_batch batch,
                                int wake_fd) {
     if (wake_fd >= 0) {
         const char byte = 0;
         ssize_t ignored = write(wake_fd, &byte, 1);
         (void) ignored;
+    }
+    if (llama_get_memory(ctx) == NULL) {
+        return llama_encode(ctx, batch);
     }
     return llama_decode(ctx, batch);
 }

@@ -408,7 +408,9 @@ class Engine:
                            else "internal", str(e))
                 return
         assert task.slot is not None
-        self._emit(task, Started(task.id, task.slot.id, len(task.prompt), task.n_cached))
+        if not task.embedding:  # no consumer of an embedding input reads it, and an event
+            # would wake the loop at the decode's start (waker.py), for nothing
+            self._emit(task, Started(task.id, task.slot.id, len(task.prompt), task.n_cached))
         self.monitor.started(task)
 
     def _progress(self, plan: Plan) -> None:
