@@ -28,7 +28,6 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from llama.v1 import server_pb2
-from prometheus_client import ProcessCollector
 from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
@@ -37,6 +36,7 @@ from prometheus_client.core import (
 )
 
 from service.engine.monitor import EngineSnapshot, Histogram
+from service.metrics_process import ProcessMetrics
 from service.metrics_text import TextTemplate, sample_values
 
 CONTENT_TYPE = "text/plain; version=0.0.4"
@@ -182,7 +182,7 @@ class Metrics:
         self.memory = memory
         self._memory_msg = memory.message()
         self._memory_values = sample_values([_memory(self._memory_msg)])
-        self._process = ProcessCollector(namespace="llamagrpc", registry=None)
+        self._process = ProcessMetrics("llamagrpc")
         # by the number of speculative positions (the one part whose shape changes)
         self._templates: dict[int, TextTemplate] = {}
         self._process_templates: dict[tuple[tuple[str, int], ...], TextTemplate] = {}
@@ -241,12 +241,14 @@ class Metrics:
 
     def _process_text(self) -> str:
         """prometheus-client's process collector (llamagrpc_process_*): read each scrape."""
-        found = list(self._process.collect())
+        values = self._process.values()
+        found = self._process.families if values is not None else list(
+            self._process.collector.collect())
         shape = tuple((f.name, len(f.samples)) for f in found)
         template = self._process_templates.get(shape)
         if template is None:
             template = self._process_templates[shape] = TextTemplate(found)
-        return template.render(sample_values(found))
+        return template.render(values if values is not None else sample_values(found))
 
 
 def _values(r: server_pb2.MetricsResponse, memory: list[float]) -> list[float]:

@@ -11,6 +11,7 @@ float formatting (floatToGoString), so the bytes are those generate_latest write
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable, Sequence
 
 from prometheus_client import generate_latest
@@ -19,6 +20,10 @@ from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
 _fmt: Callable[[float], str] = floatToGoString  # untyped in prometheus-client
+
+# The most values a template keeps the text of (then it starts over): a few scrapes' worth.
+_MEMO_SIZE = 1024
+_ZERO = _fmt(0.0)
 
 # OpenMetrics-only samples, which generate_latest moves after the others: not supported here.
 _MOVED_SUFFIXES = ("_created", "_gsum", "_gcount")
@@ -40,7 +45,7 @@ def sample_values(families: Iterable[Metric]) -> list[float]:
 class TextTemplate:
     """The text of `families` with each sample's value left open; `render` fills them in."""
 
-    __slots__ = ("_chunks", "_tail", "size")
+    __slots__ = ("_chunks", "_memo", "_tail", "size")
 
     def __init__(self, families: Sequence[Metric]) -> None:
         for f in families:
@@ -65,10 +70,26 @@ class TextTemplate:
         self._chunks = tuple(chunks)
         self._tail = pending if chunks else text
         self.size = len(chunks)
+        # value -> its text: most values (bucket counts, sizes, limits) are those of the
+        # previous scrape, and a dict lookup costs a tenth of floatToGoString
+        self._memo: dict[float, str] = {}
 
     def render(self, values: Sequence[float]) -> str:
         """The text with `values` (as many as the template has samples, in their order)."""
         if len(values) != self.size:
             raise ValueError(f"{len(values)} values for a template of {self.size} samples")
-        return "".join([c + _fmt(v) for c, v in zip(self._chunks, values,
-                                                                strict=True)]) + self._tail
+        memo = self._memo
+        if len(memo) > _MEMO_SIZE:
+            memo.clear()
+        out = []
+        for chunk, v in zip(self._chunks, values, strict=True):
+            if v:
+                text = memo.get(v)
+                if text is None:
+                    text = memo[v] = _fmt(v)
+            else:  # 0.0 and -0.0 are one key: not memoized, told apart by their sign
+                text = _ZERO if math.copysign(1.0, v) > 0 else _fmt(v)
+            out.append(chunk)
+            out.append(text)
+        out.append(self._tail)
+        return "".join(out)

@@ -113,3 +113,15 @@ def test_every_scrape_is_prometheus_client_s_text_of_the_families() -> None:
         if step >= 3:
             assert 'llamacpp:spec_decode_num_accepted_tokens_per_pos_total{position="1"}' in ours
         assert f"llamacpp:n_decode_total {float(step + 1)}\n" in ours
+
+
+def test_one_template_scrape_after_scrape_writes_each_value_anew() -> None:
+    """Values repeat between scrapes (the template keeps their text): 0.0 and -0.0, a value
+    and its int, NaN, and more distinct values than it keeps, each as generate_latest."""
+    template = TextTemplate(shaped([0.0] * 9))
+    runs = [[0.0, -0.0, 0.0, 1, 1.0, 2, -0.0, 0.0, float("nan")],
+            [-0.0, 0.0, -0.0, 1.0, 1, 2.0, 0.0, -0.0, float("nan")],
+            *([float(i), i + 0.5, 1e21 + i, 3, 4, 5, i / 7, float(i), -i] for i in range(300))]
+    for values in runs + runs[:2]:
+        found = shaped(values)
+        assert template.render(sample_values(found)) == reference(found)
