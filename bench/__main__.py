@@ -33,7 +33,7 @@ _GEN = str(paths.REPO_ROOT / "gen" / "python")
 if _GEN not in sys.path:
     sys.path.insert(0, _GEN)
 
-from bench import report  # noqa: E402 - after the sys.path fix-up above
+from bench import report, timeline_table  # noqa: E402 - after the sys.path fix-up above
 from bench.batched_bench import BatchedPoint, run_batched_bench  # noqa: E402
 from bench.load import LoadRunner  # noqa: E402
 from bench.machine import machine_info  # noqa: E402
@@ -118,6 +118,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--profile", type=float, default=0.0, metavar="SECONDS",
                    help="after each phase, py-spy our server for SECONDS per path under the "
                    "busiest aggregate scenario (profile-*.txt in --out)")
+    p.add_argument("--step-timeline", action="store_true",
+                   help="our server records its step timeline (LLAMA_GRPC_STEP_TIMELINE): "
+                   "results.md gets a table of host work against decode per step for each "
+                   "aggregate scenario (bench/timeline_table.py)")
     p.add_argument("--profile-gil", action="store_true",
                    help="profile only the thread holding the GIL (py-spy --gil)")
     p.add_argument("--embeddings-only", action="store_true",
@@ -302,7 +306,8 @@ def _run_model(args: argparse.Namespace, argv: list[str] | None, run: ModelRun,
             phases.append(run_phase(p.name, p.settings, p.scenarios, sizes, reps, server_bin,
                                     not args.no_bridge, runner, out, args.profile,
                                     args.profile_gil, envoy=not args.no_envoy,
-                                    backend_sampling=not args.no_backend_sampling))
+                                    backend_sampling=not args.no_backend_sampling,
+                                    step_timeline=args.step_timeline))
     finally:
         runner.close()
     generated = "" if run.generated_s is None else f"; generated in {run.generated_s}s"
@@ -318,6 +323,9 @@ def _run_model(args: argparse.Namespace, argv: list[str] | None, run: ModelRun,
     rows = [r for p, ph in zip(plan, phases, strict=True)
             for r in report.summarize(ph, p.scenarios)]
     markdown = write_outputs(out, meta, rows, phases, batched)
+    if args.step_timeline and (section := timeline_table.table(phases)):
+        markdown += "\n" + section
+        (out / "results.md").write_text(markdown)
     return markdown, rows, batched, any(ph.errors for ph in phases)
 
 

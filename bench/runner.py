@@ -7,6 +7,8 @@ that no path always runs first, on a cooler or warmer machine. Every run gets fr
 
 from __future__ import annotations
 
+import json
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -26,6 +28,7 @@ from bench.servers import (
     start_llama_server,
     start_our_service,
 )
+from service.engine.timeline import TIMELINE_ENV
 
 GRPC, REST, ENVOY, LLAMA_SERVER = "grpc", "rest", "envoy", "llama-server"
 # llama-server with --backend-sampling: the setting a user who cares about concurrency runs
@@ -45,6 +48,7 @@ class PhaseResult:
     peak_rss_mib: dict[str, float] = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)
     profiles: dict[str, str] = field(default_factory=dict)  # path -> profile summary file
+    timeline: dict[str, Any] = field(default_factory=dict)  # our step timeline (--step-timeline)
 
 
 def say(msg: str) -> None:
@@ -65,12 +69,25 @@ class _Servers:
             proc.stop()
 
 
+def _start_ours(settings: ServerSettings, log_dir: Path, bridge: bool,
+                timeline: Path | None) -> OurService:
+    """Our service; with `timeline`, its engine writes its step timeline there at stop."""
+    if timeline is None:
+        return start_our_service(settings, log_dir, bridge)
+    timeline.unlink(missing_ok=True)
+    os.environ[TIMELINE_ENV] = str(timeline)  # service_env() copies it to ours only now
+    try:
+        return start_our_service(settings, log_dir, bridge)
+    finally:
+        del os.environ[TIMELINE_ENV]
+
+
 def _start(settings: ServerSettings, llama_server: Path | None, bridge: bool, log_dir: Path,
-           result: PhaseResult, envoy: bool = False, backend_sampling: bool = False
-           ) -> _Servers:
+           result: PhaseResult, envoy: bool = False, backend_sampling: bool = False,
+           timeline: Path | None = None) -> _Servers:
     servers = _Servers()
     try:
-        ours: OurService = start_our_service(settings, log_dir, bridge)
+        ours: OurService = _start_ours(settings, log_dir, bridge, timeline)
         servers.processes["ours"] = ours.server
         servers.endpoints[GRPC] = Endpoint("grpc", ours.grpc_address)
         if ours.rest_url:
@@ -148,10 +165,13 @@ def _profile(servers: _Servers, runner: LoadRunner, scenario: Scenario, pm: Prom
 def run_phase(name: str, settings: ServerSettings, scenarios: Sequence[Scenario], sizes: Sizes,
               reps: int, llama_server: Path | None, bridge: bool, runner: LoadRunner,
               log_dir: Path, profile_s: float = 0.0, profile_gil: bool = False,
-              envoy: bool = False, backend_sampling: bool = False) -> PhaseResult:
+              envoy: bool = False, backend_sampling: bool = False,
+              step_timeline: bool = False) -> PhaseResult:
     settings_dict = {k: str(v) if isinstance(v, Path) else v for k, v in asdict(settings).items()}
     result = PhaseResult(name, settings_dict)
-    servers = _start(settings, llama_server, bridge, log_dir, result, envoy, backend_sampling)
+    timeline = log_dir / f"step-timeline-{name}.json" if step_timeline else None
+    servers = _start(settings, llama_server, bridge, log_dir, result, envoy, backend_sampling,
+                     timeline)
     try:
         paths = [p for p in PATHS if p in servers.endpoints]
         pm = PromptMaker(seed=len(name) * 7919)
@@ -183,4 +203,9 @@ def run_phase(name: str, settings: ServerSettings, scenarios: Sequence[Scenario]
                      profile_gil)
     finally:
         servers.close(result)
+    if timeline is not None:  # written by our engine as it stopped
+        if timeline.is_file():
+            result.timeline = json.loads(timeline.read_text())
+        else:
+            result.errors.append(f"no step timeline in {timeline} (did our server stop?)")
     return result

@@ -24,15 +24,18 @@ from service.engine.timeline import (
 )
 
 
-def _stamps(**us: float) -> list[float]:
-    return [us.get(p, 0.0) * 1e-6 for p in PHASES]
+def _stamps(cpu: dict[str, float] | None = None, **us: float) -> list[float]:
+    """A step's stamps: wall µs per phase (keywords), then the thread's CPU µs (`cpu`)."""
+    return [us.get(p, 0.0) * 1e-6 for p in PHASES] + [(cpu or {}).get(p, 0.0) * 1e-6
+                                                       for p in PHASES]
 
 
 def test_groups_by_step_size_with_per_step_and_per_token_figures() -> None:
     sizes, stamps = [], []
     for decode_us in (100.0, 200.0, 300.0, 400.0):  # four 8-token generation steps
         sizes += [8, 8]
-        stamps += _stamps(decode=decode_us, gpu_wait=20.0, tokens=40.0, sample=8.0)
+        stamps += _stamps({"decode": 10.0, "tokens": 30.0}, decode=decode_us, gpu_wait=20.0,
+                          tokens=40.0, sample=8.0)
     sizes += [40, 1]  # one prompt step: 40 tokens decoded, one generated
     stamps += _stamps(decode=1000.0, build=50.0)
     s = summarize(sizes, stamps)
@@ -45,6 +48,8 @@ def test_groups_by_step_size_with_per_step_and_per_token_figures() -> None:
     assert step["host"] == {"mean": 48.0, "p50": 48.0, "p90": 48.0}  # tokens + sample
     assert step["step"]["mean"] == 318.0
     assert big["per_token_us"]["tokens"] == 5.0 and big["per_token_us"]["host"] == 6.0
+    cpu = big["cpu_per_step_us"]
+    assert (cpu["tokens"], cpu["host"], cpu["device"], cpu["step"]) == (30.0, 30.0, 10.0, 40.0)
     assert (prompt["n_tokens"], prompt["steps"]) == (40, 1)
     assert prompt["per_step_us"]["host"]["mean"] == 50.0
     assert s["all"]["per_step_us"]["decode"]["p90"] == 1000.0
@@ -76,7 +81,9 @@ def test_empty_summary_and_dropped_steps() -> None:
 
 def test_stamps_go_to_the_phase_that_ends(monkeypatch: pytest.MonkeyPatch) -> None:
     clock = iter([0.0, 1.0, 3.0, 6.0, 10.0])
+    cpu_clock = iter([0.0, 0.5, 0.5, 0.75, 1.0])
     monkeypatch.setattr("service.engine.timeline.time.perf_counter", lambda: next(clock))
+    monkeypatch.setattr("service.engine.timeline.time.thread_time", lambda: next(cpu_clock))
     tl = StepTimeline(None)
 
     class Ctx:
@@ -87,8 +94,10 @@ def test_stamps_go_to_the_phase_that_ends(monkeypatch: pytest.MonkeyPatch) -> No
     tl.mark(1)  # schedule: 1
     tl.decoded(Ctx(), 2)  # decode: 2, gpu_wait: 3
     tl.end(2)  # deliver: 4
-    row = list(tl.stamps)
-    assert row[1] == 1.0 and row[DECODE] == 2.0 and row[GPU_WAIT] == 3.0 and row[-1] == 4.0
+    row, n = list(tl.stamps), len(PHASES)
+    assert row[1] == 1.0 and row[DECODE] == 2.0 and row[GPU_WAIT] == 3.0 and row[n - 1] == 4.0
+    assert row[n + 1] == 0.5 and row[n + DECODE] == 0.0 and row[n + GPU_WAIT] == 0.25
+    assert row[-1] == 0.25
     assert list(tl.sizes) == [2, 2]
 
 
@@ -137,3 +146,24 @@ def test_a_real_engine_writes_its_steps_when_it_stops(tiny_bpe_path: Path, tmp_p
     assert per_step["tokens"]["mean"] > 0 and per_step["sample"]["mean"] > 0
     assert per_step["step"]["mean"] == pytest.approx(
         per_step["host"]["mean"] + per_step["device"]["mean"], abs=0.2)
+    cpu = full[0]["cpu_per_step_us"]
+    assert cpu["host"] > 0 and cpu["decode"] > 0  # the CPU backend decodes on this thread
+
+
+def test_bench_table_takes_each_aggregate_scenarios_steps() -> None:
+    from bench.runner import PhaseResult
+    from bench.timeline_table import table
+
+    sizes, stamps = [], []
+    for _ in range(3):
+        sizes += [8, 8]
+        stamps += _stamps({"tokens": 50.0}, decode=5000.0, gpu_wait=1000.0, tokens=80.0)
+    timeline = summarize(sizes, stamps)
+    phase = PhaseResult("np8", {"parallel": 8}, timeline=timeline,
+                        samples=[{"scenario": "aggregate_8"}, {"scenario": "aggregate_16"},
+                                 {"scenario": "single"}])
+    text = table([phase, PhaseResult("np64", {"parallel": 64})])  # no timeline: no rows
+    rows = [line for line in text.splitlines() if line.startswith("| np")]
+    assert rows == ["| np8 | 8 | 3 | 6.08 | 5.00 | 1.00 | 0.08 (1%) | 0.05 | 10.0 | "
+                    "0 | 0 | 0 | 0 | 0 | 80 | 0 |"]  # 16 streams at --parallel 8: 8 a step
+    assert table([PhaseResult("np8", {"parallel": 8})]) == ""

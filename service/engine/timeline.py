@@ -16,7 +16,10 @@ A step runs through PHASES in order, each stamped when it ends:
   events)
 - deliver: the step's events handed over (Outbox.deliver), /metrics' snapshot, loop wake-ups
 
-"Host" is every phase but decode and gpu_wait. Steps are grouped by their size: tokens in the
+Each phase has its wall time and the engine thread's CPU time (time.thread_time): where the
+first exceeds the second, the thread waited, for the GIL (the event loop holds it while it turns
+the last step's events into responses), for the GPU, or for a core. "Host" is every phase but
+decode and gpu_wait. Steps are grouped by their size: tokens in the
 batch and tokens generated (a 64-stream generation step is (64, 64)); only steps that decoded
 are recorded.
 """
@@ -71,23 +74,25 @@ class StepTimeline(Timeline):
     def __init__(self, path: Path | None, max_steps: int = MAX_STEPS) -> None:
         self.path = path
         self.max_steps = max_steps
-        self._cur = [0.0] * len(PHASES)
-        self._last = 0.0
+        self._cur = [0.0] * (2 * len(PHASES))
+        self._last = self._last_cpu = 0.0
         self._n_tokens = 0  # the current step's batch size; 0: it decoded nothing
         self._generated_before = 0
         self.sizes: array[int] = array("q")  # per recorded step: n_tokens, n_generated
-        self.stamps: array[float] = array("d")  # per recorded step: seconds per phase
+        # per recorded step: wall seconds per phase, then the thread's CPU seconds per phase
+        self.stamps: array[float] = array("d")
         self.dropped = 0
 
     def begin(self) -> None:
-        self._cur = [0.0] * len(PHASES)
+        self._cur = [0.0] * (2 * len(PHASES))
         self._n_tokens = 0
-        self._last = time.perf_counter()
+        self._last, self._last_cpu = time.perf_counter(), time.thread_time()
 
     def mark(self, phase: int) -> None:
-        now = time.perf_counter()
+        now, cpu = time.perf_counter(), time.thread_time()
         self._cur[phase] += now - self._last
-        self._last = now
+        self._cur[len(PHASES) + phase] += cpu - self._last_cpu
+        self._last, self._last_cpu = now, cpu
 
     def decoded(self, ctx: Synchronizable, n_tokens: int) -> None:
         self.mark(DECODE)
@@ -133,27 +138,37 @@ def _stats_us(values: list[float]) -> dict[str, float]:
             "p90": round(_percentile(ordered, 0.9) * 1e6, 1)}
 
 
-def _group(rows: list[list[float]], n_generated: int) -> dict[str, Any]:
-    """One size's steps: per phase, host and device, per step (mean, p50, p90) and per
-    generated token (the phase's total over the tokens)."""
-    columns = {p: [r[i] for r in rows] for i, p in enumerate(PHASES)}
-    host_i = [PHASES.index(p) for p in HOST_PHASES]
-    dev_i = [PHASES.index(p) for p in DEVICE_PHASES]
+def _columns(rows: list[list[float]], offset: int) -> dict[str, list[float]]:
+    """Per phase, host, device and the whole step: a value per step (rows[offset:])."""
+    n = len(PHASES)
+    columns = {p: [r[offset + i] for r in rows] for i, p in enumerate(PHASES)}
+    host_i = [offset + PHASES.index(p) for p in HOST_PHASES]
+    dev_i = [offset + PHASES.index(p) for p in DEVICE_PHASES]
     columns["host"] = [sum(r[i] for i in host_i) for r in rows]
     columns["device"] = [sum(r[i] for i in dev_i) for r in rows]
-    columns["step"] = [sum(r) for r in rows]
+    columns["step"] = [sum(r[offset:offset + n]) for r in rows]
+    return columns
+
+
+def _group(rows: list[list[float]], n_generated: int) -> dict[str, Any]:
+    """One size's steps: per phase, host and device, per step (mean, p50, p90) and per
+    generated token (the phase's total over the tokens), and the engine thread's CPU time per
+    step (mean)."""
+    wall, cpu = _columns(rows, 0), _columns(rows, len(PHASES))
     tokens = max(n_generated, 1)
     return {
-        "per_step_us": {k: _stats_us(v) for k, v in columns.items()},
-        "per_token_us": {k: round(sum(v) / tokens * 1e6, 2) for k, v in columns.items()},
+        "per_step_us": {k: _stats_us(v) for k, v in wall.items()},
+        "per_token_us": {k: round(sum(v) / tokens * 1e6, 2) for k, v in wall.items()},
+        "cpu_per_step_us": {k: _stats_us(v)["mean"] for k, v in cpu.items()},
     }
 
 
 def summarize(sizes: Sequence[int], stamps: Sequence[float], dropped: int = 0
               ) -> dict[str, Any]:
     """The JSON summary of recorded steps: `sizes` holds (n_tokens, n_generated) pairs,
-    `stamps` len(PHASES) seconds a step. Groups by size, most steps first, then "all"."""
-    n = len(PHASES)
+    `stamps` 2 * len(PHASES) seconds a step (wall per phase, then CPU). Groups by size, most
+    steps first, then "all"."""
+    n = 2 * len(PHASES)
     by_size: dict[tuple[int, int], list[list[float]]] = {}
     for k in range(len(sizes) // 2):
         key = (int(sizes[2 * k]), int(sizes[2 * k + 1]))
