@@ -67,10 +67,10 @@ class OperationsRpcs(ServicerBase):
         snap = self._snapshot(rt)
         if request.fail_on_no_slot and snap.idle_slots == 0:
             raise ServiceError("unavailable", "no slot available")
-        view = self._slots(rt)
-        if view.text_tokens(snap) <= _INLINE_PROMPT_TOKENS:
-            return view.response(snap)
-        return await self._offload.run(view.response, snap)
+        view, states = self._slots(rt), snap.slots
+        if view.text_tokens(states) <= _INLINE_PROMPT_TOKENS:
+            return view.response(states)
+        return await self._offload.run(view.response, states)
 
     @unary
     async def SetProps(self, request: Any, context: Context) -> Any:

@@ -12,11 +12,12 @@ it with LLAMA_SERVER_SLOTS_DEBUG alone).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from llama.v1 import server_pb2
 
-from service.engine.monitor import EngineSnapshot, SlotState
+from service.engine.monitor import SlotState
 from service.messages import request_settings
 from service.runtime import Runtime
 from service.tokens import prompt_text
@@ -34,31 +35,34 @@ class SlotsView:
         self.rt = rt
         self._made: dict[int, tuple[Any, Any]] = {}  # slot id -> (task, its SlotInfo part)
 
-    def text_tokens(self, snap: EngineSnapshot) -> int:
+    def text_tokens(self, states: Sequence[SlotState]) -> int:
         """Tokens of the prompts still to turn into text: what the next answer costs."""
-        return sum(len(s.task.prompt) for s in snap.slots
-                   if s.task is not None and not self._has(s))
+        return sum(len(s.task.prompt) for s in states if s.task is not None and not self._has(s))
 
-    def response(self, snap: EngineSnapshot) -> Any:
-        return server_pb2.ListSlotsResponse(slots=[self._slot(s) for s in snap.slots])
+    def response(self, states: Sequence[SlotState]) -> Any:
+        """The answer for `states` (a snapshot's `slots`), each slot written in place in the
+        response (a SlotInfo made apart would be copied into it once more)."""
+        resp = server_pb2.ListSlotsResponse()
+        for state in states:
+            self._slot(state, resp.slots.add())
+        return resp
 
     def _has(self, state: SlotState) -> bool:
         made = self._made.get(state.id)
         return made is not None and made[0] is state.task
 
-    def _slot(self, state: SlotState) -> Any:
+    def _slot(self, state: SlotState, info: Any) -> None:
         task = state.task
         if task is None:  # never used: llama-server shows these four fields only
-            return server_pb2.SlotInfo(id=state.id, id_task=-1, n_ctx=self.rt.engine.n_ctx_slot,
-                                       speculative=self.rt.engine.speculator is not None,
-                                       is_processing=state.busy)
+            info.id, info.id_task, info.n_ctx = state.id, -1, self.rt.engine.n_ctx_slot
+            info.speculative = self.rt.engine.speculator is not None
+            info.is_processing = state.busy
+            return
         made = self._made.get(state.id)
         if made is None or made[0] is not task:
             made = self._made[state.id] = (task, _task_part(self.rt, state.id, task))
-        info = server_pb2.SlotInfo()
         info.CopyFrom(made[1])
         _add_counts(info, state)
-        return info
 
 
 def _task_part(rt: Runtime, slot_id: int, task: Any) -> Any:
@@ -86,9 +90,10 @@ def _add_counts(info: Any, state: SlotState) -> None:
     n_prompt, n_cached = len(task.prompt), task.n_cached
     stream = task.stream
     stopped = stream.stopped
-    info.next_token.CopyFrom(server_pb2.NextTokenInfo(
-        has_next_token=True, has_new_line=b"\n" in stream.data,
-        n_remain=-1 if task.n_predict < 0 else max(task.n_predict - generated, 0),
-        n_decoded=generated, stopping_word=stopped.word if stopped is not None else ""))
+    nt = info.next_token
+    nt.has_next_token, nt.has_new_line = True, b"\n" in stream.data
+    nt.n_remain = -1 if task.n_predict < 0 else max(task.n_predict - generated, 0)
+    nt.n_decoded = generated
+    nt.stopping_word = stopped.word if stopped is not None else ""
     info.n_prompt_tokens_processed = max(min(task.n_past, n_prompt) - n_cached, 0)
     info.n_prompt_tokens_cache = n_cached
