@@ -31,7 +31,10 @@ with it; p-min 0, the pinned default, given so that both draft alike).
 Reported per scenario and server: decode tokens/s (timings.predicted_n / predicted_ms), end to
 end tokens/s, acceptance (timings.draft_n_accepted / draft_n, where the server reports them),
 whether each output is token-for-token the non-speculative one, ours / llama-server, and each
-server against its own non-speculative single stream (issue 20's ≥ 1.5x target, GPU). A server
+server against its own non-speculative single stream (issue 20's ≥ 1.5x target, GPU); and the
+server's CPU time a generated token (every thread of its processes, ours with the REST bridge's:
+/proc/PID/task/TID/schedstat over the request), which a loaded machine moves far less than the
+wall-clock rates. A server
 that will not start with a scenario's flags is reported as skipped, with its log's reason.
 
     python -m bench --speculative-only          # CPU
@@ -41,6 +44,7 @@ that will not start with a scenario's flags is reported as skipped, with its log
 from __future__ import annotations
 
 import json
+import os
 import random
 import shlex
 import statistics
@@ -53,7 +57,13 @@ from typing import Any
 import httpx
 
 from bench.runner import say
-from bench.servers import ServerSettings, start_llama_server, start_our_service
+from bench.servers import (
+    ServerProcess,
+    ServerSettings,
+    _children,
+    start_llama_server,
+    start_our_service,
+)
 
 OURS, THEIRS = "ours (bridge)", "llama-server"
 PLAIN, REPETITIVE, BIASED = "plain", "repetitive", "repetitive, logit bias"
@@ -90,6 +100,7 @@ class SpecSample:
     draft_n: int  # -1: not reported
     draft_accepted: int
     content: str
+    cpu_s: float = -1.0  # the server's CPU time over the request (-1: not measured)
 
 
 @dataclass
@@ -162,19 +173,40 @@ def complete(client: httpx.Client, url: str, req: dict[str, Any]) -> tuple[
     raise AssertionError("unreachable")
 
 
+def server_cpu_s(pid: int) -> float:
+    """CPU seconds so far of every thread of `pid` and its children (threads that ended are
+    not counted: the servers' threads live as long as they do)."""
+    total = 0
+    for p in (pid, *_children(pid)):
+        try:
+            tids = os.listdir(f"/proc/{p}/task")
+        except OSError:
+            continue
+        for tid in tids:
+            try:
+                with open(f"/proc/{p}/task/{tid}/schedstat") as f:
+                    total += int(f.read().split()[0])
+            except (OSError, ValueError, IndexError):
+                continue
+    return total / 1e9
+
+
 def sample(sc: SpecScenario, server: str, rep: int, resp: dict[str, Any],
-           wall: float) -> SpecSample:
+           wall: float, cpu_s: float = -1.0) -> SpecSample:
     t = resp.get("timings") or {}
     n = int(t.get("predicted_n", 0))
     ms = float(t.get("predicted_ms", 0.0))
     return SpecSample(f"{sc.name}, {sc.prompt}", server, rep, n * 1e3 / ms if ms else 0.0,
                       n / wall if wall else 0.0, n, int(t.get("draft_n", -1)),
-                      int(t.get("draft_n_accepted", -1)), str(resp.get("content", "")))
+                      int(t.get("draft_n_accepted", -1)), str(resp.get("content", "")), cpu_s)
 
 
 def _start(sc: SpecScenario, base: ServerSettings, server_bin: Path | None, ours: bool,
-           out: Path, result: SpecResult) -> tuple[dict[str, str], list[Callable[[], None]]]:
+           out: Path, result: SpecResult) -> tuple[dict[str, str], list[Callable[[], None]],
+                                                   dict[str, int]]:
+    """The servers' URLs, stops and process ids, by server."""
     urls: dict[str, str] = {}
+    pids: dict[str, int] = {}
     stops: list[Callable[[], None]] = []
     key = f"{sc.name}, {sc.prompt}"
     if sc.target is not None:
@@ -184,6 +216,7 @@ def _start(sc: SpecScenario, base: ServerSettings, server_bin: Path | None, ours
         try:
             svc = start_our_service(replace(base, extra=(*base.extra, *flags)), out, bridge=True)
             stops.append(svc.server.stop)
+            pids[OURS] = _pid(svc.server)
             if svc.rest_url:
                 urls[OURS] = svc.rest_url
             else:
@@ -195,10 +228,15 @@ def _start(sc: SpecScenario, base: ServerSettings, server_bin: Path | None, ours
             proc, url = start_llama_server(server_bin, replace(base, extra=(*base.extra,
                                                                               *sc.flags)), out)
             stops.append(proc.stop)
+            pids[THEIRS] = _pid(proc)
             urls[THEIRS] = url
         except (RuntimeError, TimeoutError) as e:
             result.skipped[(key, THEIRS)] = _reason(str(e))
-    return urls, stops
+    return urls, stops, pids
+
+
+def _pid(server: ServerProcess) -> int:
+    return int(server.proc.pid)
 
 
 def _reason(text: str) -> str:
@@ -215,7 +253,7 @@ def run_speculative_bench(server_bin: Path | None, base: ServerSettings,
     `reps` runs per server, the servers' order rotated by run."""
     result = SpecResult()
     for sc in plan:
-        urls, stops = _start(sc, base, server_bin, ours, out, result)
+        urls, stops, pids = _start(sc, base, server_bin, ours, out, result)
         try:
             names = list(urls)
             say(f"speculative: {sc.name}, {sc.prompt} prompt, {reps} runs x {names}")
@@ -225,9 +263,12 @@ def run_speculative_bench(server_bin: Path | None, base: ServerSettings,
                 for rep in range(reps):
                     for name in names[rep % len(names):] + names[:rep % len(names)]:
                         try:
+                            pid = pids.get(name)
+                            cpu0 = server_cpu_s(pid) if pid else 0.0
                             resp, wall = complete(client, urls[name],
                                                   request(sc.prompt, rep, n_predict))
-                            result.samples.append(sample(sc, name, rep, resp, wall))
+                            cpu = server_cpu_s(pid) - cpu0 if pid else -1.0
+                            result.samples.append(sample(sc, name, rep, resp, wall, cpu))
                         except (RuntimeError, httpx.HTTPError) as e:
                             result.errors.append(f"{sc.name} {name} run {rep}: {e}")
         finally:
@@ -263,21 +304,29 @@ def same_as_baseline(result: SpecResult, samples: Sequence[SpecSample], base: st
     return f"{sum(a == b for a, b in pairs)}/{len(pairs)}" if pairs else ""
 
 
+def cpu_per_token(samples: Sequence[SpecSample]) -> str:
+    """The server's CPU milliseconds a generated token, over every measured run."""
+    measured = [s for s in samples if s.cpu_s >= 0]
+    tokens = sum(s.predicted_n for s in measured)
+    return f"{sum(s.cpu_s for s in measured) * 1e3 / tokens:.2f}" if tokens else ""
+
+
 def _ratio(a: float, b: float) -> str:
     return f"{a / b:.2f}" if a and b else ""
 
 
 def table(result: SpecResult, plan: Sequence[SpecScenario]) -> str:
     lines = ["| scenario | server | decode tok/s | end-to-end tok/s | accepted | same output as "
-             "no speculation | runs | decode / llama-server | decode / own no speculation |",
-             "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+             "no speculation | runs | decode / llama-server | decode / own no speculation "
+             "| server CPU ms / token |",
+             "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for sc in plan:
         key, base = f"{sc.name}, {sc.prompt}", f"{BASELINE}, {sc.prompt}"
         for server in (OURS, THEIRS):
             samples = _of(result, key, server)
             if (key, server) in result.skipped or not samples:
                 why = result.skipped.get((key, server), "no successful run")
-                lines.append(f"| {key} | {server} | skipped: {why} | | | | | | |")
+                lines.append(f"| {key} | {server} | skipped: {why} | | | | | | | |")
                 continue
             decode = _median(samples, "decode_tps")
             theirs = _median(_of(result, key, THEIRS), "decode_tps")
@@ -287,7 +336,7 @@ def table(result: SpecResult, plan: Sequence[SpecScenario]) -> str:
                 f"{acceptance(samples) if sc.speculative else ''} | "
                 f"{same_as_baseline(result, samples, base) if sc.speculative else ''} | "
                 f"{len(samples)} | {_ratio(decode, theirs) if server == OURS else ''} | "
-                f"{_ratio(decode, own) if sc.speculative else ''} |")
+                f"{_ratio(decode, own) if sc.speculative else ''} | {cpu_per_token(samples)} |")
     flags = {f"{sc.name}, {sc.prompt}": shlex.join(sc.flags) for sc in plan if sc.flags}
     lines += ["", "Flags (both servers): " + "; ".join(f"{k}: `{v}`" for k, v in flags.items())]
     return "\n".join(lines)

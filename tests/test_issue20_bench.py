@@ -6,6 +6,10 @@ they do not rot. No figure is asserted: timings on a shared machine are noise at
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -71,9 +75,10 @@ def test_the_infill_table_gives_llama_server_over_ours() -> None:
 
 
 def _spec_sample(scenario: str, server: str, rep: int, decode: float, draft_n: int = -1,
-                 accepted: int = -1, content: str = "same") -> speculative.SpecSample:
+                 accepted: int = -1, content: str = "same",
+                 cpu_s: float = -1.0) -> speculative.SpecSample:
     return speculative.SpecSample(scenario, server, rep, decode, decode, 32, draft_n, accepted,
-                                  content)
+                                  content, cpu_s)
 
 
 def test_the_speculative_table_reports_acceptance_and_both_ratios(tmp_path: Path) -> None:
@@ -82,13 +87,14 @@ def test_the_speculative_table_reports_acceptance_and_both_ratios(tmp_path: Path
     result = speculative.SpecResult(samples=[
         _spec_sample(base, speculative.OURS, 0, 10.0), _spec_sample(base, speculative.THEIRS, 0,
                                                                      20.0),
-        _spec_sample(spec, speculative.OURS, 0, 15.0, 40, 30),
-        _spec_sample(spec, speculative.OURS, 1, 15.0, 40, 10, "other"),
+        _spec_sample(spec, speculative.OURS, 0, 15.0, 40, 30, cpu_s=0.1),
+        _spec_sample(spec, speculative.OURS, 1, 15.0, 40, 10, "other", cpu_s=0.06),
         _spec_sample(spec, speculative.THEIRS, 0, 30.0, 8, 8)])
     text = speculative.table(result, plan)
     ours = next(line for line in text.splitlines() if line.startswith(f"| {spec} | ours"))
     cells = [c.strip() for c in ours.split("|")[1:-1]]
-    assert cells[4:] == ["50.0% of 80", "1/1", "2", "0.50", "1.50"], cells
+    # CPU: 0.16 s over 64 tokens
+    assert cells[4:] == ["50.0% of 80", "1/1", "2", "0.50", "1.50", "2.50"], cells
     assert "--spec-type draft-simple" in text
     speculative.write_results(result, plan, tmp_path)
     saved = json.loads((tmp_path / "speculative.json").read_text())
@@ -161,3 +167,24 @@ def test_the_cheap_agreeing_draft_runs_on_its_own_target() -> None:
     assert all(sc.target is None for sc in plan if sc.prompt != speculative.DEEP)
     ids = speculative.request(speculative.DEEP, 0, 8)["prompt"]
     assert len(ids) == 32 and all(1000 <= i < 32_000 for i in ids)  # Llama 2's vocabulary
+
+
+def test_server_cpu_counts_every_thread_of_a_process_and_its_children() -> None:
+    # a child whose second thread burns 0.3 s of CPU, then stays: seen from this process's pid
+    code = ("import threading, time\n"
+            "def burn():\n"
+            "    t = time.thread_time()\n"
+            "    while time.thread_time() - t < 0.3: pass\n"
+            "    time.sleep(60)\n"
+            "threading.Thread(target=burn, daemon=True).start()\n"
+            "time.sleep(60)\n")
+    before = speculative.server_cpu_s(os.getpid())
+    child = subprocess.Popen([sys.executable, "-c", code])
+    try:
+        deadline = time.monotonic() + 30
+        while speculative.server_cpu_s(os.getpid()) - before < 0.3:
+            assert time.monotonic() < deadline, "the child's CPU time was not counted"
+            time.sleep(0.05)
+    finally:
+        child.kill()
+        child.wait()
