@@ -15,7 +15,9 @@ Prints, for readers who want "does scraping cost throughput?":
 - the same over each run's steady state (every stream generating, none finished: start-up and
   wind-down, where the engine idles waiting for requests, left out), and from it the engine's
   extra blocked time per GET: the figure to set against the server's CPU per GET (a GET cannot
-  take the engine more GIL time than the loop spends on it; `--interval 0.01` magnifies it);
+  take the engine more GIL time than the loop spends on it; `--interval 0.01` magnifies it),
+  and the engine's share waiting for a core (what the bridge, the scraper and other jobs take
+  from it on a small machine, where throughput moves with it; not the GIL);
 - the server process's own CPU per GET of each route (summed over its threads' schedstat, with
   the engine idle), and per GET /health, the gRPC hop alone: the robust figure on a shared
   machine. The bridge and the scraper are other processes.
@@ -124,6 +126,7 @@ class Run:
     steady_blocked: float = 0.0
     steady_s: float = 0.0
     steady_gets: int = 0
+    steady_waiting: float = 0.0  # the engine's share of the steady state waiting for a core
 
 
 def thread_times(pid: int) -> dict[int, tuple[int, int]]:
@@ -136,25 +139,42 @@ def thread_times(pid: int) -> dict[int, tuple[int, int]]:
     return out
 
 
-def blocked_share(before: dict[int, tuple[int, int]], after: dict[int, tuple[int, int]],
-                  wall_ns: int, pid: int) -> float:
-    """The engine thread's time neither on a CPU nor waiting for one, as a share of `wall_ns`.
-    The engine's is the busiest thread but the main one (the event loop's, `pid`)."""
+def _engine(before: dict[int, tuple[int, int]], after: dict[int, tuple[int, int]],
+            pid: int) -> tuple[int, int] | None:
+    """The engine thread's (ns on a CPU, ns waiting for one) between the two reads: the
+    busiest thread but the main one (the event loop's, `pid`)."""
     deltas = [(a[0] - before.get(tid, (0, 0))[0], a[1] - before.get(tid, (0, 0))[1])
               for tid, a in after.items() if tid != pid]
-    if not deltas or wall_ns <= 0:
+    return max(deltas) if deltas else None
+
+
+def blocked_share(before: dict[int, tuple[int, int]], after: dict[int, tuple[int, int]],
+                  wall_ns: int, pid: int) -> float:
+    """The engine thread's time neither on a CPU nor waiting for one, as a share of `wall_ns`."""
+    times = _engine(before, after, pid)
+    if times is None or wall_ns <= 0:
         return 0.0
-    run, wait = max(deltas)
+    run, wait = times
     return max(wall_ns - run - wait, 0) / wall_ns
 
 
-def _steady(window: Window) -> tuple[float, float, float, int]:
+def waiting_share(before: dict[int, tuple[int, int]], after: dict[int, tuple[int, int]],
+                  wall_ns: int, pid: int) -> float:
+    """The engine thread's time runnable but waiting for a core, as a share of `wall_ns`:
+    what other processes (the bridge, the scraper, other jobs) take from it on a small
+    machine, apart from the GIL."""
+    times = _engine(before, after, pid)
+    return times[1] / wall_ns if times is not None and wall_ns > 0 else 0.0
+
+
+def _steady(window: Window) -> tuple[float, float, float, int, float]:
     """Run's steady_* fields, all 0 if there was no steady state (a stream ended first)."""
     if window.start is None or window.end is None or window.end[0] <= window.start[0]:
-        return 0.0, 0.0, 0.0, 0
+        return 0.0, 0.0, 0.0, 0, 0.0
     (t0, before, n0), (t1, after, n1) = window.start, window.end
     return ((n1 - n0) * 1e9 / (t1 - t0), blocked_share(before, after, t1 - t0, window.pid),
-            (t1 - t0) / 1e9, sum(1 for t in window.gets if t0 <= t < t1))
+            (t1 - t0) / 1e9, sum(1 for t in window.gets if t0 <= t < t1),
+            waiting_share(before, after, t1 - t0, window.pid))
 
 
 async def _run(stub: service_pb2_grpc.LlamaServerStub, http: httpx.AsyncClient, pid: int,
@@ -287,16 +307,19 @@ def report(model: str, streams: int, n_predict: int, threads: int,
     s_mid, s_q1, s_q3, s_lo, s_hi = ratio_spread([(a.steady_rate, b.steady_rate)
                                                   for a, b in runs])
     scrapes = sum(b.scrapes for _, b in runs)
-    hz = 1 / interval if interval > 0 else float("inf")
+    hz = 1 / interval if interval > 0 else 0.0
     per_core = sum(cpu.get(p, 0.0) for p in paths) * hz / 1000 * 100
+    every = f"every {interval * 1000:g} ms" if interval > 0 else "back to back"
+    load = f"at {hz:g} Hz" if interval > 0 else "(back to back: n/a)"
     blocked_off, blocked_on = _pct(runs, "blocked")
     steady_off, steady_on = _pct(runs, "steady_blocked")
+    waiting_off, waiting_on = _pct(runs, "steady_waiting")
     steady_s = statistics.median(b.steady_s for _, b in runs)
     named = " and ".join(paths)
     return (f"{model}, {streams} streams x {n_predict} tokens, {len(runs)} runs each, "
             f"server -t {threads}: "
-            f"{off:,.1f} tok/s unscraped, {on:,.1f} tok/s scraped every "
-            f"{interval * 1000:g} ms ({scrapes} scrapes of {named} answered)\n"
+            f"{off:,.1f} tok/s unscraped, {on:,.1f} tok/s scraped {every} "
+            f"({scrapes} scrapes of {named} answered)\n"
             f"  throughput ratio scraped / unscraped, pair by pair: median {mid:.3f}, "
             f"middle half {q1:.3f}-{q3:.3f}, all {lo:.3f}-{hi:.3f}\n"
             f"  unscraped runs: {', '.join(f'{a.rate:,.1f}' for a, _ in runs)}\n"
@@ -307,11 +330,11 @@ def report(model: str, streams: int, n_predict: int, threads: int,
             f"ratio median {s_mid:.3f}, middle half {s_q1:.3f}-{s_q3:.3f}, "
             f"all {s_lo:.3f}-{s_hi:.3f}; engine blocked {steady_off:.2f}% unscraped, "
             f"{steady_on:.2f}% scraped: {blocked_per_get(runs):+.3f} ms per GET "
-            f"({sum(b.steady_gets for _, b in runs)} GETs)\n"
+            f"({sum(b.steady_gets for _, b in runs)} GETs); waiting for a core "
+            f"{waiting_off:.2f}% unscraped, {waiting_on:.2f}% scraped\n"
             f"  server CPU per scrape: /metrics {cpu['/metrics']:.2f} ms, "
             f"/slots {cpu['/slots']:.2f} ms, GET /health (the gRPC hop alone) "
-            f"{cpu['/health']:.2f} ms; {per_core:.1f}% of one core for {named} "
-            f"at {hz:g} Hz")
+            f"{cpu['/health']:.2f} ms; {per_core:.1f}% of one core for {named} {load}")
 
 
 def main(argv: list[str] | None = None) -> int:

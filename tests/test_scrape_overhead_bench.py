@@ -18,6 +18,7 @@ from bench.scrape_overhead import (
     ratio_spread,
     report,
     thread_times,
+    waiting_share,
 )
 
 
@@ -37,6 +38,8 @@ def test_blocked_share_is_the_engine_thread_s_time_off_cpu_and_off_the_run_queue
     assert blocked_share(before, after, 1_000_000, pid) == pytest.approx(
         (1_000_000 - 600_000 - 100) / 1_000_000)
     assert blocked_share(before, {}, 1_000, pid) == 0.0
+    assert waiting_share(before, after, 1_000_000, pid) == pytest.approx(100 / 1_000_000)
+    assert waiting_share(before, {}, 1_000, pid) == 0.0
 
 
 def test_thread_times_reads_this_process() -> None:
@@ -55,8 +58,10 @@ def test_blocked_per_get_is_the_scraped_run_s_extra_blocked_time_over_its_gets()
 
 
 def test_report_says_every_figure() -> None:
-    runs = [(Run(100.0, 0, 0.01, 101.0, 0.01, 2.0, 0), Run(98.0, 20, 0.02, 99.0, 0.02, 2.0, 20)),
-            (Run(90.0, 0, 0.03, 91.0, 0.02, 2.0, 0), Run(93.0, 22, 0.01, 93.0, 0.02, 2.0, 20))]
+    runs = [(Run(100.0, 0, 0.01, 101.0, 0.01, 2.0, 0, 0.1),
+             Run(98.0, 20, 0.02, 99.0, 0.02, 2.0, 20, 0.3)),
+            (Run(90.0, 0, 0.03, 91.0, 0.02, 2.0, 0, 0.1),
+             Run(93.0, 22, 0.01, 93.0, 0.02, 2.0, 20, 0.1))]
     text = report("m.gguf", 8, 64, 1, runs,
                   {"/metrics": 0.5, "/slots": 0.4, "/health": 0.3})
     assert "95.0 tok/s unscraped, 95.5 tok/s scraped" in text
@@ -68,6 +73,7 @@ def test_report_says_every_figure() -> None:
     assert ("steady state (every stream generating; 2.00 s of a scraped run): ratio median "
             "1.001") in text
     assert "engine blocked 1.50% unscraped, 2.00% scraped: +0.500 ms per GET (40 GETs)" in text
+    assert "waiting for a core 10.00% unscraped, 20.00% scraped" in text
 
 
 @pytest.mark.slow
