@@ -141,6 +141,9 @@ def float_array(values: npt.NDArray[np.floating]) -> bytes:
     with np.errstate(invalid="ignore"):  # a NaN: compares false, stays a float (null)
         wide = values.astype(np.float64, copy=False)
         small = np.flatnonzero((np.abs(wide) < _SMALL) & (wide != 0.0))
+    if not small.size:  # about half of MiniLM's vectors: the array as it is, no Python floats
+        # (the same text: checked on 7.7 million widened float32 bit patterns)
+        return orjson.dumps(np.ascontiguousarray(wide), option=orjson.OPT_SERIALIZE_NUMPY)
     items: list[float | orjson.Fragment] = wide.tolist()
     for i in small.tolist():
         items[i] = orjson.Fragment(repr(items[i]))

@@ -39,6 +39,22 @@ def test_float_array_writes_json_dumps_text_for_every_kind_of_float32() -> None:
         assert float_array(spread) == plain(spread.astype(np.float64).tolist())
 
 
+def test_float_array_without_small_values_writes_json_dumps_text() -> None:
+    # No value below 1e-4 in magnitude: the array goes to orjson whole (its numpy path)
+    rng = np.random.default_rng(23)
+    for _ in range(200):
+        every = rng.integers(0, 2**32, 384, dtype=np.uint64).astype(np.uint32).view(np.float32)
+        with np.errstate(invalid="ignore"):
+            wide = every.astype(np.float64)
+            every = np.where((np.abs(wide) < 1e-4) & (wide != 0.0), np.float32(0.25), every)
+        every[rng.integers(0, 384, 3)] = (np.nan, np.inf, -0.0)
+        with np.errstate(invalid="ignore"):
+            assert float_array(every) == plain(every.astype(np.float64).tolist())
+    normal = rng.standard_normal(384).astype(np.float32) + np.float32(8.0)  # all >= 1e-4
+    assert float_array(normal) == plain(normal.astype(np.float64).tolist())
+    assert float_array(normal[::2]) == plain(normal[::2].astype(np.float64).tolist())
+
+
 def test_float_array_edges() -> None:
     f32 = np.finfo(np.float32)
     edges = np.array([0.0, -0.0, np.nan, np.inf, -np.inf, 1e-4, -1e-4, 1e-5, 9.999999e-5,
