@@ -26,7 +26,11 @@ class Outbox:
         return bool(self._events)
 
     def emit(self, sink: EventSink, event: Event) -> None:
-        self._events.setdefault(sink, []).append(event)
+        events = self._events.get(sink)  # (setdefault would build a list every call)
+        if events is None:
+            self._events[sink] = [event]
+        else:
+            events.append(event)
 
     def deliver(self) -> None:
         """Hand this step's events over: to loop sinks' loops (woken later), to others now."""

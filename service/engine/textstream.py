@@ -14,6 +14,8 @@ from dataclasses import dataclass
 def incomplete_utf8_tail(data: bytes | bytearray) -> int:
     """How many bytes at the end of `data` start a UTF-8 character that is not complete yet."""
     n = len(data)
+    if n == 0 or data[-1] < 0x80:  # the usual token ends with ASCII: a whole character
+        return 0
     for back in range(1, min(4, n) + 1):
         b = data[n - back]
         if b & 0xC0 == 0x80:  # continuation byte: keep looking for the lead byte
