@@ -4,10 +4,11 @@ ProcessCollector's families and values, read with less work on the event loop.
 The collector builds six metric families on every scrape and reads three files (its stat,
 limits, and the fd directory): ~37 us of CPU here, most of it Python holding the GIL the
 engine thread needs between decodes. The families' shape is fixed, so a scrape here reads the
-values only: the same stat fields with the collector's own arithmetic, the fd directory's
-length, and the soft RLIMIT_NOFILE (what /proc/self/limits' "Max open files" line shows) from
-getrlimit: ~18 us, most of it the kernel listing the fds. Where the collector's families are
-not the six expected (no /proc, another prometheus-client), every scrape asks the collector.
+values only: the same stat fields with the collector's own arithmetic (its clock ticks and
+page size, found as it finds them), the fd directory's length, and the soft RLIMIT_NOFILE
+(what /proc/self/limits' "Max open files" line shows) from getrlimit: ~18 us, most of it the
+kernel listing the fds. Where the collector's families are not the six expected (no /proc,
+another prometheus-client), every scrape asks the collector.
 """
 
 from __future__ import annotations
@@ -21,6 +22,14 @@ from prometheus_client.core import Metric
 # ProcessCollector's families, in the order it yields them (the counter's name without _total).
 _NAMES = ("virtual_memory_bytes", "resident_memory_bytes", "start_time_seconds",
           "cpu_seconds", "open_fds", "max_fds")
+
+
+def _clock_ticks() -> float:
+    """What the collector divides stat's times by (its fallback included)."""
+    try:
+        return float(os.sysconf("SC_CLK_TCK"))
+    except (ValueError, OSError):
+        return 100.0
 
 
 class ProcessMetrics:
@@ -37,8 +46,8 @@ class ProcessMetrics:
         shaped = [f.name for f in found] == [prefix + n for n in _NAMES]
         # the collector's start time: its boot time plus the stat field, a constant
         self._start = found[2].samples[0].value if shaped else None
-        self._ticks = float(self.collector._ticks)
-        self._pagesize = self.collector._pagesize
+        self._ticks = _clock_ticks()
+        self._pagesize = resource.getpagesize()
         self.families: list[Metric] = found
 
     def values(self) -> list[float] | None:
