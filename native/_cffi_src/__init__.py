@@ -12,6 +12,7 @@ import hashlib
 from native._cffi_src import (
     context,
     core,
+    embd,
     ggml,
     interrupt,
     model,
@@ -23,7 +24,7 @@ from native._cffi_src import (
 )
 
 _AREAS = (ggml, core, model, vocab, context, sampler, sample_parallel, ranking,
-          interrupt, mtmd)
+          interrupt, embd, mtmd)
 
 
 def declarations() -> str:
@@ -35,7 +36,7 @@ def declarations() -> str:
 
 def helper_sources() -> str:
     """Our own C code compiled into the extension after llama.h."""
-    return sample_parallel.SOURCE + ranking.SOURCE + interrupt.SOURCE
+    return sample_parallel.SOURCE + ranking.SOURCE + interrupt.SOURCE + embd.SOURCE
 
 
 def declarations_digest() -> str:
