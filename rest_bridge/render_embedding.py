@@ -23,18 +23,20 @@ write them."""
 from __future__ import annotations
 
 import base64
-from typing import TYPE_CHECKING, Any
+import sys
+from array import array
+from typing import Any, Protocol
 
 import orjson
 from google.protobuf.message import Message
 
 from rest_bridge.jsonio import Json, dumps
 
-if TYPE_CHECKING:  # numpy is imported where it is used: the service imports this module for
-    # its HTTP-body routes, and a server that computes no embeddings never loads numpy (it
-    # slows libllama's CPU kernels ~3%: test_the_server_process_never_loads_numpy)
-    import numpy as np
-    import numpy.typing as npt
+
+class FloatValues(Protocol):
+    """A float32 array (array.array "f", what packed_floats reads), or a numpy array."""
+
+    def tolist(self) -> list[float]: ...
 
 
 def native_json(resp: Any) -> bytes:
@@ -62,12 +64,12 @@ def openai_embed_json(resp: Any) -> bytes:
     return head[:-1] + b',"data":[' + b",".join(data) + b"]}"  # "data" last, in that object
 
 
-def packed_floats(message: Message, field: str) -> npt.NDArray[np.float32]:
+def packed_floats(message: Message, field: str) -> array[float]:
     """The values of `message`'s `repeated float` field as a float32 array, read from the
     message's wire form (proto3 packs them: one run of little-endian floats), without the
-    Python float per value that reading the field makes."""
-    import numpy as np
-
+    Python float per value that reading the field makes. No numpy: the service renders
+    these bodies too (through Envoy), and numpy in its process slows libllama's CPU kernels
+    ~3% (test_the_server_process_never_loads_numpy)."""
     number = message.DESCRIPTOR.fields_by_name[field].number
     wire = message.SerializeToString()
     runs: list[bytes] = []
@@ -90,7 +92,10 @@ def packed_floats(message: Message, field: str) -> npt.NDArray[np.float32]:
             pos += 8
         else:
             raise ValueError(f"unexpected wire type {kind} in {message.DESCRIPTOR.full_name}")
-    return np.frombuffer(b"".join(runs), dtype="<f4")
+    values = array("f", b"".join(runs))
+    if sys.byteorder != "little":
+        values.byteswap()
+    return values
 
 
 def _varint(data: bytes, pos: int) -> tuple[int, int]:
@@ -134,17 +139,11 @@ def rerank_json(resp: Any, body: dict[str, Json]) -> Json:
 _SMALL = 1e-4
 
 
-def float_array(values: npt.NDArray[np.floating]) -> bytes:
-    """`values` (float32 or float64) as a compact JSON array of numbers (module docstring)."""
-    import numpy as np
-
-    with np.errstate(invalid="ignore"):  # a NaN: compares false, stays a float (null)
-        wide = values.astype(np.float64, copy=False)
-        small = np.flatnonzero((np.abs(wide) < _SMALL) & (wide != 0.0))
-    if not small.size:  # about half of MiniLM's vectors: the array as it is, no Python floats
-        # (the same text: checked on 7.7 million widened float32 bit patterns)
-        return orjson.dumps(np.ascontiguousarray(wide), option=orjson.OPT_SERIALIZE_NUMPY)
-    items: list[float | orjson.Fragment] = wide.tolist()
-    for i in small.tolist():
-        items[i] = orjson.Fragment(repr(items[i]))
+def float_array(values: FloatValues) -> bytes:
+    """`values` as a compact JSON array of numbers (module docstring)."""
+    floats = values.tolist()  # float32 widened, exactly
+    items: list[Any] = floats  # the small ones replaced in place, by Fragments
+    for i, x in enumerate(floats):
+        if -_SMALL < x < _SMALL and x:  # false for NaN and 0.0 (written as they are)
+            items[i] = orjson.Fragment(repr(x))
     return orjson.dumps(items)

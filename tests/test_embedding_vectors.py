@@ -1,4 +1,4 @@
-"""service/embedding_vectors.py: numpy's normalization rounds as llama.cpp's
+"""service/embedding_vectors.py: the normalization (native/_cffi_src/embd.c) rounds as llama.cpp's
 common_embd_normalize does (checked against a plain-Python transcription of its arithmetic, one
 value at a time), and packed floats put as wire bytes equal the field filled value by value."""
 
@@ -56,24 +56,29 @@ def test_normalized_rounds_as_llama_cpp(norm: int) -> None:
         v = (rng.standard_normal(n) * scale).astype(np.float32)
         if trial % 5 == 0 and n:
             v[rng.integers(0, n)] = 0.0
-        got = normalized(v, norm)
-        assert got.dtype == np.float32
+        got = normalized(f32s(v), norm)
+        assert got.typecode == "f"
         assert same(got.tolist(), reference(v.tolist(), norm)), (trial, n, scale)
 
 
 def test_normalized_edges() -> None:
-    zeros = np.zeros(4, dtype=np.float32)
-    assert normalized(zeros, 2).tolist() == [0.0] * 4  # no division by a zero norm
-    assert normalized(np.zeros(0, dtype=np.float32), 2).tolist() == []
+    assert normalized(array("f", [0.0] * 4), 2).tolist() == [0.0] * 4  # no zero division
+    assert normalized(array("f"), 2).tolist() == []
     # a p-norm beyond the double range is inf (C's pow), so every value scales to 0
-    big = np.array([3e38, 1.0, -2e38], dtype=np.float32)
-    assert normalized(big, 100).tolist() == [0.0, 0.0, -0.0]
-    assert normalized(np.array([3.0, 4.0], dtype=np.float32), 2).tolist() == \
+    assert normalized(array("f", [3e38, 1.0, -2e38]), 100).tolist() == [0.0, 0.0, -0.0]
+    assert normalized(array("f", [3.0, 4.0]), 2).tolist() == \
         [array("f", [0.6])[0], array("f", [0.8])[0]]
+    # NaN: skipped by the max-absolute norm's comparison, as in C; kept in the output
+    got = normalized(array("f", [float("nan"), 2.0, -4.0]), 0).tolist()
+    assert math.isnan(got[0]) and got[1:] == reference([2.0, -4.0], 0)
+
+
+def f32s(values: np.ndarray) -> array[float]:
+    return array("f", values.astype(np.float32).tobytes())
 
 
 def test_put_floats_equals_the_field_filled_value_by_value() -> None:
-    v = np.random.default_rng(1).standard_normal(384).astype(np.float32)
+    v = f32s(np.random.default_rng(1).standard_normal(384))
     ours = embedding_pb2.OpenAIEmbedding(object="embedding", index=3)
     put_floats(ours, "embedding", v)
     plain = embedding_pb2.OpenAIEmbedding(object="embedding", index=3)
@@ -90,6 +95,4 @@ def test_put_floats_equals_the_field_filled_value_by_value() -> None:
 
 
 def test_float32_bytes_are_little_endian() -> None:
-    v = np.array([1.0, -2.5], dtype=np.float32)
-    assert float32_bytes(v) == b"\x00\x00\x80\x3f\x00\x00\x20\xc0"
-    assert float32_bytes(v.astype(">f4")) == float32_bytes(v)
+    assert float32_bytes(array("f", [1.0, -2.5])) == b"\x00\x00\x80\x3f\x00\x00\x20\xc0"

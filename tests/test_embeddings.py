@@ -233,3 +233,18 @@ def test_a_request_that_goes_away_leaves_nothing_queued(server: EmbedServer) -> 
         time.sleep(0.05)
     assert load is not None and load.n_processing == load.n_waiting == 0
     assert server.post("/v1/embeddings", {"input": "after"}).status_code == 200
+
+
+def test_the_embedding_server_process_never_loads_numpy(server: EmbedServer) -> None:
+    # numpy in the process makes libllama's CPU matrix kernels ~3% slower (docs/benchmarks.md):
+    # vectors are float32 arrays normalized in C (service/embedding_vectors.py). Every way in
+    # runs first: pooled vectors through gRPC (float and base64), native results, the bridge.
+    req = embedding_pb2.EmbedRequest(encoding_format="base64")
+    req.input.list_value.extend(["a panda", "bamboo"])
+    assert len(server.stub.OpenAIEmbed(req, timeout=60).data) == 2
+    req = embedding_pb2.EmbedRequest()
+    req.content.string_value = "a panda"
+    assert len(server.stub.Embed(req, timeout=60).results) == 1
+    assert server.post("/v1/embeddings", {"input": ["a", "b"]}).status_code == 200
+    maps = Path(f"/proc/{server.svc.proc.pid}/maps").read_text()
+    assert "libllama" in maps and "numpy" not in maps

@@ -134,3 +134,13 @@ def test_a_generation_model_without_reranking_answers_501(grpc_service: Any) -> 
     assert e.value.code() == grpc.StatusCode.UNIMPLEMENTED
     assert e.value.details() == ("This server does not support reranking. Start it with "
                                  "`--reranking`")
+
+
+def test_the_rerank_server_process_never_loads_numpy(server: EmbedServer) -> None:
+    # As tests/test_embeddings.py: scores are read as float32 arrays, not numpy's
+    resp = server.stub.Rerank(embedding_pb2.RerankRequest(query=QUERY, documents=DOCS[:3]),
+                              timeout=60)
+    assert len(resp.results) == 3
+    assert server.post("/rerank", {"query": QUERY, "documents": DOCS[:2]}).status_code == 200
+    maps = Path(f"/proc/{server.svc.proc.pid}/maps").read_text()
+    assert "libllama" in maps and "numpy" not in maps

@@ -6,8 +6,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    import numpy as np
-    import numpy.typing as npt
+    from array import array
 
 
 @dataclass(frozen=True)
@@ -99,7 +98,7 @@ class Embedded:
     """An embedding input's result, its last event: one pooled vector (a reranker's class
     scores for pooling `rank`), or with pooling `none` one unnormalized vector per token."""
 
-    vectors: tuple[npt.NDArray[np.float32], ...]
+    vectors: tuple[array[float], ...]  # float32 (typecode "f")
     n_tokens: int  # tokens evaluated
 
 
