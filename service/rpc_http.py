@@ -4,9 +4,9 @@ grpc_json_transcoder (protos/llama/v1/http.proto, docs/envoy.md).
 Each RPC does what the REST bridge's route does, with the bridge's own pure code: the body is
 parsed by rest_bridge.jsonio into the typed request, the typed RPC of llama.v1.LlamaServer runs
 in-process (the same servicer object, no second gRPC hop), and its messages are rendered by
-rest_bridge.render_* and streamed by rest_bridge.sse_frames.sse_stream, the bridge's own SSE
-loop. Errors are BridgeError's JSON. So the bridge and Envoy answer the same bytes;
-tests/test_two_front_doors.py compares them.
+rest_bridge.render_* and framed by rest_bridge.sse_frames, as the bridge frames them, and
+written by service/rpc_http_stream.py. Errors are BridgeError's JSON. So the bridge and Envoy
+answer the same bytes; tests/test_two_front_doors.py compares them.
 
 The HTTP status travels as the response metadata `x-http-status` (Envoy's Lua filter makes it
 the `:status` and drops it), other headers (`x-request-id`, `cache-control`) as metadata too.
@@ -19,7 +19,7 @@ needs is in service/rpc_http_base.py; the slot-file routes are service/rpc_http_
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any
 
 import grpc
@@ -53,7 +53,7 @@ from rest_bridge.render_embedding import (
 from rest_bridge.render_native import NativeRenderer
 from rest_bridge.render_openai import ChatRenderer, TextCompletionRenderer
 from rest_bridge.render_server import control_json, models_json, props_json, slots_json
-from rest_bridge.sse_frames import Renderer, sse_stream
+from rest_bridge.sse_frames import Renderer
 from service.rpc_base import Context
 from service.rpc_http_base import (
     JSON,
@@ -67,37 +67,38 @@ from service.rpc_http_base import (
     send_head,
 )
 from service.rpc_http_slots import SlotHttpRpcs
+from service.rpc_http_stream import SseWriter, write_sse
 
 
 class LlamaHttpServicer(SlotHttpRpcs):
     """The HTTP-body RPCs over `typed`, the llama.v1.LlamaServer servicer."""
 
     # -- generation -------------------------------------------------------------------------
-    def Completion(self, request: Any, context: Context) -> AsyncIterator[HttpBody]:
-        return self._generate(request, context, completion_pb2.CompletionRequest(),
-                              "Completion", NativeRenderer)
+    async def Completion(self, request: Any, context: Context) -> None:
+        await self._generate(request, context, completion_pb2.CompletionRequest(),
+                             "Completion", NativeRenderer)
 
-    def Infill(self, request: Any, context: Context) -> AsyncIterator[HttpBody]:
-        return self._generate(request, context, completion_pb2.CompletionRequest(), "Infill",
-                              NativeRenderer, check_input_extra)
+    async def Infill(self, request: Any, context: Context) -> None:
+        await self._generate(request, context, completion_pb2.CompletionRequest(), "Infill",
+                             NativeRenderer, check_input_extra)
 
-    def OpenAICompletion(self, request: Any, context: Context) -> AsyncIterator[HttpBody]:
-        return self._generate(request, context, completion_pb2.CompletionRequest(),
-                              "OpenAICompletion", TextCompletionRenderer)
+    async def OpenAICompletion(self, request: Any, context: Context) -> None:
+        await self._generate(request, context, completion_pb2.CompletionRequest(),
+                             "OpenAICompletion", TextCompletionRenderer)
 
-    def ChatCompletion(self, request: Any, context: Context) -> AsyncIterator[HttpBody]:
-        return self._generate(request, context, chat_pb2.ChatCompletionRequest(),
-                              "ChatCompletion", ChatRenderer)
+    async def ChatCompletion(self, request: Any, context: Context) -> None:
+        await self._generate(request, context, chat_pb2.ChatCompletionRequest(),
+                             "ChatCompletion", ChatRenderer)
 
     async def _generate(self, request: Any, context: Context, message: Any, rpc: str,
                         renderer_of: Callable[[Any], Renderer],
-                        check: Callable[[dict[str, Json]], None] | None = None,
-                        ) -> AsyncIterator[HttpBody]:
+                        check: Callable[[dict[str, Json]], None] | None = None) -> None:
         """rest_bridge.generation.respond's answer: SSE when the request streams, else one
-        JSON body; an error before the first event is an HTTP status, after it an event."""
+        JSON body; an error before the first event is an HTTP status, after it an event.
+        Written with context.write (service/rpc_http_stream.py says why)."""
         inner = InnerContext(context)
         call: Any = None
-        events: Any = None
+        writer: SseWriter | None = None
         try:
             try:
                 self._admit(context)
@@ -116,25 +117,25 @@ class LlamaHttpServicer(SlotHttpRpcs):
                 if not req.stream:
                     msgs = await _collect(call, first)
                     await send_head(context, 200, headers)
-                    yield HttpBody(content_type=JSON, data=dumps(renderer.result(msgs)))
+                    await context.write(HttpBody(content_type=JSON,
+                                                 data=dumps(renderer.result(msgs))))
                     return
             except (BridgeError, grpc.aio.AioRpcError) as e:
                 await close_quietly(call)
-                yield await send_error(context, bridge_error(e))
+                await context.write(await send_error(context, bridge_error(e)))
                 return
             # The headers go out now, before the first token, as the bridge's SSEResponse
             # sends them (the transcoder sends them with the first message's content type).
             await send_head(context, 200, {"cache-control": "no-cache", **headers})
-            yield HttpBody(content_type=SSE)
-            events = sse_stream(first, lambda: _next(call), renderer,
-                                _ping_interval(req, self._ping))
-            async for chunk in events:
-                yield HttpBody(data=chunk)
+            await context.write(HttpBody(content_type=SSE))
+            writer = SseWriter(context, _ping_interval(req, self._ping))
+            await write_sse(call, first, renderer, writer)
         finally:
-            # However this ends (the client gone: the call cancelled or this generator closed),
-            # the SSE loop stops waiting first, then the typed RPC's generator is closed, which
-            # cancels the generation and frees its slot.
-            await close_quietly(events)
+            # However this ends (the client gone: this call's task cancelled), the keep-alive
+            # timer stops first, then the typed RPC's generator is closed, which cancels the
+            # generation and frees its slot.
+            if writer is not None:
+                await writer.close()
             await close_quietly(call)
 
     # -- unary routes -----------------------------------------------------------------------

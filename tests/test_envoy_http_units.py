@@ -1,7 +1,8 @@
-"""Units of service/rpc_http.py's pure parts: the key as the bridge reads it, the SSE loop's
-(rest_bridge.sse_frames.sse_stream, both front doors') keep-alives and endings (a stand-in async
-generator plays the typed RPC's messages; the rendering is the bridge's own renderer), and the
-typed RPC's abort read as the bridge reads a status off the wire."""
+"""Units of service/rpc_http.py's pure parts: the key as the bridge reads it, the bridge's SSE
+loop's endings (rest_bridge.sse_frames.sse_stream; a stand-in async generator plays the typed
+RPC's messages; the rendering is the bridge's own renderer), and the typed RPC's abort read as
+the bridge reads a status off the wire. The service's own SSE writer (keep-alives included):
+tests/test_envoy_stream.py."""
 
 from __future__ import annotations
 
@@ -46,31 +47,25 @@ def _chunk(content: str, stop: bool = False) -> Any:
     return completion_pb2.CompletionChunk(content=content, stop=stop, tokens=[1] if content else [])
 
 
-async def _sse(call: Any, ping: float) -> list[bytes]:
+async def _sse(call: Any) -> list[bytes]:
     first = await anext(call)
     renderer = NativeRenderer(completion_pb2.CompletionRequest())
-    return [c async for c in sse_stream(first, lambda: anext(call, None), renderer, ping)]
+    return [c async for c in sse_stream(first, lambda: anext(call, None), renderer)]
 
 
-def test_silence_gets_keep_alives_and_the_events_stay_in_order() -> None:
-    call = _messages(_chunk(""), _chunk("a"), _chunk("b", stop=True), pause=0.25)
-    chunks = asyncio.run(_sse(call, ping=0.05))
-    events = [c for c in chunks if c != b":\n\n"]
-    assert len(chunks) > len(events)  # keep-alives went out while the messages were late
-    assert [json.loads(e[len(b"data: "):])["content"] for e in events] == ["a", "b"]
+def test_the_events_stay_in_order_and_native_streams_have_no_done() -> None:
+    call = _messages(_chunk(""), _chunk("a"), _chunk("b", stop=True), pause=0.01)
+    chunks = asyncio.run(_sse(call))
+    assert [json.loads(e[len(b"data: "):])["content"] for e in chunks] == ["a", "b"]
+    assert b":\n\n" not in chunks  # the bridge's keep-alives are SSEResponse's
     assert not any(c == b"data: [DONE]\n\n" for c in chunks)  # native: no [DONE]
-
-
-def test_no_keep_alives_when_disabled() -> None:
-    call = _messages(_chunk(""), _chunk("a", stop=True), pause=0.1)
-    assert b":\n\n" not in asyncio.run(_sse(call, ping=0.0))
 
 
 def test_an_in_band_error_is_the_last_event() -> None:
     error = common_pb2.ErrorInfo(code=500, message="boom", type="server_error")
     call = _messages(_chunk(""), _chunk("a"),
                      completion_pb2.CompletionChunk(error=error), _chunk("never"))
-    chunks = asyncio.run(_sse(call, ping=0.0))
+    chunks = asyncio.run(_sse(call))
     assert json.loads(chunks[-1][len(b"data: "):]) == {
         "error": {"code": 500, "message": "boom", "type": "server_error"}}
     assert len(chunks) == 2
@@ -83,53 +78,12 @@ def test_an_abort_mid_stream_is_the_last_event() -> None:
             await inner.abort(grpc.StatusCode.INVALID_ARGUMENT, "bad field")
         except grpc.aio.AioRpcError as e:
             aborted = e
-        return await _sse(_messages(_chunk(""), _chunk("a"), aborted), ping=0.0)
+        return await _sse(_messages(_chunk(""), _chunk("a"), aborted))
 
     chunks = asyncio.run(run())
     last = json.loads(chunks[-1][len(b"data: "):])
     assert last["error"]["code"] == 400 and last["error"]["message"] == "bad field"
 
-
-@pytest.mark.parametrize("ping", [0.0, 30.0])
-def test_an_abort_mid_stream_is_the_last_event_with_keep_alives_on(ping: float) -> None:
-    # With keep-alives the messages are read ahead by a task of the stream's own; a read's
-    # error still reaches the stream in order, after every message before it.
-    aborted = BridgeError(400, "bad field", "invalid_request_error")
-    chunks = asyncio.run(_sse(_messages(_chunk(""), _chunk("a"), _chunk("b"), aborted), ping))
-    assert [json.loads(c[len(b"data: "):]).get("content") for c in chunks[:-1]] == ["a", "b"]
-    assert json.loads(chunks[-1][len(b"data: "):])["error"]["message"] == "bad field"
-
-
-def test_a_stream_closed_while_waiting_stops_its_read() -> None:
-    # The client goes away (the stream generator is closed) while the next message is
-    # awaited: the read ahead is cancelled then, and the typed call's generator closes.
-    closed = asyncio.Event()
-
-    async def slow() -> AsyncIterator[Any]:
-        try:
-            yield _chunk("")
-            yield _chunk("a")
-            await asyncio.sleep(3600)
-            yield _chunk("never")
-        finally:
-            closed.set()
-
-    async def run() -> list[bytes]:
-        call = slow()
-        first = await anext(call)
-        stream = sse_stream(first, lambda: anext(call, None),
-                            NativeRenderer(completion_pb2.CompletionRequest()), ping=30.0)
-        got = [await anext(stream)]
-        pending = asyncio.ensure_future(anext(stream))
-        await asyncio.sleep(0.05)  # the stream is now waiting for a message
-        pending.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await pending
-        await stream.aclose()
-        await asyncio.wait_for(closed.wait(), 5)
-        return got
-
-    assert [json.loads(c[len(b"data: "):])["content"] for c in asyncio.run(run())] == ["a"]
 
 def test_initial_metadata_is_kept_for_the_headers() -> None:
     inner = InnerContext(outer=None)
