@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
 import pytest
 from llama.v1 import common_pb2, completion_pb2
+from sse_call_fakes import chunk, messages
 
 from rest_bridge.errors import BridgeError
 from rest_bridge.render_native import NativeRenderer
@@ -34,17 +34,7 @@ def test_presented_key_reads_as_the_bridge(metadata: Any, key: str | None) -> No
     assert presented_key(metadata) == key
 
 
-async def _messages(*items: Any, pause: float = 0.0) -> AsyncIterator[Any]:
-    for item in items:
-        if pause:
-            await asyncio.sleep(pause)
-        if isinstance(item, BaseException):
-            raise item
-        yield item
 
-
-def _chunk(content: str, stop: bool = False) -> Any:
-    return completion_pb2.CompletionChunk(content=content, stop=stop, tokens=[1] if content else [])
 
 
 async def _sse(call: Any) -> list[bytes]:
@@ -54,7 +44,7 @@ async def _sse(call: Any) -> list[bytes]:
 
 
 def test_the_events_stay_in_order_and_native_streams_have_no_done() -> None:
-    call = _messages(_chunk(""), _chunk("a"), _chunk("b", stop=True), pause=0.01)
+    call = messages(chunk(""), chunk("a"), chunk("b", stop=True), pause=0.01)
     chunks = asyncio.run(_sse(call))
     assert [json.loads(e[len(b"data: "):])["content"] for e in chunks] == ["a", "b"]
     assert b":\n\n" not in chunks  # the bridge's keep-alives are SSEResponse's
@@ -63,8 +53,8 @@ def test_the_events_stay_in_order_and_native_streams_have_no_done() -> None:
 
 def test_an_in_band_error_is_the_last_event() -> None:
     error = common_pb2.ErrorInfo(code=500, message="boom", type="server_error")
-    call = _messages(_chunk(""), _chunk("a"),
-                     completion_pb2.CompletionChunk(error=error), _chunk("never"))
+    call = messages(chunk(""), chunk("a"),
+                    completion_pb2.CompletionChunk(error=error), chunk("never"))
     chunks = asyncio.run(_sse(call))
     assert json.loads(chunks[-1][len(b"data: "):]) == {
         "error": {"code": 500, "message": "boom", "type": "server_error"}}
@@ -78,7 +68,7 @@ def test_an_abort_mid_stream_is_the_last_event() -> None:
             await inner.abort(grpc.StatusCode.INVALID_ARGUMENT, "bad field")
         except grpc.aio.AioRpcError as e:
             aborted = e
-        return await _sse(_messages(_chunk(""), _chunk("a"), aborted))
+        return await _sse(messages(chunk(""), chunk("a"), aborted))
 
     chunks = asyncio.run(run())
     last = json.loads(chunks[-1][len(b"data: "):])

@@ -16,6 +16,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from llama.v1 import common_pb2, completion_pb2
+from sse_call_fakes import chunk, messages
 
 from rest_bridge.errors import BridgeError
 from rest_bridge.jsonio import dumps
@@ -49,18 +50,7 @@ class Recorder:
             self._in_flight -= 1
 
 
-async def _messages(*items: Any, pause: float = 0.0) -> AsyncIterator[Any]:
-    for item in items:
-        if pause:
-            await asyncio.sleep(pause)
-        if isinstance(item, BaseException):
-            raise item
-        yield item
 
-
-def _chunk(content: str, stop: bool = False) -> Any:
-    return completion_pb2.CompletionChunk(content=content, stop=stop,
-                                          tokens=[1] if content else [])
 
 
 async def _write(call: AsyncIterator[Any], ping: float, renderer: Any = None,
@@ -80,7 +70,7 @@ def _events(data: list[bytes]) -> list[Any]:
 
 
 def test_silence_gets_keep_alives_and_the_events_stay_in_order() -> None:
-    call = _messages(_chunk(""), _chunk("a"), _chunk("b", stop=True), pause=0.25)
+    call = messages(chunk(""), chunk("a"), chunk("b", stop=True), pause=0.25)
     data = asyncio.run(_write(call, ping=0.05)).data
     assert KEEP_ALIVE in data  # keep-alives went out while the messages were late
     assert [e["content"] for e in _events(data)] == ["a", "b"]
@@ -88,13 +78,13 @@ def test_silence_gets_keep_alives_and_the_events_stay_in_order() -> None:
 
 
 def test_no_keep_alives_when_disabled() -> None:
-    call = _messages(_chunk(""), _chunk("a", stop=True), pause=0.1)
+    call = messages(chunk(""), chunk("a", stop=True), pause=0.1)
     assert KEEP_ALIVE not in asyncio.run(_write(call, ping=0.0)).data
 
 
 def test_a_keep_alive_never_goes_beside_a_message_write() -> None:
     # every write is slower than the keep-alive interval: no keep-alive may start during one
-    call = _messages(_chunk(""), _chunk("a"), _chunk("b"), _chunk("c", stop=True), pause=0.12)
+    call = messages(chunk(""), chunk("a"), chunk("b"), chunk("c", stop=True), pause=0.12)
     recorder = asyncio.run(_write(call, ping=0.05, write_s=0.15))
     assert recorder.most_in_flight == 1
     assert [e["content"] for e in _events(recorder.data)] == ["a", "b", "c"]
@@ -103,7 +93,7 @@ def test_a_keep_alive_never_goes_beside_a_message_write() -> None:
 def test_the_openai_routes_end_with_done() -> None:
     m = completion_pb2.OpenAICompletionChunk(id="cmpl-1", object="text_completion")
     m.choices.add(index=0, text="hi")
-    data = asyncio.run(_write(_messages(m, m), ping=0.0,
+    data = asyncio.run(_write(messages(m, m), ping=0.0,
                               renderer=TextCompletionRenderer())).data
     assert data[-1] == b"data: [DONE]\n\n"
     assert [e["choices"][0]["text"] for e in _events(data)] == ["hi", "hi"]
@@ -111,8 +101,8 @@ def test_the_openai_routes_end_with_done() -> None:
 
 def test_an_in_band_error_is_the_last_event() -> None:
     error = common_pb2.ErrorInfo(code=500, message="boom", type="server_error")
-    call = _messages(_chunk(""), _chunk("a"),
-                     completion_pb2.CompletionChunk(error=error), _chunk("never"))
+    call = messages(chunk(""), chunk("a"),
+                    completion_pb2.CompletionChunk(error=error), chunk("never"))
     data = asyncio.run(_write(call, ping=0.0)).data
     assert _events(data)[-1] == {"error": {"code": 500, "message": "boom",
                                            "type": "server_error"}}
@@ -122,7 +112,7 @@ def test_an_in_band_error_is_the_last_event() -> None:
 @pytest.mark.parametrize("ping", [0.0, 30.0])
 def test_a_call_failing_mid_stream_is_the_last_event(ping: float) -> None:
     aborted = BridgeError(400, "bad field", "invalid_request_error")
-    data = asyncio.run(_write(_messages(_chunk(""), _chunk("a"), _chunk("b"), aborted),
+    data = asyncio.run(_write(messages(chunk(""), chunk("a"), chunk("b"), aborted),
                               ping)).data
     events = _events(data)
     assert [e.get("content") for e in events[:-1]] == ["a", "b"]
@@ -136,10 +126,10 @@ def test_a_stream_cancelled_while_waiting_closes_the_typed_call() -> None:
 
     async def slow() -> AsyncIterator[Any]:
         try:
-            yield _chunk("")
-            yield _chunk("a")
+            yield chunk("")
+            yield chunk("a")
             await asyncio.sleep(3600)
-            yield _chunk("never")
+            yield chunk("never")
         finally:
             closed.set()
 
@@ -181,7 +171,7 @@ def test_a_plain_native_event_is_the_general_paths_json(text: str, tokens: list[
 
 
 def test_a_native_event_with_more_takes_the_general_path() -> None:
-    m = _chunk("a")
+    m = chunk("a")
     m.timings.predicted_n = 1
     (event,) = NativeRenderer(completion_pb2.CompletionRequest()).events(m)
     assert event == partial_json(m) and "timings" in event
