@@ -54,9 +54,11 @@ EOF
 # Issue 26: three models (bench, Llama-3.2-1B's and Llama-3.1-8B's shapes in Q4_K_M), ours
 # against llama-server with default flags and with --backend-sampling and llama-batched-bench,
 # at 1 and 8 streams (--parallel 8) and 64, 128, 256 streams at matching --parallel (256 tokens
-# a slot: three 8B servers' caches fit one 80 GB card). docs/benchmarks.md has the estimate.
+# a slot: three 8B servers' caches fit one 80 GB card), with the step timeline (item 4: host
+# against decode per step, from our server's LLAMA_GRPC_STEP_TIMELINE summaries).
+# docs/benchmarks.md has the estimate.
 PLAN_ARGS=(--models bench,1b,8b --reps 3 --concurrency 1,8 --wide-concurrency 64,128,256
-           --wide-parallel 0 --wide-ctx-per-slot 256 --no-envoy --no-embeddings
+           --wide-parallel 0 --wide-ctx-per-slot 256 --no-envoy --no-embeddings --step-timeline
            --scenarios single,aggregate_1,aggregate_8,ttft_idle,aggregate_64,aggregate_128,aggregate_256)
 
 collect() {
