@@ -10,6 +10,8 @@
 #   bash bench/gpu_run.sh plan [more args]     # `start` with issue 26's plan (PLAN_ARGS below):
 #                                              # generates the 1b and 8b models here (timed, in
 #                                              # run.log and results.md), then every model
+#   bash bench/gpu_run.sh recheck              # issues 19, 20 and 24's GPU figures on the bench
+#                                              # model (bench/gpu_recheck.sh), then as `start`
 #
 # Either one waits up to WAIT_S seconds (default 540), then copies what is ready to $OUT: the
 # results (results.md, results.json, aggregate.png), profiles and logs (logs.tar.gz).
@@ -107,11 +109,18 @@ case "${1:-}" in
             < /dev/null > /dev/null 2>&1 &
         wait_done
         ;;
+    recheck)
+        setup
+        rm -f "$RUN_DIR/exit_code"
+        setsid bash -c "bash bench/gpu_recheck.sh '$RUN_DIR/results' > '$RUN_DIR/run.log' 2>&1; \
+            echo \$? > '$RUN_DIR/exit_code'" < /dev/null > /dev/null 2>&1 &
+        wait_done
+        ;;
     wait)
         wait_done
         ;;
     *)
-        echo "usage: bash bench/gpu_run.sh start [bench args] | plan [bench args] | wait" >&2
+        echo "usage: bash bench/gpu_run.sh start [bench args] | plan [bench args] | recheck | wait" >&2
         exit 2
         ;;
 esac
