@@ -31,6 +31,7 @@ from native._ffi import captured_log, ensure_initialised, ffi, lib
 from native.errors import InvalidInputError, LlamaError, ModelLoadError
 from native.media_probe import MAX_IMAGE_PIXELS, MAX_IMAGE_SIDE, MediaError, probe
 from native.model import Model
+from native.passing_thread import run_on_passing_thread
 
 __all__ = ["Bitmap", "Chunks", "MediaChunk", "MediaError", "MtmdError", "Projector",
            "ProjectorParams", "TextChunk", "default_marker"]
@@ -245,8 +246,11 @@ class Projector:
         marker = ffi.new("char[]", p.media_marker.encode()) if p.media_marker else ffi.NULL
         if marker != ffi.NULL:
             c.media_marker = marker
-        with captured_log() as lines:
-            ptr = lib.mtmd_init_from_file(str(self.path).encode(), model.ptr, c)
+        def init() -> tuple[Any, list[str]]:  # its warm-up encodes
+            with captured_log() as lines:
+                return lib.mtmd_init_from_file(str(self.path).encode(), model.ptr, c), lines
+
+        ptr, lines = run_on_passing_thread(init)
         if ptr == ffi.NULL:
             raise ModelLoadError(f"libmtmd could not load the projector {self.path}: "
                                  f"{_last_error(lines)}")
@@ -373,11 +377,15 @@ class Projector:
             raise InvalidInputError("only a MediaChunk is encoded (text chunks are tokens)")
         if chunk._owner is not self:
             raise InvalidInputError("the chunk was tokenized by another projector")
-        with self._lock, captured_log() as lines:
+        with self._lock:
+            embd = run_on_passing_thread(lambda: self._encode(chunk))
+        return embd.reshape(chunk.n_tokens, self.n_embd)
+
+    def _encode(self, chunk: MediaChunk) -> np.ndarray:
+        with captured_log() as lines:
             rc = int(lib.mtmd_encode_chunk(self.ptr, chunk._ptr))
             if rc != 0:
                 raise MtmdError(f"mtmd_encode_chunk failed (code {rc}): {_last_error(lines)}")
-            out = lib.mtmd_get_output_embd(self.ptr)
-            n = chunk.n_tokens * self.n_embd
-            embd = np.frombuffer(ffi.buffer(out, n * 4), dtype=np.float32).copy()
-        return embd.reshape(chunk.n_tokens, self.n_embd)
+        out = lib.mtmd_get_output_embd(self.ptr)
+        n = chunk.n_tokens * self.n_embd
+        return np.frombuffer(ffi.buffer(out, n * 4), dtype=np.float32).copy()

@@ -3,6 +3,13 @@
 `load_runtime` runs on a worker thread while the gRPC server already answers (health says
 NOT_SERVING until it returns). Model loading logs its progress; LoRA adapters given at start-up
 are loaded and applied, and one short warm-up run precedes serving (as llama-server does).
+
+The warm-up runs on the engine thread, as every decode does. ggml's CPU backend computes through
+OpenMP, and libgomp keeps a team of worker threads for each thread that ever ran a parallel
+region, for as long as that thread lives. Once the process holds more OpenMP threads than CPUs,
+libgomp cuts every team's spin at a barrier to ~100 iterations and the threads sleep instead: a
+warm-up on this (pooled, long-lived) loader thread made `-t 2` decodes on two cores switch
+context ~350 times a token and run ~15% slower (docs/benchmarks.md, "One OpenMP team").
 """
 
 from __future__ import annotations
@@ -197,9 +204,6 @@ def load_runtime(config: ServerConfig) -> Runtime:
         projector = _load_projector(config, model)
         if projector is not None:
             cleanup.callback(projector.close)
-        if config.context.warmup:
-            _log.info("warming up the model with a short run (--no-warmup to skip)")
-            ctx.warmup()
         templates = _templates(config, model)
         speculator = load_speculator(config.speculative, model, ctx, model_params(config.model))
         if speculator is not None:
@@ -213,6 +217,10 @@ def load_runtime(config: ServerConfig) -> Runtime:
             multimodal=projector is not None,
         ), [lora.adapter for lora in loras], speculator)
         engine.start()
+        cleanup.callback(engine.stop)  # before the context closes (an ExitStack runs LIFO)
+        if config.context.warmup:
+            _log.info("warming up the model with a short run (--no-warmup to skip)")
+            engine.call(ctx.warmup).result()  # see the module's docstring
         cleanup.pop_all()
     if config.endpoints.cache_reuse and not ctx.can_shift:  # as llama-server warns
         _log.warning("--cache-reuse has no effect: this context cannot shift its KV cells")
