@@ -20,7 +20,7 @@ from rest_bridge import grpc_polling  # noqa: F401  before grpc loads; the bridg
 
 # isort: split
 from rest_bridge.launcher import start_bridge
-from service import soak_probe
+from service import event_loop, soak_probe
 from service.config import LogConfig, ServerConfig, parse_args
 from service.server import ServerHandle, start_server
 
@@ -114,7 +114,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("llama-grpc-server: error: no model given; pass -m path/to/model.gguf",
               file=sys.stderr)
         return 2
-    return asyncio.run(serve(config))
+    try:
+        event_loop.chosen()
+    except ValueError as e:
+        print(f"llama-grpc-server: error: {e}", file=sys.stderr)
+        return 2
+    return event_loop.run(serve(config))
 
 
 if __name__ == "__main__":
