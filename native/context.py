@@ -111,6 +111,7 @@ class Context:
                                "out of memory for this n_ctx, or invalid parameters)")
         self._ptr = ptr
         self._interrupt = ffi.new("int *")  # see interrupt(); freed after the context
+        self._launched = ffi.new("double[2]")  # see launched
         lib.llama_grpc_watch_interrupt(ptr, self._interrupt)
         self._mem = lib.llama_get_memory(ptr)
         self.n_ctx = int(lib.llama_n_ctx(ptr))
@@ -190,20 +191,29 @@ class Context:
                 f"position out of range (0..{self.n_ctx_seq - 1}) in batch")
 
     # -- compute ----------------------------------------------------------------------------
-    def decode(self, batch: Batch, wake_fd: int = -1) -> None:
+    def decode(self, batch: Batch, wake_fd: int = -1, synchronize: bool = False) -> None:
         """Run the batch through the decoder. Releases the GIL for the whole computation.
         Raises DecodeAbortedError if interrupt() stopped it (see there). With `wake_fd` >= 0,
         one byte is written to that file descriptor first, without the GIL (an event loop's
-        wake-up, service/engine/waker.py)."""
+        wake-up, service/engine/waker.py). With `synchronize`, the call also waits for the
+        backend to finish (on CUDA llama_decode returns once the graph is queued) before it
+        takes the GIL back (`launched` says when the decode call itself returned)."""
         self.check_batch(batch)
         decoding.interrupt_flag = self._interrupt
         try:
             # llama_decode, or for a context without memory llama_encode (interrupt.c)
-            rc = int(lib.llama_grpc_decode_wake(self.ptr, batch.c_struct(), wake_fd))
+            rc = int(lib.llama_grpc_decode_wake(self.ptr, batch.c_struct(), wake_fd,
+                                                int(synchronize), self._launched))
         finally:
             decoding.interrupt_flag = None
         if rc != 0:
             raise decode_error(rc, "decode")
+
+    @property
+    def launched(self) -> tuple[float, float]:
+        """When the last decode call returned, before any wait for the backend: perf_counter
+        and the calling thread's thread_time, in seconds."""
+        return float(self._launched[0]), float(self._launched[1])
 
     def synchronize(self) -> None:
         """Wait (without the GIL) until the backend finished the last decode: on CUDA

@@ -144,10 +144,10 @@ class _DecodeHook:
         self.calls = 0
         real = engine.ctx.decode
 
-        def decode(batch: native.Batch) -> None:
+        def decode(batch: native.Batch, *args: Any, **kwargs: Any) -> None:
             self.calls += 1
             before(self.calls)
-            real(batch)
+            real(batch, *args, **kwargs)
 
         monkeypatch.setattr(engine.ctx, "decode", decode)
 
@@ -266,13 +266,13 @@ def test_a_decode_interrupted_after_some_ubatches_is_redone_cleanly(
     task, recorder = _task("a", prompt, n_predict=6)
     real = engine.ctx.decode
 
-    def decode(batch: native.Batch) -> None:
+    def decode(batch: native.Batch, *args: Any, **kwargs: Any) -> None:
         if engine.stats.decodes_interrupted == 0 and task.slot is not None:
             part = native.Batch(16)
             part.add_sequence(prompt[:16], 0, task.slot.id, False)
             real(part)
             raise DecodeAbortedError(2)
-        real(batch)
+        real(batch, *args, **kwargs)
 
     monkeypatch.setattr(engine.ctx, "decode", decode)
     engine.submit(task)

@@ -16,5 +16,6 @@ void llama_grpc_watch_interrupt(struct llama_context * ctx, int * flag);
 void llama_grpc_allow_interrupt(int * flag, int allow);
 int llama_grpc_request_interrupt(int * flag);
 int llama_grpc_interrupt_pending(const int * flag);
-int32_t llama_grpc_decode_wake(struct llama_context * ctx, struct llama_batch batch, int wake_fd);
+int32_t llama_grpc_decode_wake(struct llama_context * ctx, struct llama_batch batch, int wake_fd,
+                               int synchronize, double * launched);
 """

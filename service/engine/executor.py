@@ -95,14 +95,13 @@ class Executor:
         return ready
 
     def decode(self, plan: Plan, interruptible: bool, wake_fd: int = -1) -> bool:
-        """Decode the built batch (writing a byte to `wake_fd` first, if >= 0: Context.decode);
-        False when an arrival interrupted it (nothing of it stays in the cells). Raises
-        LlamaError when the decode fails."""
+        """Decode the built batch (writing a byte to `wake_fd` first, if >= 0: Context.decode)
+        and wait for the backend in the same native call, so that the GIL is taken back once,
+        after the GPU's work (native/_cffi_src/interrupt.c says why); False when an arrival
+        interrupted it (nothing of it stays in the cells). Raises LlamaError when the decode
+        fails."""
         try:
-            if wake_fd >= 0:
-                self.ctx.decode(self._batch, wake_fd)
-            else:
-                self.ctx.decode(self._batch)
+            self.ctx.decode(self._batch, wake_fd, synchronize=True)
         except DecodeAbortedError:
             self._forget(plan)
             return False

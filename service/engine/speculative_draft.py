@@ -140,7 +140,7 @@ class DraftModel:
             self._decode(done)
 
     def _decode(self, outputs: list[tuple[DraftAsk, int]]) -> None:
-        self.ctx.decode(self._batch)
+        self.ctx.decode(self._batch, synchronize=True)  # the GIL back once: interrupt.c
         self._batch.clear()
         for a, i in outputs:
             a._next = best_token(self.ctx.logits_ith(i), a.p_min)

@@ -7,9 +7,11 @@ A step runs through PHASES in order, each stamped when it ends:
 - intake: the inbox drained and the burst gathered (the wait of an idle engine excluded)
 - schedule: Scheduler.schedule, its plan applied (memory operations, Started events), media
 - build: the batch filled, LoRA set
-- decode: llama_decode; on CUDA it returns once the graph is queued, so in timeline mode only
-  the engine then calls llama_synchronize, and the wait for the GPU is its own phase:
-- gpu_wait: llama_synchronize (~0 on the CPU backend, where the decode computes in the call)
+- decode: llama_decode; on CUDA it returns once the graph is queued. The engine's decode call
+  then waits for the backend in the same native call (Executor.decode), which stamps the
+  moment llama_decode returned (Context.launched), and the wait for the GPU is its own phase:
+- gpu_wait: llama_synchronize (~0 on the CPU backend, where the decode computes in the call),
+  with the wait for the GIL that ends the native call
 - post: Scheduler.advance, the counters, progress events, embeddings and prompt-only ends
 - sample: the native sampling of the step's slots (and speculative verification)
 - tokens: each sampled token handled (_on_token: accept, detokenize, text stream, stop checks,
@@ -43,8 +45,9 @@ HOST_PHASES = tuple(p for p in PHASES if p not in DEVICE_PHASES)
 MAX_STEPS = 2_000_000  # ~100 MB of stamps; later steps are counted, not kept
 
 
-class Synchronizable(Protocol):
-    def synchronize(self) -> None: ...
+class Launched(Protocol):
+    @property
+    def launched(self) -> tuple[float, float]: ...  # perf_counter, thread_time
 
 
 class Timeline:
@@ -58,8 +61,8 @@ class Timeline:
     def mark(self, phase: int) -> None:
         """`phase` ends now."""
 
-    def decoded(self, ctx: Synchronizable, n_tokens: int) -> None:
-        """The step's decode returned: it is recorded, and the GPU's wait split off."""
+    def decoded(self, ctx: Launched, n_tokens: int) -> None:
+        """The step's decode returned: it is recorded, the GPU's wait split off."""
 
     def end(self, n_generated_total: int) -> None:
         """The iteration ends (after delivery); `n_generated_total`: the engine's counter."""
@@ -89,14 +92,15 @@ class StepTimeline(Timeline):
         self._last, self._last_cpu = time.perf_counter(), time.thread_time()
 
     def mark(self, phase: int) -> None:
-        now, cpu = time.perf_counter(), time.thread_time()
+        self._mark_at(phase, time.perf_counter(), time.thread_time())
+
+    def _mark_at(self, phase: int, now: float, cpu: float) -> None:
         self._cur[phase] += now - self._last
         self._cur[len(PHASES) + phase] += cpu - self._last_cpu
         self._last, self._last_cpu = now, cpu
 
-    def decoded(self, ctx: Synchronizable, n_tokens: int) -> None:
-        self.mark(DECODE)
-        ctx.synchronize()
+    def decoded(self, ctx: Launched, n_tokens: int) -> None:
+        self._mark_at(DECODE, *ctx.launched)
         self.mark(GPU_WAIT)
         self._n_tokens = n_tokens
 
