@@ -33,7 +33,7 @@ _GEN = str(paths.REPO_ROOT / "gen" / "python")
 if _GEN not in sys.path:
     sys.path.insert(0, _GEN)
 
-from bench import report, timeline_table  # noqa: E402 - after the sys.path fix-up above
+from bench import report  # noqa: E402 - after the sys.path fix-up above
 from bench.batched_bench import BatchedPoint, run_batched_bench  # noqa: E402
 from bench.load import LoadRunner  # noqa: E402
 from bench.machine import machine_info  # noqa: E402
@@ -323,9 +323,6 @@ def _run_model(args: argparse.Namespace, argv: list[str] | None, run: ModelRun,
     rows = [r for p, ph in zip(plan, phases, strict=True)
             for r in report.summarize(ph, p.scenarios)]
     markdown = write_outputs(out, meta, rows, phases, batched)
-    if args.step_timeline and (section := timeline_table.table(phases)):
-        markdown += "\n" + section
-        (out / "results.md").write_text(markdown)
     return markdown, rows, batched, any(ph.errors for ph in phases)
 
 

@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from bench import report
+from bench import report, timeline_table
 from bench.batched_bench import BatchedPoint
 from bench.plot import plot_aggregate, plot_panels
 from bench.runner import PhaseResult
@@ -33,6 +33,8 @@ def write_outputs(out: Path, meta: dict[str, Any], rows: Sequence[report.Row],
     """Write the three files into `out`; returns the Markdown."""
     parallel_of = {ph.name: int(ph.settings["parallel"]) for ph in phases}
     markdown = report.render_markdown(meta, rows, phases, batched, parallel_of)
+    if section := timeline_table.table(phases):  # the phases ran with --step-timeline
+        markdown += "\n" + section
     (out / "results.md").write_text(markdown)
     (out / "results.json").write_text(json.dumps({
         **meta,

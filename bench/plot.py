@@ -4,6 +4,8 @@ throughput as the engine's ceiling); one panel per model when a run measured sev
 
 from __future__ import annotations
 
+import multiprocessing
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -44,14 +46,29 @@ def _draw(ax: Any, points: dict[str, dict[int, float]], batched: dict[int, Batch
 
 
 def plot_panels(panels: Sequence[Panel], title: str, out: Path) -> bool:
-    """One figure, one panel per model; False (and nothing written) without matplotlib."""
+    """One figure, one panel per model, drawn in a child process: matplotlib once died with
+    SIGSEGV loading its fonts on a GPU host, which took the rest of the run with it. False
+    (and nothing written) without matplotlib or when the child fails; `python -m bench.output`
+    draws it again from results.json."""
+    child = multiprocessing.get_context("spawn").Process(
+        target=_plot_panels, args=(list(panels), title, out), name="bench-plot")
+    child.start()
+    child.join()
+    if child.exitcode != 0:
+        print(f"[bench] plotting {out.name} failed (exit code {child.exitcode}); the results "
+              "are written: `python -m bench.output results.json` draws it again",
+              file=sys.stderr)
+    return child.exitcode == 0 and out.exists()
+
+
+def _plot_panels(panels: Sequence[Panel], title: str, out: Path) -> None:
     try:
         import matplotlib
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        return False
+        return
     fig, axes = plt.subplots(1, len(panels), figsize=(7 * len(panels), 4.8), dpi=120,
                              squeeze=False)
     for ax, (name, points, batched) in zip(axes[0], panels, strict=True):
@@ -59,7 +76,6 @@ def plot_panels(panels: Sequence[Panel], title: str, out: Path) -> bool:
     fig.tight_layout()
     fig.savefig(out)
     plt.close(fig)
-    return True
 
 
 def plot_aggregate(points: dict[str, dict[int, float]], batched: dict[int, BatchedPoint],

@@ -46,20 +46,24 @@ def table(phases: Sequence[PhaseResult]) -> str:
             share = host / (host + dev) if host + dev else 0.0
             lines.append(
                 f"| {ph.name} | {n} | {g['steps']:,} | {step['step']['p50'] / 1e3:.2f} | "
-                f"{step['decode']['mean'] / 1e3:.2f} | {step['gpu_wait']['mean'] / 1e3:.2f} | "
+                f"{step['decode']['mean'] / 1e3:.2f} ({cpu.get('decode', 0.0) / 1e3:.2f}) | "
+                f"{step['gpu_wait']['mean'] / 1e3:.2f} ({cpu.get('gpu_wait', 0.0) / 1e3:.2f}) | "
                 f"{host / 1e3:.2f} ({share:.0%}) | {cpu.get('host', 0.0) / 1e3:.2f} | "
                 f"{tok['host']:.1f} | "
                 + " | ".join(f"{step[p]['mean']:,.0f}" for p in SHOWN) + " |")
     if not lines:
         return ""
-    head = ("| phase | streams | steps | step p50 (ms) | decode (ms) | GPU wait (ms) | "
+    head = ("| phase | streams | steps | step p50 (ms) | decode (ms, CPU) | GPU wait (ms, CPU) | "
             "host (ms, share) | host CPU (ms) | host µs/token | "
             + " | ".join(f"{p} µs" for p in SHOWN) + " |")
     return "\n".join([
         "## Host vs decode per step (our server's step timeline)", "",
         "Steps whose batch is the scenario's streams, every one generating; means per step "
-        "unless said (step: p50). decode: llama_decode's call (on CUDA: queuing the graph); "
-        "GPU wait: llama_synchronize after it; host: every other phase; host CPU: the engine "
-        "thread's CPU time in them (below the host's wall time: it waited for the GIL, held "
-        "by the event loop, or for a core) (service/engine/timeline.py).", "",
+        "unless said (step: p50), with the engine thread's CPU time in brackets. decode: "
+        "llama_decode's call (on CUDA: queuing the graph); GPU wait: the rest of the native "
+        "call, llama_synchronize and taking the GIL back (before 1ae6677: a separate "
+        "llama_synchronize, and the decode's wall time included the GIL's); host: every other "
+        "phase; host CPU: the engine thread's CPU time in them. Wall time above CPU time: the "
+        "thread waited for the GIL (held by the event loop), for the GPU without spinning, or "
+        "for a core (service/engine/timeline.py).", "",
         head, "|" + " --- |" * (9 + len(SHOWN)), *lines, ""])

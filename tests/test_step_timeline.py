@@ -152,13 +152,14 @@ def test_bench_table_takes_each_aggregate_scenarios_steps() -> None:
     sizes, stamps = [], []
     for _ in range(3):
         sizes += [8, 8]
-        stamps += _stamps({"tokens": 50.0}, decode=5000.0, gpu_wait=1000.0, tokens=80.0)
+        stamps += _stamps({"tokens": 50.0, "decode": 2000.0, "gpu_wait": 1000.0},
+                          decode=5000.0, gpu_wait=1000.0, tokens=80.0)
     timeline = summarize(sizes, stamps)
     phase = PhaseResult("np8", {"parallel": 8}, timeline=timeline,
                         samples=[{"scenario": "aggregate_8"}, {"scenario": "aggregate_16"},
                                  {"scenario": "single"}])
     text = table([phase, PhaseResult("np64", {"parallel": 64})])  # no timeline: no rows
     rows = [line for line in text.splitlines() if line.startswith("| np")]
-    assert rows == ["| np8 | 8 | 3 | 6.08 | 5.00 | 1.00 | 0.08 (1%) | 0.05 | 10.0 | "
+    assert rows == ["| np8 | 8 | 3 | 6.08 | 5.00 (2.00) | 1.00 (1.00) | 0.08 (1%) | 0.05 | 10.0 | "
                     "0 | 0 | 0 | 0 | 0 | 80 | 0 |"]  # 16 streams at --parallel 8: 8 a step
     assert table([PhaseResult("np8", {"parallel": 8})]) == ""
