@@ -215,13 +215,6 @@ class Context:
         and the calling thread's thread_time, in seconds."""
         return float(self._launched[0]), float(self._launched[1])
 
-    def synchronize(self) -> None:
-        """Wait (without the GIL) until the backend finished the last decode: on CUDA
-        llama_decode returns once the graph is queued, and the wait otherwise happens at the
-        first read of its outputs (the step timeline, service/engine/timeline.py, splits the
-        two)."""
-        lib.llama_synchronize(self.ptr)
-
     def allow_interrupt(self, allow: bool) -> None:
         """Let interrupt() stop decodes from now on, or not (which also withdraws a request
         not yet acted on). Call from the thread that decodes, between decodes."""
