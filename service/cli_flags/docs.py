@@ -53,6 +53,10 @@ spec's README and those of today's llama-server (the pinned llama.cpp's `tools/s
   sockets itself rather than through its EventEngine's threads (less latency per message; see
   docs/rest.md, "Process layout and why"). Set it (e.g. to
   `event_engine_client,event_engine_listener`) to keep grpc's defaults.
+- `LLAMA_GRPC_EVENT_LOOP`: `uvloop` (the default; asyncio's loop where uvloop is not installed)
+  or `asyncio`, the event loop `llama-grpc-server` runs on (service/event_loop.py: uvloop takes
+  15–26% less loop CPU per streamed token, docs/benchmarks.md, "The server on uvloop"); any
+  other value stops it at start with the choices.
 
 ## Choices made where llama-server's two versions differ or leave room
 
